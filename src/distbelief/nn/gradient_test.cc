@@ -1,0 +1,221 @@
+// Every layer's gradient against central finite differences, for several shapes including odd
+// sizes and batch 1.
+#include <gtest/gtest.h>
+
+#include <memory>
+
+#include "distbelief/nn/dense.h"
+#include "distbelief/nn/loss.h"
+#include "distbelief/nn/sequence.h"
+#include "distbelief/nn/spatial.h"
+#include "testing/gradient_check.h"
+
+namespace distbelief {
+namespace {
+
+constexpr double kTolerance = 2e-2;  // measured worst case 8e-3 (LSTM), a 10% error fails
+
+Tensor RandomTensor(const Shape& s, uint64_t seed, float scale = 1.0f) {
+  Random rng(seed);
+  Tensor t(s);
+  for (float& v : t.span()) v = scale * static_cast<float>(rng.Normal());
+  return t;
+}
+
+void ExpectGradientsMatch(Layer* layer, Tensor x, bool skip_input = false) {
+  const auto r = testing::CheckLayerGradients(layer, &x, skip_input);
+  EXPECT_LT(r.max_rel_error, kTolerance) << layer->Kind() << " " << x.ShapeString() << ": " << r.worst;
+}
+
+class BatchTest : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(Batches, BatchTest, ::testing::Values(1, 3, 8));
+
+TEST_P(BatchTest, Linear) {
+  Random rng(1);
+  Linear l("fc", 7, 5, &rng);
+  ExpectGradientsMatch(&l, RandomTensor({GetParam(), 7}, 2));
+  Linear l3("fc3", 4, 6, &rng, /*bias=*/false);
+  ExpectGradientsMatch(&l3, RandomTensor({GetParam(), 3, 4}, 3));
+}
+
+TEST_P(BatchTest, Activations) {
+  for (Activation f : {Activation::kSigmoid, Activation::kTanh, Activation::kRelu}) {
+    ActivationLayer a(f);
+    ExpectGradientsMatch(&a, RandomTensor({GetParam(), 9}, 4));
+  }
+}
+
+TEST_P(BatchTest, Maxout) {
+  Maxout m(3);
+  ExpectGradientsMatch(&m, RandomTensor({GetParam(), 12}, 5));
+}
+
+TEST_P(BatchTest, LayerNorm) {
+  LayerNorm ln("ln", 11);
+  Random rng(6);
+  for (Param* p : ln.params())
+    for (float& v : p->value.span()) v += rng.Uniform(-0.5f, 0.5f);
+  ExpectGradientsMatch(&ln, RandomTensor({GetParam(), 2, 11}, 7));
+}
+
+TEST_P(BatchTest, Embedding) {
+  Random rng(8);
+  Embedding e("emb", 13, 6, 5, &rng);
+  Tensor ids({GetParam(), 5});
+  for (float& v : ids.span()) v = static_cast<float>(rng.UniformInt(13));
+  ExpectGradientsMatch(&e, ids, /*skip_input=*/true);
+}
+
+TEST_P(BatchTest, LocallyConnected) {
+  Random rng(9);
+  // Odd sizes: 2 maps in, 3 out, 11x9 input, 4x4 fields (CFF = 32), stride 3.
+  LocallyConnected2d lc("lc", {2, 11, 9}, 3, 4, 3, &rng);
+  ExpectGradientsMatch(&lc, RandomTensor({GetParam(), 2, 11, 9}, 10));
+  // More maps than one register block and a field whose size is not a multiple of 16.
+  LocallyConnected2d lc2("lc2", {1, 8, 8}, 10, 5, 3, &rng);
+  ExpectGradientsMatch(&lc2, RandomTensor({GetParam(), 1, 8, 8}, 11));
+}
+
+TEST_P(BatchTest, Conv2d) {
+  Random rng(12);
+  Conv2d conv("conv", {2, 7, 6}, 3, 3, 2, 1, &rng);
+  ExpectGradientsMatch(&conv, RandomTensor({GetParam(), 2, 7, 6}, 13));
+}
+
+TEST_P(BatchTest, L2Pool) {
+  L2Pool pool(3, 2);
+  ExpectGradientsMatch(&pool, RandomTensor({GetParam(), 2, 7, 8}, 14));
+  L2Pool overlap(2, 1);
+  ExpectGradientsMatch(&overlap, RandomTensor({GetParam(), 1, 5, 5}, 15));
+}
+
+TEST_P(BatchTest, LocalContrastNorm) {
+  LocalContrastNorm lcn(5, 1.5f);
+  ExpectGradientsMatch(&lcn, RandomTensor({GetParam(), 2, 6, 7}, 16));
+}
+
+TEST_P(BatchTest, Lstm) {
+  Random rng(17);
+  Lstm lstm("lstm", 5, 7, &rng);
+  ExpectGradientsMatch(&lstm, RandomTensor({GetParam(), 4, 5}, 18));
+}
+
+TEST_P(BatchTest, LstmInitialState) {
+  Random rng(19);
+  Lstm lstm("lstm", 3, 4, &rng);
+  Tensor h0 = RandomTensor({GetParam(), 4}, 20, 0.5f), c0 = RandomTensor({GetParam(), 4}, 21, 0.5f);
+  lstm.SetInitialState(h0, c0);
+  ExpectGradientsMatch(&lstm, RandomTensor({GetParam(), 3, 3}, 22));
+  // dh0 from Backward against a finite difference on h0[0].
+  Tensor x = RandomTensor({GetParam(), 3, 3}, 22), y, dy;
+  lstm.Forward(x, &y);
+  dy = RandomTensor(y.shape(), 23);
+  lstm.Backward(dy, nullptr);
+  const float analytic = lstm.dh0()[0];
+  auto probe = [&](float delta) {
+    Tensor h = h0;
+    h[0] += delta;
+    lstm.SetInitialState(h, c0);
+    lstm.Forward(x, &y);
+    double s = 0;
+    for (int64_t i = 0; i < y.size(); ++i) s += double(dy[i]) * y[i];
+    return s;
+  };
+  const double numeric = (probe(1e-2f) - probe(-1e-2f)) / 2e-2;
+  EXPECT_NEAR(analytic, numeric, 1e-2 * std::max(1.0, std::abs(numeric)));
+}
+
+TEST_P(BatchTest, CausalSelfAttention) {
+  Random rng(24);
+  CausalSelfAttention att("att", 8, 2, &rng);
+  ExpectGradientsMatch(&att, RandomTensor({GetParam(), 5, 8}, 25));
+}
+
+// A layer wrapping a loss so the same checker covers it: y = [loss].
+class LossAsLayer : public Layer {
+ public:
+  LossAsLayer(Loss* loss, const Tensor* target) : loss_(loss), target_(target) {}
+  std::string Kind() const override { return "loss"; }
+  void Forward(const Tensor& x, Tensor* y) override {
+    y->Resize({1});
+    (*y)[0] = static_cast<float>(loss_->Forward(x, *target_));
+  }
+  void Backward(const Tensor& dy, Tensor* dx) override {
+    loss_->Backward(dx);
+    for (float& v : dx->span()) v *= dy[0];
+  }
+
+ private:
+  Loss* loss_;
+  const Tensor* target_;
+};
+
+TEST_P(BatchTest, SoftmaxCrossEntropy) {
+  SoftmaxCrossEntropy ce;
+  Tensor target({GetParam()});
+  for (int64_t i = 0; i < target.size(); ++i) target[i] = static_cast<float>(i % 6);
+  LossAsLayer l(&ce, &target);
+  ExpectGradientsMatch(&l, RandomTensor({GetParam(), 6}, 26));
+}
+
+TEST_P(BatchTest, MeanSquaredError) {
+  MeanSquaredError mse;
+  Tensor target = RandomTensor({GetParam(), 5}, 27);
+  LossAsLayer l(&mse, &target);
+  ExpectGradientsMatch(&l, RandomTensor({GetParam(), 5}, 28));
+}
+
+TEST_P(BatchTest, IcaSparsity) {
+  class IcaLayer : public Layer {
+   public:
+    std::string Kind() const override { return "ica"; }
+    void Forward(const Tensor& x, Tensor* y) override {
+      y->Resize({1});
+      (*y)[0] = static_cast<float>(ica.Forward(x));
+    }
+    void Backward(const Tensor& dy, Tensor* dx) override {
+      ica.Backward(dx);
+      for (float& v : dx->span()) v *= dy[0];
+    }
+    IcaSparsity ica{0.1f, 1e-2f};
+  } l;
+  ExpectGradientsMatch(&l, RandomTensor({GetParam(), 7}, 29));
+}
+
+TEST(Dropout, MasksAndScalesInTrainingOnly) {
+  Dropout d(0.25f, 30);
+  Tensor x = RandomTensor({64, 64}, 31), y, dx;
+  d.Forward(x, &y);
+  int64_t zeros = 0;
+  for (int64_t i = 0; i < y.size(); ++i) {
+    if (y[i] == 0.0f) {
+      ++zeros;
+    } else {
+      EXPECT_FLOAT_EQ(y[i], x[i] / 0.75f);
+    }
+  }
+  EXPECT_NEAR(double(zeros) / y.size(), 0.25, 0.03);
+  Tensor dy = RandomTensor(y.shape(), 32);
+  d.Backward(dy, &dx);
+  for (int64_t i = 0; i < y.size(); ++i) EXPECT_FLOAT_EQ(dx[i], y[i] == 0.0f ? 0.0f : dy[i] / 0.75f);
+  d.SetTraining(false);
+  d.Forward(x, &y);
+  for (int64_t i = 0; i < y.size(); ++i) EXPECT_EQ(y[i], x[i]);
+}
+
+// The gradient checker itself must catch a wrong gradient.
+TEST(GradientCheck, DetectsAWrongBackward) {
+  class Broken : public ActivationLayer {
+   public:
+    Broken() : ActivationLayer(Activation::kTanh) {}
+    void Backward(const Tensor& dy, Tensor* dx) override {
+      ActivationLayer::Backward(dy, dx);
+      (*dx)[1] *= 1.1f;
+    }
+  } b;
+  Tensor x = RandomTensor({2, 4}, 33);
+  EXPECT_GT(testing::CheckLayerGradients(&b, &x).max_rel_error, 0.05);
+}
+
+}  // namespace
+}  // namespace distbelief

@@ -1,0 +1,100 @@
+#include "distbelief/nn/loss.h"
+
+#include <cmath>
+
+#include "distbelief/base/logging.h"
+#include "distbelief/base/parallel.h"
+
+namespace distbelief {
+
+double SoftmaxCrossEntropy::Forward(const Tensor& logits, const Tensor& target) {
+  const int64_t v = logits.dim(-1), n = logits.size() / v;
+  CHECK(target.size() == n) << "cross entropy: " << target.size() << " targets for " << n << " rows";
+  target_ = &target;
+  probs_.Resize(logits.shape());
+  std::vector<double> row_loss(n, 0.0);
+  ParallelFor(n, 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const float* z = logits.data() + i * v;
+      float* p = probs_.data() + i * v;
+      float mx = z[0];
+      for (int64_t j = 1; j < v; ++j) mx = std::max(mx, z[j]);
+      double sum = 0.0;
+      for (int64_t j = 0; j < v; ++j) {
+        p[j] = std::exp(z[j] - mx);
+        sum += p[j];
+      }
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int64_t j = 0; j < v; ++j) p[j] *= inv;
+      const int64_t t = static_cast<int64_t>(target[i]);
+      if (t >= 0) {
+        CHECK(t < v) << "cross entropy: class " << t << " outside " << v;
+        row_loss[i] = -(z[t] - mx - std::log(sum));
+      }
+    }
+  });
+  counted_ = 0;
+  double loss = 0.0;
+  for (int64_t i = 0; i < n; ++i)
+    if (target[i] >= 0) {
+      loss += row_loss[i];
+      ++counted_;
+    }
+  return counted_ ? loss / counted_ : 0.0;
+}
+
+// dlogits = (softmax - onehot(target)) / counted rows; zero for ignored rows.
+void SoftmaxCrossEntropy::Backward(Tensor* dlogits) {
+  const int64_t v = probs_.dim(-1), n = probs_.size() / v;
+  dlogits->Resize(probs_.shape());
+  const float scale = counted_ ? 1.0f / counted_ : 0.0f;
+  ParallelFor(n, 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const int64_t t = static_cast<int64_t>((*target_)[i]);
+      float* d = dlogits->data() + i * v;
+      const float* p = probs_.data() + i * v;
+      if (t < 0) {
+        for (int64_t j = 0; j < v; ++j) d[j] = 0.0f;
+        continue;
+      }
+      for (int64_t j = 0; j < v; ++j) d[j] = p[j] * scale;
+      d[t] -= scale;
+    }
+  });
+}
+
+double MeanSquaredError::Forward(const Tensor& pred, const Tensor& target) {
+  CHECK(pred.size() == target.size()) << "mse: " << pred.ShapeString() << " vs "
+                                      << target.ShapeString();
+  pred_ = &pred;
+  target_ = &target;
+  double s = 0.0;
+  for (int64_t i = 0; i < pred.size(); ++i) {
+    const double d = double(pred[i]) - target[i];
+    s += d * d;
+  }
+  return s / pred.size();
+}
+
+// dpred = 2 (pred - target) / numel
+void MeanSquaredError::Backward(Tensor* dpred) {
+  dpred->Resize(pred_->shape());
+  const float scale = 2.0f / pred_->size();
+  for (int64_t i = 0; i < pred_->size(); ++i) (*dpred)[i] = scale * ((*pred_)[i] - (*target_)[i]);
+}
+
+double IcaSparsity::Forward(const Tensor& pooled) {
+  pooled_ = &pooled;
+  double s = 0.0;
+  for (int64_t i = 0; i < pooled.size(); ++i) s += std::sqrt(double(eps_) + double(pooled[i]) * pooled[i]);
+  return lambda_ * s / pooled.dim(0);
+}
+
+void IcaSparsity::Backward(Tensor* dpooled) {
+  const Tensor& p = *pooled_;
+  dpooled->Resize(p.shape());
+  const float scale = lambda_ / p.dim(0);
+  for (int64_t i = 0; i < p.size(); ++i) (*dpooled)[i] = scale * p[i] / std::sqrt(eps_ + p[i] * p[i]);
+}
+
+}  // namespace distbelief

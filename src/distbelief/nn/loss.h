@@ -1,0 +1,49 @@
+// Losses. Each returns the mean over the batch (or over rows) and writes the matching gradient.
+#pragma once
+
+#include "distbelief/nn/layer.h"
+
+namespace distbelief {
+
+// logits (N, V), target (N) class ids stored as floats (ids < 0 are ignored) ->
+// mean over counted rows of -log softmax(logits)[target].
+class SoftmaxCrossEntropy : public Loss {
+ public:
+  double Forward(const Tensor& logits, const Tensor& target) override;
+  void Backward(Tensor* dlogits) override;
+  // Softmax probabilities (N, V) of the last Forward.
+  const Tensor& probs() const { return probs_; }
+
+ private:
+  const Tensor* target_ = nullptr;
+  Tensor probs_;
+  int64_t counted_ = 0;
+};
+
+// pred, target (N, ...) -> mean over all elements of (pred - target)^2, as PyTorch's MSELoss.
+class MeanSquaredError : public Loss {
+ public:
+  double Forward(const Tensor& pred, const Tensor& target) override;
+  void Backward(Tensor* dpred) override;
+
+ private:
+  const Tensor* pred_ = nullptr;
+  const Tensor* target_ = nullptr;
+};
+
+// The reconstruction-ICA sparsity term of Le et al. 2012, eq. 1: for pooled responses p (B, J),
+//   lambda / B * sum_b sum_j sqrt(eps + p_bj^2)
+// (the mean over the batch of the per-example sum).
+class IcaSparsity {
+ public:
+  IcaSparsity(float lambda, float eps) : lambda_(lambda), eps_(eps) {}
+  double Forward(const Tensor& pooled);
+  // dpooled = lambda / B * p / sqrt(eps + p^2)
+  void Backward(Tensor* dpooled);
+
+ private:
+  float lambda_, eps_;
+  const Tensor* pooled_ = nullptr;
+};
+
+}  // namespace distbelief

@@ -1,0 +1,505 @@
+#include "distbelief/nn/spatial.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "distbelief/base/logging.h"
+#include "distbelief/base/parallel.h"
+#include "distbelief/tensor/blas.h"
+
+namespace distbelief {
+namespace {
+
+// 16 fp32 lanes (one AVX-512 register); the unaligned alias is for loads and stores.
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4)));
+inline v16 Load(const float* p) { return *reinterpret_cast<const v16u*>(p); }
+inline void Store(float* p, v16 v) { *reinterpret_cast<v16u*>(p) = v; }
+inline float HSum(v16 v) {
+  float s = 0.0f;
+  for (int i = 0; i < 16; ++i) s += v[i];
+  return s;
+}
+
+int64_t RoundUp16(int64_t n) { return (n + 15) / 16 * 16; }
+
+// Y[b][k] = dot(P[b], W[k]) for b in [0, NB), k in [0, NK): rows of length 16 * n16, leading
+// dimension ld. The NB x NK accumulators stay in registers.
+template <int NB, int NK>
+void DotBlock(int64_t n16, int64_t ld, const float* p, const float* w, float* y, int64_t ldy) {
+  v16 acc[NB][NK] = {};
+  for (int64_t j = 0; j < n16 * 16; j += 16) {
+    v16 pv[NB];
+    for (int b = 0; b < NB; ++b) pv[b] = Load(p + b * ld + j);
+    for (int k = 0; k < NK; ++k) {
+      const v16 wv = Load(w + k * ld + j);
+      for (int b = 0; b < NB; ++b) acc[b][k] += pv[b] * wv;
+    }
+  }
+  for (int b = 0; b < NB; ++b)
+    for (int k = 0; k < NK; ++k) y[b * ldy + k] = HSum(acc[b][k]);
+}
+
+template <int NB>
+void DotBlockK(int nk, int64_t n16, int64_t ld, const float* p, const float* w, float* y,
+               int64_t ldy) {
+  switch (nk) {
+    case 1: return DotBlock<NB, 1>(n16, ld, p, w, y, ldy);
+    case 2: return DotBlock<NB, 2>(n16, ld, p, w, y, ldy);
+    case 3: return DotBlock<NB, 3>(n16, ld, p, w, y, ldy);
+    case 4: return DotBlock<NB, 4>(n16, ld, p, w, y, ldy);
+    case 5: return DotBlock<NB, 5>(n16, ld, p, w, y, ldy);
+    case 6: return DotBlock<NB, 6>(n16, ld, p, w, y, ldy);
+    case 7: return DotBlock<NB, 7>(n16, ld, p, w, y, ldy);
+    default: return DotBlock<NB, 8>(n16, ld, p, w, y, ldy);
+  }
+}
+
+// Y (B, K) = P (B, n) W (K, n)^T with n = 16 * n16 and leading dimension ld for P and W.
+void SmallGemmNT(int64_t nb, int64_t nk, int64_t n16, int64_t ld, const float* p, const float* w,
+                 float* y) {
+  for (int64_t b = 0; b < nb; b += 2) {
+    for (int64_t k = 0; k < nk; k += 8) {
+      const int kk = static_cast<int>(std::min<int64_t>(8, nk - k));
+      if (nb - b >= 2)
+        DotBlockK<2>(kk, n16, ld, p + b * ld, w + k * ld, y + b * nk + k, nk);
+      else
+        DotBlockK<1>(kk, n16, ld, p + b * ld, w + k * ld, y + b * nk + k, nk);
+    }
+  }
+}
+
+// G (K, n) += D (B, K)^T P (B, n): four rows of G held in registers while the batch streams.
+void SmallGemmTN(int64_t nb, int64_t nk, int64_t n, const float* d, const float* p, float* g) {
+  int64_t k = 0;
+  for (; k + 4 <= nk; k += 4) {
+    for (int64_t j = 0; j < n; j += 16) {
+      v16 acc[4];
+      for (int q = 0; q < 4; ++q) acc[q] = Load(g + (k + q) * n + j);
+      for (int64_t b = 0; b < nb; ++b) {
+        const v16 pv = Load(p + b * n + j);
+        for (int q = 0; q < 4; ++q) acc[q] += d[b * nk + k + q] * pv;
+      }
+      for (int q = 0; q < 4; ++q) Store(g + (k + q) * n + j, acc[q]);
+    }
+  }
+  for (; k < nk; ++k) {
+    for (int64_t j = 0; j < n; j += 16) {
+      v16 acc = Load(g + k * n + j);
+      for (int64_t b = 0; b < nb; ++b) acc += d[b * nk + k] * Load(p + b * n + j);
+      Store(g + k * n + j, acc);
+    }
+  }
+}
+
+// Q (B, n) = D (B, K) W (K, n): two rows of Q in registers, W streamed once per pair.
+void SmallGemmNN(int64_t nb, int64_t nk, int64_t n, const float* d, const float* w, float* q) {
+  for (int64_t b = 0; b < nb; b += 2) {
+    const bool two = nb - b >= 2;
+    for (int64_t j = 0; j < n; j += 16) {
+      v16 a0 = {}, a1 = {};
+      for (int64_t k = 0; k < nk; ++k) {
+        const v16 wv = Load(w + k * n + j);
+        a0 += d[b * nk + k] * wv;
+        if (two) a1 += d[(b + 1) * nk + k] * wv;
+      }
+      Store(q + b * n + j, a0);
+      if (two) Store(q + (b + 1) * n + j, a1);
+    }
+  }
+}
+
+// Per-thread scratch that grows as needed and is reused across calls.
+std::vector<float>& Scratch(int slot) {
+  thread_local std::vector<float> buffers[4];
+  return buffers[slot];
+}
+float* ScratchZeroed(int slot, int64_t n) {
+  auto& v = Scratch(slot);
+  if (static_cast<int64_t>(v.size()) < n + 16) v.resize(n + 16);
+  std::memset(v.data(), 0, n * sizeof(float));
+  return v.data();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// LocallyConnected2d
+
+LocallyConnected2d::LocallyConnected2d(const std::string& name, SpatialShape in, int64_t maps,
+                                       int64_t field, int64_t stride, Random* rng, bool bias)
+    : in_(in),
+      k_(maps),
+      f_(field),
+      s_(stride),
+      oh_((in.h - field) / stride + 1),
+      ow_((in.w - field) / stride + 1),
+      has_bias_(bias),
+      w_(name + ".w", {oh_, ow_, maps, in.c, field, field}),
+      b_(name + ".b", {maps, oh_, ow_}) {
+  CHECK(field <= in.h && field <= in.w && stride >= 1) << "locally connected: bad geometry";
+  const float bound = 1.0f / std::sqrt(static_cast<float>(in.c * field * field));
+  for (float& v : w_.value.span()) v = rng->Uniform(-bound, bound);
+}
+
+std::vector<Param*> LocallyConnected2d::params() {
+  if (has_bias_) return {&w_, &b_};
+  return {&w_};
+}
+
+// x (B, C, H, W) -> y (B, K, OH, OW). Per location l: gather the fields P (B, CFF), then
+// Y_l (B, K) = P W_l^T + b_l.
+void LocallyConnected2d::Forward(const Tensor& x, Tensor* y) {
+  CHECK(x.ndim() == 4 && x.dim(1) == in_.c && x.dim(2) == in_.h && x.dim(3) == in_.w)
+      << "locally connected: input " << x.ShapeString();
+  x_ = &x;
+  const int64_t nb = x.dim(0), c = in_.c, h = in_.h, w = in_.w, f = f_, kk = k_;
+  const int64_t cff = c * f * f, ld = RoundUp16(cff), locs = oh_ * ow_;
+  y->Resize({nb, kk, oh_, ow_});
+  const float* xd = x.data();
+  float* yd = y->data();
+  ParallelFor(locs, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t l = lo; l < hi; ++l) {
+      const int64_t oy = l / ow_, ox = l % ow_;
+      float* p = ScratchZeroed(0, nb * ld);
+      float* wl = ScratchZeroed(1, kk * ld);
+      float* yl = ScratchZeroed(2, nb * kk);
+      for (int64_t b = 0; b < nb; ++b)
+        for (int64_t ci = 0; ci < c; ++ci)
+          for (int64_t fy = 0; fy < f; ++fy)
+            std::memcpy(p + b * ld + (ci * f + fy) * f,
+                        xd + ((b * c + ci) * h + oy * s_ + fy) * w + ox * s_, f * sizeof(float));
+      const float* wsrc = w_.value.data() + l * kk * cff;
+      for (int64_t k = 0; k < kk; ++k) std::memcpy(wl + k * ld, wsrc + k * cff, cff * sizeof(float));
+      SmallGemmNT(nb, kk, ld / 16, ld, p, wl, yl);
+      for (int64_t b = 0; b < nb; ++b)
+        for (int64_t k = 0; k < kk; ++k)
+          yd[(b * kk + k) * locs + l] =
+              yl[b * kk + k] + (has_bias_ ? b_.value[k * locs + l] : 0.0f);
+    }
+  });
+}
+
+// dy (B, K, OH, OW). Pass 1, locations over threads: dW_l (K, CFF) += dY_l^T P_l, db_l += sum_b.
+// Pass 2, images over threads (fields overlap, images do not): dP = dY_l W_l, added into dx.
+void LocallyConnected2d::Backward(const Tensor& dy, Tensor* dx) {
+  const Tensor& x = *x_;
+  const int64_t nb = x.dim(0), c = in_.c, h = in_.h, w = in_.w, f = f_, kk = k_;
+  const int64_t cff = c * f * f, ld = RoundUp16(cff), locs = oh_ * ow_;
+  const float* xd = x.data();
+  const float* g = dy.data();
+  ParallelFor(locs, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t l = lo; l < hi; ++l) {
+      const int64_t oy = l / ow_, ox = l % ow_;
+      float* p = ScratchZeroed(0, nb * ld);
+      float* dwl = ScratchZeroed(1, kk * ld);
+      float* dyl = ScratchZeroed(2, nb * kk);
+      for (int64_t b = 0; b < nb; ++b)
+        for (int64_t ci = 0; ci < c; ++ci)
+          for (int64_t fy = 0; fy < f; ++fy)
+            std::memcpy(p + b * ld + (ci * f + fy) * f,
+                        xd + ((b * c + ci) * h + oy * s_ + fy) * w + ox * s_, f * sizeof(float));
+      for (int64_t b = 0; b < nb; ++b)
+        for (int64_t k = 0; k < kk; ++k) dyl[b * kk + k] = g[(b * kk + k) * locs + l];
+      SmallGemmTN(nb, kk, ld, dyl, p, dwl);
+      float* dw = w_.grad.data() + l * kk * cff;
+      for (int64_t k = 0; k < kk; ++k)
+        for (int64_t j = 0; j < cff; ++j) dw[k * cff + j] += dwl[k * ld + j];
+      if (has_bias_)
+        for (int64_t k = 0; k < kk; ++k) {
+          float s = 0.0f;
+          for (int64_t b = 0; b < nb; ++b) s += dyl[b * kk + k];
+          b_.grad[k * locs + l] += s;
+        }
+    }
+  });
+  if (!dx) return;
+  dx->Resize(x.shape());
+  dx->Zero();
+  float* dxd = dx->data();
+  ParallelFor(nb, 1, [&](int64_t b_lo, int64_t b_hi) {
+    const int64_t mb = b_hi - b_lo;
+    for (int64_t l = 0; l < locs; ++l) {
+      const int64_t oy = l / ow_, ox = l % ow_;
+      float* wl = ScratchZeroed(1, kk * ld);
+      float* dyl = ScratchZeroed(2, mb * kk);
+      float* dp = ScratchZeroed(3, mb * ld);
+      const float* wsrc = w_.value.data() + l * kk * cff;
+      for (int64_t k = 0; k < kk; ++k) std::memcpy(wl + k * ld, wsrc + k * cff, cff * sizeof(float));
+      for (int64_t b = 0; b < mb; ++b)
+        for (int64_t k = 0; k < kk; ++k) dyl[b * kk + k] = g[((b_lo + b) * kk + k) * locs + l];
+      SmallGemmNN(mb, kk, ld, dyl, wl, dp);
+      for (int64_t b = 0; b < mb; ++b)
+        for (int64_t ci = 0; ci < c; ++ci)
+          for (int64_t fy = 0; fy < f; ++fy) {
+            float* dst = dxd + (((b_lo + b) * c + ci) * h + oy * s_ + fy) * w + ox * s_;
+            const float* src = dp + b * ld + (ci * f + fy) * f;
+            for (int64_t fx = 0; fx < f; ++fx) dst[fx] += src[fx];
+          }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conv2d
+
+Conv2d::Conv2d(const std::string& name, SpatialShape in, int64_t maps, int64_t field,
+               int64_t stride, int64_t pad, Random* rng)
+    : in_(in),
+      k_(maps),
+      f_(field),
+      s_(stride),
+      pad_(pad),
+      oh_((in.h + 2 * pad - field) / stride + 1),
+      ow_((in.w + 2 * pad - field) / stride + 1),
+      w_(name + ".w", {maps, in.c, field, field}),
+      b_(name + ".b", {maps}) {
+  CHECK(oh_ >= 1 && ow_ >= 1) << "conv2d: bad geometry";
+  const float bound = 1.0f / std::sqrt(static_cast<float>(in.c * field * field));
+  for (float& v : w_.value.span()) v = rng->Uniform(-bound, bound);
+  for (float& v : b_.value.span()) v = rng->Uniform(-bound, bound);
+}
+
+namespace {
+// cols (C F F, OH OW) from one image (C, H, W), zero outside the image. Rows over threads.
+void Im2Col(const float* img, int64_t c, int64_t h, int64_t w, int64_t f, int64_t s, int64_t pad,
+            int64_t oh, int64_t ow, float* cols) {
+  ParallelFor(c * f * f, 4, [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const int64_t ci = r / (f * f), fy = (r / f) % f, fx = r % f;
+      float* out = cols + r * oh * ow;
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        const int64_t iy = oy * s + fy - pad;
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          const int64_t ix = ox * s + fx - pad;
+          out[oy * ow + ox] =
+              (iy >= 0 && iy < h && ix >= 0 && ix < w) ? img[(ci * h + iy) * w + ix] : 0.0f;
+        }
+      }
+    }
+  });
+}
+// The adjoint of Im2Col: adds cols back into the image. Serial per image: fields overlap.
+void Col2Im(const float* cols, int64_t c, int64_t h, int64_t w, int64_t f, int64_t s, int64_t pad,
+            int64_t oh, int64_t ow, float* img) {
+  for (int64_t r = 0; r < c * f * f; ++r) {
+    const int64_t ci = r / (f * f), fy = (r / f) % f, fx = r % f;
+    const float* in = cols + r * oh * ow;
+    for (int64_t oy = 0; oy < oh; ++oy) {
+      const int64_t iy = oy * s + fy - pad;
+      if (iy < 0 || iy >= h) continue;
+      for (int64_t ox = 0; ox < ow; ++ox) {
+        const int64_t ix = ox * s + fx - pad;
+        if (ix >= 0 && ix < w) img[(ci * h + iy) * w + ix] += in[oy * ow + ox];
+      }
+    }
+  }
+}
+}  // namespace
+
+// Per image: y_b (K, OH OW) = W (K, CFF) cols_b (CFF, OH OW) + b
+void Conv2d::Forward(const Tensor& x, Tensor* y) {
+  CHECK(x.ndim() == 4 && x.dim(1) == in_.c && x.dim(2) == in_.h && x.dim(3) == in_.w)
+      << "conv2d: input " << x.ShapeString();
+  x_ = &x;
+  const int64_t nb = x.dim(0), cff = in_.c * f_ * f_, locs = oh_ * ow_;
+  y->Resize({nb, k_, oh_, ow_});
+  cols_.Resize({cff, locs});
+  for (int64_t b = 0; b < nb; ++b) {
+    Im2Col(x.data() + b * in_.c * in_.h * in_.w, in_.c, in_.h, in_.w, f_, s_, pad_, oh_, ow_,
+           cols_.data());
+    float* yb = y->data() + b * k_ * locs;
+    for (int64_t k = 0; k < k_; ++k) std::fill(yb + k * locs, yb + (k + 1) * locs, b_.value[k]);
+    Gemm(false, false, k_, locs, cff, 1.0f, w_.value.data(), cols_.data(), 1.0f, yb);
+  }
+}
+
+// dW (K, CFF) += dy_b cols_b^T;  db += sum dy_b;  dcols = W^T dy_b, folded back into dx.
+void Conv2d::Backward(const Tensor& dy, Tensor* dx) {
+  const Tensor& x = *x_;
+  const int64_t nb = x.dim(0), cff = in_.c * f_ * f_, locs = oh_ * ow_;
+  const int64_t img = in_.c * in_.h * in_.w;
+  Tensor dcols({cff, locs});
+  if (dx) {
+    dx->Resize(x.shape());
+    dx->Zero();
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* gb = dy.data() + b * k_ * locs;
+    Im2Col(x.data() + b * img, in_.c, in_.h, in_.w, f_, s_, pad_, oh_, ow_, cols_.data());
+    Gemm(false, true, k_, cff, locs, 1.0f, gb, cols_.data(), 1.0f, w_.grad.data());
+    for (int64_t k = 0; k < k_; ++k)
+      for (int64_t i = 0; i < locs; ++i) b_.grad[k] += gb[k * locs + i];
+    if (dx) {
+      Gemm(true, false, cff, locs, k_, 1.0f, w_.value.data(), gb, 0.0f, dcols.data());
+      Col2Im(dcols.data(), in_.c, in_.h, in_.w, f_, s_, pad_, oh_, ow_, dx->data() + b * img);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// L2Pool
+
+// x (B, C, H, W) -> y (B, C, OH, OW) = sqrt(eps + sum_window x^2)
+void L2Pool::Forward(const Tensor& x, Tensor* y) {
+  CHECK(x.ndim() == 4 && x.dim(2) >= p_ && x.dim(3) >= p_) << "l2 pool: input " << x.ShapeString();
+  x_ = &x;
+  const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int64_t oh = (h - p_) / s_ + 1, ow = (w - p_) / s_ + 1;
+  y->Resize({x.dim(0), x.dim(1), oh, ow});
+  ParallelFor(planes, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t pl = lo; pl < hi; ++pl) {
+      const float* xp = x.data() + pl * h * w;
+      float* yp = y->data() + pl * oh * ow;
+      for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          float s = eps_;
+          for (int64_t dy = 0; dy < p_; ++dy)
+            for (int64_t dx = 0; dx < p_; ++dx) {
+              const float v = xp[(oy * s_ + dy) * w + ox * s_ + dx];
+              s += v * v;
+            }
+          yp[oy * ow + ox] = std::sqrt(s);
+        }
+    }
+  });
+  y_ = *y;
+}
+
+// dx[i] = sum over the windows containing i of dy * x[i] / y
+void L2Pool::Backward(const Tensor& dy, Tensor* dx) {
+  if (!dx) return;
+  const Tensor& x = *x_;
+  const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int64_t oh = y_.dim(2), ow = y_.dim(3);
+  dx->Resize(x.shape());
+  dx->Zero();
+  ParallelFor(planes, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t pl = lo; pl < hi; ++pl) {
+      const float* xp = x.data() + pl * h * w;
+      float* dp = dx->data() + pl * h * w;
+      for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          const float r = dy[pl * oh * ow + oy * ow + ox] / y_[pl * oh * ow + oy * ow + ox];
+          for (int64_t a = 0; a < p_; ++a)
+            for (int64_t c = 0; c < p_; ++c) {
+              const int64_t i = (oy * s_ + a) * w + ox * s_ + c;
+              dp[i] += r * xp[i];
+            }
+        }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// LocalContrastNorm
+
+LocalContrastNorm::LocalContrastNorm(int64_t window, float sigma, float c0) : g_(window), c0_(c0) {
+  CHECK(window % 2 == 1) << "lcn window must be odd";
+  kernel_.resize(window * window);
+  double total = 0.0;
+  const int64_t r = window / 2;
+  for (int64_t a = 0; a < window; ++a)
+    for (int64_t b = 0; b < window; ++b) {
+      const double d2 = double((a - r) * (a - r) + (b - r) * (b - r));
+      kernel_[a * window + b] = static_cast<float>(std::exp(-d2 / (2.0 * sigma * sigma)));
+      total += kernel_[a * window + b];
+    }
+  for (float& k : kernel_) k = static_cast<float>(k / total);
+}
+
+void LocalContrastNorm::Smooth(const float* in, int64_t nb, int64_t c, int64_t h, int64_t w,
+                               float* out) const {
+  const int64_t r = g_ / 2;
+  ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> sum(h * w);
+    for (int64_t b = lo; b < hi; ++b) {
+      std::fill(sum.begin(), sum.end(), 0.0f);
+      for (int64_t ci = 0; ci < c; ++ci)
+        for (int64_t i = 0; i < h * w; ++i) sum[i] += in[(b * c + ci) * h * w + i];
+      float* o = out + b * h * w;
+      for (int64_t y = 0; y < h; ++y)
+        for (int64_t x = 0; x < w; ++x) {
+          float s = 0.0f;
+          for (int64_t a = -r; a <= r; ++a) {
+            const int64_t yy = y + a;
+            if (yy < 0 || yy >= h) continue;
+            for (int64_t d = -r; d <= r; ++d) {
+              const int64_t xx = x + d;
+              if (xx >= 0 && xx < w) s += kernel_[(a + r) * g_ + d + r] * sum[yy * w + xx];
+            }
+          }
+          o[y * w + x] = s / c;
+        }
+    }
+  });
+}
+
+// m = Smooth(x); v = x - m; den = sqrt(c0 + Smooth(v^2)); y = v / den
+void LocalContrastNorm::Forward(const Tensor& x, Tensor* y) {
+  CHECK(x.ndim() == 4) << "lcn: input " << x.ShapeString();
+  x_ = &x;
+  const int64_t nb = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3), hw = h * w;
+  Tensor m({nb, h, w});
+  Smooth(x.data(), nb, c, h, w, m.data());
+  v_.Resize(x.shape());
+  Tensor v2(x.shape());
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t ci = 0; ci < c; ++ci)
+      for (int64_t i = 0; i < hw; ++i) {
+        const int64_t j = (b * c + ci) * hw + i;
+        v_[j] = x[j] - m[b * hw + i];
+        v2[j] = v_[j] * v_[j];
+      }
+  den_.Resize({nb, h, w});
+  Smooth(v2.data(), nb, c, h, w, den_.data());
+  for (float& d : den_.span()) d = std::sqrt(c0_ + d);
+  y->Resize(x.shape());
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t ci = 0; ci < c; ++ci)
+      for (int64_t i = 0; i < hw; ++i) {
+        const int64_t j = (b * c + ci) * hw + i;
+        (*y)[j] = v_[j] / den_[b * hw + i];
+      }
+}
+
+// With s = Smooth(v^2), den = sqrt(c0 + s):
+//   dv  = dy / den + 2 v * Smooth^T(ds),  ds = -sum_c (dy v) / den^2 * 1 / (2 den)
+//   dx  = dv - Smooth^T(dv)   (Smooth^T broadcasts over c; g is symmetric)
+void LocalContrastNorm::Backward(const Tensor& dy, Tensor* dx) {
+  if (!dx) return;
+  const int64_t nb = v_.dim(0), c = v_.dim(1), h = v_.dim(2), w = v_.dim(3), hw = h * w;
+  // ds per (b, pixel), then spread back: Smooth of a single-map tensor acts as Smooth^T / C.
+  Tensor ds({nb, 1, h, w});
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t i = 0; i < hw; ++i) {
+      float s = 0.0f;
+      for (int64_t ci = 0; ci < c; ++ci) {
+        const int64_t j = (b * c + ci) * hw + i;
+        s += dy[j] * v_[j];
+      }
+      const float d = den_[b * hw + i];
+      ds[b * hw + i] = -s / (d * d) * 0.5f / d;
+    }
+  Tensor ds_spread({nb, h, w});
+  Smooth(ds.data(), nb, 1, h, w, ds_spread.data());  // = Smooth^T(ds) * C ... divided below
+  Tensor dv(v_.shape());
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t ci = 0; ci < c; ++ci)
+      for (int64_t i = 0; i < hw; ++i) {
+        const int64_t j = (b * c + ci) * hw + i;
+        dv[j] = dy[j] / den_[b * hw + i] + 2.0f * v_[j] * ds_spread[b * hw + i] / c;
+      }
+  Tensor dm({nb, h, w});
+  Smooth(dv.data(), nb, c, h, w, dm.data());  // (1/C) g * sum_c dv
+  dx->Resize(v_.shape());
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t ci = 0; ci < c; ++ci)
+      for (int64_t i = 0; i < hw; ++i) {
+        const int64_t j = (b * c + ci) * hw + i;
+        (*dx)[j] = dv[j] - dm[b * hw + i];
+      }
+}
+
+}  // namespace distbelief

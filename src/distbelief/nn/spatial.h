@@ -1,0 +1,102 @@
+// Spatial layers on images, layout (B, C, H, W): the cat network's building blocks.
+// Legend: B = batch, C = input maps, H x W = input size, K = output maps, F = field (filter) size,
+// S = stride, OH x OW = output size = ((H - F) / S + 1) x ((W - F) / S + 1).
+#pragma once
+
+#include <string>
+
+#include "distbelief/base/random.h"
+#include "distbelief/nn/layer.h"
+
+namespace distbelief {
+
+struct SpatialShape {
+  int64_t c = 1, h = 0, w = 0;  // input maps and size
+};
+
+// Locally connected layer with untied weights (Le et al. 2012): every output location (oy, ox)
+// has its own K filters over its F x F field in all C input maps.
+// x (B, C, H, W) -> y (B, K, OH, OW);  W (OH, OW, K, C, F, F), b (K, OH, OW).
+// The kernel works directly on the fields (no unfold): per location a register-blocked
+// (B x K) += (B x CFF)(CFF x K) product, locations spread over threads.
+class LocallyConnected2d : public Layer {
+ public:
+  LocallyConnected2d(const std::string& name, SpatialShape in, int64_t maps, int64_t field,
+                     int64_t stride, Random* rng, bool bias = true);
+  std::string Kind() const override { return "locally_connected"; }
+  void Forward(const Tensor& x, Tensor* y) override;
+  void Backward(const Tensor& dy, Tensor* dx) override;
+  std::vector<Param*> params() override;
+  int64_t out_h() const { return oh_; }
+  int64_t out_w() const { return ow_; }
+  Param& weight() { return w_; }
+
+ private:
+  SpatialShape in_;
+  int64_t k_, f_, s_, oh_, ow_;
+  bool has_bias_;
+  Param w_, b_;
+  const Tensor* x_ = nullptr;
+};
+
+// Convolution with tied weights, zero padding `pad`: x (B, C, H, W) -> y (B, K, OH, OW) with
+// OH = (H + 2 pad - F) / S + 1.  W (K, C, F, F), b (K). Unfolds each image and calls GEMM.
+class Conv2d : public Layer {
+ public:
+  Conv2d(const std::string& name, SpatialShape in, int64_t maps, int64_t field, int64_t stride,
+         int64_t pad, Random* rng);
+  std::string Kind() const override { return "conv2d"; }
+  void Forward(const Tensor& x, Tensor* y) override;
+  void Backward(const Tensor& dy, Tensor* dx) override;
+  std::vector<Param*> params() override { return {&w_, &b_}; }
+
+ private:
+  SpatialShape in_;
+  int64_t k_, f_, s_, pad_, oh_, ow_;
+  Param w_, b_;
+  const Tensor* x_ = nullptr;
+  Tensor cols_;  // (C F F, OH OW) scratch for one image
+};
+
+// L2 pooling within each map: y[b,c,oy,ox] = sqrt(eps + sum over the P x P window of x^2),
+// windows every S pixels (overlapping when S < P). x (B, C, H, W) -> y (B, C, OH, OW).
+// The pooling weights are fixed at 1, as in the cat network.
+class L2Pool : public Layer {
+ public:
+  L2Pool(int64_t window, int64_t stride, float eps = 1e-4f) : p_(window), s_(stride), eps_(eps) {}
+  std::string Kind() const override { return "l2_pool"; }
+  void Forward(const Tensor& x, Tensor* y) override;
+  void Backward(const Tensor& dy, Tensor* dx) override;
+
+ private:
+  int64_t p_, s_;
+  float eps_;
+  const Tensor* x_ = nullptr;
+  Tensor y_;
+};
+
+// Local contrast normalization (Jarrett et al. 2009, as in Le et al. 2012), same size in and out:
+//   subtractive: v = x - sum_{c, window} g * x      (g Gaussian over G x G, summing to 1 over all
+//                                                    C maps and the window; zero padding)
+//   divisive:    y = v / sqrt(c0 + sum_{c, window} g * v^2)
+// The smooth denominator sqrt(c0 + sigma^2) replaces Jarrett's max(c, sigma) so the layer is
+// differentiable everywhere. x (B, C, H, W) -> y (B, C, H, W).
+class LocalContrastNorm : public Layer {
+ public:
+  LocalContrastNorm(int64_t window, float sigma, float c0 = 1e-2f);
+  std::string Kind() const override { return "lcn"; }
+  void Forward(const Tensor& x, Tensor* y) override;
+  void Backward(const Tensor& dy, Tensor* dx) override;
+
+ private:
+  // out[b,h,w] = sum_c sum_{dy,dx} g[dy,dx] / C * in[b,c,h+dy,w+dx]; `in` (B,C,H,W), out (B,H,W).
+  // Symmetric g, so this map is its own adjoint up to the broadcast over c.
+  void Smooth(const float* in, int64_t b, int64_t c, int64_t h, int64_t w, float* out) const;
+  int64_t g_;
+  float c0_;
+  std::vector<float> kernel_;  // (G, G), sums to 1
+  const Tensor* x_ = nullptr;
+  Tensor v_, den_;  // v (B, C, H, W), den (B, H, W)
+};
+
+}  // namespace distbelief

@@ -1,0 +1,71 @@
+#include "distbelief/optim/update_rules.h"
+
+#include <cmath>
+
+namespace distbelief {
+
+void Sgd::Apply(std::span<float> w, std::span<const float> g, std::span<float> state,
+                int64_t step) const {
+  const float lr = o_.learning_rate, wd = o_.weight_decay, mu = o_.momentum;
+  const size_t n = w.size();
+  if (mu > 0.0f) {
+    for (size_t i = 0; i < n; ++i) {
+      state[i] = mu * state[i] + g[i] + wd * w[i];
+      w[i] -= lr * state[i];
+    }
+  } else {
+    for (size_t i = 0; i < n; ++i) w[i] -= lr * (g[i] + wd * w[i]);
+  }
+}
+
+void Adagrad::Apply(std::span<float> w, std::span<const float> g, std::span<float> state,
+                    int64_t step) const {
+  const float lr = o_.learning_rate, wd = o_.weight_decay, eps = o_.epsilon;
+  for (size_t i = 0; i < w.size(); ++i) {
+    const float gi = g[i] + wd * w[i];
+    state[i] += gi * gi;
+    w[i] -= lr * gi / std::sqrt(eps + state[i]);
+  }
+}
+
+void Adam::Apply(std::span<float> w, std::span<const float> g, std::span<float> state,
+                 int64_t step) const {
+  const size_t n = w.size();
+  float* m = state.data();
+  float* v = state.data() + n;
+  const float b1 = o_.beta1, b2 = o_.beta2;
+  const float c1 = 1.0f - static_cast<float>(std::pow(b1, step));
+  const float c2 = 1.0f - static_cast<float>(std::pow(b2, step));
+  const float lr = o_.learning_rate, eps = o_.epsilon, wd = o_.weight_decay;
+  for (size_t i = 0; i < n; ++i) {
+    const float gi = g[i] + wd * w[i];
+    m[i] = b1 * m[i] + (1.0f - b1) * gi;
+    v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+    w[i] -= lr * (m[i] / c1) / (std::sqrt(v[i] / c2) + eps);
+  }
+}
+
+StatusOr<std::unique_ptr<UpdateRule>> MakeUpdateRule(const OptimizerOptions& o) {
+  if (!(o.learning_rate > 0.0f))
+    return absl::InvalidArgumentError("optimizer.learning_rate must be > 0");
+  if (o.name == "sgd") return std::unique_ptr<UpdateRule>(new Sgd(o));
+  if (o.name == "adagrad") return std::unique_ptr<UpdateRule>(new Adagrad(o));
+  if (o.name == "adam") return std::unique_ptr<UpdateRule>(new Adam(o));
+  return absl::InvalidArgumentError("unknown optimizer '" + o.name +
+                                    "' (expected sgd, adagrad or adam)");
+}
+
+double ClipByGlobalNorm(std::span<const std::span<float>> grads, float max_norm) {
+  double sq = 0.0;
+  for (auto g : grads)
+    for (float v : g) sq += double(v) * v;
+  const double norm = std::sqrt(sq);
+  if (max_norm > 0.0f && norm > max_norm) {
+    const float s = static_cast<float>(max_norm / norm);
+    for (auto g : grads)
+      for (float& v : g) v *= s;
+  }
+  return norm;
+}
+
+}  // namespace distbelief

@@ -1,0 +1,82 @@
+// Update rules on flat arrays. The same object serves the local trainer and, later, the
+// parameter-server shards (Dean et al. 2012, §4.1: Adagrad applied on the shards).
+// Apply is thread-compatible: distinct (w, state) spans may be updated concurrently.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "distbelief/base/status.h"
+
+namespace distbelief {
+
+struct OptimizerOptions {
+  std::string name = "sgd";     // sgd | adagrad | adam
+  float learning_rate = 0.01f;  // gamma
+  float momentum = 0.0f;        // sgd only; 0 = plain SGD
+  float weight_decay = 0.0f;    // L2 term added to the gradient
+  float beta1 = 0.9f, beta2 = 0.999f;  // adam
+  float epsilon = 1e-8f;        // adam; adagrad uses it inside the square root
+  float clip_norm = 0.0f;       // 0 = no clipping; applied by the trainer over all gradients
+};
+
+class UpdateRule {
+ public:
+  virtual ~UpdateRule() = default;
+  virtual std::string Name() const = 0;
+  // Floats of optimizer state kept per parameter (0, 1 or 2); the state starts at zero.
+  virtual int StatePerParam() const = 0;
+  // w (n), g (n), state (n * StatePerParam()). `step` counts updates from 1 (Adam's bias terms).
+  virtual void Apply(std::span<float> w, std::span<const float> g, std::span<float> state,
+                     int64_t step) const = 0;
+  // Changes gamma for later updates (learning-rate schedules).
+  void SetLearningRate(float lr) { o_.learning_rate = lr; }
+  const OptimizerOptions& options() const { return o_; }
+
+ protected:
+  explicit UpdateRule(const OptimizerOptions& o) : o_(o) {}
+  OptimizerOptions o_;
+};
+
+
+// w -= lr (g + wd w), or with momentum: v = mu v + g; w -= lr v.
+class Sgd : public UpdateRule {
+ public:
+  explicit Sgd(const OptimizerOptions& o) : UpdateRule(o) {}
+  std::string Name() const override { return "sgd"; }
+  int StatePerParam() const override { return o_.momentum > 0.0f ? 1 : 0; }
+  void Apply(std::span<float> w, std::span<const float> g, std::span<float> state,
+             int64_t step) const override;
+};
+
+// DistBelief's Adagrad (Dean et al. 2012, §4.1; Duchi et al. 2011): each parameter's learning rate
+// is gamma / sqrt(eps + sum of its squared gradients). state = the running sum.
+class Adagrad : public UpdateRule {
+ public:
+  explicit Adagrad(const OptimizerOptions& o) : UpdateRule(o) {}
+  std::string Name() const override { return "adagrad"; }
+  int StatePerParam() const override { return 1; }
+  void Apply(std::span<float> w, std::span<const float> g, std::span<float> state,
+             int64_t step) const override;
+};
+
+// Adam (Kingma & Ba 2015) with bias correction. state = [m (n), v (n)].
+class Adam : public UpdateRule {
+ public:
+  explicit Adam(const OptimizerOptions& o) : UpdateRule(o) {}
+  std::string Name() const override { return "adam"; }
+  int StatePerParam() const override { return 2; }
+  void Apply(std::span<float> w, std::span<const float> g, std::span<float> state,
+             int64_t step) const override;
+};
+
+// Returns the rule named by o.name, or kInvalidArgument naming the unknown optimizer.
+StatusOr<std::unique_ptr<UpdateRule>> MakeUpdateRule(const OptimizerOptions& o);
+
+// Scales all gradients so that their joint L2 norm is at most max_norm. Returns the norm before
+// clipping.
+double ClipByGlobalNorm(std::span<const std::span<float>> grads, float max_norm);
+
+}  // namespace distbelief

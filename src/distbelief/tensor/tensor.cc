@@ -1,0 +1,72 @@
+#include "distbelief/tensor/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "distbelief/base/logging.h"
+
+namespace distbelief {
+
+int64_t NumElements(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    CHECK(d >= 0) << "negative dimension";
+    n *= d;
+  }
+  return n;
+}
+
+void Tensor::Free::operator()(float* p) const { std::free(p); }
+
+Tensor::Tensor(Shape shape) {
+  Resize(shape);
+  Zero();
+}
+
+Tensor::Tensor(const Tensor& other) { *this = other; }
+
+Tensor& Tensor::operator=(const Tensor& other) {
+  if (this == &other) return *this;
+  Resize(other.shape_);
+  if (size_ > 0) std::memcpy(data_.get(), other.data_.get(), size_ * sizeof(float));
+  return *this;
+}
+
+Tensor& Tensor::Resize(const Shape& shape) {
+  const int64_t n = NumElements(shape);
+  if (n > capacity_) {
+    // Round the allocation to whole 64-byte lines so vector loops may read the tail.
+    const size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
+    float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
+    CHECK(p != nullptr) << "out of memory allocating " << bytes << " bytes";
+    data_.reset(p);
+    capacity_ = n;
+  }
+  shape_ = shape;
+  size_ = n;
+  return *this;
+}
+
+void Tensor::Reshape(const Shape& shape) {
+  CHECK(NumElements(shape) == size_) << "reshape " << ShapeString() << " to different size";
+  shape_ = shape;
+}
+
+void Tensor::Zero() {
+  if (size_ > 0) std::memset(data_.get(), 0, size_ * sizeof(float));
+}
+
+void Tensor::Fill(float v) {
+  for (int64_t i = 0; i < size_; ++i) data_[i] = v;
+}
+
+std::string Tensor::ShapeString() const {
+  std::string s = "(";
+  for (size_t i = 0; i < shape_.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape_[i]);
+  }
+  return s + ")";
+}
+
+}  // namespace distbelief

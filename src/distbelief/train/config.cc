@@ -1,0 +1,204 @@
+#include "distbelief/train/config.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <toml.hpp>
+
+namespace distbelief {
+namespace {
+
+using Table = toml::value;
+
+// Reads typed fields out of one TOML table and remembers which keys were read, so that any
+// other key can be reported as unknown.
+class Section {
+ public:
+  Section(const toml::value* table, std::string name) : table_(table), name_(std::move(name)) {}
+
+  Status Int(const std::string& key, int64_t* out, int64_t lo, int64_t hi) {
+    const toml::value* v = Find(key);
+    if (!v) return absl::OkStatus();
+    if (!v->is_integer()) return TypeError(key, "an integer", *v);
+    const int64_t x = v->as_integer();
+    if (x < lo || x > hi)
+      return absl::InvalidArgumentError(Where(key) + " = " + std::to_string(x) + " is outside [" +
+                                        std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    *out = x;
+    return absl::OkStatus();
+  }
+  Status Float(const std::string& key, float* out, double lo, double hi) {
+    const toml::value* v = Find(key);
+    if (!v) return absl::OkStatus();
+    double x;
+    if (v->is_floating()) x = v->as_floating();
+    else if (v->is_integer()) x = static_cast<double>(v->as_integer());
+    else return TypeError(key, "a number", *v);
+    if (!(x >= lo && x <= hi))
+      return absl::InvalidArgumentError(Where(key) + " = " + std::to_string(x) + " is outside [" +
+                                        std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    *out = static_cast<float>(x);
+    return absl::OkStatus();
+  }
+  Status Bool(const std::string& key, bool* out) {
+    const toml::value* v = Find(key);
+    if (!v) return absl::OkStatus();
+    if (!v->is_boolean()) return TypeError(key, "true or false", *v);
+    *out = v->as_boolean();
+    return absl::OkStatus();
+  }
+  Status String(const std::string& key, std::string* out, std::set<std::string> allowed = {}) {
+    const toml::value* v = Find(key);
+    if (!v) return absl::OkStatus();
+    if (!v->is_string()) return TypeError(key, "a string", *v);
+    const std::string s = v->as_string();
+    if (!allowed.empty() && !allowed.count(s)) {
+      std::string list;
+      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      return absl::InvalidArgumentError(Where(key) + " = \"" + s + "\" is not one of: " + list);
+    }
+    *out = s;
+    return absl::OkStatus();
+  }
+  Status IntList(const std::string& key, std::vector<int64_t>* out, int64_t lo, int64_t hi) {
+    const toml::value* v = Find(key);
+    if (!v) return absl::OkStatus();
+    if (!v->is_array()) return TypeError(key, "an array of integers", *v);
+    std::vector<int64_t> xs;
+    for (const auto& e : v->as_array()) {
+      if (!e.is_integer()) return TypeError(key, "an array of integers", *v);
+      if (e.as_integer() < lo || e.as_integer() > hi)
+        return absl::InvalidArgumentError(Where(key) + " holds " + std::to_string(e.as_integer()) +
+                                          ", outside [" + std::to_string(lo) + ", " +
+                                          std::to_string(hi) + "]");
+      xs.push_back(e.as_integer());
+    }
+    *out = xs;
+    return absl::OkStatus();
+  }
+  // kInvalidArgument naming the first key that no reader asked for.
+  Status CheckNoUnknownKeys() const {
+    if (!table_) return absl::OkStatus();
+    for (const auto& [k, v] : table_->as_table())
+      if (!read_.count(k))
+        return absl::InvalidArgumentError("unknown key '" + name_ + "." + k + "'");
+    return absl::OkStatus();
+  }
+
+ private:
+  const toml::value* Find(const std::string& key) {
+    read_.insert(key);
+    if (!table_) return nullptr;
+    const auto& t = table_->as_table();
+    auto it = t.find(key);
+    return it == t.end() ? nullptr : &it->second;
+  }
+  std::string Where(const std::string& key) const { return name_ + "." + key; }
+  Status TypeError(const std::string& key, const std::string& want, const toml::value& got) const {
+    std::ostringstream s;
+    s << got;
+    return absl::InvalidArgumentError(Where(key) + " must be " + want + ", got " + s.str());
+  }
+  const toml::value* table_;
+  std::string name_;
+  std::set<std::string> read_;
+};
+
+// Applies "section.key=value" onto the parsed document.
+Status ApplyOverride(toml::value* doc, const std::string& spec) {
+  const auto eq = spec.find('=');
+  const auto dot = spec.find('.');
+  if (eq == std::string::npos || dot == std::string::npos || dot > eq)
+    return absl::InvalidArgumentError("--set '" + spec + "': expected section.key=value");
+  const std::string section = spec.substr(0, dot), key = spec.substr(dot + 1, eq - dot - 1);
+  toml::value parsed;
+  try {
+    std::istringstream in("v = " + spec.substr(eq + 1));
+    parsed = toml::parse(in, "--set");
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError("--set '" + spec + "': the value is not valid TOML (strings need quotes)");
+  }
+  auto& table = doc->as_table();
+  if (!table.count(section)) table[section] = toml::table{};
+  if (!table[section].is_table())
+    return absl::InvalidArgumentError("--set '" + spec + "': " + section + " is not a section");
+  table[section].as_table()[key] = parsed.as_table().at("v");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+StatusOr<Config> ParseConfig(const std::string& text, const std::string& origin,
+                             const std::vector<std::string>& overrides) {
+  toml::value doc;
+  try {
+    std::istringstream in(text);
+    doc = toml::parse(in, origin);
+  } catch (const std::exception& e) {
+    // toml11 reports syntax errors by exception; turn them into a Status at this boundary.
+    return absl::InvalidArgumentError(std::string("config ") + origin + " is not valid TOML: " + e.what());
+  }
+  for (const auto& o : overrides) DB_RETURN_IF_ERROR(ApplyOverride(&doc, o));
+  const std::set<std::string> sections = {"model", "optimizer", "train"};
+  for (const auto& [k, v] : doc.as_table()) {
+    if (!sections.count(k)) return absl::InvalidArgumentError("unknown section or key '" + k + "' in " + origin);
+    if (!v.is_table()) return absl::InvalidArgumentError("'" + k + "' must be a [section]");
+  }
+  auto table = [&](const char* name) -> const toml::value* {
+    const auto& t = doc.as_table();
+    auto it = t.find(name);
+    return it == t.end() ? nullptr : &it->second;
+  };
+  Config c;
+  Section m(table("model"), "model");
+  DB_RETURN_IF_ERROR(m.String("kind", &c.model.kind, {"mlp", "autoencoder"}));
+  DB_RETURN_IF_ERROR(m.IntList("hidden", &c.model.hidden, 1, 1 << 20));
+  DB_RETURN_IF_ERROR(m.String("activation", &c.model.activation, {"relu", "sigmoid", "tanh"}));
+  DB_RETURN_IF_ERROR(m.Float("dropout", &c.model.dropout, 0.0, 0.95));
+  DB_RETURN_IF_ERROR(m.CheckNoUnknownKeys());
+
+  Section o(table("optimizer"), "optimizer");
+  DB_RETURN_IF_ERROR(o.String("name", &c.optimizer.name, {"sgd", "adagrad", "adam"}));
+  DB_RETURN_IF_ERROR(o.Float("learning_rate", &c.optimizer.learning_rate, 1e-9, 100.0));
+  DB_RETURN_IF_ERROR(o.Float("momentum", &c.optimizer.momentum, 0.0, 0.9999));
+  DB_RETURN_IF_ERROR(o.Float("weight_decay", &c.optimizer.weight_decay, 0.0, 1.0));
+  DB_RETURN_IF_ERROR(o.Float("beta1", &c.optimizer.beta1, 0.0, 0.9999));
+  DB_RETURN_IF_ERROR(o.Float("beta2", &c.optimizer.beta2, 0.0, 0.999999));
+  DB_RETURN_IF_ERROR(o.Float("epsilon", &c.optimizer.epsilon, 0.0, 1.0));
+  DB_RETURN_IF_ERROR(o.Float("clip_norm", &c.optimizer.clip_norm, 0.0, 1e9));
+  DB_RETURN_IF_ERROR(o.CheckNoUnknownKeys());
+
+  Section t(table("train"), "train");
+  TrainOptions& tr = c.train;
+  DB_RETURN_IF_ERROR(t.String("data_dir", &tr.data_dir));
+  DB_RETURN_IF_ERROR(t.Int("epochs", &tr.epochs, 1, 100000));
+  DB_RETURN_IF_ERROR(t.Int("batch_size", &tr.batch_size, 1, 1 << 20));
+  DB_RETURN_IF_ERROR(t.Int("max_steps", &tr.max_steps, 0, int64_t{1} << 40));
+  DB_RETURN_IF_ERROR(t.Int("train_limit", &tr.train_limit, 0, int64_t{1} << 40));
+  int64_t seed = static_cast<int64_t>(tr.seed);
+  DB_RETURN_IF_ERROR(t.Int("seed", &seed, 0, int64_t{1} << 62));
+  tr.seed = static_cast<uint64_t>(seed);
+  DB_RETURN_IF_ERROR(t.Int("threads", &tr.threads, 0, 1024));
+  DB_RETURN_IF_ERROR(t.Bool("deterministic", &tr.deterministic));
+  DB_RETURN_IF_ERROR(t.String("lr_schedule", &tr.lr_schedule, {"constant", "cosine"}));
+  DB_RETURN_IF_ERROR(t.String("run_dir", &tr.run_dir));
+  DB_RETURN_IF_ERROR(t.Int("checkpoint_every", &tr.checkpoint_every, 0, int64_t{1} << 40));
+  DB_RETURN_IF_ERROR(t.Int("log_every", &tr.log_every, 1, int64_t{1} << 40));
+  DB_RETURN_IF_ERROR(t.CheckNoUnknownKeys());
+
+  std::ostringstream text_out;
+  text_out << doc;
+  c.text = text_out.str();
+  return c;
+}
+
+StatusOr<Config> LoadConfig(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError("config file " + path + " not found");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseConfig(ss.str(), path, overrides);
+}
+
+}  // namespace distbelief

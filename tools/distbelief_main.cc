@@ -1,0 +1,66 @@
+// The distbelief command line: parses flags, calls into src/, prints results. Nothing else.
+//   distbelief train --config FILE [--set section.key=value]... [--resume CHECKPOINT]
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "distbelief/train/config.h"
+#include "distbelief/train/local_trainer.h"
+
+namespace {
+
+int Fail(const distbelief::Status& s) {
+  std::fprintf(stderr, "distbelief: error: %s\n", std::string(s.message()).c_str());
+  return 2;
+}
+
+int Train(const std::string& config_path, const std::vector<std::string>& overrides,
+          const std::string& resume) {
+  using namespace distbelief;
+  auto config = LoadConfig(config_path, overrides);
+  if (!config.ok()) return Fail(config.status());
+  auto trainer = LocalTrainer::Create(*config);
+  if (!trainer.ok()) return Fail(trainer.status());
+  if (!resume.empty()) {
+    Status s = (*trainer)->Resume(resume);
+    if (!s.ok()) return Fail(s);
+  }
+  auto result = (*trainer)->Run();
+  if (!result.ok()) return Fail(result.status());
+  std::printf("steps: %ld\n", long(result->steps));
+  std::printf("train loss: first %.4f, last %.4f\n", result->first_train_loss,
+              result->last_train_loss);
+  if (config->model.kind == "mlp") {
+    std::printf("test loss: %.4f\n", result->test_loss);
+    std::printf("test accuracy: %.2f%%\n", 100.0 * result->test_accuracy);
+  } else {
+    std::printf("test reconstruction MSE: %.5f\n", result->test_loss);
+  }
+  std::printf("checkpoint: %s\n", (*trainer)->checkpoint_path().c_str());
+  std::printf("metrics: %s/metrics.jsonl\n", config->train.run_dir.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"distbelief: DistBelief-style deep learning on CPU machines and clusters"};
+  app.require_subcommand(1);
+
+  std::string config_path, resume;
+  std::vector<std::string> overrides;
+  CLI::App* train = app.add_subcommand("train", "Train a model in this process");
+  train->add_option("--config", config_path, "TOML config file")->required();
+  train->add_option("--set", overrides, "Override a config value: section.key=value (TOML value)");
+  train->add_option("--resume", resume, "Continue from this checkpoint");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);  // CLI11 reports usage errors by exception; exit non-zero here
+  }
+  if (train->parsed()) return Train(config_path, overrides, resume);
+  return 1;
+}
