@@ -1,1 +1,171 @@
 #include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "distbelief/io/checkpoint.h"
+#include "distbelief/io/metrics.h"
+#include "distbelief/io/mnist.h"
+#include "distbelief/train/config.h"
+
+namespace distbelief {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string TempDir(const std::string& name) {
+  const fs::path p = fs::temp_directory_path() / ("distbelief_io_test_" + name);
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void WriteAll(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+Checkpoint Sample() {
+  Checkpoint c;
+  Tensor a({2, 3}), b({5});
+  for (int i = 0; i < 6; ++i) a[i] = 0.5f * i;
+  for (int i = 0; i < 5; ++i) b[i] = -1.0f - i;
+  c.tensors.emplace("layer.w", a);
+  c.tensors.emplace("layer.b", b);
+  c.metadata["step"] = "42";
+  return c;
+}
+
+TEST(Checkpoint, RoundTrips) {
+  const std::string path = TempDir("rt") + "/c.safetensors";
+  ASSERT_TRUE(WriteCheckpoint(path, Sample()).ok());
+  auto c = ReadCheckpoint(path);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->metadata.at("step"), "42");
+  EXPECT_EQ(c->tensors.at("layer.w").shape(), (Shape{2, 3}));
+  EXPECT_EQ(c->tensors.at("layer.w")[5], 2.5f);
+  EXPECT_EQ(c->tensors.at("layer.b")[4], -5.0f);
+  for (const auto& e : fs::directory_iterator(fs::path(path).parent_path()))
+    EXPECT_EQ(e.path().filename(), "c.safetensors") << "temporary file left behind";
+}
+
+TEST(Checkpoint, NumpyReadsItAsStandardSafetensors) {
+  const std::string path = TempDir("np") + "/c.safetensors";
+  ASSERT_TRUE(WriteCheckpoint(path, Sample()).ok());
+  const std::string out = TempDir("np_out") + "/out.txt";
+  const std::string cmd = "/usr/bin/python3 testing/read_safetensors.py " + path + " > " + out;
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << "the numpy reader rejected the file";
+  EXPECT_EQ(ReadAll(out),
+            "layer.b [5] -15.000000\nlayer.w [2, 3] 7.500000\nmetadata distbelief.crc32 step\n");
+}
+
+TEST(Checkpoint, TruncatedOrCorruptFilesAreDataLossAndNeverLoaded) {
+  const std::string dir = TempDir("bad");
+  const std::string good = dir + "/good.safetensors";
+  ASSERT_TRUE(WriteCheckpoint(good, Sample()).ok());
+  const std::string bytes = ReadAll(good);
+  struct Case {
+    std::string name, bytes, expect;
+  };
+  std::string flipped = bytes;
+  flipped[flipped.size() - 3] ^= 0x40;  // one bit of tensor data
+  std::string bad_json = bytes;
+  bad_json[9] = '#';
+  const std::vector<Case> cases = {
+      {"empty", "", "truncated"},
+      {"short", bytes.substr(0, 5), "truncated"},
+      {"cut header", bytes.substr(0, 40), "truncated"},
+      {"cut data", bytes.substr(0, bytes.size() - 4), "outside the file"},
+      {"flipped bit", flipped, "checksum mismatch"},
+      {"bad json", bad_json, "not a JSON object"},
+  };
+  for (const Case& c : cases) {
+    const std::string p = dir + "/case.safetensors";
+    WriteAll(p, c.bytes);
+    auto r = ReadCheckpoint(p);
+    ASSERT_FALSE(r.ok()) << c.name;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << c.name;
+    EXPECT_NE(r.status().message().find(c.expect), std::string::npos) << c.name << ": " << r.status();
+  }
+  EXPECT_EQ(ReadCheckpoint(dir + "/missing").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(Checkpoint, FailedWriteLeavesTheOldFileAlone) {
+  const std::string dir = TempDir("atomic");
+  const std::string path = dir + "/c.safetensors";
+  ASSERT_TRUE(WriteCheckpoint(path, Sample()).ok());
+  const std::string before = ReadAll(path);
+  // A directory where the temporary file should go makes the write fail.
+  fs::create_directories(path + ".tmp." + std::to_string(::getpid()));
+  Checkpoint other = Sample();
+  other.metadata["step"] = "43";
+  EXPECT_FALSE(WriteCheckpoint(path, other).ok());
+  EXPECT_EQ(ReadAll(path), before);
+}
+
+TEST(Mnist, ReadsTheRealFilesAndRejectsBrokenOnes) {
+  auto test = ReadMnist("data/mnist", "t10k");
+  ASSERT_TRUE(test.ok()) << test.status() << " (run scripts/setup.sh)";
+  EXPECT_EQ(test->images.shape(), (Shape{10000, 784}));
+  int counts[10] = {};
+  for (int64_t i = 0; i < 10000; ++i) counts[static_cast<int>(test->labels[i])]++;
+  EXPECT_EQ(counts[0], 980);  // MNIST's published test-label counts
+  EXPECT_EQ(counts[9], 1009);
+
+  const std::string dir = TempDir("mnist");
+  WriteAll(dir + "/t10k-images-idx3-ubyte", ReadAll("data/mnist/t10k-images-idx3-ubyte").substr(0, 5000));
+  WriteAll(dir + "/t10k-labels-idx1-ubyte", ReadAll("data/mnist/t10k-labels-idx1-ubyte"));
+  auto bad = ReadMnist(dir, "t10k");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(bad.status().message().find("truncated"), std::string::npos);
+  EXPECT_EQ(ReadMnist(dir, "train").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(Config, ParsesAndRejectsBadInputByName) {
+  auto ok = ParseConfig("[model]\nhidden = [32]\n[train]\nepochs = 3\n", "t.toml",
+                        {"optimizer.learning_rate=0.5", "train.run_dir=\"/tmp/x\""});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->model.hidden, (std::vector<int64_t>{32}));
+  EXPECT_EQ(ok->train.epochs, 3);
+  EXPECT_FLOAT_EQ(ok->optimizer.learning_rate, 0.5f);
+  EXPECT_EQ(ok->train.run_dir, "/tmp/x");
+
+  struct Case {
+    std::string text, expect;
+  };
+  const std::vector<Case> cases = {
+      {"[train]\nepohcs = 3\n", "unknown key 'train.epohcs'"},
+      {"[trian]\n", "unknown section or key 'trian'"},
+      {"[train]\nepochs = \"three\"\n", "train.epochs must be an integer"},
+      {"[train]\nbatch_size = 0\n", "train.batch_size = 0 is outside"},
+      {"[optimizer]\nname = \"rmsprop\"\n", "optimizer.name = \"rmsprop\" is not one of"},
+      {"[optimizer]\nlearning_rate = -1.0\n", "optimizer.learning_rate"},
+      {"[model]\nhidden = [10, \"x\"]\n", "model.hidden must be an array of integers"},
+      {"[train\n", "not valid TOML"},
+  };
+  for (const Case& c : cases) {
+    auto r = ParseConfig(c.text, "t.toml");
+    ASSERT_FALSE(r.ok()) << c.text;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find(c.expect), std::string::npos) << r.status();
+  }
+  EXPECT_EQ(LoadConfig("/nonexistent.toml").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(ParseConfig("", "t", {"nodot=1"}).ok());
+}
+
+TEST(Progress, FormatsDurations) {
+  EXPECT_EQ(Progress::FormatDuration(12.2), "12s");
+  EXPECT_EQ(Progress::FormatDuration(185), "3m05s");
+  EXPECT_EQ(Progress::FormatDuration(3720), "1h02m");
+}
+
+}  // namespace
+}  // namespace distbelief

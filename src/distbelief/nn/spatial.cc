@@ -11,14 +11,22 @@
 namespace distbelief {
 namespace {
 
-// 16 fp32 lanes (one AVX-512 register); the unaligned alias is for loads and stores.
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v16u __attribute__((vector_size(64), aligned(4)));
-inline v16 Load(const float* p) { return *reinterpret_cast<const v16u*>(p); }
-inline void Store(float* p, v16 v) { *reinterpret_cast<v16u*>(p) = v; }
-inline float HSum(v16 v) {
+// One vector register of fp32 lanes: 16 with AVX-512, 8 with AVX2 (the register blocking below
+// is sized so the accumulators fit in the 32 or 16 registers). The unaligned alias is for loads.
+#ifdef __AVX512F__
+constexpr int kLanes = 16;
+constexpr int kBlockK = 8;
+#else
+constexpr int kLanes = 8;
+constexpr int kBlockK = 4;
+#endif
+typedef float vf __attribute__((vector_size(kLanes * 4)));
+typedef float vfu __attribute__((vector_size(kLanes * 4), aligned(4)));
+inline vf Load(const float* p) { return *reinterpret_cast<const vfu*>(p); }
+inline void Store(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
+inline float HSum(vf v) {
   float s = 0.0f;
-  for (int i = 0; i < 16; ++i) s += v[i];
+  for (int i = 0; i < kLanes; ++i) s += v[i];
   return s;
 }
 
@@ -28,12 +36,12 @@ int64_t RoundUp16(int64_t n) { return (n + 15) / 16 * 16; }
 // dimension ld. The NB x NK accumulators stay in registers.
 template <int NB, int NK>
 void DotBlock(int64_t n16, int64_t ld, const float* p, const float* w, float* y, int64_t ldy) {
-  v16 acc[NB][NK] = {};
-  for (int64_t j = 0; j < n16 * 16; j += 16) {
-    v16 pv[NB];
+  vf acc[NB][NK] = {};
+  for (int64_t j = 0; j < n16 * 16; j += kLanes) {
+    vf pv[NB];
     for (int b = 0; b < NB; ++b) pv[b] = Load(p + b * ld + j);
     for (int k = 0; k < NK; ++k) {
-      const v16 wv = Load(w + k * ld + j);
+      const vf wv = Load(w + k * ld + j);
       for (int b = 0; b < NB; ++b) acc[b][k] += pv[b] * wv;
     }
   }
@@ -49,10 +57,12 @@ void DotBlockK(int nk, int64_t n16, int64_t ld, const float* p, const float* w, 
     case 2: return DotBlock<NB, 2>(n16, ld, p, w, y, ldy);
     case 3: return DotBlock<NB, 3>(n16, ld, p, w, y, ldy);
     case 4: return DotBlock<NB, 4>(n16, ld, p, w, y, ldy);
+#ifdef __AVX512F__
     case 5: return DotBlock<NB, 5>(n16, ld, p, w, y, ldy);
     case 6: return DotBlock<NB, 6>(n16, ld, p, w, y, ldy);
     case 7: return DotBlock<NB, 7>(n16, ld, p, w, y, ldy);
-    default: return DotBlock<NB, 8>(n16, ld, p, w, y, ldy);
+#endif
+    default: return DotBlock<NB, kBlockK>(n16, ld, p, w, y, ldy);
   }
 }
 
@@ -60,8 +70,8 @@ void DotBlockK(int nk, int64_t n16, int64_t ld, const float* p, const float* w, 
 void SmallGemmNT(int64_t nb, int64_t nk, int64_t n16, int64_t ld, const float* p, const float* w,
                  float* y) {
   for (int64_t b = 0; b < nb; b += 2) {
-    for (int64_t k = 0; k < nk; k += 8) {
-      const int kk = static_cast<int>(std::min<int64_t>(8, nk - k));
+    for (int64_t k = 0; k < nk; k += kBlockK) {
+      const int kk = static_cast<int>(std::min<int64_t>(kBlockK, nk - k));
       if (nb - b >= 2)
         DotBlockK<2>(kk, n16, ld, p + b * ld, w + k * ld, y + b * nk + k, nk);
       else
@@ -74,19 +84,19 @@ void SmallGemmNT(int64_t nb, int64_t nk, int64_t n16, int64_t ld, const float* p
 void SmallGemmTN(int64_t nb, int64_t nk, int64_t n, const float* d, const float* p, float* g) {
   int64_t k = 0;
   for (; k + 4 <= nk; k += 4) {
-    for (int64_t j = 0; j < n; j += 16) {
-      v16 acc[4];
+    for (int64_t j = 0; j < n; j += kLanes) {
+      vf acc[4];
       for (int q = 0; q < 4; ++q) acc[q] = Load(g + (k + q) * n + j);
       for (int64_t b = 0; b < nb; ++b) {
-        const v16 pv = Load(p + b * n + j);
+        const vf pv = Load(p + b * n + j);
         for (int q = 0; q < 4; ++q) acc[q] += d[b * nk + k + q] * pv;
       }
       for (int q = 0; q < 4; ++q) Store(g + (k + q) * n + j, acc[q]);
     }
   }
   for (; k < nk; ++k) {
-    for (int64_t j = 0; j < n; j += 16) {
-      v16 acc = Load(g + k * n + j);
+    for (int64_t j = 0; j < n; j += kLanes) {
+      vf acc = Load(g + k * n + j);
       for (int64_t b = 0; b < nb; ++b) acc += d[b * nk + k] * Load(p + b * n + j);
       Store(g + k * n + j, acc);
     }
@@ -97,10 +107,10 @@ void SmallGemmTN(int64_t nb, int64_t nk, int64_t n, const float* d, const float*
 void SmallGemmNN(int64_t nb, int64_t nk, int64_t n, const float* d, const float* w, float* q) {
   for (int64_t b = 0; b < nb; b += 2) {
     const bool two = nb - b >= 2;
-    for (int64_t j = 0; j < n; j += 16) {
-      v16 a0 = {}, a1 = {};
+    for (int64_t j = 0; j < n; j += kLanes) {
+      vf a0 = {}, a1 = {};
       for (int64_t k = 0; k < nk; ++k) {
-        const v16 wv = Load(w + k * n + j);
+        const vf wv = Load(w + k * n + j);
         a0 += d[b * nk + k] * wv;
         if (two) a1 += d[(b + 1) * nk + k] * wv;
       }

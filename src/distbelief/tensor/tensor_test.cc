@@ -1,1 +1,80 @@
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "distbelief/base/parallel.h"
+#include "distbelief/base/random.h"
+#include "distbelief/tensor/blas.h"
+#include "distbelief/tensor/tensor.h"
+#include "distbelief/tensor/vmath.h"
+
+namespace distbelief {
+namespace {
+
+TEST(Tensor, ShapeAlignmentAndCopies) {
+  Tensor t({3, 5, 7});
+  EXPECT_EQ(t.size(), 105);
+  EXPECT_EQ(t.dim(-1), 7);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data()) % 64, 0u);
+  for (float v : t.span()) EXPECT_EQ(v, 0.0f);
+  t[4] = 2.0f;
+  Tensor u = t;
+  u[4] = 3.0f;
+  EXPECT_EQ(t[4], 2.0f);
+  t.Reshape({105});
+  EXPECT_EQ(t.ShapeString(), "(105)");
+}
+
+TEST(Blas, GemmMatchesNaiveForEveryTransposition) {
+  Random rng(3);
+  const int m = 13, n = 9, k = 17;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      std::vector<float> a(m * k), b(k * n), c(m * n, 1.0f);
+      for (float& v : a) v = rng.Uniform(-1, 1);
+      for (float& v : b) v = rng.Uniform(-1, 1);
+      Gemm(ta, tb, m, n, k, 2.0f, a.data(), b.data(), 0.5f, c.data());
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < n; ++j) {
+          double s = 0;
+          for (int p = 0; p < k; ++p)
+            s += double(ta ? a[p * m + i] : a[i * k + p]) * (tb ? b[j * k + p] : b[p * n + j]);
+          EXPECT_NEAR(c[i * n + j], 2.0 * s + 0.5, 1e-4) << ta << tb;
+        }
+    }
+}
+
+TEST(Vmath, FastExpIsAccurate) {
+  for (float x = -80.0f; x < 80.0f; x += 0.37f) {
+    const double want = std::exp(double(x));
+    EXPECT_NEAR(FastExp(x) / want, 1.0, 1e-6) << x;
+  }
+  EXPECT_NEAR(FastSigmoid(0.0f), 0.5f, 1e-7);
+  EXPECT_NEAR(FastTanh(0.5f), std::tanh(0.5f), 1e-6);
+}
+
+TEST(Random, SameSeedSameStream) {
+  Random a(42), b(42), c(43);
+  bool differs = false;
+  for (int i = 0; i < 100; ++i) {
+    const uint32_t x = a.Next();
+    EXPECT_EQ(x, b.Next());
+    differs |= x != c.Next();
+  }
+  EXPECT_TRUE(differs);
+  double mean = 0;
+  for (int i = 0; i < 20000; ++i) mean += a.Normal();
+  EXPECT_NEAR(mean / 20000, 0.0, 0.03);
+}
+
+TEST(Parallel, CoversEveryIndexOnce) {
+  std::vector<int> hits(1000, 0);
+  ParallelFor(1000, 7, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) hits[i]++;
+  });
+  for (int h : hits) EXPECT_EQ(h, 1);
+}
+
+}  // namespace
+}  // namespace distbelief

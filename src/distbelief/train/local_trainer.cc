@@ -100,7 +100,8 @@ void LocalTrainer::Step(const Tensor& x, const Tensor& target, double* loss) {
     rule_->Apply(params[i]->value.span(), params[i]->grad.span(), state_[i].span(), step_);
 }
 
-StatusOr<TrainResult> LocalTrainer::Run() {
+StatusOr<TrainResult> LocalTrainer::Run(int64_t stop_at) {
+  const int64_t end = stop_at > 0 ? std::min(stop_at, total_steps_) : total_steps_;
   const TrainOptions& o = config_.train;
   MetricsWriter metrics;
   DB_RETURN_IF_ERROR(metrics.Open(o.run_dir + "/metrics.jsonl"));
@@ -114,10 +115,10 @@ StatusOr<TrainResult> LocalTrainer::Run() {
   int64_t window_steps = 0;
   bool first_window = true;
   model_.SetTraining(true);
-  while (step_ < total_steps_) {
+  while (step_ < end) {
     const int64_t epoch = step_ / steps_per_epoch_;
     const std::vector<int64_t> order = EpochOrder(train_.images.dim(0), o.seed, epoch);
-    for (int64_t b = step_ % steps_per_epoch_; b < steps_per_epoch_ && step_ < total_steps_; ++b) {
+    for (int64_t b = step_ % steps_per_epoch_; b < steps_per_epoch_ && step_ < end; ++b) {
       Gather(train_.images, order, b * o.batch_size, o.batch_size, &x);
       Gather(train_.labels, order, b * o.batch_size, o.batch_size, &target);
       rule_->SetLearningRate(LearningRate(step_));

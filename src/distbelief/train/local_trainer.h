@@ -33,8 +33,9 @@ class LocalTrainer {
   // kDataLoss / kInvalidArgument if it is corrupt or does not fit the model; then nothing changes.
   Status Resume(const std::string& checkpoint_path);
 
-  // Trains to the end (epochs or max_steps) and evaluates.
-  StatusOr<TrainResult> Run();
+  // Trains to the end (epochs or max_steps) and evaluates. With stop_at > 0 it stops after that
+  // many steps in all, as an interrupted run would (tests use it to check resuming).
+  StatusOr<TrainResult> Run(int64_t stop_at = 0);
 
   // Evaluates on the test set: fills test_loss and test_accuracy.
   void Evaluate(TrainResult* r);
