@@ -76,6 +76,27 @@ TEST_P(BatchTest, LocallyConnected) {
   ExpectGradientsMatch(&lc2, RandomTensor({GetParam(), 1, 8, 8}, 11));
 }
 
+TEST_P(BatchTest, LocallyConnectedTranspose) {
+  Random rng(34);
+  LocallyConnectedTranspose2d lct("lct", {2, 11, 9}, 3, 4, 3, &rng);
+  ExpectGradientsMatch(&lct, RandomTensor({GetParam(), 3, 3, 2}, 35));
+}
+
+TEST(LocallyConnected, TransposeIsTheAdjoint) {
+  // <LC(x), z> = <x, LC^T(z)> when both share weights and have no bias.
+  Random rng(36);
+  LocallyConnected2d lc("lc", {2, 10, 10}, 5, 4, 2, &rng, /*bias=*/false);
+  LocallyConnectedTranspose2d lct("lct", {2, 10, 10}, 5, 4, 2, &rng);
+  lct.params()[0]->value = lc.params()[0]->value;
+  Tensor x = RandomTensor({3, 2, 10, 10}, 37), z = RandomTensor({3, 5, 4, 4}, 38), y, xt;
+  lc.Forward(x, &y);
+  lct.Forward(z, &xt);
+  double a = 0, b = 0;
+  for (int64_t i = 0; i < y.size(); ++i) a += double(y[i]) * z[i];
+  for (int64_t i = 0; i < x.size(); ++i) b += double(x[i]) * xt[i];
+  EXPECT_NEAR(a, b, 1e-3 * std::abs(a));
+}
+
 TEST_P(BatchTest, Conv2d) {
   Random rng(12);
   Conv2d conv("conv", {2, 7, 6}, 3, 3, 2, 1, &rng);

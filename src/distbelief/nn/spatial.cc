@@ -131,6 +131,130 @@ float* ScratchZeroed(int slot, int64_t n) {
   std::memset(v.data(), 0, n * sizeof(float));
   return v.data();
 }
+// As ScratchZeroed, but only zeroed when rows of `used` floats are padded to `ld`: the padding
+// must be zero, everything else is overwritten by the caller.
+float* ScratchRows(int slot, int64_t rows, int64_t used, int64_t ld) {
+  if (used == ld) {
+    auto& v = Scratch(slot);
+    if (static_cast<int64_t>(v.size()) < rows * ld + 16) v.resize(rows * ld + 16);
+    return v.data();
+  }
+  return ScratchZeroed(slot, rows * ld);
+}
+inline void CopyRow(float* dst, const float* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Locally connected kernels, shared by LocallyConnected2d and its transpose.
+// Geometry: image (B, C, H, W), code (B, K, OH, OW), untied weights W (OH OW, K, C F F).
+// P_l(img) (B, CFF) is the field of location l in every image.
+
+namespace {
+
+struct LcGeometry {
+  int64_t b, c, h, w, k, f, s, oh, ow;
+  int64_t cff() const { return c * f * f; }
+  int64_t locs() const { return oh * ow; }
+};
+
+// P (B, ld) = the fields of location l, zero-padded from CFF to ld.
+void GatherFields(const LcGeometry& g, const float* img, int64_t l, int64_t b_lo, int64_t b_hi,
+                  int64_t ld, float* p) {
+  const int64_t oy = l / g.ow, ox = l % g.ow;
+  for (int64_t b = b_lo; b < b_hi; ++b)
+    for (int64_t ci = 0; ci < g.c; ++ci)
+      for (int64_t fy = 0; fy < g.f; ++fy)
+        CopyRow(p + (b - b_lo) * ld + (ci * g.f + fy) * g.f,
+                img + ((b * g.c + ci) * g.h + oy * g.s + fy) * g.w + ox * g.s, g.f);
+}
+
+// W_l as (K, ld) rows: the weights themselves when CFF is a multiple of 16, else a zero-padded
+// copy in scratch slot 1.
+const float* WeightsAt(const LcGeometry& g, const float* w, int64_t l, int64_t ld) {
+  const int64_t cff = g.cff();
+  if (cff == ld) return w + l * g.k * cff;
+  float* wl = ScratchZeroed(1, g.k * ld);
+  for (int64_t k = 0; k < g.k; ++k) CopyRow(wl + k * ld, w + (l * g.k + k) * cff, cff);
+  return wl;
+}
+
+// code (B, K, OH, OW) = P_l(img) W_l^T (+ bias (K, OH OW) when not null). Locations over threads.
+void LcImageToCode(const LcGeometry& g, const float* img, const float* w, const float* bias,
+                   float* code) {
+  const int64_t ld = RoundUp16(g.cff()), locs = g.locs();
+  ParallelFor(locs, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t l = lo; l < hi; ++l) {
+      float* p = ScratchRows(0, g.b, g.cff(), ld);
+      float* yl = ScratchZeroed(2, g.b * g.k);
+      GatherFields(g, img, l, 0, g.b, ld, p);
+      const float* wl = WeightsAt(g, w, l, ld);
+      SmallGemmNT(g.b, g.k, ld / 16, ld, p, wl, yl);
+      for (int64_t b = 0; b < g.b; ++b)
+        for (int64_t k = 0; k < g.k; ++k)
+          code[(b * g.k + k) * locs + l] = yl[b * g.k + k] + (bias ? bias[k * locs + l] : 0.0f);
+    }
+  });
+}
+
+// img (B, C, H, W) = sum_l scatter(code_l W_l): the transpose of LcImageToCode (overwrites img).
+// Images over threads, since fields of different locations overlap.
+void LcCodeToImage(const LcGeometry& g, const float* code, const float* w, float* img) {
+  const int64_t ld = RoundUp16(g.cff()), locs = g.locs();
+  std::memset(img, 0, g.b * g.c * g.h * g.w * sizeof(float));
+  ParallelFor(g.b, 1, [&](int64_t b_lo, int64_t b_hi) {
+    const int64_t mb = b_hi - b_lo;
+    for (int64_t l = 0; l < locs; ++l) {
+      const int64_t oy = l / g.ow, ox = l % g.ow;
+      float* cl = ScratchZeroed(2, mb * g.k);
+      float* dp = ScratchRows(3, mb, ld, ld);
+      const float* wl = WeightsAt(g, w, l, ld);
+      for (int64_t b = 0; b < mb; ++b)
+        for (int64_t k = 0; k < g.k; ++k) cl[b * g.k + k] = code[((b_lo + b) * g.k + k) * locs + l];
+      SmallGemmNN(mb, g.k, ld, cl, wl, dp);
+      for (int64_t b = 0; b < mb; ++b)
+        for (int64_t ci = 0; ci < g.c; ++ci)
+          for (int64_t fy = 0; fy < g.f; ++fy) {
+            float* dst = img + (((b_lo + b) * g.c + ci) * g.h + oy * g.s + fy) * g.w + ox * g.s;
+            const float* src = dp + b * ld + (ci * g.f + fy) * g.f;
+            for (int64_t fx = 0; fx < g.f; ++fx) dst[fx] += src[fx];
+          }
+    }
+  });
+}
+
+// dW_l (K, CFF) += code_l^T P_l(img); dbias (K, OH OW) += sum_b code_l when not null.
+// Locations over threads.
+void LcWeightGrad(const LcGeometry& g, const float* img, const float* code, float* dw,
+                  float* dbias) {
+  const int64_t ld = RoundUp16(g.cff()), locs = g.locs(), cff = g.cff();
+  ParallelFor(locs, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t l = lo; l < hi; ++l) {
+      float* p = ScratchRows(0, g.b, g.cff(), ld);
+      float* cl = ScratchZeroed(2, g.b * g.k);
+      GatherFields(g, img, l, 0, g.b, ld, p);
+      for (int64_t b = 0; b < g.b; ++b)
+        for (int64_t k = 0; k < g.k; ++k) cl[b * g.k + k] = code[(b * g.k + k) * locs + l];
+      float* dst = dw + l * g.k * cff;
+      if (ld == cff) {
+        SmallGemmTN(g.b, g.k, ld, cl, p, dst);  // accumulate straight into the gradient
+      } else {
+        float* dwl = ScratchZeroed(1, g.k * ld);
+        SmallGemmTN(g.b, g.k, ld, cl, p, dwl);
+        for (int64_t k = 0; k < g.k; ++k)
+          for (int64_t j = 0; j < cff; ++j) dst[k * cff + j] += dwl[k * ld + j];
+      }
+      if (dbias)
+        for (int64_t k = 0; k < g.k; ++k) {
+          float s = 0.0f;
+          for (int64_t b = 0; b < g.b; ++b) s += cl[b * g.k + k];
+          dbias[k * locs + l] += s;
+        }
+    }
+  });
+}
 
 }  // namespace
 
@@ -158,97 +282,69 @@ std::vector<Param*> LocallyConnected2d::params() {
   return {&w_};
 }
 
-// x (B, C, H, W) -> y (B, K, OH, OW). Per location l: gather the fields P (B, CFF), then
-// Y_l (B, K) = P W_l^T + b_l.
+// x (B, C, H, W) -> y (B, K, OH, OW): y_l = P_l(x) W_l^T + b_l
 void LocallyConnected2d::Forward(const Tensor& x, Tensor* y) {
   CHECK(x.ndim() == 4 && x.dim(1) == in_.c && x.dim(2) == in_.h && x.dim(3) == in_.w)
       << "locally connected: input " << x.ShapeString();
   x_ = &x;
-  const int64_t nb = x.dim(0), c = in_.c, h = in_.h, w = in_.w, f = f_, kk = k_;
-  const int64_t cff = c * f * f, ld = RoundUp16(cff), locs = oh_ * ow_;
-  y->Resize({nb, kk, oh_, ow_});
-  const float* xd = x.data();
-  float* yd = y->data();
-  ParallelFor(locs, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t l = lo; l < hi; ++l) {
-      const int64_t oy = l / ow_, ox = l % ow_;
-      float* p = ScratchZeroed(0, nb * ld);
-      float* wl = ScratchZeroed(1, kk * ld);
-      float* yl = ScratchZeroed(2, nb * kk);
-      for (int64_t b = 0; b < nb; ++b)
-        for (int64_t ci = 0; ci < c; ++ci)
-          for (int64_t fy = 0; fy < f; ++fy)
-            std::memcpy(p + b * ld + (ci * f + fy) * f,
-                        xd + ((b * c + ci) * h + oy * s_ + fy) * w + ox * s_, f * sizeof(float));
-      const float* wsrc = w_.value.data() + l * kk * cff;
-      for (int64_t k = 0; k < kk; ++k) std::memcpy(wl + k * ld, wsrc + k * cff, cff * sizeof(float));
-      SmallGemmNT(nb, kk, ld / 16, ld, p, wl, yl);
-      for (int64_t b = 0; b < nb; ++b)
-        for (int64_t k = 0; k < kk; ++k)
-          yd[(b * kk + k) * locs + l] =
-              yl[b * kk + k] + (has_bias_ ? b_.value[k * locs + l] : 0.0f);
-    }
-  });
+  y->Resize({x.dim(0), k_, oh_, ow_});
+  const LcGeometry g{x.dim(0), in_.c, in_.h, in_.w, k_, f_, s_, oh_, ow_};
+  LcImageToCode(g, x.data(), w_.value.data(), has_bias_ ? b_.value.data() : nullptr, y->data());
 }
 
-// dy (B, K, OH, OW). Pass 1, locations over threads: dW_l (K, CFF) += dY_l^T P_l, db_l += sum_b.
-// Pass 2, images over threads (fields overlap, images do not): dP = dY_l W_l, added into dx.
+// dW_l += dy_l^T P_l(x); db_l += sum_b dy_l; dx = sum_l scatter(dy_l W_l)
 void LocallyConnected2d::Backward(const Tensor& dy, Tensor* dx) {
   const Tensor& x = *x_;
-  const int64_t nb = x.dim(0), c = in_.c, h = in_.h, w = in_.w, f = f_, kk = k_;
-  const int64_t cff = c * f * f, ld = RoundUp16(cff), locs = oh_ * ow_;
-  const float* xd = x.data();
-  const float* g = dy.data();
-  ParallelFor(locs, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t l = lo; l < hi; ++l) {
-      const int64_t oy = l / ow_, ox = l % ow_;
-      float* p = ScratchZeroed(0, nb * ld);
-      float* dwl = ScratchZeroed(1, kk * ld);
-      float* dyl = ScratchZeroed(2, nb * kk);
-      for (int64_t b = 0; b < nb; ++b)
-        for (int64_t ci = 0; ci < c; ++ci)
-          for (int64_t fy = 0; fy < f; ++fy)
-            std::memcpy(p + b * ld + (ci * f + fy) * f,
-                        xd + ((b * c + ci) * h + oy * s_ + fy) * w + ox * s_, f * sizeof(float));
-      for (int64_t b = 0; b < nb; ++b)
-        for (int64_t k = 0; k < kk; ++k) dyl[b * kk + k] = g[(b * kk + k) * locs + l];
-      SmallGemmTN(nb, kk, ld, dyl, p, dwl);
-      float* dw = w_.grad.data() + l * kk * cff;
-      for (int64_t k = 0; k < kk; ++k)
-        for (int64_t j = 0; j < cff; ++j) dw[k * cff + j] += dwl[k * ld + j];
-      if (has_bias_)
-        for (int64_t k = 0; k < kk; ++k) {
-          float s = 0.0f;
-          for (int64_t b = 0; b < nb; ++b) s += dyl[b * kk + k];
-          b_.grad[k * locs + l] += s;
-        }
-    }
-  });
+  const LcGeometry g{x.dim(0), in_.c, in_.h, in_.w, k_, f_, s_, oh_, ow_};
+  LcWeightGrad(g, x.data(), dy.data(), w_.grad.data(), has_bias_ ? b_.grad.data() : nullptr);
   if (!dx) return;
   dx->Resize(x.shape());
-  dx->Zero();
-  float* dxd = dx->data();
-  ParallelFor(nb, 1, [&](int64_t b_lo, int64_t b_hi) {
-    const int64_t mb = b_hi - b_lo;
-    for (int64_t l = 0; l < locs; ++l) {
-      const int64_t oy = l / ow_, ox = l % ow_;
-      float* wl = ScratchZeroed(1, kk * ld);
-      float* dyl = ScratchZeroed(2, mb * kk);
-      float* dp = ScratchZeroed(3, mb * ld);
-      const float* wsrc = w_.value.data() + l * kk * cff;
-      for (int64_t k = 0; k < kk; ++k) std::memcpy(wl + k * ld, wsrc + k * cff, cff * sizeof(float));
-      for (int64_t b = 0; b < mb; ++b)
-        for (int64_t k = 0; k < kk; ++k) dyl[b * kk + k] = g[((b_lo + b) * kk + k) * locs + l];
-      SmallGemmNN(mb, kk, ld, dyl, wl, dp);
-      for (int64_t b = 0; b < mb; ++b)
-        for (int64_t ci = 0; ci < c; ++ci)
-          for (int64_t fy = 0; fy < f; ++fy) {
-            float* dst = dxd + (((b_lo + b) * c + ci) * h + oy * s_ + fy) * w + ox * s_;
-            const float* src = dp + b * ld + (ci * f + fy) * f;
-            for (int64_t fx = 0; fx < f; ++fx) dst[fx] += src[fx];
-          }
-    }
-  });
+  LcCodeToImage(g, dy.data(), w_.value.data(), dx->data());
+}
+
+// ---------------------------------------------------------------------------------------------
+// LocallyConnectedTranspose2d
+
+LocallyConnectedTranspose2d::LocallyConnectedTranspose2d(const std::string& name, SpatialShape out,
+                                                         int64_t maps, int64_t field,
+                                                         int64_t stride, Random* rng)
+    : out_(out),
+      k_(maps),
+      f_(field),
+      s_(stride),
+      oh_((out.h - field) / stride + 1),
+      ow_((out.w - field) / stride + 1),
+      w_(name + ".w", {oh_, ow_, maps, out.c, field, field}),
+      b_(name + ".b", {out.c, out.h, out.w}) {
+  CHECK(field <= out.h && field <= out.w && stride >= 1) << "locally connected: bad geometry";
+  const float bound = 1.0f / std::sqrt(static_cast<float>(maps));
+  for (float& v : w_.value.span()) v = rng->Uniform(-bound, bound) / field;
+}
+
+// x (B, K, OH, OW) -> y (B, C, H, W) = sum_l scatter(x_l W_l) + b
+void LocallyConnectedTranspose2d::Forward(const Tensor& x, Tensor* y) {
+  CHECK(x.ndim() == 4 && x.dim(1) == k_ && x.dim(2) == oh_ && x.dim(3) == ow_)
+      << "locally connected transpose: input " << x.ShapeString();
+  x_ = &x;
+  const LcGeometry g{x.dim(0), out_.c, out_.h, out_.w, k_, f_, s_, oh_, ow_};
+  y->Resize({x.dim(0), out_.c, out_.h, out_.w});
+  LcCodeToImage(g, x.data(), w_.value.data(), y->data());
+  const int64_t img = out_.c * out_.h * out_.w;
+  for (int64_t b = 0; b < x.dim(0); ++b)
+    for (int64_t i = 0; i < img; ++i) (*y)[b * img + i] += b_.value[i];
+}
+
+// dW_l += x_l^T P_l(dy); db += sum_b dy; dx_l = P_l(dy) W_l^T
+void LocallyConnectedTranspose2d::Backward(const Tensor& dy, Tensor* dx) {
+  const Tensor& x = *x_;
+  const LcGeometry g{x.dim(0), out_.c, out_.h, out_.w, k_, f_, s_, oh_, ow_};
+  LcWeightGrad(g, dy.data(), x.data(), w_.grad.data(), nullptr);
+  const int64_t img = out_.c * out_.h * out_.w;
+  for (int64_t b = 0; b < x.dim(0); ++b)
+    for (int64_t i = 0; i < img; ++i) b_.grad[i] += dy[b * img + i];
+  if (!dx) return;
+  dx->Resize(x.shape());
+  LcImageToCode(g, dy.data(), w_.value.data(), nullptr, dx->data());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -39,6 +39,26 @@ class LocallyConnected2d : public Layer {
   const Tensor* x_ = nullptr;
 };
 
+// The transpose (adjoint) of a locally connected layer: the cat network's decoder, mapping a code
+// back to the image with its own untied weights (Le et al. 2012 learn encoding and decoding
+// weights separately). x (B, K, OH, OW) -> y (B, C, H, W);  W (OH, OW, K, C, F, F), b (C, H, W).
+// The geometry (`out`, field, stride) is that of the encoder it mirrors.
+class LocallyConnectedTranspose2d : public Layer {
+ public:
+  LocallyConnectedTranspose2d(const std::string& name, SpatialShape out, int64_t maps,
+                              int64_t field, int64_t stride, Random* rng);
+  std::string Kind() const override { return "locally_connected_transpose"; }
+  void Forward(const Tensor& x, Tensor* y) override;
+  void Backward(const Tensor& dy, Tensor* dx) override;
+  std::vector<Param*> params() override { return {&w_, &b_}; }
+
+ private:
+  SpatialShape out_;
+  int64_t k_, f_, s_, oh_, ow_;
+  Param w_, b_;
+  const Tensor* x_ = nullptr;
+};
+
 // Convolution with tied weights, zero padding `pad`: x (B, C, H, W) -> y (B, K, OH, OW) with
 // OH = (H + 2 pad - F) / S + 1.  W (K, C, F, F), b (K). Unfolds each image and calls GEMM.
 class Conv2d : public Layer {
