@@ -81,6 +81,7 @@ std::string ActivationLayer::Kind() const {
     case Activation::kSigmoid: return "sigmoid";
     case Activation::kTanh: return "tanh";
     case Activation::kRelu: return "relu";
+    case Activation::kGelu: return "gelu";
   }
   return "?";
 }
@@ -91,6 +92,8 @@ void ActivationLayer::Forward(const Tensor& x, Tensor* y) {
   const float* xd = x.data();
   float* yd = y->data();
   const Activation f = f_;
+  if (f == Activation::kGelu) y_.Resize(x.shape());
+  float* td = y_.data();
   ParallelFor(x.size(), kGrain, [&](int64_t lo, int64_t hi) {
     switch (f) {
       case Activation::kSigmoid:
@@ -102,9 +105,16 @@ void ActivationLayer::Forward(const Tensor& x, Tensor* y) {
       case Activation::kRelu:
         for (int64_t i = lo; i < hi; ++i) yd[i] = xd[i] > 0.0f ? xd[i] : 0.0f;
         break;
+      case Activation::kGelu:  // 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
+        for (int64_t i = lo; i < hi; ++i) {
+          const float x = xd[i];
+          td[i] = FastTanh(0.7978845608f * (x + 0.044715f * x * x * x));
+          yd[i] = 0.5f * x * (1.0f + td[i]);
+        }
+        break;
     }
   });
-  if (f_ != Activation::kRelu) y_ = *y;
+  if (f_ == Activation::kSigmoid || f_ == Activation::kTanh) y_ = *y;
 }
 
 void ActivationLayer::Backward(const Tensor& dy, Tensor* dx) {
@@ -125,6 +135,13 @@ void ActivationLayer::Backward(const Tensor& dy, Tensor* dx) {
         break;
       case Activation::kRelu:
         for (int64_t i = lo; i < hi; ++i) d[i] = xd[i] > 0.0f ? g[i] : 0.0f;
+        break;
+      case Activation::kGelu:  // 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx
+        for (int64_t i = lo; i < hi; ++i) {
+          const float x = xd[i], t = yd[i];
+          const float du = 0.7978845608f * (1.0f + 3.0f * 0.044715f * x * x);
+          d[i] = g[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
+        }
         break;
     }
   });

@@ -28,9 +28,9 @@ class Linear : public Layer {
   const Tensor* x_ = nullptr;
 };
 
-enum class Activation { kSigmoid, kTanh, kRelu };
+enum class Activation { kSigmoid, kTanh, kRelu, kGelu };  // GELU: the tanh form (GPT-2)
 
-// y = f(x) elementwise, for sigmoid, tanh or ReLU.
+// y = f(x) elementwise, for sigmoid, tanh, ReLU or GELU.
 class ActivationLayer : public Layer {
  public:
   explicit ActivationLayer(Activation f) : f_(f) {}
@@ -41,7 +41,7 @@ class ActivationLayer : public Layer {
  private:
   Activation f_;
   const Tensor* x_ = nullptr;
-  Tensor y_;  // sigmoid and tanh differentiate through their output
+  Tensor y_;  // sigmoid and tanh differentiate through their output, GELU keeps tanh(u) here
 };
 
 // y (N, D/k) = max over each group of k consecutive features of x (N, D) (Goodfellow et al. 2013).

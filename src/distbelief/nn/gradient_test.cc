@@ -39,7 +39,7 @@ TEST_P(BatchTest, Linear) {
 }
 
 TEST_P(BatchTest, Activations) {
-  for (Activation f : {Activation::kSigmoid, Activation::kTanh, Activation::kRelu}) {
+  for (Activation f : {Activation::kSigmoid, Activation::kTanh, Activation::kRelu, Activation::kGelu}) {
     ActivationLayer a(f);
     ExpectGradientsMatch(&a, RandomTensor({GetParam(), 9}, 4));
   }
@@ -177,6 +177,14 @@ TEST_P(BatchTest, SoftmaxCrossEntropy) {
   for (int64_t i = 0; i < target.size(); ++i) target[i] = static_cast<float>(i % 6);
   LossAsLayer l(&ce, &target);
   ExpectGradientsMatch(&l, RandomTensor({GetParam(), 6}, 26));
+}
+
+TEST_P(BatchTest, SigmoidCrossEntropy) {
+  SigmoidCrossEntropy bce;
+  Tensor target({GetParam(), 3});
+  for (int64_t i = 0; i < target.size(); ++i) target[i] = i % 2 ? 1.0f : 0.0f;
+  LossAsLayer l(&bce, &target);
+  ExpectGradientsMatch(&l, RandomTensor({GetParam(), 3}, 39, 3.0f));
 }
 
 TEST_P(BatchTest, MeanSquaredError) {

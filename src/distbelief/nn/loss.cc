@@ -63,6 +63,27 @@ void SoftmaxCrossEntropy::Backward(Tensor* dlogits) {
   });
 }
 
+// loss = max(z, 0) - z t + log(1 + exp(-|z|)), which never overflows.
+double SigmoidCrossEntropy::Forward(const Tensor& logits, const Tensor& target) {
+  CHECK(logits.size() == target.size()) << "sigmoid cross entropy: sizes differ";
+  logits_ = &logits;
+  target_ = &target;
+  double s = 0.0;
+  for (int64_t i = 0; i < logits.size(); ++i) {
+    const double z = logits[i], t = target[i];
+    s += std::max(z, 0.0) - z * t + std::log1p(std::exp(-std::abs(z)));
+  }
+  return s / logits.size();
+}
+
+// dlogits = (sigmoid(z) - t) / numel
+void SigmoidCrossEntropy::Backward(Tensor* dlogits) {
+  dlogits->Resize(logits_->shape());
+  const float scale = 1.0f / logits_->size();
+  for (int64_t i = 0; i < logits_->size(); ++i)
+    (*dlogits)[i] = scale * (1.0f / (1.0f + std::exp(-(*logits_)[i])) - (*target_)[i]);
+}
+
 double MeanSquaredError::Forward(const Tensor& pred, const Tensor& target) {
   CHECK(pred.size() == target.size()) << "mse: " << pred.ShapeString() << " vs "
                                       << target.ShapeString();

@@ -20,6 +20,18 @@ class SoftmaxCrossEntropy : public Loss {
   int64_t counted_ = 0;
 };
 
+// logits (N, ...), target of the same shape in [0, 1] -> mean over elements of the binary cross
+// entropy of sigmoid(logits), computed stably from the logits (the GAN's loss).
+class SigmoidCrossEntropy : public Loss {
+ public:
+  double Forward(const Tensor& logits, const Tensor& target) override;
+  void Backward(Tensor* dlogits) override;
+
+ private:
+  const Tensor* logits_ = nullptr;
+  const Tensor* target_ = nullptr;
+};
+
 // pred, target (N, ...) -> mean over all elements of (pred - target)^2, as PyTorch's MSELoss.
 class MeanSquaredError : public Loss {
  public:

@@ -32,6 +32,18 @@ Tensor& Tensor::operator=(const Tensor& other) {
   return *this;
 }
 
+Tensor& Tensor::operator=(Tensor&& other) noexcept {
+  if (this == &other) return *this;
+  shape_ = std::move(other.shape_);
+  size_ = other.size_;
+  capacity_ = other.capacity_;
+  data_ = std::move(other.data_);
+  other.shape_.clear();
+  other.size_ = 0;
+  other.capacity_ = 0;
+  return *this;
+}
+
 Tensor& Tensor::Resize(const Shape& shape) {
   const int64_t n = NumElements(shape);
   if (n > capacity_) {

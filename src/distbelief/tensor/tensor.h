@@ -21,8 +21,9 @@ class Tensor {
   Tensor(std::initializer_list<int64_t> shape) : Tensor(Shape(shape)) {}
   Tensor(const Tensor& other);
   Tensor& operator=(const Tensor& other);
-  Tensor(Tensor&&) noexcept = default;
-  Tensor& operator=(Tensor&&) noexcept = default;
+  // Moving leaves `other` empty (shape (), size 0, no storage).
+  Tensor(Tensor&& other) noexcept { *this = std::move(other); }
+  Tensor& operator=(Tensor&& other) noexcept;
 
   // Gives the tensor `shape`. Storage is reused when large enough; the contents are then
   // unspecified (call Zero() if needed). Returns *this.

@@ -26,6 +26,17 @@ TEST(Tensor, ShapeAlignmentAndCopies) {
   EXPECT_EQ(t.ShapeString(), "(105)");
 }
 
+TEST(Tensor, MovedFromTensorIsEmptyAndReusable) {
+  Tensor a({4, 4});
+  a[3] = 1.0f;
+  Tensor b = std::move(a);
+  EXPECT_EQ(b[3], 1.0f);
+  EXPECT_EQ(a.size(), 0);
+  a.Resize({2, 2}).Fill(5.0f);  // must allocate afresh, not reuse the moved storage
+  EXPECT_EQ(a[3], 5.0f);
+  EXPECT_EQ(b[3], 1.0f);
+}
+
 TEST(Blas, GemmMatchesNaiveForEveryTransposition) {
   Random rng(3);
   const int m = 13, n = 9, k = 17;

@@ -1,0 +1,77 @@
+#include "distbelief/models/gpt.h"
+
+namespace distbelief {
+namespace {
+void AddInto(const Tensor& a, const Tensor& b, Tensor* out) {
+  out->Resize(a.shape());
+  for (int64_t i = 0; i < a.size(); ++i) (*out)[i] = a[i] + b[i];
+}
+}  // namespace
+
+TransformerBlock::TransformerBlock(const std::string& name, int64_t width, int64_t heads, Random* rng)
+    : ln1_(name + ".ln1", width),
+      ln2_(name + ".ln2", width),
+      attn_(name + ".attn", width, heads, rng),
+      fc1_(name + ".fc1", width, 4 * width, rng),
+      fc2_(name + ".fc2", 4 * width, width, rng),
+      gelu_(Activation::kGelu) {}
+
+std::vector<Param*> TransformerBlock::params() {
+  std::vector<Param*> p;
+  for (Layer* l : std::initializer_list<Layer*>{&ln1_, &attn_, &ln2_, &fc1_, &fc2_})
+    for (Param* q : l->params()) p.push_back(q);
+  return p;
+}
+
+// a = LN1(x); b = Attn(a); r = x + b; c = LN2(r); d = fc1(c); e = gelu(d); f = fc2(e); y = r + f
+void TransformerBlock::Forward(const Tensor& x, Tensor* y) {
+  ln1_.Forward(x, &a_);
+  attn_.Forward(a_, &b_);
+  AddInto(x, b_, &r_);
+  ln2_.Forward(r_, &c_);
+  fc1_.Forward(c_, &d_);
+  gelu_.Forward(d_, &e_);
+  fc2_.Forward(e_, &f_);
+  AddInto(r_, f_, y);
+}
+
+// dr = dy + LN2'(fc1'(gelu'(fc2'(dy))));  dx = dr + LN1'(Attn'(dr))
+void TransformerBlock::Backward(const Tensor& dy, Tensor* dx) {
+  fc2_.Backward(dy, &g1_);
+  gelu_.Backward(g1_, &g2_);
+  fc1_.Backward(g2_, &g1_);
+  ln2_.Backward(g1_, &g3_);
+  AddInto(dy, g3_, &g4_);  // dr
+  attn_.Backward(g4_, &g1_);
+  ln1_.Backward(g1_, &g2_);
+  if (dx) AddInto(g4_, g2_, dx);
+}
+
+Gpt::Gpt(const GptOptions& o, uint64_t seed) : o_(o) {
+  Random rng(seed);
+  net_.Add(std::make_unique<Embedding>("wte", o.vocab, o.width, o.context, &rng));
+  for (int64_t i = 0; i < o.layers; ++i)
+    net_.Add(std::make_unique<TransformerBlock>("h" + std::to_string(i), o.width, o.heads, &rng));
+  net_.Add(std::make_unique<LayerNorm>("ln_f", o.width));
+  net_.Add(std::make_unique<Linear>("lm_head", o.width, o.vocab, &rng, /*bias=*/false));
+}
+
+double Gpt::Forward(const Tensor& tokens, const Tensor& targets) {
+  logits_ = &net_.Forward(tokens);
+  return loss_.Forward(*logits_, targets);
+}
+
+void Gpt::Backward() {
+  Tensor dlogits;
+  loss_.Backward(&dlogits);
+  net_.Backward(dlogits, nullptr);
+}
+
+int64_t Gpt::NumNonEmbeddingParams() {
+  int64_t n = 0;
+  for (Param* p : params())
+    if (p->name.rfind("wte.", 0) != 0) n += p->value.size();
+  return n;
+}
+
+}  // namespace distbelief

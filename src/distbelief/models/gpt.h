@@ -1,0 +1,64 @@
+// A GPT-style decoder-only language model (Radford et al. 2019 layout, pre-norm):
+// tokens -> embedding + positions -> L x [x + Attn(LN(x)); x + MLP(LN(x))] -> LN -> logits.
+// Legend: B = batch, T = context, C = width, V = vocabulary.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "distbelief/models/sequential.h"
+#include "distbelief/nn/dense.h"
+#include "distbelief/nn/loss.h"
+#include "distbelief/nn/sequence.h"
+
+namespace distbelief {
+
+// One pre-norm transformer block: y = r + MLP(LN2(r)), r = x + Attn(LN1(x)); MLP is C-4C-C GELU.
+// x (B, T, C) -> y (B, T, C).
+class TransformerBlock : public Layer {
+ public:
+  TransformerBlock(const std::string& name, int64_t width, int64_t heads, Random* rng);
+  std::string Kind() const override { return "transformer_block"; }
+  void Forward(const Tensor& x, Tensor* y) override;
+  void Backward(const Tensor& dy, Tensor* dx) override;
+  std::vector<Param*> params() override;
+
+ private:
+  LayerNorm ln1_, ln2_;
+  CausalSelfAttention attn_;
+  Linear fc1_, fc2_;
+  ActivationLayer gelu_;
+  Tensor a_, b_, r_, c_, d_, e_, f_;  // intermediate activations, named in Forward
+  Tensor g1_, g2_, g3_, g4_;          // backward scratch
+};
+
+struct GptOptions {
+  int64_t vocab = 8000;
+  int64_t context = 128;
+  int64_t width = 256;
+  int64_t layers = 4;
+  int64_t heads = 4;
+};
+
+class Gpt {
+ public:
+  Gpt(const GptOptions& o, uint64_t seed);
+  // tokens, targets (B, T) ids -> mean next-token cross entropy. Keeps what Backward needs.
+  // REQUIRES: tokens and targets stay alive until Backward.
+  double Forward(const Tensor& tokens, const Tensor& targets);
+  // Adds every parameter's gradient of the last Forward's loss.
+  void Backward();
+  std::vector<Param*> params() { return net_.params(); }
+  void ZeroGrad() { net_.ZeroGrad(); }
+  // Parameters outside the embeddings (Kaplan et al. 2020's N).
+  int64_t NumNonEmbeddingParams();
+  const Tensor& logits() const { return *logits_; }
+
+ private:
+  GptOptions o_;
+  Sequential net_;
+  SoftmaxCrossEntropy loss_;
+  const Tensor* logits_ = nullptr;
+};
+
+}  // namespace distbelief
