@@ -1,5 +1,6 @@
 // The distbelief command line: parses flags, calls into src/, prints results. Nothing else.
 //   distbelief train --config FILE [--set section.key=value]... [--resume CHECKPOINT]
+//   distbelief eval  --config FILE --checkpoint FILE    (test-set loss and accuracy of a checkpoint)
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -43,6 +44,26 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
   return 0;
 }
 
+int Eval(const std::string& config_path, const std::vector<std::string>& overrides,
+         const std::string& checkpoint) {
+  using namespace distbelief;
+  auto config = LoadConfig(config_path, overrides);
+  if (!config.ok()) return Fail(config.status());
+  auto trainer = LocalTrainer::Create(*config);
+  if (!trainer.ok()) return Fail(trainer.status());
+  Status s = (*trainer)->Resume(checkpoint);
+  if (!s.ok()) return Fail(s);
+  TrainResult r;
+  (*trainer)->Evaluate(&r);
+  if (config->model.kind == "mlp") {
+    std::printf("test loss: %.4f\n", r.test_loss);
+    std::printf("test accuracy: %.2f%%\n", 100.0 * r.test_accuracy);
+  } else {
+    std::printf("test reconstruction MSE: %.5f\n", r.test_loss);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -56,11 +77,19 @@ int main(int argc, char** argv) {
   train->add_option("--set", overrides, "Override a config value: section.key=value (TOML value)");
   train->add_option("--resume", resume, "Continue from this checkpoint");
 
+  std::string eval_config, eval_checkpoint;
+  std::vector<std::string> eval_overrides;
+  CLI::App* eval = app.add_subcommand("eval", "Evaluate a checkpoint on the test set");
+  eval->add_option("--config", eval_config, "TOML config the checkpoint was trained with")->required();
+  eval->add_option("--checkpoint", eval_checkpoint, "Checkpoint to evaluate")->required();
+  eval->add_option("--set", eval_overrides, "Override a config value: section.key=value");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);  // CLI11 reports usage errors by exception; exit non-zero here
   }
   if (train->parsed()) return Train(config_path, overrides, resume);
+  if (eval->parsed()) return Eval(eval_config, eval_overrides, eval_checkpoint);
   return 1;
 }

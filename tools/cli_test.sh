@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# End-to-end checks of the distbelief command line: a short run, eval of its checkpoint, and bad
+# input that must fail with exit status 2, a message naming the problem, and nothing overwritten.
+# Usage: cli_test.sh PATH/TO/distbelief   (run from the repository root)
+set -u
+bin=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+check() {  # check NAME EXPECTED_STATUS PATTERN -- CMD...
+  local name=$1 want=$2 pattern=$3
+  shift 4
+  local out status
+  out=$("$@" 2>&1)
+  status=$?
+  if [ "$status" = "$want" ] && grep -q -- "$pattern" <<<"$out"; then
+    pass=$((pass + 1))
+  else
+    fail=$((fail + 1))
+    echo "FAIL: $name (status $status, want $want; pattern '$pattern')"
+    echo "$out" | tail -5
+  fi
+}
+cfg=configs/mnist_mlp.toml
+run=(--set 'model.hidden=[32]' --set train.max_steps=30 --set "train.run_dir=\"$tmp/run\"")
+check "short run" 0 "test accuracy" -- "$bin" train --config $cfg "${run[@]}"
+check "eval checkpoint" 0 "test accuracy" -- "$bin" eval --config $cfg --set 'model.hidden=[32]' --checkpoint "$tmp/run/checkpoint.safetensors"
+check "help" 0 "train" -- "$bin" --help
+check "missing config" 2 "not found" -- "$bin" train --config "$tmp/none.toml"
+printf '[train]\nepohcs = 3\n' >"$tmp/bad.toml"
+check "unknown key" 2 "unknown key 'train.epohcs'" -- "$bin" train --config "$tmp/bad.toml"
+check "wrong type" 2 "must be an integer" -- "$bin" train --config $cfg --set 'train.epochs="x"'
+check "out of range" 2 "outside" -- "$bin" train --config $cfg --set train.batch_size=0
+check "missing data" 2 "cannot open" -- "$bin" train --config $cfg --set 'train.data_dir="/nonexistent"'
+cp "$tmp/run/checkpoint.safetensors" "$tmp/keep.safetensors"
+head -c 100 "$tmp/keep.safetensors" >"$tmp/trunc.safetensors"
+check "truncated checkpoint" 2 "truncated" -- "$bin" eval --config $cfg --set 'model.hidden=[32]' --checkpoint "$tmp/trunc.safetensors"
+check "wrong model for checkpoint" 2 "shape" -- "$bin" eval --config $cfg --set 'model.hidden=[33]' --checkpoint "$tmp/keep.safetensors"
+check "unknown subcommand flag" 109 "" -- "$bin" train --config $cfg --bogus
+if cmp -s "$tmp/run/checkpoint.safetensors" "$tmp/keep.safetensors"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: checkpoint changed by failed commands"; fi
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
