@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 
 #include "distbelief/train/config.h"
+#include "distbelief/train/downpour.h"
 #include "distbelief/train/local_trainer.h"
 
 namespace {
@@ -17,11 +18,35 @@ int Fail(const distbelief::Status& s) {
   return 2;
 }
 
+int TrainDistributed(const distbelief::Config& config, const std::string& resume) {
+  using namespace distbelief;
+  if (!resume.empty()) return Fail(absl::InvalidArgumentError(
+      "--resume is for single-process runs; distributed shards resume from their own checkpoints "
+      "(distributed.shard_checkpoint_dir)"));
+  StatusOr<DistributedResult> r = absl::UnimplementedError("mode");
+  if (config.distributed.mode == "downpour") r = RunDownpour(config);
+  if (!r.ok()) return Fail(r.status());
+  std::printf("mode: %s, %ld replicas, %zu shards\n", config.distributed.mode.c_str(),
+              long(config.distributed.replicas), size_t(config.distributed.shards));
+  std::printf("examples: %ld in %.1f s (%.0f examples/s)\n", long(r->examples), r->seconds, r->examples / r->seconds);
+  std::printf("staleness: mean %.2f, max %lu updates\n", r->mean_staleness, (unsigned long)r->max_staleness);
+  if (r->replicas_failed) std::printf("replicas failed: %ld\n", long(r->replicas_failed));
+  if (config.model.kind == "mlp") {
+    std::printf("test loss: %.4f\n", r->train.test_loss);
+    std::printf("test accuracy: %.2f%%\n", 100.0 * r->train.test_accuracy);
+  } else {
+    std::printf("test reconstruction MSE: %.5f\n", r->train.test_loss);
+  }
+  std::printf("checkpoint: %s/checkpoint.safetensors\n", config.train.run_dir.c_str());
+  return 0;
+}
+
 int Train(const std::string& config_path, const std::vector<std::string>& overrides,
           const std::string& resume) {
   using namespace distbelief;
   auto config = LoadConfig(config_path, overrides);
   if (!config.ok()) return Fail(config.status());
+  if (config->distributed.enabled) return TrainDistributed(*config, resume);
   auto trainer = LocalTrainer::Create(*config);
   if (!trainer.ok()) return Fail(trainer.status());
   if (!resume.empty()) {

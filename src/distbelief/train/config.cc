@@ -61,6 +61,18 @@ class Section {
     *out = s;
     return absl::OkStatus();
   }
+  Status StringList(const std::string& key, std::vector<std::string>* out) {
+    const toml::value* v = Find(key);
+    if (!v) return absl::OkStatus();
+    if (!v->is_array()) return TypeError(key, "an array of strings", *v);
+    std::vector<std::string> xs;
+    for (const auto& e : v->as_array()) {
+      if (!e.is_string()) return TypeError(key, "an array of strings", *v);
+      xs.push_back(e.as_string());
+    }
+    *out = xs;
+    return absl::OkStatus();
+  }
   Status IntList(const std::string& key, std::vector<int64_t>* out, int64_t lo, int64_t hi) {
     const toml::value* v = Find(key);
     if (!v) return absl::OkStatus();
@@ -140,7 +152,7 @@ StatusOr<Config> ParseConfig(const std::string& text, const std::string& origin,
     return absl::InvalidArgumentError(std::string("config ") + origin + " is not valid TOML: " + e.what());
   }
   for (const auto& o : overrides) DB_RETURN_IF_ERROR(ApplyOverride(&doc, o));
-  const std::set<std::string> sections = {"model", "optimizer", "train"};
+  const std::set<std::string> sections = {"model", "optimizer", "train", "distributed"};
   for (const auto& [k, v] : doc.as_table()) {
     if (!sections.count(k)) return absl::InvalidArgumentError("unknown section or key '" + k + "' in " + origin);
     if (!v.is_table()) return absl::InvalidArgumentError("'" + k + "' must be a [section]");
@@ -186,6 +198,34 @@ StatusOr<Config> ParseConfig(const std::string& text, const std::string& origin,
   DB_RETURN_IF_ERROR(t.Int("checkpoint_every", &tr.checkpoint_every, 0, int64_t{1} << 40));
   DB_RETURN_IF_ERROR(t.Int("log_every", &tr.log_every, 1, int64_t{1} << 40));
   DB_RETURN_IF_ERROR(t.CheckNoUnknownKeys());
+
+  if (const toml::value* dt = table("distributed")) {
+    DistributedOptions& d = c.distributed;
+    d.enabled = true;
+    Section ds(dt, "distributed");
+    DB_RETURN_IF_ERROR(ds.String("mode", &d.mode, {"downpour", "sandblaster"}));
+    DB_RETURN_IF_ERROR(ds.Int("replicas", &d.replicas, 1, 4096));
+    DB_RETURN_IF_ERROR(ds.Int("shards", &d.shards, 1, 4096));
+    DB_RETURN_IF_ERROR(ds.Int("n_fetch", &d.n_fetch, 1, 1 << 20));
+    DB_RETURN_IF_ERROR(ds.Int("n_push", &d.n_push, 1, 1 << 20));
+    DB_RETURN_IF_ERROR(ds.Int("warmstart_steps", &d.warmstart_steps, 0, int64_t{1} << 40));
+    DB_RETURN_IF_ERROR(ds.Int("staleness_bound", &d.staleness_bound, 0, int64_t{1} << 40));
+    DB_RETURN_IF_ERROR(ds.Bool("synchronous", &d.synchronous));
+    DB_RETURN_IF_ERROR(ds.String("transport", &d.transport, {"inproc", "grpc"}));
+    DB_RETURN_IF_ERROR(ds.StringList("shard_addresses", &d.shard_addresses));
+    DB_RETURN_IF_ERROR(ds.String("secret_file", &d.secret_file));
+    DB_RETURN_IF_ERROR(ds.String("shard_checkpoint_dir", &d.shard_checkpoint_dir));
+    DB_RETURN_IF_ERROR(ds.Int("shard_checkpoint_every", &d.shard_checkpoint_every, 0, int64_t{1} << 40));
+    DB_RETURN_IF_ERROR(ds.Int("portions_per_replica", &d.portions_per_replica, 1, 1 << 20));
+    DB_RETURN_IF_ERROR(ds.Int("lbfgs_iterations", &d.lbfgs_iterations, 1, 1 << 20));
+    DB_RETURN_IF_ERROR(ds.Int("lbfgs_history", &d.lbfgs_history, 1, 100));
+    DB_RETURN_IF_ERROR(ds.CheckNoUnknownKeys());
+    if (!d.shard_addresses.empty()) {
+      if (d.transport != "grpc")
+        return absl::InvalidArgumentError("distributed.shard_addresses needs distributed.transport = \"grpc\"");
+      d.shards = static_cast<int64_t>(d.shard_addresses.size());
+    }
+  }
 
   std::ostringstream text_out;
   text_out << doc;

@@ -30,10 +30,33 @@ struct TrainOptions {
   int64_t log_every = 100;       // steps between metrics records
 };
 
+// [distributed]: training over a parameter server (Dean et al. 2012, §4). Absent = one process,
+// one replica (LocalTrainer).
+struct DistributedOptions {
+  bool enabled = false;              // true when the section is present
+  std::string mode = "downpour";     // downpour | sandblaster
+  int64_t replicas = 4;              // model replicas (threads here, or workers elsewhere)
+  int64_t shards = 2;                // parameter-server shards started here
+  int64_t n_fetch = 1;               // downpour: steps between parameter fetches
+  int64_t n_push = 1;                // downpour: steps between gradient pushes
+  int64_t warmstart_steps = 0;       // downpour: replica 0 alone for this many steps first
+  int64_t staleness_bound = 0;       // downpour: max clock lead over the slowest replica; 0 = off
+  bool synchronous = false;          // downpour: all replicas wait for each other every step
+  std::string transport = "inproc";  // inproc | grpc (shards and replicas in this process)
+  std::vector<std::string> shard_addresses;  // external shards (grpc); empty = start them here
+  std::string secret_file;           // grpc: file holding the shared secret ("" = env DISTBELIEF_SECRET)
+  std::string shard_checkpoint_dir;  // shards checkpoint here ("" = no shard checkpoints)
+  int64_t shard_checkpoint_every = 0;  // updates between shard checkpoints
+  int64_t portions_per_replica = 8;  // sandblaster: work portions per replica per batch
+  int64_t lbfgs_iterations = 20;     // sandblaster
+  int64_t lbfgs_history = 10;        // sandblaster
+};
+
 struct Config {
   ModelOptions model;
   OptimizerOptions optimizer;
   TrainOptions train;
+  DistributedOptions distributed;
   std::string text;  // the TOML as given, with overrides applied; stored in checkpoints
 };
 

@@ -26,16 +26,6 @@ std::vector<int64_t> EpochOrder(int64_t n, uint64_t seed, int64_t epoch) {
   return order;
 }
 
-void Gather(const Tensor& src, const std::vector<int64_t>& order, int64_t begin, int64_t count,
-            Tensor* dst) {
-  const int64_t row = src.size() / src.dim(0);
-  Shape s = src.shape();
-  s[0] = count;
-  dst->Resize(s);
-  for (int64_t i = 0; i < count; ++i)
-    std::memcpy(dst->data() + i * row, src.data() + order[begin + i] * row, row * sizeof(float));
-}
-
 }  // namespace
 
 StatusOr<std::unique_ptr<LocalTrainer>> LocalTrainer::Create(const Config& config) {
@@ -44,24 +34,15 @@ StatusOr<std::unique_ptr<LocalTrainer>> LocalTrainer::Create(const Config& confi
   int threads = static_cast<int>(o.threads);
   if (o.deterministic && threads == 0) threads = 1;
   SetNumThreads(threads);
-  DB_ASSIGN_OR_RETURN(t->train_, ReadMnist(o.data_dir, "train"));
-  DB_ASSIGN_OR_RETURN(t->test_, ReadMnist(o.data_dir, "t10k"));
-  if (o.train_limit > 0 && o.train_limit < t->train_.images.dim(0)) {
-    const int64_t n = o.train_limit, row = t->train_.images.dim(1);
-    Tensor imgs({n, row}), labels({n});
-    std::memcpy(imgs.data(), t->train_.images.data(), n * row * sizeof(float));
-    std::memcpy(labels.data(), t->train_.labels.data(), n * sizeof(float));
-    t->train_.images = std::move(imgs);
-    t->train_.labels = std::move(labels);
-  }
+  DB_ASSIGN_OR_RETURN(t->data_, Dataset::Load(o));
   ModelOptions mo = t->config_.model;
-  mo.inputs = t->train_.images.dim(1);
+  mo.inputs = t->data_->train.images.dim(1);
   mo.classes = 10;
   DB_ASSIGN_OR_RETURN(t->model_, BuildModel(mo, o.seed));
   DB_ASSIGN_OR_RETURN(t->rule_, MakeUpdateRule(t->config_.optimizer));
   for (Param* p : t->model_.params())
     t->state_.emplace_back(Shape{p->value.size() * t->rule_->StatePerParam()});
-  t->steps_per_epoch_ = std::max<int64_t>(1, t->train_.images.dim(0) / o.batch_size);
+  t->steps_per_epoch_ = std::max<int64_t>(1, t->data_->train.images.dim(0) / o.batch_size);
   t->total_steps_ = t->steps_per_epoch_ * o.epochs;
   if (o.max_steps > 0) t->total_steps_ = std::min(t->total_steps_, o.max_steps);
   return t;
@@ -106,7 +87,7 @@ StatusOr<TrainResult> LocalTrainer::Run(int64_t stop_at) {
   MetricsWriter metrics;
   DB_RETURN_IF_ERROR(metrics.Open(o.run_dir + "/metrics.jsonl"));
   LOG_INFO << "training " << config_.model.kind << " with " << model_.NumParameters()
-           << " parameters on " << train_.images.dim(0) << " examples, " << total_steps_
+           << " parameters on " << data_->train.images.dim(0) << " examples, " << total_steps_
            << " steps of batch " << o.batch_size << ", " << NumThreads() << " thread(s)";
   TrainResult r;
   Progress progress(total_steps_ * o.batch_size, "examples");
@@ -117,10 +98,10 @@ StatusOr<TrainResult> LocalTrainer::Run(int64_t stop_at) {
   model_.SetTraining(true);
   while (step_ < end) {
     const int64_t epoch = step_ / steps_per_epoch_;
-    const std::vector<int64_t> order = EpochOrder(train_.images.dim(0), o.seed, epoch);
+    const std::vector<int64_t> order = EpochOrder(data_->train.images.dim(0), o.seed, epoch);
     for (int64_t b = step_ % steps_per_epoch_; b < steps_per_epoch_ && step_ < end; ++b) {
-      Gather(train_.images, order, b * o.batch_size, o.batch_size, &x);
-      Gather(train_.labels, order, b * o.batch_size, o.batch_size, &target);
+      GatherRows(data_->train.images, order, b * o.batch_size, o.batch_size, &x);
+      GatherRows(data_->train.labels, order, b * o.batch_size, o.batch_size, &target);
       rule_->SetLearningRate(LearningRate(step_));
       double loss = 0.0;
       Step(x, target, &loss);
@@ -161,32 +142,9 @@ StatusOr<TrainResult> LocalTrainer::Run(int64_t stop_at) {
 }
 
 void LocalTrainer::Evaluate(TrainResult* r) {
-  model_.SetTraining(false);
-  const int64_t n = test_.images.dim(0), bs = 1000;
-  double loss = 0.0;
-  int64_t correct = 0;
-  std::vector<int64_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  Tensor x, target;
-  for (int64_t b = 0; b < n; b += bs) {
-    const int64_t m = std::min(bs, n - b);
-    Gather(test_.images, order, b, m, &x);
-    Gather(test_.labels, order, b, m, &target);
-    const Tensor& out = model_.Forward(x);
-    if (config_.model.kind == "mlp") {
-      SoftmaxCrossEntropy ce;
-      loss += ce.Forward(out, target) * m;
-      for (int64_t i = 0; i < m; ++i) {
-        const float* row = out.data() + i * 10;
-        if (std::max_element(row, row + 10) - row == static_cast<int64_t>(target[i])) ++correct;
-      }
-    } else {
-      MeanSquaredError mse;
-      loss += mse.Forward(out, x) * m;
-    }
-  }
-  r->test_loss = loss / n;
-  r->test_accuracy = config_.model.kind == "mlp" ? double(correct) / n : 0.0;
+  const EvalResult e = distbelief::Evaluate(&model_, config_.model.kind, data_->test);
+  r->test_loss = e.loss;
+  r->test_accuracy = e.accuracy;
 }
 
 Status LocalTrainer::SaveCheckpoint() const {
@@ -225,15 +183,18 @@ Status LocalTrainer::Resume(const std::string& path) {
                                         it->second.ShapeString() + ", the model wants " +
                                         params[i]->value.ShapeString());
     if (state_[i].size() > 0) {
+      // A checkpoint of a distributed run keeps optimizer state on the shards, not here: a missing
+      // state starts from zero; a state of the wrong size is refused.
       auto st = c.tensors.find("optimizer/" + params[i]->name);
-      if (st == c.tensors.end() || st->second.size() != state_[i].size())
+      if (st != c.tensors.end() && st->second.size() != state_[i].size())
         return absl::InvalidArgumentError(path + ": optimizer state for " + params[i]->name +
-                                          " is missing or has the wrong size");
+                                          " has the wrong size");
     }
   }
   for (size_t i = 0; i < params.size(); ++i) {
     params[i]->value = c.tensors.at(params[i]->name);
-    if (state_[i].size() > 0) state_[i] = c.tensors.at("optimizer/" + params[i]->name);
+    auto st = c.tensors.find("optimizer/" + params[i]->name);
+    if (state_[i].size() > 0 && st != c.tensors.end()) state_[i] = st->second;
   }
   step_ = step;
   return absl::OkStatus();

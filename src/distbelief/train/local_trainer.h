@@ -13,6 +13,7 @@
 #include "distbelief/models/sequential.h"
 #include "distbelief/optim/update_rules.h"
 #include "distbelief/train/config.h"
+#include "distbelief/train/workload.h"
 
 namespace distbelief {
 
@@ -51,7 +52,7 @@ class LocalTrainer {
   void Step(const Tensor& x, const Tensor& target, double* loss);
 
   Config config_;
-  LabelledImages train_, test_;
+  std::shared_ptr<const Dataset> data_;
   Sequential model_;
   std::unique_ptr<UpdateRule> rule_;
   std::vector<Tensor> state_;  // optimizer state per parameter

@@ -1,0 +1,231 @@
+#include "distbelief/train/downpour.h"
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <cmath>
+#include <optional>
+#include <mutex>
+#include <numeric>
+#include <thread>
+
+#include "distbelief/base/logging.h"
+#include "distbelief/base/parallel.h"
+#include "distbelief/base/random.h"
+#include "distbelief/io/metrics.h"
+#include "distbelief/ps/parameter_client.h"
+#include "distbelief/train/cluster.h"
+#include "distbelief/train/workload.h"
+
+namespace distbelief {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Shared {
+  std::atomic<int64_t> examples{0};
+  std::atomic<int64_t> replica0_steps{0};
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> failed{0};
+  std::mutex mu;
+  double loss_sum = 0.0;  // since the last metrics record
+  int64_t loss_count = 0;
+  double staleness_sum = 0.0;
+  int64_t staleness_count = 0;
+  uint64_t staleness_max = 0;
+};
+
+// Replica r's examples: every R-th of the training set, reshuffled each epoch.
+std::vector<int64_t> ReplicaOrder(int64_t n, int r, int replicas, uint64_t seed, int64_t epoch) {
+  std::vector<int64_t> order;
+  for (int64_t i = r; i < n; i += replicas) order.push_back(i);
+  Random rng(seed * 7919 + static_cast<uint64_t>(epoch) * 104729 + r);
+  for (int64_t i = static_cast<int64_t>(order.size()) - 1; i > 0; --i)
+    std::swap(order[i], order[rng.UniformInt(i + 1)]);
+  return order;
+}
+
+Status RunReplica(const Config& config, int r, std::shared_ptr<const Dataset> data, Cluster* cluster,
+                  int64_t steps, int threads, std::barrier<>* sync, Shared* shared) {
+  const DistributedOptions& d = config.distributed;
+  const TrainOptions& o = config.train;
+  SetNumThreads(threads);  // this thread's share of the cores (OpenMP's per-thread setting)
+  DB_ASSIGN_OR_RETURN(auto w, Workload::Create(config, data));
+  ClientOptions co;
+  co.replica = r;
+  DB_ASSIGN_OR_RETURN(auto client, ParameterClient::Connect(cluster->transport.get(), cluster->addresses, *cluster->map, co));
+  if (r > 0 && d.warmstart_steps > 0)  // warmstart: wait for replica 0's head start
+    while (shared->replica0_steps.load() < d.warmstart_steps && !shared->stop.load())
+      std::this_thread::sleep_for(Millis(2));
+
+  const int64_t n = w->num_params();
+  std::vector<float> params(n), grad(n), acc(n, 0.0f), sending(n);
+  std::vector<uint64_t> staleness;
+  PullResult pulled;
+  std::vector<uint64_t> based_on;
+  std::optional<PendingOp> pending;
+  const std::vector<int64_t> first = ReplicaOrder(data->train.images.dim(0), r, static_cast<int>(d.replicas), o.seed, 0);
+  const int64_t per_epoch = std::max<int64_t>(1, static_cast<int64_t>(first.size()) / o.batch_size);
+  std::vector<int64_t> order = first;
+  auto finish_push = [&]() -> Status {
+    if (!pending) return absl::OkStatus();
+    Status s = pending->Wait(Millis(120000));
+    pending.reset();
+    DB_RETURN_IF_ERROR(s);
+    std::lock_guard<std::mutex> lock(shared->mu);
+    for (uint64_t st : staleness) {
+      shared->staleness_sum += st;
+      shared->staleness_count++;
+      shared->staleness_max = std::max(shared->staleness_max, st);
+    }
+    return absl::OkStatus();
+  };
+  for (int64_t step = 0; step < steps && !shared->stop.load(); ++step) {
+    if (sync) sync->arrive_and_wait();
+    if (step % d.n_fetch == 0) {
+      if (sync) DB_RETURN_IF_ERROR(finish_push());  // synchronous: everyone sees every update
+      DB_RETURN_IF_ERROR(client->Pull(params, &pulled));
+      // Bounded staleness: wait while this replica leads the slowest live one by more than k.
+      while (d.staleness_bound > 0 && pulled.min_replica_clock >= 0 &&
+             step - pulled.min_replica_clock > d.staleness_bound && !shared->stop.load()) {
+        std::this_thread::sleep_for(Millis(1));
+        DB_RETURN_IF_ERROR(client->Pull(params, &pulled));
+      }
+      w->SetParams(params);
+      based_on = pulled.versions;
+    }
+    if (step % per_epoch == 0 && step > 0) order = ReplicaOrder(data->train.images.dim(0), r, static_cast<int>(d.replicas), o.seed, step / per_epoch);
+    const int64_t b = (step % per_epoch) * o.batch_size;
+    const double loss = w->LossAndGradient(std::span<const int64_t>(order).subspan(b, o.batch_size), grad);
+    if (!std::isfinite(loss)) return absl::InternalError("replica " + std::to_string(r) + ": loss is not finite");
+    for (int64_t i = 0; i < n; ++i) acc[i] += grad[i];
+    if ((step + 1) % d.n_push == 0 || step + 1 == steps) {
+      DB_RETURN_IF_ERROR(finish_push());  // at most one push in flight
+      sending.swap(acc);
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      pending = client->PushAsync(sending, based_on, step + 1, &staleness);
+      if (sync) DB_RETURN_IF_ERROR(finish_push());
+    }
+    shared->examples += o.batch_size;
+    if (r == 0) shared->replica0_steps++;
+    std::lock_guard<std::mutex> lock(shared->mu);
+    shared->loss_sum += loss;
+    shared->loss_count++;
+  }
+  DB_RETURN_IF_ERROR(finish_push());
+  if (sync) sync->arrive_and_drop();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+StatusOr<DistributedResult> RunDownpour(const Config& config, double stop_below, double eval_every_s) {
+  const DistributedOptions& d = config.distributed;
+  const TrainOptions& o = config.train;
+  DB_ASSIGN_OR_RETURN(auto data, Dataset::Load(o));
+  DB_ASSIGN_OR_RETURN(auto init, Workload::Create(config, data));
+  std::vector<float> initial(init->num_params());
+  init->GetParams(initial);
+  DB_ASSIGN_OR_RETURN(auto cluster, StartCluster(config, initial));
+  MetricsWriter metrics;
+  DB_RETURN_IF_ERROR(metrics.Open(o.run_dir + "/metrics.jsonl"));
+
+  const int replicas = static_cast<int>(d.replicas);
+  const int64_t per_replica_examples = data->train.images.dim(0) / replicas;
+  int64_t steps = o.epochs * std::max<int64_t>(1, per_replica_examples / o.batch_size);
+  if (o.max_steps > 0) steps = std::min(steps, std::max<int64_t>(1, o.max_steps / replicas));
+  const int cores = NumThreads();
+  const int threads = std::max(1, cores / replicas);
+  LOG_INFO << "downpour: " << replicas << " replicas x " << steps << " steps of batch " << o.batch_size
+           << ", " << cluster->addresses.size() << " shards over " << d.transport << ", n_fetch "
+           << d.n_fetch << ", n_push " << d.n_push << (d.synchronous ? ", synchronous" : "");
+
+  Shared shared;
+  std::unique_ptr<std::barrier<>> sync;
+  if (d.synchronous) sync = std::make_unique<std::barrier<>>(replicas);
+  std::vector<Status> results(replicas);
+  std::vector<std::thread> threads_v;
+  const auto start = Clock::now();
+  for (int r = 0; r < replicas; ++r)
+    threads_v.emplace_back([&, r] {
+      results[r] = RunReplica(config, r, data, cluster.get(), steps, threads, sync.get(), &shared);
+      if (!results[r].ok()) {
+        LOG_WARN << "replica " << r << " stopped: " << results[r];
+        shared.failed++;
+        if (sync) sync->arrive_and_drop();
+      }
+    });
+
+  // Watch: progress, metrics and (for benchmarks) early stopping on a target test loss.
+  Progress progress(steps * replicas * o.batch_size, "examples");
+  ClientOptions watch_options;
+  DB_ASSIGN_OR_RETURN(auto watcher, ParameterClient::Connect(cluster->transport.get(), cluster->addresses, *cluster->map, watch_options));
+  DB_ASSIGN_OR_RETURN(auto eval_model, Workload::Create(config, data));
+  std::vector<float> params(initial.size());
+  auto last_record = Clock::now(), last_eval = Clock::now();
+  DistributedResult result;
+  bool first = true;
+  std::atomic<int> finished{0};
+  std::vector<std::thread> joiners;
+  for (auto& t : threads_v) joiners.emplace_back([&t, &finished] { t.join(); finished++; });
+  while (finished.load() < replicas) {
+    std::this_thread::sleep_for(Millis(50));
+    const auto now = Clock::now();
+    double mean_loss = 0.0;
+    {
+      std::lock_guard<std::mutex> lock(shared.mu);
+      if (shared.loss_count) mean_loss = shared.loss_sum / shared.loss_count;
+    }
+    char status[96];
+    std::snprintf(status, sizeof(status), "loss %.4f", mean_loss);
+    progress.Update(shared.examples.load(), status);
+    if (std::chrono::duration<double>(now - last_record).count() >= 1.0) {
+      std::lock_guard<std::mutex> lock(shared.mu);
+      if (shared.loss_count) {
+        const double mean = shared.loss_sum / shared.loss_count;
+        if (first) result.train.first_train_loss = mean;
+        first = false;
+        result.train.last_train_loss = mean;
+        metrics.Write({{"examples", shared.examples.load()},
+                       {"seconds", std::chrono::duration<double>(now - start).count()},
+                       {"train_loss", mean},
+                       {"mean_staleness", shared.staleness_count ? shared.staleness_sum / shared.staleness_count : 0.0},
+                       {"max_staleness", shared.staleness_max}});
+        shared.loss_sum = 0.0;
+        shared.loss_count = 0;
+      }
+      last_record = now;
+    }
+    if (stop_below > 0 && std::chrono::duration<double>(now - last_eval).count() >= eval_every_s) {
+      PullResult pr;
+      if (watcher->Pull(params, &pr).ok()) {
+        eval_model->SetParams(params);
+        if (eval_model->Evaluate().loss < stop_below) shared.stop = true;
+      }
+      last_eval = Clock::now();
+    }
+  }
+  for (auto& j : joiners) j.join();
+  progress.Finish();
+  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  result.examples = shared.examples.load();
+  result.replicas_failed = shared.failed.load();
+  if (result.replicas_failed == replicas) return results[0];
+  result.mean_staleness = shared.staleness_count ? shared.staleness_sum / shared.staleness_count : 0.0;
+  result.max_staleness = shared.staleness_max;
+  PullResult pr;
+  DB_RETURN_IF_ERROR(watcher->Pull(params, &pr));
+  eval_model->SetParams(params);
+  const EvalResult e = eval_model->Evaluate();
+  result.train.test_loss = e.loss;
+  result.train.test_accuracy = e.accuracy;
+  result.train.steps = steps;
+  metrics.Write({{"examples", result.examples}, {"test_loss", e.loss}, {"test_accuracy", e.accuracy},
+                 {"seconds", result.seconds}, {"mean_staleness", result.mean_staleness},
+                 {"max_staleness", result.max_staleness}, {"replicas_failed", result.replicas_failed}});
+  DB_RETURN_IF_ERROR(eval_model->SaveCheckpoint(o.run_dir + "/checkpoint.safetensors", config.text, steps));
+  return result;
+}
+
+}  // namespace distbelief

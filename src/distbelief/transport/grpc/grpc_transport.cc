@@ -1,0 +1,252 @@
+// GrpcTransport: the only code that sees gRPC. grpc::Status becomes Status here and nowhere else.
+// Every call carries the shared secret in the "x-distbelief-secret" metadata; servers compare it
+// in constant time, refuse a missing or wrong one with UNAUTHENTICATED and log the peer.
+#include <grpcpp/grpcpp.h>
+
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+
+#include "distbelief/base/logging.h"
+#include "distbelief/distbelief.grpc.pb.h"
+#include "distbelief/ps/parameter_shard.h"
+#include "distbelief/transport/transport.h"
+
+namespace distbelief {
+namespace {
+
+constexpr char kSecretKey[] = "x-distbelief-secret";
+
+Status FromGrpc(const grpc::Status& s, const std::string& what) {
+  if (s.ok()) return absl::OkStatus();
+  const std::string msg = what + ": " + s.error_message();
+  switch (s.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE: return absl::UnavailableError(msg);
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return absl::DeadlineExceededError(msg);
+    case grpc::StatusCode::UNAUTHENTICATED: return absl::UnauthenticatedError(msg);
+    case grpc::StatusCode::INVALID_ARGUMENT: return absl::InvalidArgumentError(msg);
+    case grpc::StatusCode::FAILED_PRECONDITION: return absl::FailedPreconditionError(msg);
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return absl::ResourceExhaustedError(msg);
+    case grpc::StatusCode::ABORTED: return absl::AbortedError(msg);
+    case grpc::StatusCode::NOT_FOUND: return absl::NotFoundError(msg);
+    default: return absl::InternalError(msg);
+  }
+}
+
+grpc::Status ToGrpc(const Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  grpc::StatusCode code = grpc::StatusCode::INTERNAL;
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument: code = grpc::StatusCode::INVALID_ARGUMENT; break;
+    case absl::StatusCode::kFailedPrecondition: code = grpc::StatusCode::FAILED_PRECONDITION; break;
+    case absl::StatusCode::kUnavailable: code = grpc::StatusCode::UNAVAILABLE; break;
+    case absl::StatusCode::kUnauthenticated: code = grpc::StatusCode::UNAUTHENTICATED; break;
+    case absl::StatusCode::kDataLoss: code = grpc::StatusCode::DATA_LOSS; break;
+    case absl::StatusCode::kAborted: code = grpc::StatusCode::ABORTED; break;
+    default: break;
+  }
+  return grpc::Status(code, std::string(s.message()));
+}
+
+bool SecretsMatch(const std::string& a, const std::string& b) {
+  // Constant-time in the length of the expected secret.
+  unsigned char diff = a.size() != b.size();
+  for (size_t i = 0; i < b.size(); ++i) diff |= static_cast<unsigned char>((i < a.size() ? a[i] : 0) ^ b[i]);
+  return diff == 0;
+}
+
+grpc::Status CheckSecret(grpc::ServerContext* ctx, const std::string& secret) {
+  if (secret.empty()) return grpc::Status::OK;
+  const auto& md = ctx->client_metadata();
+  auto it = md.find(kSecretKey);
+  const std::string given = it == md.end() ? "" : std::string(it->second.data(), it->second.size());
+  if (SecretsMatch(given, secret)) return grpc::Status::OK;
+  LOG_WARN << "refused an RPC from " << ctx->peer() << ": "
+           << (it == md.end() ? "no secret" : "wrong secret");
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or wrong shared secret");
+}
+
+StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError("cannot read " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class ShardServiceImpl final : public rpc::ParameterShard::Service {
+ public:
+  ShardServiceImpl(ParameterShard* shard, std::string secret) : shard_(shard), secret_(std::move(secret)) {}
+  grpc::Status Pull(grpc::ServerContext* ctx, const rpc::PullRequest* req, rpc::PullReply* reply) override {
+    grpc::Status a = CheckSecret(ctx, secret_);
+    return a.ok() ? ToGrpc(shard_->Pull(*req, reply)) : a;
+  }
+  grpc::Status Push(grpc::ServerContext* ctx, const rpc::PushRequest* req, rpc::PushReply* reply) override {
+    grpc::Status a = CheckSecret(ctx, secret_);
+    return a.ok() ? ToGrpc(shard_->Push(*req, reply)) : a;
+  }
+  grpc::Status VectorOp(grpc::ServerContext* ctx, const rpc::VectorOpRequest* req, rpc::VectorOpReply* reply) override {
+    grpc::Status a = CheckSecret(ctx, secret_);
+    return a.ok() ? ToGrpc(shard_->VectorOp(*req, reply)) : a;
+  }
+  grpc::Status Info(grpc::ServerContext* ctx, const rpc::ShardInfoRequest*, rpc::ShardInfoReply* reply) override {
+    grpc::Status a = CheckSecret(ctx, secret_);
+    return a.ok() ? ToGrpc(shard_->Info(reply)) : a;
+  }
+
+ private:
+  ParameterShard* shard_;
+  std::string secret_;
+};
+
+class WorkerServiceImpl final : public rpc::Worker::Service {
+ public:
+  WorkerServiceImpl(WorkerService* worker, std::string secret) : worker_(worker), secret_(std::move(secret)) {}
+  grpc::Status RunPortion(grpc::ServerContext* ctx, const rpc::PortionRequest* req, rpc::PortionReply* reply) override {
+    grpc::Status a = CheckSecret(ctx, secret_);
+    return a.ok() ? ToGrpc(worker_->RunPortion(*req, reply)) : a;
+  }
+
+ private:
+  WorkerService* worker_;
+  std::string secret_;
+};
+
+class GrpcServer : public Transport::Server {
+ public:
+  GrpcServer(std::unique_ptr<grpc::Service> service, std::unique_ptr<grpc::Server> server, std::string address)
+      : service_(std::move(service)), server_(std::move(server)), address_(std::move(address)) {}
+  ~GrpcServer() override {
+    // Give calls in flight a moment, then cancel them.
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  }
+  std::string address() const override { return address_; }
+
+ private:
+  std::unique_ptr<grpc::Service> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+};
+
+template <typename Stub>
+class Client {
+ public:
+  Client(std::shared_ptr<grpc::Channel> channel, std::string secret, std::string address)
+      : stub_(Stub::NewStub(channel)), secret_(std::move(secret)), address_(std::move(address)) {}
+
+ protected:
+  // Runs one unary call with a deadline and the secret, converting the status.
+  template <typename Req, typename Reply, typename Method>
+  Status Call(Method method, const Req& req, Reply* reply, Millis timeout, const char* what) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+    if (!secret_.empty()) ctx.AddMetadata(kSecretKey, secret_);
+    return FromGrpc((stub_.get()->*method)(&ctx, req, reply), std::string(what) + " to " + address_);
+  }
+  std::unique_ptr<typename Stub::Stub> stub_;
+  std::string secret_, address_;
+};
+
+class GrpcShardChannel : public ShardChannel, Client<rpc::ParameterShard> {
+ public:
+  using Client::Client;
+  using S = rpc::ParameterShard::Stub;
+  Status Pull(const rpc::PullRequest& req, rpc::PullReply* reply, Millis t) override {
+    return Call(&S::Pull, req, reply, t, "Pull");
+  }
+  Status Push(const rpc::PushRequest& req, rpc::PushReply* reply, Millis t) override {
+    return Call(&S::Push, req, reply, t, "Push");
+  }
+  Status VectorOp(const rpc::VectorOpRequest& req, rpc::VectorOpReply* reply, Millis t) override {
+    return Call(&S::VectorOp, req, reply, t, "VectorOp");
+  }
+  Status Info(rpc::ShardInfoReply* reply, Millis t) override {
+    return Call(&S::Info, rpc::ShardInfoRequest(), reply, t, "Info");
+  }
+};
+
+class GrpcWorkerChannel : public WorkerChannel, Client<rpc::Worker> {
+ public:
+  using Client::Client;
+  Status RunPortion(const rpc::PortionRequest& req, rpc::PortionReply* reply, Millis t) override {
+    return Call(&rpc::Worker::Stub::RunPortion, req, reply, t, "RunPortion");
+  }
+};
+
+class GrpcTransport : public Transport {
+ public:
+  explicit GrpcTransport(const TransportOptions& o) : o_(o) {}
+
+  StatusOr<std::unique_ptr<Server>> ServeShard(const std::string& address, ParameterShard* shard) override {
+    return Serve(address, std::make_unique<ShardServiceImpl>(shard, o_.secret));
+  }
+  StatusOr<std::unique_ptr<Server>> ServeWorker(const std::string& address, WorkerService* worker) override {
+    return Serve(address, std::make_unique<WorkerServiceImpl>(worker, o_.secret));
+  }
+  StatusOr<std::shared_ptr<ShardChannel>> ConnectShard(const std::string& address) override {
+    DB_ASSIGN_OR_RETURN(auto ch, Channel(address));
+    return std::shared_ptr<ShardChannel>(new GrpcShardChannel(ch, o_.secret, address));
+  }
+  StatusOr<std::shared_ptr<WorkerChannel>> ConnectWorker(const std::string& address) override {
+    DB_ASSIGN_OR_RETURN(auto ch, Channel(address));
+    return std::shared_ptr<WorkerChannel>(new GrpcWorkerChannel(ch, o_.secret, address));
+  }
+
+ private:
+  StatusOr<std::unique_ptr<Server>> Serve(const std::string& address, std::unique_ptr<grpc::Service> service) {
+    std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+    if (!o_.tls_cert_file.empty() || !o_.tls_key_file.empty()) {
+      DB_ASSIGN_OR_RETURN(std::string cert, ReadFile(o_.tls_cert_file));
+      DB_ASSIGN_OR_RETURN(std::string key, ReadFile(o_.tls_key_file));
+      grpc::SslServerCredentialsOptions ssl;
+      ssl.pem_key_cert_pairs.push_back({key, cert});
+      creds = grpc::SslServerCredentials(ssl);
+    }
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort(address, creds, &port);
+    builder.SetMaxReceiveMessageSize(o_.max_message_bytes);
+    builder.SetMaxSendMessageSize(o_.max_message_bytes);
+    builder.RegisterService(service.get());
+    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    if (!server || port == 0) return absl::UnavailableError("cannot listen on " + address);
+    const std::string host = address.substr(0, address.rfind(':'));
+    return std::unique_ptr<Server>(new GrpcServer(std::move(service), std::move(server), host + ":" + std::to_string(port)));
+  }
+
+  StatusOr<std::shared_ptr<grpc::Channel>> Channel(const std::string& address) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = channels_.find(address);
+    if (it != channels_.end()) return it->second;
+    std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(o_.max_message_bytes);
+    args.SetMaxSendMessageSize(o_.max_message_bytes);
+    // Reconnect quickly after a peer restarts or the network returns (backoff capped at 1 s).
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    if (!o_.tls_root_file.empty()) {
+      DB_ASSIGN_OR_RETURN(std::string root, ReadFile(o_.tls_root_file));
+      grpc::SslCredentialsOptions ssl;
+      ssl.pem_root_certs = root;
+      creds = grpc::SslCredentials(ssl);
+      if (!o_.tls_target_name.empty()) args.SetSslTargetNameOverride(o_.tls_target_name);
+    }
+    auto ch = grpc::CreateCustomChannel(address, creds, args);
+    channels_[address] = ch;
+    return ch;
+  }
+
+  TransportOptions o_;
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_;
+};
+
+}  // namespace
+
+std::unique_ptr<Transport> MakeGrpcTransport(const TransportOptions& o) {
+  return std::make_unique<GrpcTransport>(o);
+}
+
+}  // namespace distbelief
