@@ -9,6 +9,7 @@
 
 #include "distbelief/train/config.h"
 #include "distbelief/train/downpour.h"
+#include "distbelief/train/sandblaster.h"
 #include "distbelief/train/local_trainer.h"
 
 namespace {
@@ -25,6 +26,13 @@ int TrainDistributed(const distbelief::Config& config, const std::string& resume
       "(distributed.shard_checkpoint_dir)"));
   StatusOr<DistributedResult> r = absl::UnimplementedError("mode");
   if (config.distributed.mode == "downpour") r = RunDownpour(config);
+  if (config.distributed.mode == "sandblaster") {
+    auto s = RunSandblaster(config);
+    if (!s.ok()) return Fail(s.status());
+    std::printf("function evaluations: %ld, backup tasks: %ld\n", long(s->evaluations), long(s->backup_tasks));
+    std::printf("train loss: first %.5f, last %.5f\n", s->run.train.first_train_loss, s->run.train.last_train_loss);
+    r = s->run;
+  }
   if (!r.ok()) return Fail(r.status());
   std::printf("mode: %s, %ld replicas, %zu shards\n", config.distributed.mode.c_str(),
               long(config.distributed.replicas), size_t(config.distributed.shards));
