@@ -220,6 +220,9 @@ StatusOr<Config> ParseConfig(const std::string& text, const std::string& origin,
     DB_RETURN_IF_ERROR(ds.Int("lbfgs_iterations", &d.lbfgs_iterations, 1, 1 << 20));
     DB_RETURN_IF_ERROR(ds.Int("lbfgs_history", &d.lbfgs_history, 1, 100));
     DB_RETURN_IF_ERROR(ds.CheckNoUnknownKeys());
+    if (d.synchronous && d.warmstart_steps > 0)
+      return absl::InvalidArgumentError("distributed.warmstart_steps cannot be used with distributed.synchronous = true "
+                                        "(the other replicas would wait for a replica that waits for them)");
     if (!d.shard_addresses.empty()) {
       if (d.transport != "grpc")
         return absl::InvalidArgumentError("distributed.shard_addresses needs distributed.transport = \"grpc\"");
