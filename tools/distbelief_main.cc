@@ -1,6 +1,11 @@
 // The distbelief command line: parses flags, calls into src/, prints results. Nothing else.
 //   distbelief train --config FILE [--set section.key=value]... [--resume CHECKPOINT]
 //   distbelief eval  --config FILE --checkpoint FILE    (test-set loss and accuracy of a checkpoint)
+//   distbelief launch --config FILE                     (a local cluster of shard and replica processes)
+//   distbelief shard --config FILE --index I [--listen HOST:PORT]
+//   distbelief replica --config FILE --index R --shards HOST:PORT,...
+#include <unistd.h>
+
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -9,6 +14,7 @@
 
 #include "distbelief/train/config.h"
 #include "distbelief/train/downpour.h"
+#include "distbelief/train/launcher.h"
 #include "distbelief/train/sandblaster.h"
 #include "distbelief/train/local_trainer.h"
 
@@ -97,6 +103,26 @@ int Eval(const std::string& config_path, const std::vector<std::string>& overrid
   return 0;
 }
 
+std::vector<std::string> SplitCommas(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    const size_t comma = s.find(',', start);
+    const std::string part = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (!part.empty()) out.push_back(part);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::string SelfPath(const char* argv0) {
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n > 0) return std::string(buf, n);
+  return argv0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -117,6 +143,23 @@ int main(int argc, char** argv) {
   eval->add_option("--checkpoint", eval_checkpoint, "Checkpoint to evaluate")->required();
   eval->add_option("--set", eval_overrides, "Override a config value: section.key=value");
 
+  std::string role_config, listen = "127.0.0.1:0", shards;
+  std::vector<std::string> role_overrides;
+  int index = 0;
+  CLI::App* launch = app.add_subcommand("launch", "Run a local cluster: shard and replica processes, watched and restarted");
+  launch->add_option("--config", role_config, "TOML config with a [distributed] section")->required();
+  launch->add_option("--set", role_overrides, "Override a config value: section.key=value");
+  CLI::App* shard = app.add_subcommand("shard", "Serve one parameter-server shard over gRPC");
+  shard->add_option("--config", role_config, "TOML config")->required();
+  shard->add_option("--set", role_overrides, "Override a config value");
+  shard->add_option("--index", index, "Shard index")->required();
+  shard->add_option("--listen", listen, "Address to bind (default 127.0.0.1:0, a free loopback port)");
+  CLI::App* replica = app.add_subcommand("replica", "Run one Downpour model replica against running shards");
+  replica->add_option("--config", role_config, "TOML config")->required();
+  replica->add_option("--set", role_overrides, "Override a config value");
+  replica->add_option("--index", index, "Replica index")->required();
+  replica->add_option("--shards", shards, "Comma-separated shard addresses, in shard order")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -124,5 +167,33 @@ int main(int argc, char** argv) {
   }
   if (train->parsed()) return Train(config_path, overrides, resume);
   if (eval->parsed()) return Eval(eval_config, eval_overrides, eval_checkpoint);
+  using namespace distbelief;
+  auto config = LoadConfig(role_config, role_overrides);
+  if (!config.ok()) return Fail(config.status());
+  if ((launch->parsed() || replica->parsed()) && !config->distributed.enabled)
+    return Fail(absl::InvalidArgumentError(role_config + " has no [distributed] section"));
+  if (shard->parsed()) {
+    Status s = RunShardProcess(*config, index, listen);
+    return s.ok() ? 0 : Fail(s);
+  }
+  if (replica->parsed()) {
+    Status s = RunDownpourReplicaProcess(*config, index, SplitCommas(shards));
+    return s.ok() ? 0 : Fail(s);
+  }
+  if (launch->parsed()) {
+    auto r = Launch(*config, {SelfPath(argv[0]), role_config, role_overrides});
+    if (!r.ok()) return Fail(r.status());
+    std::printf("cluster: %ld shards, %ld replicas; %d replicas died, %d shard restarts; %.1f s\n",
+                long(config->distributed.shards), long(config->distributed.replicas), r->replicas_failed,
+                r->shard_restarts, r->seconds);
+    if (config->model.kind == "mlp") {
+      std::printf("test loss: %.4f\n", r->eval.loss);
+      std::printf("test accuracy: %.2f%%\n", 100.0 * r->eval.accuracy);
+    } else {
+      std::printf("test reconstruction MSE: %.5f\n", r->eval.loss);
+    }
+    std::printf("checkpoint: %s/checkpoint.safetensors\n", config->train.run_dir.c_str());
+    return 0;
+  }
   return 1;
 }

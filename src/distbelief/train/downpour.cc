@@ -120,6 +120,73 @@ Status RunReplica(const Config& config, int r, std::shared_ptr<const Dataset> da
 
 }  // namespace
 
+int64_t DownpourStepsPerReplica(const Config& config, int64_t train_examples) {
+  const int64_t replicas = config.distributed.replicas;
+  const TrainOptions& o = config.train;
+  int64_t steps = o.epochs * std::max<int64_t>(1, train_examples / replicas / o.batch_size);
+  if (o.max_steps > 0) steps = std::min(steps, std::max<int64_t>(1, o.max_steps / replicas));
+  return steps;
+}
+
+Status RunDownpourReplicaProcess(const Config& config, int index, const std::vector<std::string>& shard_addresses) {
+  if (index < 0 || index >= config.distributed.replicas)
+    return absl::InvalidArgumentError("replica index " + std::to_string(index) + " outside [0, " +
+                                      std::to_string(config.distributed.replicas) + ")");
+  Config c = config;
+  c.distributed.transport = "grpc";
+  c.distributed.shard_addresses = shard_addresses;
+  c.distributed.shards = static_cast<int64_t>(shard_addresses.size());
+  if (c.train.threads > 0) SetNumThreads(static_cast<int>(c.train.threads));
+  DB_ASSIGN_OR_RETURN(auto data, Dataset::Load(c.train));
+  DB_ASSIGN_OR_RETURN(auto probe, Workload::Create(c, data));
+  std::vector<float> initial(probe->num_params());
+  DB_ASSIGN_OR_RETURN(auto cluster, StartCluster(c, initial));  // connects; serves nothing
+  const int64_t steps = DownpourStepsPerReplica(c, data->train.images.dim(0));
+  Shared shared;
+  // Another process runs replica 0, so a warmstart wait here would never end: the launcher
+  // starts the other replicas late instead.
+  c.distributed.warmstart_steps = 0;
+  std::atomic<bool> done{false};
+  std::thread watch([&] {
+    Progress progress(steps * c.train.batch_size, "examples");
+    while (!done.load()) {
+      std::this_thread::sleep_for(Millis(200));
+      double loss = 0.0;
+      {
+        std::lock_guard<std::mutex> lock(shared.mu);
+        if (shared.loss_count) loss = shared.loss_sum / shared.loss_count;
+        shared.loss_sum = 0.0;
+        shared.loss_count = 0;
+      }
+      char status[64];
+      std::snprintf(status, sizeof(status), "replica %d loss %.4f", index, loss);
+      progress.Update(shared.examples.load(), status);
+    }
+  });
+  Status s = RunReplica(c, index, data, cluster.get(), steps, NumThreads(), nullptr, &shared);
+  done = true;
+  watch.join();
+  return s;
+}
+
+StatusOr<EvalResult> EvaluateShards(const Config& config, const std::vector<std::string>& shard_addresses) {
+  Config c = config;
+  c.distributed.transport = "grpc";
+  c.distributed.shard_addresses = shard_addresses;
+  c.distributed.shards = static_cast<int64_t>(shard_addresses.size());
+  DB_ASSIGN_OR_RETURN(auto data, Dataset::Load(c.train));
+  DB_ASSIGN_OR_RETURN(auto w, Workload::Create(c, data));
+  std::vector<float> params(w->num_params());
+  DB_ASSIGN_OR_RETURN(auto cluster, StartCluster(c, params));
+  DB_ASSIGN_OR_RETURN(auto client, ParameterClient::Connect(cluster->transport.get(), cluster->addresses, *cluster->map, ClientOptions{}));
+  PullResult pr;
+  DB_RETURN_IF_ERROR(client->Pull(params, &pr));
+  w->SetParams(params);
+  const EvalResult e = w->Evaluate();
+  DB_RETURN_IF_ERROR(w->SaveCheckpoint(c.train.run_dir + "/checkpoint.safetensors", c.text, 0));
+  return e;
+}
+
 StatusOr<DistributedResult> RunDownpour(const Config& config, double stop_below, double eval_every_s) {
   const DistributedOptions& d = config.distributed;
   const TrainOptions& o = config.train;
@@ -132,9 +199,7 @@ StatusOr<DistributedResult> RunDownpour(const Config& config, double stop_below,
   DB_RETURN_IF_ERROR(metrics.Open(o.run_dir + "/metrics.jsonl"));
 
   const int replicas = static_cast<int>(d.replicas);
-  const int64_t per_replica_examples = data->train.images.dim(0) / replicas;
-  int64_t steps = o.epochs * std::max<int64_t>(1, per_replica_examples / o.batch_size);
-  if (o.max_steps > 0) steps = std::min(steps, std::max<int64_t>(1, o.max_steps / replicas));
+  const int64_t steps = DownpourStepsPerReplica(config, data->train.images.dim(0));
   const int cores = NumThreads();
   const int threads = std::max(1, cores / replicas);
   LOG_INFO << "downpour: " << replicas << " replicas x " << steps << " steps of batch " << o.batch_size

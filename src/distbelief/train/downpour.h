@@ -13,6 +13,7 @@
 #include "distbelief/base/status.h"
 #include "distbelief/train/config.h"
 #include "distbelief/train/local_trainer.h"
+#include "distbelief/train/workload.h"
 
 namespace distbelief {
 
@@ -31,5 +32,17 @@ struct DistributedResult {
 // measure time to a target loss); evaluations then run every `eval_every_s` seconds.
 StatusOr<DistributedResult> RunDownpour(const Config& config, double stop_when_test_loss_below = 0.0,
                                         double eval_every_s = 1.0);
+
+// Steps each replica runs: epochs over its 1/R of the data, or max_steps / R.
+int64_t DownpourStepsPerReplica(const Config& config, int64_t train_examples);
+
+// One replica as its own process (`distbelief replica`): trains replica `index` of the config
+// against the shards at `shard_addresses` over gRPC, logging progress. Returns when its steps
+// are done; errors if the shards stay unreachable past the client's retry window.
+Status RunDownpourReplicaProcess(const Config& config, int index, const std::vector<std::string>& shard_addresses);
+
+// Pulls the parameters from the shards at `shard_addresses`, evaluates them on the test set and
+// writes train.run_dir/checkpoint.safetensors (the end of a multi-process run).
+StatusOr<EvalResult> EvaluateShards(const Config& config, const std::vector<std::string>& shard_addresses);
 
 }  // namespace distbelief
