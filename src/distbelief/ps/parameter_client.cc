@@ -87,12 +87,11 @@ PendingOp ParameterClient::PushAsync(std::span<const float> grad, const std::vec
   }
   // Refuse a non-finite gradient here, whole: shards check their own range too, but a NaN in one
   // range must not leave the others updated.
-  for (size_t i = 0; i < grad.size(); ++i)
-    if (!std::isfinite(grad[i])) {
-      promise->set_value(absl::InvalidArgumentError("gradient holds NaN or Inf at index " + std::to_string(i) +
-                                                    "; nothing pushed"));
-      return op;
-    }
+  if (const int64_t bad = FirstNonFinite(grad); bad >= 0) {
+    promise->set_value(absl::InvalidArgumentError("gradient holds NaN or Inf at index " + std::to_string(bad) +
+                                                  "; nothing pushed"));
+    return op;
+  }
   if (staleness) staleness->assign(map_.num_shards(), 0);
   // Detached, so that a caller whose Wait timed out never blocks on it; it owns what it needs.
   std::thread([this, grad, based_on, clock, staleness, promise] {

@@ -70,6 +70,10 @@ class ParameterShard {
   std::map<int32_t, ReplicaSeen> replicas_;
 };
 
+// Index of the first NaN or Inf in v, or -1. Fast path: a vectorized sum of v * 0, which is NaN
+// exactly when some element is not finite.
+int64_t FirstNonFinite(std::span<const float> v);
+
 // Floats <-> the bytes fields of the wire protocol (little-endian fp32, as on every host we run).
 std::string FloatsToBytes(std::span<const float> v);
 // kInvalidArgument if `bytes` does not hold exactly `expected` floats (pass -1 to accept any).

@@ -232,6 +232,45 @@ TEST(GrpcTransport, ServersBindLoopbackAndClientsReconnectAfterARestart) {
   EXPECT_EQ(p, Range(4));
 }
 
+TEST(GrpcTransport, ServesTlsWhenConfigured) {
+  const std::string dir = std::filesystem::temp_directory_path() / "ps_test_tls";
+  std::filesystem::create_directories(dir);
+  const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+                          "-addext subjectAltName=DNS:localhost -keyout " + dir + "/key.pem -out " + dir +
+                          "/cert.pem >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << "openssl is needed (scripts/setup.sh installs it)";
+  TransportOptions server_options;
+  server_options.tls_cert_file = dir + "/cert.pem";
+  server_options.tls_key_file = dir + "/key.pem";
+  server_options.secret = "tls-secret";
+  auto server_transport = MakeGrpcTransport(server_options);
+  std::vector<float> init = Range(4);
+  auto shard = ParameterShard::Create(ShardOptions{}, init);
+  ASSERT_TRUE(shard.ok());
+  auto server = server_transport->ServeShard("127.0.0.1:0", shard->get());
+  ASSERT_TRUE(server.ok()) << server.status();
+  const ShardMap map(4, 1);
+  std::vector<float> p(4);
+  PullResult pr;
+  // A TLS client that trusts the certificate gets through.
+  TransportOptions tls_client;
+  tls_client.tls_root_file = dir + "/cert.pem";
+  tls_client.tls_target_name = "localhost";
+  tls_client.secret = "tls-secret";
+  auto t1 = MakeGrpcTransport(tls_client);
+  ClientOptions co;
+  co.retry_for = Millis(0);
+  auto c1 = ParameterClient::Connect(t1.get(), {(*server)->address()}, map, co);
+  ASSERT_TRUE((*c1)->Pull(p, &pr).ok());
+  EXPECT_EQ(p, init);
+  // A plaintext client cannot talk to it.
+  TransportOptions plain;
+  plain.secret = "tls-secret";
+  auto t2 = MakeGrpcTransport(plain);
+  auto c2 = ParameterClient::Connect(t2.get(), {(*server)->address()}, map, co);
+  EXPECT_FALSE((*c2)->Pull(p, &pr).ok());
+}
+
 TEST(PendingOp, WaitHonoursItsDeadline) {
   Fixture f = Start(false, Range(4), 1);
   f.servers.clear();  // nothing serves the shard: the push retries for 3 s

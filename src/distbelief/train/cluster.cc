@@ -24,6 +24,10 @@ StatusOr<std::string> LoadSecret(const DistributedOptions& d) {
 StatusOr<TransportOptions> MakeTransportOptions(const Config& c) {
   TransportOptions o;
   DB_ASSIGN_OR_RETURN(o.secret, LoadSecret(c.distributed));
+  o.tls_cert_file = c.distributed.tls_cert_file;
+  o.tls_key_file = c.distributed.tls_key_file;
+  o.tls_root_file = c.distributed.tls_root_file;
+  o.tls_target_name = c.distributed.tls_target_name;
   return o;
 }
 

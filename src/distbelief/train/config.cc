@@ -214,6 +214,12 @@ StatusOr<Config> ParseConfig(const std::string& text, const std::string& origin,
     DB_RETURN_IF_ERROR(ds.String("transport", &d.transport, {"inproc", "grpc"}));
     DB_RETURN_IF_ERROR(ds.StringList("shard_addresses", &d.shard_addresses));
     DB_RETURN_IF_ERROR(ds.String("secret_file", &d.secret_file));
+    DB_RETURN_IF_ERROR(ds.String("tls_cert_file", &d.tls_cert_file));
+    DB_RETURN_IF_ERROR(ds.String("tls_key_file", &d.tls_key_file));
+    DB_RETURN_IF_ERROR(ds.String("tls_root_file", &d.tls_root_file));
+    DB_RETURN_IF_ERROR(ds.String("tls_target_name", &d.tls_target_name));
+    if (d.tls_cert_file.empty() != d.tls_key_file.empty())
+      return absl::InvalidArgumentError("distributed.tls_cert_file and distributed.tls_key_file go together");
     DB_RETURN_IF_ERROR(ds.String("shard_checkpoint_dir", &d.shard_checkpoint_dir));
     DB_RETURN_IF_ERROR(ds.Int("shard_checkpoint_every", &d.shard_checkpoint_every, 0, int64_t{1} << 40));
     DB_RETURN_IF_ERROR(ds.Int("portions_per_replica", &d.portions_per_replica, 1, 1 << 20));

@@ -45,6 +45,10 @@ struct DistributedOptions {
   std::string transport = "inproc";  // inproc | grpc (shards and replicas in this process)
   std::vector<std::string> shard_addresses;  // external shards (grpc); empty = start them here
   std::string secret_file;           // grpc: file holding the shared secret ("" = env DISTBELIEF_SECRET)
+  std::string tls_cert_file;         // grpc: server certificate (PEM); with tls_key_file, serve TLS
+  std::string tls_key_file;          // grpc: server private key (PEM)
+  std::string tls_root_file;         // grpc: CA certificate clients trust (PEM); set = connect with TLS
+  std::string tls_target_name;       // grpc: name the server certificate is checked against ("" = host)
   std::string shard_checkpoint_dir;  // shards checkpoint here ("" = no shard checkpoints)
   int64_t shard_checkpoint_every = 0;  // updates between shard checkpoints
   int64_t portions_per_replica = 8;  // sandblaster: work portions per replica per batch

@@ -60,7 +60,7 @@ Status RunReplica(const Config& config, int r, std::shared_ptr<const Dataset> da
       std::this_thread::sleep_for(Millis(2));
 
   const int64_t n = w->num_params();
-  std::vector<float> params(n), grad(n), acc(n, 0.0f), sending(n);
+  std::vector<float> params(n), grad(n), acc(d.n_push > 1 ? n : 0, 0.0f), sending(n);
   std::vector<uint64_t> staleness;
   PullResult pulled;
   std::vector<uint64_t> based_on;
@@ -99,11 +99,16 @@ Status RunReplica(const Config& config, int r, std::shared_ptr<const Dataset> da
     const int64_t b = (step % per_epoch) * o.batch_size;
     const double loss = w->LossAndGradient(std::span<const int64_t>(order).subspan(b, o.batch_size), grad);
     if (!std::isfinite(loss)) return absl::InternalError("replica " + std::to_string(r) + ": loss is not finite");
-    for (int64_t i = 0; i < n; ++i) acc[i] += grad[i];
+    if (d.n_push > 1)
+      for (int64_t i = 0; i < n; ++i) acc[i] += grad[i];
     if ((step + 1) % d.n_push == 0 || step + 1 == steps) {
       DB_RETURN_IF_ERROR(finish_push());  // at most one push in flight
-      sending.swap(acc);
-      std::fill(acc.begin(), acc.end(), 0.0f);
+      if (d.n_push > 1) {
+        sending.swap(acc);
+        std::fill(acc.begin(), acc.end(), 0.0f);
+      } else {
+        sending.swap(grad);  // the one gradient is the push: no accumulator
+      }
       pending = client->PushAsync(sending, based_on, step + 1, &staleness);
       if (sync) DB_RETURN_IF_ERROR(finish_push());
     }
@@ -266,7 +271,8 @@ StatusOr<DistributedResult> RunDownpour(const Config& config, double stop_below,
       PullResult pr;
       if (watcher->Pull(params, &pr).ok()) {
         eval_model->SetParams(params);
-        if (eval_model->Evaluate().loss < stop_below) shared.stop = true;
+        // 2,000 held-out examples: enough to see the target, cheap enough not to slow the replicas.
+        if (eval_model->Evaluate(2000).loss < stop_below) shared.stop = true;
       }
       last_eval = Clock::now();
     }

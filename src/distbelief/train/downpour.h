@@ -28,8 +28,9 @@ struct DistributedResult {
 
 // Runs Downpour as configured ([distributed] mode = "downpour"), writes metrics and a final
 // checkpoint of the parameters to train.run_dir, and evaluates on the test set.
-// `stop_when_test_loss_below` (> 0) ends the run early once an evaluation reaches it (benchmarks
-// measure time to a target loss); evaluations then run every `eval_every_s` seconds.
+// `stop_when_test_loss_below` (> 0) ends the run early once the loss on the first 2,000 test
+// examples reaches it (benchmarks measure time to a target loss); that check runs every
+// `eval_every_s` seconds.
 StatusOr<DistributedResult> RunDownpour(const Config& config, double stop_when_test_loss_below = 0.0,
                                         double eval_every_s = 1.0);
 

@@ -34,9 +34,9 @@ void GatherRows(const Tensor& src, std::span<const int64_t> order, int64_t begin
     std::memcpy(dst->data() + i * row, src.data() + order[begin + i] * row, row * sizeof(float));
 }
 
-EvalResult Evaluate(Sequential* model, const std::string& kind, const LabelledImages& test) {
+EvalResult Evaluate(Sequential* model, const std::string& kind, const LabelledImages& test, int64_t limit) {
   model->SetTraining(false);
-  const int64_t n = test.images.dim(0), bs = 1000;
+  const int64_t n = limit > 0 ? std::min(limit, test.images.dim(0)) : test.images.dim(0), bs = 1000;
   double loss = 0.0;
   int64_t correct = 0;
   std::vector<int64_t> order(n);

@@ -27,8 +27,9 @@ struct EvalResult {
   double accuracy = 0.0;  // mlp only
 };
 
-// Evaluates `model` (a `kind` model: mlp or autoencoder) on the test set, in batches of 1000.
-EvalResult Evaluate(Sequential* model, const std::string& kind, const LabelledImages& test);
+// Evaluates `model` (a `kind` model: mlp or autoencoder) on the first `limit` test examples
+// (0 = all), in batches of 1000.
+EvalResult Evaluate(Sequential* model, const std::string& kind, const LabelledImages& test, int64_t limit = 0);
 
 // Copies rows order[begin, begin + count) of src (N, ...) into dst (count, ...).
 void GatherRows(const Tensor& src, std::span<const int64_t> order, int64_t begin, int64_t count, Tensor* dst);
@@ -43,7 +44,7 @@ class Workload {
   void SetParams(std::span<const float> flat);
   // Mean loss over the examples `indices` of the training set; writes the mean gradient.
   double LossAndGradient(std::span<const int64_t> indices, std::span<float> grad);
-  EvalResult Evaluate() { return distbelief::Evaluate(&model_, kind_, data_->test); }
+  EvalResult Evaluate(int64_t limit = 0) { return distbelief::Evaluate(&model_, kind_, data_->test, limit); }
   // Writes the current parameters as a checkpoint that `distbelief eval` and --resume read.
   Status SaveCheckpoint(const std::string& path, const std::string& config_text, int64_t step);
   const Dataset& data() const { return *data_; }
