@@ -60,7 +60,7 @@ fi
 # The cat network's data (see ../shared/DATA.md): photos for the unlabelled training stream, and
 # faces / non-faces kept apart for evaluation. The .debs are unpacked, not installed, so none of
 # their applications come along.
-if [ ! -f data/cat/.complete ]; then
+if [ ! -f data/cat/.complete-v2 ]; then
   echo "setup: unpacking photos and faces for the cat network"
   rm -rf data/cat
   tmp=$(mktemp -d)
@@ -68,18 +68,20 @@ if [ ! -f data/cat/.complete ]; then
      libdlib19.1 kphotoalbum >/dev/null 2>&1) || { echo "setup: apt-get download failed" >&2; exit 1; }
   for d in "$tmp"/*.deb; do dpkg-deb -x "$d" "$tmp/root"; done
   r=$tmp/root/usr/share
-  mkdir -p data/cat/train data/cat/faces data/cat/nonfaces
+  mkdir -p data/cat/train data/cat/faces data/cat/nonfaces data/cat/faces_dlib
   # Training stream: nature photos and wallpapers, snapshots of people (faces at a natural rate),
   # photos with faces in scenes. Never the evaluation faces below.
   cp "$r"/backgrounds/mate/nature/*.jpg "$r"/backgrounds/*.jpg "$r"/kphotoalbum/demo/*.jpg data/cat/train/
   cp "$r"/doc/libdlib19.1/examples/faces/*.jpg data/cat/train/
-  # Evaluation: 100 LFW faces and 100 non-faces (scikit-image's lfw_subset), and dlib's 55
-  # aligned face chips of five people.
+  # Evaluation: 100 LFW faces and 100 non-faces (scikit-image's lfw_subset: same source, size and
+  # processing, so only the content tells them apart), and apart from them dlib's 55 face chips of
+  # five people (a different source: mixing them into one class would let image statistics, not
+  # faces, separate the classes).
   /usr/bin/python3 scripts/export_lfw.py "$tmp/root/usr/lib/python3/dist-packages/skimage/data/lfw_subset.npy" \
     data/cat/faces data/cat/nonfaces
   for f in "$r"/doc/libdlib19.1/examples/johns/*/*.jpg; do
-    cp "$f" "data/cat/faces/$(basename "$(dirname "$f")")_$(basename "$f")"
+    cp "$f" "data/cat/faces_dlib/$(basename "$(dirname "$f")")_$(basename "$f")"
   done
   rm -rf "$tmp"
-  touch data/cat/.complete
+  touch data/cat/.complete-v2
 fi

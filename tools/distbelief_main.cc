@@ -13,6 +13,8 @@
 #include <CLI/CLI.hpp>
 
 #include "distbelief/train/config.h"
+#include "distbelief/base/parallel.h"
+#include "distbelief/train/cat_trainer.h"
 #include "distbelief/train/downpour.h"
 #include "distbelief/train/launcher.h"
 #include "distbelief/train/sandblaster.h"
@@ -23,6 +25,40 @@ namespace {
 int Fail(const distbelief::Status& s) {
   std::fprintf(stderr, "distbelief: error: %s\n", std::string(s.message()).c_str());
   return 2;
+}
+
+int TrainCat(const distbelief::Config& config) {
+  using namespace distbelief;
+  const CatOptions& k = config.cat;
+  CatTrainOptions o;
+  o.net.frame = k.frame;
+  o.net.lambda = k.lambda;
+  o.net.stages.assign(k.stages, CatStageOptions{k.maps, k.field, k.stride, k.pool, k.lcn_window});
+  o.train_dir = k.train_dir;
+  o.faces_dir = k.faces_dir;
+  o.nonfaces_dir = k.nonfaces_dir;
+  o.steps_per_stage = k.steps_per_stage;
+  o.batch = k.batch;
+  o.learning_rate = k.learning_rate;
+  o.max_side = k.max_side;
+  o.seed = config.train.seed;
+  if (config.train.threads > 0) SetNumThreads(static_cast<int>(config.train.threads));
+  auto net = CatNet::Create(o.net, o.seed);
+  if (!net.ok()) return Fail(net.status());
+  auto r = TrainCatNet(net->get(), o);
+  if (!r.ok()) return Fail(r.status());
+  std::printf("trained on random crops of %ld photos (%ld unreadable files skipped)\n", long(r->training_images), long(r->unreadable));
+  for (size_t s = 0; s < r->first_loss.size(); ++s)
+    std::printf("stage %zu: reconstruction %.2f -> %.2f, sparsity %.2f -> %.2f\n", s + 1, r->first_loss[s].first,
+                r->last_loss[s].first, r->first_loss[s].second, r->last_loss[s].second);
+  const FaceNeuronReport& f = r->report;
+  std::printf("face test set: %ld faces, %ld non-faces\n", long(f.faces), long(f.nonfaces));
+  std::printf("  chance (all one class)   %.1f%%\n", 100 * f.chance);
+  std::printf("  best single pixel        %.1f%%\n", 100 * f.best_pixel.accuracy);
+  for (const auto& b : f.best_per_stage)
+    std::printf("  best stage-%d neuron      %.1f%% (unit %ld)\n", b.stage + 1, 100 * b.accuracy, long(b.unit));
+  std::printf("best neuron accuracy: %.1f%%\n", 100 * f.best.accuracy);
+  return 0;
 }
 
 int TrainDistributed(const distbelief::Config& config, const std::string& resume) {
@@ -60,6 +96,7 @@ int Train(const std::string& config_path, const std::vector<std::string>& overri
   using namespace distbelief;
   auto config = LoadConfig(config_path, overrides);
   if (!config.ok()) return Fail(config.status());
+  if (config->cat.enabled) return TrainCat(*config);
   if (config->distributed.enabled) return TrainDistributed(*config, resume);
   auto trainer = LocalTrainer::Create(*config);
   if (!trainer.ok()) return Fail(trainer.status());

@@ -152,7 +152,7 @@ StatusOr<Config> ParseConfig(const std::string& text, const std::string& origin,
     return absl::InvalidArgumentError(std::string("config ") + origin + " is not valid TOML: " + e.what());
   }
   for (const auto& o : overrides) DB_RETURN_IF_ERROR(ApplyOverride(&doc, o));
-  const std::set<std::string> sections = {"model", "optimizer", "train", "distributed"};
+  const std::set<std::string> sections = {"model", "optimizer", "train", "distributed", "cat"};
   for (const auto& [k, v] : doc.as_table()) {
     if (!sections.count(k)) return absl::InvalidArgumentError("unknown section or key '" + k + "' in " + origin);
     if (!v.is_table()) return absl::InvalidArgumentError("'" + k + "' must be a [section]");
@@ -198,6 +198,28 @@ StatusOr<Config> ParseConfig(const std::string& text, const std::string& origin,
   DB_RETURN_IF_ERROR(t.Int("checkpoint_every", &tr.checkpoint_every, 0, int64_t{1} << 40));
   DB_RETURN_IF_ERROR(t.Int("log_every", &tr.log_every, 1, int64_t{1} << 40));
   DB_RETURN_IF_ERROR(t.CheckNoUnknownKeys());
+
+  if (const toml::value* ct = table("cat")) {
+    CatOptions& k = c.cat;
+    k.enabled = true;
+    Section cs(ct, "cat");
+    DB_RETURN_IF_ERROR(cs.Int("frame", &k.frame, 8, 1024));
+    DB_RETURN_IF_ERROR(cs.Int("stages", &k.stages, 1, 9));
+    DB_RETURN_IF_ERROR(cs.Int("maps", &k.maps, 1, 1024));
+    DB_RETURN_IF_ERROR(cs.Int("field", &k.field, 1, 512));
+    DB_RETURN_IF_ERROR(cs.Int("stride", &k.stride, 1, 512));
+    DB_RETURN_IF_ERROR(cs.Int("pool", &k.pool, 1, 64));
+    DB_RETURN_IF_ERROR(cs.Int("lcn_window", &k.lcn_window, 1, 63));
+    DB_RETURN_IF_ERROR(cs.Float("lambda", &k.lambda, 0.0, 100.0));
+    DB_RETURN_IF_ERROR(cs.Int("steps_per_stage", &k.steps_per_stage, 1, int64_t{1} << 40));
+    DB_RETURN_IF_ERROR(cs.Int("batch", &k.batch, 1, 1 << 16));
+    DB_RETURN_IF_ERROR(cs.Int("max_side", &k.max_side, 0, 1 << 16));
+    DB_RETURN_IF_ERROR(cs.Float("learning_rate", &k.learning_rate, 1e-9, 100.0));
+    DB_RETURN_IF_ERROR(cs.String("train_dir", &k.train_dir));
+    DB_RETURN_IF_ERROR(cs.String("faces_dir", &k.faces_dir));
+    DB_RETURN_IF_ERROR(cs.String("nonfaces_dir", &k.nonfaces_dir));
+    DB_RETURN_IF_ERROR(cs.CheckNoUnknownKeys());
+  }
 
   if (const toml::value* dt = table("distributed")) {
     DistributedOptions& d = c.distributed;

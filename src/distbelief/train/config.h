@@ -56,7 +56,18 @@ struct DistributedOptions {
   int64_t lbfgs_history = 10;        // sandblaster
 };
 
+// [cat]: the cat network (Le et al. 2012); see train/cat_trainer.h. Every stage has the same shape.
+struct CatOptions {
+  bool enabled = false;
+  int64_t frame = 32, stages = 3, maps = 8, field = 8, stride = 2, pool = 3, lcn_window = 5;
+  float lambda = 0.1f;
+  int64_t steps_per_stage = 300, batch = 32, max_side = 256;
+  float learning_rate = 0.05f;
+  std::string train_dir = "data/cat/train", faces_dir = "data/cat/faces", nonfaces_dir = "data/cat/nonfaces";
+};
+
 struct Config {
+  CatOptions cat;
   ModelOptions model;
   OptimizerOptions optimizer;
   TrainOptions train;

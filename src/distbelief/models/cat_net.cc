@@ -1,0 +1,103 @@
+#include "distbelief/models/cat_net.h"
+
+#include <cmath>
+
+namespace distbelief {
+
+StatusOr<std::unique_ptr<CatNet>> CatNet::Create(const CatNetOptions& o, uint64_t seed) {
+  std::unique_ptr<CatNet> net(new CatNet());
+  net->o_ = o;
+  Random rng(seed);
+  SpatialShape in{1, o.frame, o.frame};
+  for (size_t s = 0; s < o.stages.size(); ++s) {
+    const CatStageOptions& so = o.stages[s];
+    const std::string where = "cat stage " + std::to_string(s + 1) + ": ";
+    if (so.field > in.h || so.field > in.w || so.stride < 1 || so.maps < 1)
+      return absl::InvalidArgumentError(where + "field " + std::to_string(so.field) + " does not fit its " +
+                                        std::to_string(in.h) + "x" + std::to_string(in.w) + " input");
+    const int64_t oh = (in.h - so.field) / so.stride + 1, ow = (in.w - so.field) / so.stride + 1;
+    if (so.pool > oh || so.pool > ow || so.lcn_window % 2 == 0)
+      return absl::InvalidArgumentError(where + "pool " + std::to_string(so.pool) + " does not fit the " +
+                                        std::to_string(oh) + "x" + std::to_string(ow) + " code, or the LCN window is even");
+    Stage st;
+    const std::string name = "stage" + std::to_string(s + 1);
+    st.enc = std::make_unique<LocallyConnected2d>(name + ".enc", in, so.maps, so.field, so.stride, &rng, /*bias=*/false);
+    st.dec = std::make_unique<LocallyConnectedTranspose2d>(name + ".dec", in, so.maps, so.field, so.stride, &rng);
+    st.pool = std::make_unique<L2Pool>(so.pool, 1, o.eps);
+    st.lcn = std::make_unique<LocalContrastNorm>(so.lcn_window, so.lcn_window / 3.0f);
+    net->stages_.push_back(std::move(st));
+    in = {so.maps, oh - so.pool + 1, ow - so.pool + 1};
+  }
+  return net;
+}
+
+void CatNet::ConstrainDecoder(int s) {
+  Tensor& w = stages_[s].dec->params()[0]->value;  // (OH, OW, K, C, F, F)
+  const int64_t basis = w.dim(3) * w.dim(4) * w.dim(5);
+  for (int64_t b = 0; b < w.size() / basis; ++b) {
+    float* v = w.data() + b * basis;
+    double sq = 0.0;
+    for (int64_t i = 0; i < basis; ++i) sq += double(v[i]) * v[i];
+    if (sq > 1.0) {
+      const float scale = static_cast<float>(1.0 / std::sqrt(sq));
+      for (int64_t i = 0; i < basis; ++i) v[i] *= scale;
+    }
+  }
+}
+
+std::vector<Param*> CatNet::StageParams(int s) {
+  std::vector<Param*> p = stages_[s].enc->params();
+  for (Param* q : stages_[s].dec->params()) p.push_back(q);
+  return p;
+}
+
+const Tensor& CatNet::StageInput(int s, const Tensor& x) {
+  const Tensor* in = &x;
+  for (int i = 0; i < s; ++i) {
+    Stage& st = stages_[i];
+    st.enc->Forward(*in, &st.h);
+    st.pool->Forward(st.h, &st.p);
+    st.lcn->Forward(st.p, &st.n);
+    in = &st.n;
+  }
+  return *in;
+}
+
+// h = W1 x; rec = W2 h; p = H(h).  d/dh = W2^T d rec + H'(p) d sparsity.
+std::pair<double, double> CatNet::StageLossAndGradient(int s, const Tensor& in) {
+  Stage& st = stages_[s];
+  const int64_t b = in.dim(0), per_example = in.size() / b;
+  st.enc->Forward(in, &st.h);
+  st.dec->Forward(st.h, &st.rec);
+  st.pool->Forward(st.h, &st.p);
+  MeanSquaredError mse;
+  // The paper's sum over pixels, averaged over the batch: MSE (a mean over every element) times
+  // the pixels per example.
+  const double rec = mse.Forward(st.rec, in) * per_example;
+  IcaSparsity ica(o_.lambda, o_.eps);
+  const double sparsity = ica.Forward(st.p);
+  Tensor drec, dh, dp, dh_pool;
+  mse.Backward(&drec);
+  for (float& v : drec.span()) v *= static_cast<float>(per_example);
+  st.dec->Backward(drec, &dh);
+  ica.Backward(&dp);
+  st.pool->Backward(dp, &dh_pool);
+  for (int64_t i = 0; i < dh.size(); ++i) dh[i] += dh_pool[i];
+  st.enc->Backward(dh, nullptr);
+  return {rec, sparsity};
+}
+
+std::vector<Tensor> CatNet::Features(const Tensor& x) {
+  std::vector<Tensor> out;
+  const Tensor* in = &x;
+  for (Stage& st : stages_) {
+    st.enc->Forward(*in, &st.h);
+    st.pool->Forward(st.h, &st.p);
+    st.lcn->Forward(st.p, &st.n);
+    out.push_back(st.p);
+    in = &st.n;
+  }
+  return out;
+}
+
+}  // namespace distbelief

@@ -1,0 +1,69 @@
+// The cat network of Le et al. 2012 ("Building high-level features using large scale
+// unsupervised learning"): a stack of stages, each
+//     local filtering (untied receptive fields)  ->  L2 pooling (fixed, overlapping)  ->  LCN
+// trained greedily, stage by stage, with the reconstruction-TICA objective of the paper's eq. 1:
+//     (1/B) sum_b ||W2 W1 x_b - x_b||^2  +  lambda (1/B) sum_b sum_j sqrt(eps + H_j(W1 x_b)^2)
+// W1 is the encoder (LocallyConnected2d), W2 the decoder (its transpose with its own weights),
+// H the L2 pooling. Legend: B = batch, C/K = maps in/out, S = frame size.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "distbelief/base/status.h"
+#include "distbelief/nn/loss.h"
+#include "distbelief/nn/spatial.h"
+
+namespace distbelief {
+
+struct CatStageOptions {
+  int64_t maps = 8;         // K, feature maps of the stage
+  int64_t field = 8;        // F, receptive field side
+  int64_t stride = 2;       // between receptive fields
+  int64_t pool = 3;         // L2 pooling window (overlapping, stride 1)
+  int64_t lcn_window = 5;   // local contrast normalization window
+};
+
+struct CatNetOptions {
+  int64_t frame = 32;                       // input frames are frame x frame, grey
+  std::vector<CatStageOptions> stages = {{}, {}, {}};
+  float lambda = 0.1f;                      // sparsity weight, as in the paper
+  float eps = 1e-2f;
+};
+
+class CatNet {
+ public:
+  // kInvalidArgument if a stage's geometry does not fit its input.
+  static StatusOr<std::unique_ptr<CatNet>> Create(const CatNetOptions& o, uint64_t seed);
+
+  int num_stages() const { return static_cast<int>(stages_.size()); }
+  // Input of stage s for frames x (B, 1, S, S): x itself for s = 0, else the LCN output of
+  // stage s - 1. Runs the lower stages' encoders only.
+  const Tensor& StageInput(int s, const Tensor& x);
+  // Eq. 1 for stage s on its input (from StageInput); adds the gradients of W1, W2 of stage s.
+  // Returns {reconstruction, sparsity} terms.
+  std::pair<double, double> StageLossAndGradient(int s, const Tensor& in);
+  // Pooled responses of every stage for frames x: features[s] (B, K_s, PH_s, PW_s), before LCN.
+  std::vector<Tensor> Features(const Tensor& x);
+  // Rescales each decoding basis of stage s (the C F F weights one code unit writes back) to norm
+  // at most 1. Without it the objective has a degenerate descent direction: shrink W1, grow W2,
+  // and the sparsity term vanishes while the reconstruction stays the same (the usual
+  // dictionary-norm constraint of sparse coding). Call after every update.
+  void ConstrainDecoder(int s);
+  // Parameters of stage s (encoder and decoder weights and biases).
+  std::vector<Param*> StageParams(int s);
+  LocallyConnected2d& encoder(int s) { return *stages_[s].enc; }
+
+ private:
+  struct Stage {
+    std::unique_ptr<LocallyConnected2d> enc;
+    std::unique_ptr<LocallyConnectedTranspose2d> dec;
+    std::unique_ptr<L2Pool> pool;
+    std::unique_ptr<LocalContrastNorm> lcn;
+    Tensor h, p, n, rec;  // code, pooled, normalized, reconstruction
+  };
+  CatNetOptions o_;
+  std::vector<Stage> stages_;
+};
+
+}  // namespace distbelief

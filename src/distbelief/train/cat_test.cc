@@ -1,0 +1,105 @@
+// The cat network, tiny and short: training lowers the objective, and the first stage's learned
+// filters are smooth and localized where their initial values were noise.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "distbelief/train/cat_trainer.h"
+
+namespace distbelief {
+namespace {
+
+// Mean over filters of the correlation between horizontally adjacent weights: about 0 for noise,
+// clearly positive for the blobs and edges that natural images teach.
+double NeighbourCorrelation(const Tensor& w, int64_t field) {
+  const int64_t filters = w.size() / (field * field);
+  double total = 0.0;
+  for (int64_t f = 0; f < filters; ++f) {
+    const float* p = w.data() + f * field * field;
+    double sa = 0, sb = 0, saa = 0, sbb = 0, sab = 0;
+    int64_t n = 0;
+    for (int64_t y = 0; y < field; ++y)
+      for (int64_t x = 0; x + 1 < field; ++x) {
+        const double a = p[y * field + x], b = p[y * field + x + 1];
+        sa += a; sb += b; saa += a * a; sbb += b * b; sab += a * b;
+        ++n;
+      }
+    const double cov = sab / n - sa / n * sb / n;
+    const double va = saa / n - sa / n * sa / n, vb = sbb / n - sb / n * sb / n;
+    total += cov / std::sqrt(va * vb + 1e-20);
+  }
+  return total / filters;
+}
+
+// Fraction of each filter's energy in its strongest quarter of weights, averaged over filters.
+double EnergyInTopQuarter(const Tensor& w, int64_t field) {
+  const int64_t filters = w.size() / (field * field), k = field * field;
+  double total = 0.0;
+  for (int64_t f = 0; f < filters; ++f) {
+    std::vector<double> e(k);
+    for (int64_t i = 0; i < k; ++i) e[i] = double(w[f * k + i]) * w[f * k + i];
+    std::sort(e.rbegin(), e.rend());
+    double top = 0, all = 0;
+    for (int64_t i = 0; i < k; ++i) {
+      all += e[i];
+      if (i < k / 4) top += e[i];
+    }
+    total += top / all;
+  }
+  return total / filters;
+}
+
+TEST(CatNet, LearnsLocalizedFiltersAndLowersItsObjective) {
+  CatTrainOptions o;
+  o.net.frame = 32;
+  o.net.stages = {CatStageOptions{8, 8, 4, 3, 5}};
+  o.steps_per_stage = 300;
+  o.batch = 32;
+  o.learning_rate = 0.2f;
+  o.max_side = 128;
+  auto net = CatNet::Create(o.net, 3);
+  ASSERT_TRUE(net.ok()) << net.status();
+  const Tensor init = (*net)->encoder(0).weight().value;
+  const double corr0 = NeighbourCorrelation(init, 8), top0 = EnergyInTopQuarter(init, 8);
+  auto r = TrainCatNet(net->get(), o);
+  ASSERT_TRUE(r.ok()) << r.status() << " (run scripts/setup.sh)";
+  const Tensor& learned = (*net)->encoder(0).weight().value;
+  const double corr = NeighbourCorrelation(learned, 8), top = EnergyInTopQuarter(learned, 8);
+  // Averaged over the 392 filters, noise gives |correlation| of a few hundredths.
+  EXPECT_LT(std::abs(corr0), 0.05) << corr0;
+  EXPECT_GT(corr, 0.15) << "learned filters look like noise (neighbour correlation " << corr << ")";
+  EXPECT_GT(top, top0 + 0.1) << "energy in the strongest quarter: " << top0 << " at start, " << top << " learned";
+  const double first = r->first_loss[0].first + r->first_loss[0].second;
+  const double last = r->last_loss[0].first + r->last_loss[0].second;
+  EXPECT_LT(last, 0.5 * first);
+  EXPECT_EQ(r->report.faces, 100);
+  EXPECT_EQ(r->report.nonfaces, 100);
+  EXPECT_GE(r->report.best.accuracy, r->report.chance);
+}
+
+TEST(CatNet, BadGeometryAndMissingDataAreClearErrors) {
+  CatNetOptions bad;
+  bad.frame = 16;
+  bad.stages = {CatStageOptions{8, 20, 2, 3, 5}};
+  auto net = CatNet::Create(bad, 1);
+  ASSERT_FALSE(net.ok());
+  EXPECT_NE(net.status().message().find("does not fit"), std::string::npos) << net.status();
+  CatTrainOptions o;
+  o.net.frame = 32;
+  o.net.stages = {CatStageOptions{4, 8, 4, 3, 5}};
+  o.train_dir = "/nonexistent/photos";
+  auto ok = CatNet::Create(o.net, 1);
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(TrainCatNet(ok->get(), o).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(FaceNeuron, BestThresholdAccuracy) {
+  EXPECT_DOUBLE_EQ(BestThresholdAccuracy({1, 2, 3, 4}, {0, 0, 1, 1}), 1.0);
+  EXPECT_DOUBLE_EQ(BestThresholdAccuracy({4, 3, 2, 1}, {0, 0, 1, 1}), 1.0);  // either direction
+  EXPECT_DOUBLE_EQ(BestThresholdAccuracy({1, 1, 1, 1}, {0, 1, 0, 1}), 0.5);  // ties: no cut
+  EXPECT_DOUBLE_EQ(BestThresholdAccuracy({1, 2, 3, 4, 5}, {0, 1, 0, 1, 1}), 0.8);
+}
+
+}  // namespace
+}  // namespace distbelief
