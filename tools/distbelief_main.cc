@@ -14,6 +14,7 @@
 
 #include "distbelief/train/config.h"
 #include "distbelief/base/parallel.h"
+#include "distbelief/train/cat_report.h"
 #include "distbelief/train/cat_trainer.h"
 #include "distbelief/train/downpour.h"
 #include "distbelief/train/launcher.h"
@@ -57,6 +58,9 @@ int TrainCat(const distbelief::Config& config) {
   std::printf("  best single pixel        %.1f%%\n", 100 * f.best_pixel.accuracy);
   for (const auto& b : f.best_per_stage)
     std::printf("  best stage-%d neuron      %.1f%% (unit %ld)\n", b.stage + 1, 100 * b.accuracy, long(b.unit));
+  auto report = WriteCatReport(net->get(), o, *r, config.train.run_dir);
+  if (!report.ok()) return Fail(report.status());
+  std::printf("report: %s\n", report->c_str());
   std::printf("best neuron accuracy: %.1f%%\n", 100 * f.best.accuracy);
   return 0;
 }

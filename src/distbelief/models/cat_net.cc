@@ -31,6 +31,19 @@ StatusOr<std::unique_ptr<CatNet>> CatNet::Create(const CatNetOptions& o, uint64_
   return net;
 }
 
+Tensor CatNet::InputGradient(int s, int64_t unit, const Tensor& x) {
+  std::vector<Tensor> f = Features(x);  // leaves every stage's activations in place
+  Tensor g(f[s].shape()), dh, dn;
+  g[unit] = 1.0f;
+  for (int i = s; i >= 0; --i) {
+    Stage& st = stages_[i];
+    st.pool->Backward(g, &dh);
+    st.enc->Backward(dh, &dn);  // also adds into the encoder's grad, which nobody reads here
+    if (i > 0) stages_[i - 1].lcn->Backward(dn, &g);
+  }
+  return dn;
+}
+
 void CatNet::ConstrainDecoder(int s) {
   Tensor& w = stages_[s].dec->params()[0]->value;  // (OH, OW, K, C, F, F)
   const int64_t basis = w.dim(3) * w.dim(4) * w.dim(5);

@@ -45,6 +45,9 @@ class CatNet {
   std::pair<double, double> StageLossAndGradient(int s, const Tensor& in);
   // Pooled responses of every stage for frames x: features[s] (B, K_s, PH_s, PW_s), before LCN.
   std::vector<Tensor> Features(const Tensor& x);
+  // d (pooled unit `unit` of stage `s`) / d x for one frame x (1, 1, S, S): backward through the
+  // stage's pooling and encoder and every stage below it. Used to find a unit's optimal stimulus.
+  Tensor InputGradient(int s, int64_t unit, const Tensor& x);
   // Rescales each decoding basis of stage s (the C F F weights one code unit writes back) to norm
   // at most 1. Without it the objective has a degenerate descent direction: shrink W1, grow W2,
   // and the sparsity term vanishes while the reconstruction stays the same (the usual

@@ -5,7 +5,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include "distbelief/train/cat_report.h"
 #include "distbelief/train/cat_trainer.h"
+
+#include <filesystem>
 
 namespace distbelief {
 namespace {
@@ -76,6 +79,15 @@ TEST(CatNet, LearnsLocalizedFiltersAndLowersItsObjective) {
   EXPECT_EQ(r->report.faces, 100);
   EXPECT_EQ(r->report.nonfaces, 100);
   EXPECT_GE(r->report.best.accuracy, r->report.chance);
+  // The report and its pictures.
+  const std::string dir = std::filesystem::temp_directory_path() / "distbelief_cat_test_report";
+  std::filesystem::remove_all(dir);
+  auto report = WriteCatReport(net->get(), o, *r, dir);
+  ASSERT_TRUE(report.ok()) << report.status();
+  for (const char* png : {"filters.png", "histogram.png", "optimal_stimulus.png", "top_images.png"}) {
+    auto img = DecodeGrey(dir + "/" + png);
+    EXPECT_TRUE(img.ok()) << png << ": " << img.status();
+  }
 }
 
 TEST(CatNet, BadGeometryAndMissingDataAreClearErrors) {
