@@ -63,3 +63,17 @@ StatusOr<std::unique_ptr<Cluster>> StartCluster(const Config& config, std::span<
 }
 
 }  // namespace distbelief
+
+namespace distbelief {
+
+StatusOr<DistributedSetup> SetUpDistributed(const Config& config) {
+  DistributedSetup s;
+  DB_ASSIGN_OR_RETURN(s.data, Dataset::Load(config.train));
+  DB_ASSIGN_OR_RETURN(s.init, Workload::Create(config, s.data));
+  s.initial.resize(s.init->num_params());
+  s.init->GetParams(s.initial);
+  DB_ASSIGN_OR_RETURN(s.cluster, StartCluster(config, s.initial));
+  return s;
+}
+
+}  // namespace distbelief

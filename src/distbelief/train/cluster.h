@@ -10,6 +10,7 @@
 #include "distbelief/ps/parameter_shard.h"
 #include "distbelief/ps/shard_map.h"
 #include "distbelief/train/config.h"
+#include "distbelief/train/workload.h"
 #include "distbelief/transport/transport.h"
 
 namespace distbelief {
@@ -32,6 +33,16 @@ StatusOr<TransportOptions> MakeTransportOptions(const Config& c);
 // `initial`, split by key range, applying config.optimizer, checkpointing if configured) served
 // on loopback, or records the external shard addresses.
 StatusOr<std::unique_ptr<Cluster>> StartCluster(const Config& config, std::span<const float> initial);
+
+// What both Downpour and Sandblaster start from: the data, a workload holding the model's initial
+// parameters (same seed, same values in every process), those values flat, and the cluster.
+struct DistributedSetup {
+  std::shared_ptr<const Dataset> data;
+  std::unique_ptr<Workload> init;
+  std::vector<float> initial;
+  std::unique_ptr<Cluster> cluster;
+};
+StatusOr<DistributedSetup> SetUpDistributed(const Config& config);
 
 // Shard options for shard `index` of the config (update rule, checkpoint path).
 ShardOptions MakeShardOptions(const Config& config, int index);

@@ -195,11 +195,11 @@ StatusOr<EvalResult> EvaluateShards(const Config& config, const std::vector<std:
 StatusOr<DistributedResult> RunDownpour(const Config& config, double stop_below, double eval_every_s) {
   const DistributedOptions& d = config.distributed;
   const TrainOptions& o = config.train;
-  DB_ASSIGN_OR_RETURN(auto data, Dataset::Load(o));
-  DB_ASSIGN_OR_RETURN(auto init, Workload::Create(config, data));
-  std::vector<float> initial(init->num_params());
-  init->GetParams(initial);
-  DB_ASSIGN_OR_RETURN(auto cluster, StartCluster(config, initial));
+  DB_ASSIGN_OR_RETURN(DistributedSetup setup, SetUpDistributed(config));
+  auto& data = setup.data;
+  auto& init = setup.init;
+  const std::vector<float>& initial = setup.initial;
+  auto& cluster = setup.cluster;
   MetricsWriter metrics;
   DB_RETURN_IF_ERROR(metrics.Open(o.run_dir + "/metrics.jsonl"));
 
