@@ -38,6 +38,15 @@ head -c 100 "$tmp/keep.safetensors" >"$tmp/trunc.safetensors"
 check "truncated checkpoint" 2 "truncated" -- "$bin" eval --config $cfg --set 'model.hidden=[32]' --checkpoint "$tmp/trunc.safetensors"
 check "wrong model for checkpoint" 2 "shape" -- "$bin" eval --config $cfg --set 'model.hidden=[33]' --checkpoint "$tmp/keep.safetensors"
 check "unknown subcommand flag" 109 "" -- "$bin" train --config $cfg --bogus
+# The cat network: a very short run, then its checkpoint scored by eval face-neuron.
+cat_run=(--set cat.steps_per_stage=5 --set cat.stages=1 --set "train.run_dir=\"$tmp/cat\"")
+check "cat network run" 0 "best neuron accuracy" -- "$bin" train --config configs/cat.toml "${cat_run[@]}"
+check "face-neuron eval" 0 "best neuron accuracy" -- "$bin" eval face-neuron --config configs/cat.toml \
+  --set cat.stages=1 --checkpoint "$tmp/cat/checkpoint.safetensors" --csv "$tmp/cat/neurons.csv"
+check "face-neuron eval, wrong network" 2 "the network wants" -- "$bin" eval face-neuron --config configs/cat.toml \
+  --set cat.stages=1 --set cat.maps=4 --checkpoint "$tmp/cat/checkpoint.safetensors"
+check "face-neuron eval, missing folder" 2 "not found" -- "$bin" eval face-neuron --config configs/cat.toml \
+  --set cat.stages=1 --checkpoint "$tmp/cat/checkpoint.safetensors" --faces /nonexistent
 if cmp -s "$tmp/run/checkpoint.safetensors" "$tmp/keep.safetensors"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: checkpoint changed by failed commands"; fi
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -28,7 +28,7 @@ int Fail(const distbelief::Status& s) {
   return 2;
 }
 
-int TrainCat(const distbelief::Config& config) {
+distbelief::CatTrainOptions CatOptionsFrom(const distbelief::Config& config) {
   using namespace distbelief;
   const CatOptions& k = config.cat;
   CatTrainOptions o;
@@ -43,6 +43,12 @@ int TrainCat(const distbelief::Config& config) {
   o.learning_rate = k.learning_rate;
   o.max_side = k.max_side;
   o.seed = config.train.seed;
+  return o;
+}
+
+int TrainCat(const distbelief::Config& config) {
+  using namespace distbelief;
+  const CatTrainOptions o = CatOptionsFrom(config);
   if (config.train.threads > 0) SetNumThreads(static_cast<int>(config.train.threads));
   auto net = CatNet::Create(o.net, o.seed);
   if (!net.ok()) return Fail(net.status());
@@ -58,6 +64,9 @@ int TrainCat(const distbelief::Config& config) {
   std::printf("  best single pixel        %.1f%%\n", 100 * f.best_pixel.accuracy);
   for (const auto& b : f.best_per_stage)
     std::printf("  best stage-%d neuron      %.1f%% (unit %ld)\n", b.stage + 1, 100 * b.accuracy, long(b.unit));
+  Status saved = SaveCatNet(net->get(), config.train.run_dir + "/checkpoint.safetensors", config.text);
+  if (!saved.ok()) return Fail(saved);
+  std::printf("checkpoint: %s/checkpoint.safetensors\n", config.train.run_dir.c_str());
   auto report = WriteCatReport(net->get(), o, *r, config.train.run_dir);
   if (!report.ok()) return Fail(report.status());
   std::printf("report: %s\n", report->c_str());
@@ -144,6 +153,40 @@ int Eval(const std::string& config_path, const std::vector<std::string>& overrid
   return 0;
 }
 
+// distbelief eval face-neuron: every neuron's best single-threshold accuracy on two folders.
+int EvalFaceNeuron(const distbelief::Config& config, const std::string& checkpoint, const std::string& faces,
+                   const std::string& nonfaces, const std::string& csv) {
+  using namespace distbelief;
+  if (!config.cat.enabled) return Fail(absl::InvalidArgumentError("the config has no [cat] section"));
+  CatTrainOptions o = CatOptionsFrom(config);
+  if (!faces.empty()) o.faces_dir = faces;
+  if (!nonfaces.empty()) o.nonfaces_dir = nonfaces;
+  auto net = CatNet::Create(o.net, o.seed);
+  if (!net.ok()) return Fail(net.status());
+  Status s = LoadCatNet(net->get(), checkpoint);
+  if (!s.ok()) return Fail(s);
+  std::vector<std::vector<double>> per_unit;
+  auto r = EvaluateFaceNeurons(net->get(), o, &per_unit);
+  if (!r.ok()) return Fail(r.status());
+  if (!csv.empty()) {
+    std::FILE* f = std::fopen(csv.c_str(), "w");
+    if (!f) return Fail(absl::UnavailableError("cannot write " + csv));
+    std::fprintf(f, "stage,unit,accuracy\n");
+    for (size_t st = 0; st < per_unit.size(); ++st)
+      for (size_t u = 0; u < per_unit[st].size(); ++u) std::fprintf(f, "%zu,%zu,%.4f\n", st + 1, u, per_unit[st][u]);
+    std::fclose(f);
+    std::printf("every neuron: %s\n", csv.c_str());
+  }
+  std::printf("face test set: %ld faces (%s), %ld non-faces (%s)\n", long(r->faces), o.faces_dir.c_str(),
+              long(r->nonfaces), o.nonfaces_dir.c_str());
+  std::printf("chance %.1f%%, best single pixel %.1f%%\n", 100 * r->chance, 100 * r->best_pixel.accuracy);
+  for (const auto& b : r->best_per_stage)
+    std::printf("best stage-%d neuron: unit %ld, %.1f%%\n", b.stage + 1, long(b.unit), 100 * b.accuracy);
+  std::printf("best neuron accuracy: %.1f%% (stage %d, unit %ld)\n", 100 * r->best.accuracy, r->best.stage + 1,
+              long(r->best.unit));
+  return 0;
+}
+
 std::vector<std::string> SplitCommas(const std::string& s) {
   std::vector<std::string> out;
   size_t start = 0;
@@ -180,10 +223,19 @@ int main(int argc, char** argv) {
   std::string eval_config, eval_checkpoint;
   std::vector<std::string> eval_overrides;
   CLI::App* eval = app.add_subcommand("eval", "Evaluate a checkpoint on the test set");
-  eval->add_option("--config", eval_config, "TOML config the checkpoint was trained with")->required();
-  eval->add_option("--checkpoint", eval_checkpoint, "Checkpoint to evaluate")->required();
+  eval->add_option("--config", eval_config, "TOML config the checkpoint was trained with");
+  eval->add_option("--checkpoint", eval_checkpoint, "Checkpoint to evaluate");
   eval->add_option("--set", eval_overrides, "Override a config value: section.key=value");
 
+  std::string fn_config, fn_checkpoint, fn_faces, fn_nonfaces, fn_csv;
+  std::vector<std::string> fn_overrides;
+  CLI::App* face = eval->add_subcommand("face-neuron", "Score every neuron of a cat-network checkpoint on faces vs non-faces");
+  face->add_option("--config", fn_config, "TOML config with the [cat] section it was trained with")->required();
+  face->add_option("--checkpoint", fn_checkpoint, "Cat-network checkpoint")->required();
+  face->add_option("--faces", fn_faces, "Folder of face images (default: cat.faces_dir)");
+  face->add_option("--nonfaces", fn_nonfaces, "Folder of non-face images (default: cat.nonfaces_dir)");
+  face->add_option("--csv", fn_csv, "Write every neuron's accuracy here");
+  face->add_option("--set", fn_overrides, "Override a config value");
   std::string role_config, listen = "127.0.0.1:0", shards;
   std::vector<std::string> role_overrides;
   int index = 0;
@@ -207,7 +259,16 @@ int main(int argc, char** argv) {
     return app.exit(e);  // CLI11 reports usage errors by exception; exit non-zero here
   }
   if (train->parsed()) return Train(config_path, overrides, resume);
-  if (eval->parsed()) return Eval(eval_config, eval_overrides, eval_checkpoint);
+  if (face->parsed()) {
+    auto c = distbelief::LoadConfig(fn_config, fn_overrides);
+    if (!c.ok()) return Fail(c.status());
+    return EvalFaceNeuron(*c, fn_checkpoint, fn_faces, fn_nonfaces, fn_csv);
+  }
+  if (eval->parsed()) {
+    if (eval_config.empty() || eval_checkpoint.empty())
+      return Fail(absl::InvalidArgumentError("eval needs --config and --checkpoint (or: eval face-neuron ...)"));
+    return Eval(eval_config, eval_overrides, eval_checkpoint);
+  }
   using namespace distbelief;
   auto config = LoadConfig(role_config, role_overrides);
   if (!config.ok()) return Fail(config.status());

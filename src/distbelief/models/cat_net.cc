@@ -58,6 +58,13 @@ void CatNet::ConstrainDecoder(int s) {
   }
 }
 
+std::vector<Param*> CatNet::AllParams() {
+  std::vector<Param*> all;
+  for (int s = 0; s < num_stages(); ++s)
+    for (Param* p : StageParams(s)) all.push_back(p);
+  return all;
+}
+
 std::vector<Param*> CatNet::StageParams(int s) {
   std::vector<Param*> p = stages_[s].enc->params();
   for (Param* q : stages_[s].dec->params()) p.push_back(q);

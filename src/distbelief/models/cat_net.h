@@ -53,6 +53,8 @@ class CatNet {
   // and the sparsity term vanishes while the reconstruction stays the same (the usual
   // dictionary-norm constraint of sparse coding). Call after every update.
   void ConstrainDecoder(int s);
+  // Every parameter of every stage, in order (names are unique: stageN.enc.w, stageN.dec.w, ...).
+  std::vector<Param*> AllParams();
   // Parameters of stage s (encoder and decoder weights and biases).
   std::vector<Param*> StageParams(int s);
   LocallyConnected2d& encoder(int s) { return *stages_[s].enc; }

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "distbelief/base/logging.h"
+#include "distbelief/io/checkpoint.h"
 #include "distbelief/io/metrics.h"
 #include "distbelief/optim/update_rules.h"
 
@@ -46,7 +47,8 @@ StatusOr<Tensor> FramesFromFolder(const std::string& dir, int64_t frame, int64_t
   return frames;
 }
 
-StatusOr<FaceNeuronReport> EvaluateFaceNeurons(CatNet* net, const CatTrainOptions& o) {
+StatusOr<FaceNeuronReport> EvaluateFaceNeurons(CatNet* net, const CatTrainOptions& o,
+                                               std::vector<std::vector<double>>* per_unit) {
   FaceNeuronReport r;
   const int64_t s = o.net.frame;
   DB_ASSIGN_OR_RETURN(Tensor faces, FramesFromFolder(o.faces_dir, s, &r.faces));
@@ -69,9 +71,11 @@ StatusOr<FaceNeuronReport> EvaluateFaceNeurons(CatNet* net, const CatTrainOption
     const Tensor& f = features[st];
     const int64_t units = f.size() / n;
     NeuronScore best{static_cast<int>(st), -1, 0.0};
+    if (per_unit) per_unit->emplace_back();
     for (int64_t u = 0; u < units; ++u) {
       for (int64_t i = 0; i < n; ++i) scores[i] = f[i * units + u];
       const double a = BestThresholdAccuracy(scores, labels);
+      if (per_unit) per_unit->back().push_back(a);
       if (a > best.accuracy) best = {static_cast<int>(st), u, a};
     }
     r.best_per_stage.push_back(best);
@@ -157,6 +161,32 @@ GreyImage FilterGrid(CatNet* net, int64_t location_step) {
       }
     }
   return g;
+}
+
+}  // namespace distbelief
+
+namespace distbelief {
+
+Status SaveCatNet(CatNet* net, const std::string& path, const std::string& config_text) {
+  Checkpoint c;
+  for (Param* p : net->AllParams()) c.tensors.emplace(p->name, p->value);
+  c.metadata["config"] = config_text;
+  c.metadata["format"] = "distbelief-cat-1";
+  return WriteCheckpoint(path, c);
+}
+
+Status LoadCatNet(CatNet* net, const std::string& path) {
+  DB_ASSIGN_OR_RETURN(Checkpoint c, ReadCheckpoint(path));
+  const std::vector<Param*> params = net->AllParams();
+  for (Param* p : params) {
+    auto it = c.tensors.find(p->name);
+    if (it == c.tensors.end()) return absl::InvalidArgumentError(path + ": no tensor " + p->name);
+    if (it->second.shape() != p->value.shape())
+      return absl::InvalidArgumentError(path + ": " + p->name + " has shape " + it->second.ShapeString() +
+                                        ", the network wants " + p->value.ShapeString());
+  }
+  for (Param* p : params) p->value = c.tensors.at(p->name);
+  return absl::OkStatus();
 }
 
 }  // namespace distbelief

@@ -52,8 +52,16 @@ double BestThresholdAccuracy(const std::vector<float>& scores, const std::vector
 // Frames (N, 1, S, S) from every image of a folder: resized whole, normalized like the crops.
 StatusOr<Tensor> FramesFromFolder(const std::string& dir, int64_t frame, int64_t* count);
 
-// Scores every pooled unit of `net` on the faces and non-faces folders.
-StatusOr<FaceNeuronReport> EvaluateFaceNeurons(CatNet* net, const CatTrainOptions& o);
+// Scores every pooled unit of `net` on the faces and non-faces folders. With `per_unit`, also
+// fills every unit's accuracy, per stage.
+StatusOr<FaceNeuronReport> EvaluateFaceNeurons(CatNet* net, const CatTrainOptions& o,
+                                               std::vector<std::vector<double>>* per_unit = nullptr);
+
+// Saves every stage's parameters as a safetensors checkpoint, with the config text.
+Status SaveCatNet(CatNet* net, const std::string& path, const std::string& config_text);
+// Loads them back. kInvalidArgument naming the tensor if the checkpoint does not fit the network
+// (nothing is changed then); kDataLoss for a corrupt file.
+Status LoadCatNet(CatNet* net, const std::string& path);
 
 StatusOr<CatTrainResult> TrainCatNet(CatNet* net, const CatTrainOptions& o);
 
