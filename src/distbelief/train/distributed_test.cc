@@ -137,7 +137,7 @@ TEST(Sandblaster, BackupTasksKeepAStragglerFromHoldingTheBatch) {
   const double ta = mean(a->batch_seconds), tb = mean(b->batch_seconds);
   EXPECT_GT(b->backup_tasks, 0);
   // Without backup tasks every batch would wait >= 400 ms for the straggler's portion.
-  EXPECT_LT(tb, 0.3) << "fast-only batch " << ta << " s, with straggler " << tb << " s";
+  EXPECT_LT(tb, 0.38) << "fast-only batch " << ta << " s, with straggler " << tb << " s";
   EXPECT_LT(tb, 2.0 * ta + 0.05) << "fast-only batch " << ta << " s, with straggler " << tb << " s";
 }
 
