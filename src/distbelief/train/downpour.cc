@@ -81,44 +81,52 @@ Status RunReplica(const Config& config, int r, std::shared_ptr<const Dataset> da
     }
     return absl::OkStatus();
   };
-  for (int64_t step = 0; step < steps && !shared->stop.load(); ++step) {
-    if (sync) sync->arrive_and_wait();
-    if (step % d.n_fetch == 0) {
-      if (sync) DB_RETURN_IF_ERROR(finish_push());  // synchronous: everyone sees every update
-      DB_RETURN_IF_ERROR(client->Pull(params, &pulled));
-      // Bounded staleness: wait while this replica leads the slowest live one by more than k.
-      while (d.staleness_bound > 0 && pulled.min_replica_clock >= 0 &&
-             step - pulled.min_replica_clock > d.staleness_bound && !shared->stop.load()) {
-        std::this_thread::sleep_for(Millis(1));
+  // The steps; whatever way they end, the push in flight is waited for before the client it
+  // uses goes away.
+  auto run_steps = [&]() -> Status {
+    for (int64_t step = 0; step < steps && !shared->stop.load(); ++step) {
+      if (sync) sync->arrive_and_wait();
+      if (step % d.n_fetch == 0) {
+        if (sync) DB_RETURN_IF_ERROR(finish_push());  // synchronous: everyone sees every update
         DB_RETURN_IF_ERROR(client->Pull(params, &pulled));
+        // Bounded staleness: wait while this replica leads the slowest live one by more than k.
+        while (d.staleness_bound > 0 && pulled.min_replica_clock >= 0 &&
+               step - pulled.min_replica_clock > d.staleness_bound && !shared->stop.load()) {
+          std::this_thread::sleep_for(Millis(1));
+          DB_RETURN_IF_ERROR(client->Pull(params, &pulled));
+        }
+        w->SetParams(params);
+        based_on = pulled.versions;
       }
-      w->SetParams(params);
-      based_on = pulled.versions;
-    }
-    if (step % per_epoch == 0 && step > 0) order = ReplicaOrder(data->train.images.dim(0), r, static_cast<int>(d.replicas), o.seed, step / per_epoch);
-    const int64_t b = (step % per_epoch) * o.batch_size;
-    const double loss = w->LossAndGradient(std::span<const int64_t>(order).subspan(b, o.batch_size), grad);
-    if (!std::isfinite(loss)) return absl::InternalError("replica " + std::to_string(r) + ": loss is not finite");
-    if (d.n_push > 1)
-      for (int64_t i = 0; i < n; ++i) acc[i] += grad[i];
-    if ((step + 1) % d.n_push == 0 || step + 1 == steps) {
-      DB_RETURN_IF_ERROR(finish_push());  // at most one push in flight
-      if (d.n_push > 1) {
-        sending.swap(acc);
-        std::fill(acc.begin(), acc.end(), 0.0f);
-      } else {
-        sending.swap(grad);  // the one gradient is the push: no accumulator
+      if (step % per_epoch == 0 && step > 0) order = ReplicaOrder(data->train.images.dim(0), r, static_cast<int>(d.replicas), o.seed, step / per_epoch);
+      const int64_t b = (step % per_epoch) * o.batch_size;
+      const double loss = w->LossAndGradient(std::span<const int64_t>(order).subspan(b, o.batch_size), grad);
+      if (!std::isfinite(loss)) return absl::InternalError("replica " + std::to_string(r) + ": loss is not finite");
+      if (d.n_push > 1)
+        for (int64_t i = 0; i < n; ++i) acc[i] += grad[i];
+      if ((step + 1) % d.n_push == 0 || step + 1 == steps) {
+        DB_RETURN_IF_ERROR(finish_push());  // at most one push in flight
+        if (d.n_push > 1) {
+          sending.swap(acc);
+          std::fill(acc.begin(), acc.end(), 0.0f);
+        } else {
+          sending.swap(grad);  // the one gradient is the push: no accumulator
+        }
+        pending = client->PushAsync(sending, based_on, step + 1, &staleness);
+        if (sync) DB_RETURN_IF_ERROR(finish_push());
       }
-      pending = client->PushAsync(sending, based_on, step + 1, &staleness);
-      if (sync) DB_RETURN_IF_ERROR(finish_push());
+      shared->examples += o.batch_size;
+      if (r == 0) shared->replica0_steps++;
+      std::lock_guard<std::mutex> lock(shared->mu);
+      shared->loss_sum += loss;
+      shared->loss_count++;
     }
-    shared->examples += o.batch_size;
-    if (r == 0) shared->replica0_steps++;
-    std::lock_guard<std::mutex> lock(shared->mu);
-    shared->loss_sum += loss;
-    shared->loss_count++;
-  }
-  DB_RETURN_IF_ERROR(finish_push());
+    return absl::OkStatus();
+  };
+  Status status = run_steps();
+  Status pushed = finish_push();
+  if (status.ok()) status = pushed;
+  DB_RETURN_IF_ERROR(status);
   if (sync) sync->arrive_and_drop();
   return absl::OkStatus();
 }
