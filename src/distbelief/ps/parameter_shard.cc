@@ -42,6 +42,12 @@ StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(const ShardOpti
   std::unique_ptr<ParameterShard> s(new ParameterShard(options, std::move(rule)));
   s->values_.assign(initial.begin(), initial.end());
   s->state_.assign(s->values_.size() * s->rule_->StatePerParam(), 0.0f);
+  for (const KeyBlocks& r : options.norm_blocks)
+    if (r.offset < 0 || r.block < 1 || r.count < 0 || r.offset + r.block * r.count > static_cast<int64_t>(initial.size()))
+      return absl::InvalidArgumentError("shard " + std::to_string(options.shard) + ": norm blocks [" +
+                                        std::to_string(r.offset) + ", +" + std::to_string(r.block) + " x " +
+                                        std::to_string(r.count) + ") do not fit its range of " +
+                                        std::to_string(initial.size()));
   if (!options.checkpoint_path.empty() && std::filesystem::exists(options.checkpoint_path)) {
     DB_ASSIGN_OR_RETURN(Checkpoint c, ReadCheckpoint(options.checkpoint_path));
     auto v = c.tensors.find("values");
@@ -104,6 +110,7 @@ Status ParameterShard::Push(const rpc::PushRequest& req, rpc::PushReply* reply) 
   }
   reply->set_staleness(version_ >= req.based_on_version() ? version_ - req.based_on_version() : 0);
   rule_->Apply(values_, g, state_, static_cast<int64_t>(version_) + 1);
+  ProjectLocked();
   ++version_;
   reply->set_version(version_);
   if (req.replica() >= 0)
@@ -111,6 +118,20 @@ Status ParameterShard::Push(const rpc::PushRequest& req, rpc::PushReply* reply) 
   if (o_.checkpoint_every > 0 && !o_.checkpoint_path.empty() && version_ % o_.checkpoint_every == 0)
     DB_RETURN_IF_ERROR(SaveLocked());
   return absl::OkStatus();
+}
+
+void ParameterShard::ProjectLocked() {
+  const double max_sq = double(o_.max_block_norm) * o_.max_block_norm;
+  for (const KeyBlocks& r : o_.norm_blocks)
+    for (int64_t b = 0; b < r.count; ++b) {
+      float* v = values_.data() + r.offset + b * r.block;
+      double sq = 0.0;
+      for (int64_t i = 0; i < r.block; ++i) sq += double(v[i]) * v[i];
+      if (sq > max_sq) {
+        const float scale = static_cast<float>(std::sqrt(max_sq / sq));
+        for (int64_t i = 0; i < r.block; ++i) v[i] *= scale;
+      }
+    }
 }
 
 std::vector<float>* ParameterShard::FindVector(const std::string& name) {

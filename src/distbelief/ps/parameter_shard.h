@@ -18,6 +18,7 @@
 
 #include "distbelief/base/status.h"
 #include "distbelief/optim/update_rules.h"
+#include "distbelief/ps/shard_map.h"
 #include "distbelief/distbelief.pb.h"
 
 namespace distbelief {
@@ -28,6 +29,11 @@ struct ShardOptions {
   std::string checkpoint_path;           // "" = no checkpoints; else restored at Create if present
   int64_t checkpoint_every = 0;          // updates between checkpoints; 0 = only on request
   std::chrono::milliseconds replica_silence{10000};  // replicas silent longer are not waited for
+  // Blocks of this shard's range (offsets relative to its start) rescaled to L2 norm at most
+  // max_block_norm after every applied update: a projection run where the parameters live, such
+  // as the cat network's decoder-basis bound. Each block must lie wholly inside the range.
+  std::vector<KeyBlocks> norm_blocks;
+  float max_block_norm = 1.0f;
 };
 
 class ParameterShard {
@@ -52,6 +58,7 @@ class ParameterShard {
   ParameterShard(const ShardOptions& o, std::unique_ptr<UpdateRule> rule)
       : o_(o), rule_(std::move(rule)) {}
   Status SaveLocked();
+  void ProjectLocked();
   std::vector<float>* FindVector(const std::string& name);
 
   ShardOptions o_;

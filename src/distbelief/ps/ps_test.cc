@@ -271,6 +271,46 @@ TEST(GrpcTransport, ServesTlsWhenConfigured) {
   EXPECT_FALSE((*c2)->Pull(p, &pr).ok());
 }
 
+// A shard bounds the norm of its constrained blocks after every update, and only those blocks.
+TEST(ParameterShard, KeepsNormBlocksBounded) {
+  ShardOptions so;
+  so.optimizer.learning_rate = 1.0f;
+  so.norm_blocks = {{2, 3, 2}};  // [2, 5) and [5, 8)
+  so.max_block_norm = 1.0f;
+  std::vector<float> initial(10, 0.1f);
+  auto shard = ParameterShard::Create(so, initial);
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  rpc::PushRequest req;
+  std::vector<float> g(10, -2.0f);  // SGD: every value grows to 2.1
+  req.set_gradient(FloatsToBytes(g));
+  rpc::PushReply reply;
+  ASSERT_TRUE((*shard)->Push(req, &reply).ok());
+  rpc::PullRequest preq;
+  rpc::PullReply prep;
+  ASSERT_TRUE((*shard)->Pull(preq, &prep).ok());
+  std::vector<float> v;
+  ASSERT_TRUE(BytesToFloats(prep.values(), 10, &v).ok());
+  EXPECT_FLOAT_EQ(v[0], 2.1f);  // outside the blocks: untouched
+  EXPECT_FLOAT_EQ(v[9], 2.1f);
+  for (int b = 0; b < 2; ++b) {
+    double sq = 0;
+    for (int i = 0; i < 3; ++i) sq += double(v[2 + 3 * b + i]) * v[2 + 3 * b + i];
+    EXPECT_NEAR(std::sqrt(sq), 1.0, 1e-5);
+  }
+  so.norm_blocks = {{8, 3, 1}};  // runs past the end of the range
+  EXPECT_EQ(ParameterShard::Create(so, initial).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ShardMap, AlignedCutsNeverSplitABlock) {
+  const ShardMap even(100, 3);
+  EXPECT_EQ(even.begin(1), 33);
+  const ShardMap m = ShardMap::Aligned(100, 3, {{10, 7, 12}});  // blocks cover [10, 94)
+  EXPECT_EQ(m.begin(0), 0);
+  EXPECT_EQ(m.end(2), 100);
+  for (int s = 1; s < 3; ++s) EXPECT_EQ((m.begin(s) - 10) % 7, 0) << m.begin(s);
+  EXPECT_LE(std::abs(m.begin(1) - 33), 4);
+}
+
 TEST(PendingOp, WaitHonoursItsDeadline) {
   Fixture f = Start(false, Range(4), 1);
   f.servers.clear();  // nothing serves the shard: the push retries for 3 s

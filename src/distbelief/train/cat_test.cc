@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "distbelief/train/cat_downpour.h"
 #include "distbelief/train/cat_report.h"
 #include "distbelief/train/cat_trainer.h"
 
@@ -88,6 +89,53 @@ TEST(CatNet, LearnsLocalizedFiltersAndLowersItsObjective) {
     auto img = DecodeGrey(dir + "/" + png);
     EXPECT_TRUE(img.ok()) << png << ": " << img.status();
   }
+}
+
+// The same tiny network trained by Downpour: 2 replica threads, 3 in-process shards whose cuts fall
+// inside the decoder (so each shard bounds its own whole bases). Filters still become localized,
+// the objective falls, and every decoding basis respects the shard-side norm bound.
+TEST(CatNet, TrainsWithDownpourOnTheParameterServer) {
+  CatTrainOptions o;
+  o.net.frame = 32;
+  o.net.stages = {CatStageOptions{8, 8, 4, 3, 5}};
+  o.steps_per_stage = 300;
+  o.batch = 32;
+  o.learning_rate = 0.2f;
+  o.max_side = 128;
+  auto config = ParseConfig("[distributed]\nreplicas = 2\nshards = 3\nn_push = 1\nn_fetch = 1\n", "test");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto net = CatNet::Create(o.net, 3);
+  ASSERT_TRUE(net.ok());
+  const Tensor init = (*net)->encoder(0).weight().value;
+  const double top0 = EnergyInTopQuarter(init, 8);
+  CatDownpourStats stats;
+  auto r = TrainCatNetDownpour(net->get(), o, *config, &stats);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(stats.replicas_failed, 0);
+  const Tensor& learned = (*net)->encoder(0).weight().value;
+  EXPECT_GT(NeighbourCorrelation(learned, 8), 0.15);
+  EXPECT_GT(EnergyInTopQuarter(learned, 8), top0 + 0.1);
+  const double first = r->first_loss[0].first + r->first_loss[0].second;
+  const double last = r->last_loss[0].first + r->last_loss[0].second;
+  EXPECT_LT(last, 0.5 * first);
+  // Shard cuts land on basis boundaries, and the bound held on every shard.
+  const KeyBlocks dec = (*net)->DecoderBlocks(0);
+  const ShardMap map = ShardMap::Aligned(dec.offset + dec.block * dec.count + 1, 3, {dec});
+  for (int s = 1; s < 3; ++s)
+    if (map.begin(s) > dec.offset) EXPECT_EQ((map.begin(s) - dec.offset) % dec.block, 0) << s;
+  const Param* dec_w = nullptr;
+  for (const Param* p : (*net)->StageParams(0))
+    if (!dec_w && p->name.find(".dec.") != std::string::npos) dec_w = p;
+  ASSERT_NE(dec_w, nullptr);
+  const Tensor& w = dec_w->value;
+  double max_norm = 0.0;
+  for (int64_t b = 0; b < dec.count; ++b) {
+    double sq = 0.0;
+    for (int64_t i = 0; i < dec.block; ++i) sq += double(w[b * dec.block + i]) * w[b * dec.block + i];
+    max_norm = std::max(max_norm, std::sqrt(sq));
+  }
+  EXPECT_LE(max_norm, 1.0 + 1e-5);
+  EXPECT_GT(max_norm, 0.5);  // the bound is active, not everything shrunk to nothing
 }
 
 TEST(CatNet, BadGeometryAndMissingDataAreClearErrors) {

@@ -41,18 +41,23 @@ ShardOptions MakeShardOptions(const Config& config, int index) {
   return so;
 }
 
-StatusOr<std::unique_ptr<Cluster>> StartCluster(const Config& config, std::span<const float> initial) {
+StatusOr<std::unique_ptr<Cluster>> StartCluster(const Config& config, std::span<const float> initial,
+                                                const ShardMap* map,
+                                                const std::function<void(int, ShardOptions*)>& customize) {
   const DistributedOptions& d = config.distributed;
   auto c = std::make_unique<Cluster>();
   DB_ASSIGN_OR_RETURN(TransportOptions to, MakeTransportOptions(config));
   c->transport = d.transport == "grpc" ? MakeGrpcTransport(to) : MakeInprocTransport(to);
-  c->map = std::make_unique<ShardMap>(static_cast<int64_t>(initial.size()), static_cast<int>(d.shards));
+  c->map = map ? std::make_unique<ShardMap>(*map)
+              : std::make_unique<ShardMap>(static_cast<int64_t>(initial.size()), static_cast<int>(d.shards));
   if (!d.shard_addresses.empty()) {
     c->addresses = d.shard_addresses;
     return c;
   }
   for (int s = 0; s < c->map->num_shards(); ++s) {
-    DB_ASSIGN_OR_RETURN(auto shard, ParameterShard::Create(MakeShardOptions(config, s),
+    ShardOptions so = MakeShardOptions(config, s);
+    if (customize) customize(s, &so);
+    DB_ASSIGN_OR_RETURN(auto shard, ParameterShard::Create(so,
                                                            initial.subspan(c->map->begin(s), c->map->size(s))));
     DB_ASSIGN_OR_RETURN(auto server, c->transport->ServeShard(d.transport == "grpc" ? "127.0.0.1:0" : "", shard.get()));
     c->addresses.push_back(server->address());

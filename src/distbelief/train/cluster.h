@@ -2,6 +2,7 @@
 // shards this process serves (none when the config names external shards), and their addresses.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -32,7 +33,11 @@ StatusOr<TransportOptions> MakeTransportOptions(const Config& c);
 // Makes the transport, then either starts config.distributed.shards shards here (holding
 // `initial`, split by key range, applying config.optimizer, checkpointing if configured) served
 // on loopback, or records the external shard addresses.
-StatusOr<std::unique_ptr<Cluster>> StartCluster(const Config& config, std::span<const float> initial);
+// `map` (default: even key ranges) and `customize` (called on each shard's options before it is
+// created) let a workload place cuts and add shard-side constraints.
+StatusOr<std::unique_ptr<Cluster>> StartCluster(const Config& config, std::span<const float> initial,
+                                                const ShardMap* map = nullptr,
+                                                const std::function<void(int, ShardOptions*)>& customize = {});
 
 // What both Downpour and Sandblaster start from: the data, a workload holding the model's initial
 // parameters (same seed, same values in every process), those values flat, and the cluster.

@@ -152,7 +152,7 @@ StatusOr<Config> ParseConfig(const std::string& text, const std::string& origin,
     return absl::InvalidArgumentError(std::string("config ") + origin + " is not valid TOML: " + e.what());
   }
   for (const auto& o : overrides) DB_RETURN_IF_ERROR(ApplyOverride(&doc, o));
-  const std::set<std::string> sections = {"model", "optimizer", "train", "distributed", "cat"};
+  const std::set<std::string> sections = {"model", "optimizer", "train", "distributed", "cat", "scale"};
   for (const auto& [k, v] : doc.as_table()) {
     if (!sections.count(k)) return absl::InvalidArgumentError("unknown section or key '" + k + "' in " + origin);
     if (!v.is_table()) return absl::InvalidArgumentError("'" + k + "' must be a [section]");
@@ -219,6 +219,44 @@ StatusOr<Config> ParseConfig(const std::string& text, const std::string& origin,
     DB_RETURN_IF_ERROR(cs.String("faces_dir", &k.faces_dir));
     DB_RETURN_IF_ERROR(cs.String("nonfaces_dir", &k.nonfaces_dir));
     DB_RETURN_IF_ERROR(cs.CheckNoUnknownKeys());
+  }
+
+  if (const toml::value* st = table("scale")) {
+    ScaleOptions& k = c.scale;
+    k.enabled = true;
+    Section ss(st, "scale");
+    DB_RETURN_IF_ERROR(ss.String("workload", &k.workload, {"gpt", "lstm"}));
+    DB_RETURN_IF_ERROR(ss.String("corpus_dir", &k.corpus_dir));
+    DB_RETURN_IF_ERROR(ss.String("cache_dir", &k.cache_dir));
+    DB_RETURN_IF_ERROR(ss.String("out_dir", &k.out_dir));
+    DB_RETURN_IF_ERROR(ss.Int("vocab", &k.vocab, 16, 65536));
+    DB_RETURN_IF_ERROR(ss.Int("context", &k.context, 2, 4096));
+    DB_RETURN_IF_ERROR(ss.Int("head_size", &k.head_size, 1, 4096));
+    DB_RETURN_IF_ERROR(ss.Int("batch", &k.batch, 1, 1 << 16));
+    DB_RETURN_IF_ERROR(ss.Int("holdout_every", &k.holdout_every, 2, 1 << 20));
+    DB_RETURN_IF_ERROR(ss.IntList("widths", &k.widths, 1, 1 << 16));
+    DB_RETURN_IF_ERROR(ss.IntList("layers", &k.layers, 1, 1024));
+    DB_RETURN_IF_ERROR(ss.IntList("tokens", &k.tokens, 1, int64_t{1} << 40));
+    DB_RETURN_IF_ERROR(ss.Float("learning_rate", &k.learning_rate, 1e-9, 10.0));
+    DB_RETURN_IF_ERROR(ss.Int("warmup_steps", &k.warmup_steps, 0, int64_t{1} << 40));
+    DB_RETURN_IF_ERROR(ss.Int("eval_tokens", &k.eval_tokens, 1, int64_t{1} << 40));
+    DB_RETURN_IF_ERROR(ss.Int("bootstrap", &k.bootstrap, 0, 100000));
+    DB_RETURN_IF_ERROR(ss.Bool("check_prediction", &k.check_prediction));
+    DB_RETURN_IF_ERROR(ss.Int("threads", &k.threads, 0, 4096));
+    int64_t seed = static_cast<int64_t>(k.seed);
+    DB_RETURN_IF_ERROR(ss.Int("seed", &seed, 0, int64_t{1} << 62));
+    k.seed = static_cast<uint64_t>(seed);
+    DB_RETURN_IF_ERROR(ss.CheckNoUnknownKeys());
+    if (k.widths.empty() || k.tokens.empty())
+      return absl::InvalidArgumentError("scale.widths and scale.tokens must not be empty");
+    if (k.layers.size() != k.widths.size())
+      return absl::InvalidArgumentError("scale.layers has " + std::to_string(k.layers.size()) +
+                                        " entries but scale.widths has " + std::to_string(k.widths.size()) +
+                                        "; give one depth per width");
+    for (int64_t w : k.widths)
+      if (k.workload == "gpt" && w % k.head_size != 0)
+        return absl::InvalidArgumentError("scale.widths holds " + std::to_string(w) +
+                                          ", not a multiple of scale.head_size = " + std::to_string(k.head_size));
   }
 
   if (const toml::value* dt = table("distributed")) {

@@ -4,6 +4,7 @@
 //   [model]      kind, hidden, activation, dropout          (models/models.h)
 //   [optimizer]  name, learning_rate, momentum, weight_decay, beta1, beta2, epsilon, clip_norm
 //   [train]      see TrainOptions
+//   [distributed], [cat], [scale]  see their structs below
 #pragma once
 
 #include <string>
@@ -66,8 +67,27 @@ struct CatOptions {
   std::string train_dir = "data/cat/train", faces_dir = "data/cat/faces", nonfaces_dir = "data/cat/nonfaces";
 };
 
+// [scale]: a scaling-law sweep (scale/sweep.h). widths[i] and layers[i] give model size i;
+// every size is trained on every amount in tokens, each once through fresh data.
+struct ScaleOptions {
+  bool enabled = false;
+  std::string workload = "gpt";  // gpt | lstm
+  std::string corpus_dir = "data/text", cache_dir = "runs/cache", out_dir = "runs/scale";
+  int64_t vocab = 1024, context = 64, head_size = 16, batch = 16, holdout_every = 10;
+  std::vector<int64_t> widths = {32, 48, 64, 96, 128}, layers = {2, 2, 2, 2, 2};
+  std::vector<int64_t> tokens = {125000, 250000, 500000, 1000000};
+  float learning_rate = 3e-3f;  // Adam, linear warmup then cosine to 10%
+  int64_t warmup_steps = 50;
+  int64_t eval_tokens = 65536;  // held-out tokens the loss is measured on
+  int64_t bootstrap = 200;      // resamples for the confidence intervals
+  bool check_prediction = true; // fit without the largest run, predict it, then run it
+  int64_t threads = 0;          // 0 = all cores
+  uint64_t seed = 1;
+};
+
 struct Config {
   CatOptions cat;
+  ScaleOptions scale;
   ModelOptions model;
   OptimizerOptions optimizer;
   TrainOptions train;

@@ -1,0 +1,288 @@
+#include "distbelief/text/corpus.h"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "distbelief/base/logging.h"
+
+namespace distbelief {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr char kMagic[8] = {'D', 'B', 'T', 'O', 'K', 'E', 'N', '1'};
+constexpr int kEos = 2;  // sentencepiece's default </s>
+
+uint64_t Fnv(uint64_t h, const std::string& s) {
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+StatusOr<std::string> ReadFile(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return absl::NotFoundError("cannot read " + p.string());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Token cache: magic, vocab, train count, heldout count, train docs, heldout docs, bytes, ids,
+// then a checksum of everything before it.
+Status WriteTokens(const fs::path& p, const TokenCorpus& c) {
+  const fs::path tmp = p.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return absl::UnavailableError("cannot write " + tmp.string());
+    const int64_t head[7] = {c.vocab, static_cast<int64_t>(c.train.size()),
+                             static_cast<int64_t>(c.heldout.size()), c.train_documents,
+                             c.heldout_documents, c.train_bytes, c.heldout_bytes};
+    out.write(kMagic, 8);
+    out.write(reinterpret_cast<const char*>(head), sizeof(head));
+    out.write(reinterpret_cast<const char*>(c.train.data()), c.train.size() * 2);
+    out.write(reinterpret_cast<const char*>(c.heldout.data()), c.heldout.size() * 2);
+    uint64_t sum = 0;
+    for (uint16_t t : c.train) sum = sum * 31 + t;
+    for (uint16_t t : c.heldout) sum = sum * 31 + t;
+    out.write(reinterpret_cast<const char*>(&sum), 8);
+    if (!out) return absl::UnavailableError("cannot write " + tmp.string());
+  }
+  fs::rename(tmp, p);
+  return absl::OkStatus();
+}
+
+// False when the cache is missing or damaged (then it is rebuilt).
+bool ReadTokens(const fs::path& p, TokenCorpus* c) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return false;
+  char magic[8];
+  int64_t head[7];
+  in.read(magic, 8);
+  in.read(reinterpret_cast<char*>(head), sizeof(head));
+  if (!in || std::string(magic, 8) != std::string(kMagic, 8) || head[1] < 0 || head[2] < 0 ||
+      head[1] > (int64_t{1} << 34) || head[2] > (int64_t{1} << 34))
+    return false;
+  c->vocab = head[0];
+  c->train.resize(head[1]);
+  c->heldout.resize(head[2]);
+  c->train_documents = head[3];
+  c->heldout_documents = head[4];
+  c->train_bytes = head[5];
+  c->heldout_bytes = head[6];
+  in.read(reinterpret_cast<char*>(c->train.data()), c->train.size() * 2);
+  in.read(reinterpret_cast<char*>(c->heldout.data()), c->heldout.size() * 2);
+  uint64_t stored = 0, sum = 0;
+  in.read(reinterpret_cast<char*>(&stored), 8);
+  if (!in) return false;
+  for (uint16_t t : c->train) sum = sum * 31 + t;
+  for (uint16_t t : c->heldout) sum = sum * 31 + t;
+  return sum == stored;
+}
+
+// Pieces in the model: the lines of its .vocab file, written next to it by the trainer.
+int64_t CountVocab(const fs::path& model) {
+  fs::path vocab = model;
+  vocab.replace_extension(".vocab");
+  std::ifstream in(vocab);
+  int64_t n = 0;
+  for (std::string line; std::getline(in, line);) ++n;
+  return n;
+}
+
+// Where the sentencepiece helper (tools/spm_tool.cc) is: $DISTBELIEF_SPM, else next to this
+// program, else where the build put it.
+std::string HelperPath() {
+  if (const char* env = std::getenv("DISTBELIEF_SPM"); env && *env) return env;
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n > 0) {
+    const fs::path beside = fs::path(std::string(buf, n)).parent_path() / "distbelief_spm";
+    if (fs::exists(beside)) return beside.string();
+  }
+  return DISTBELIEF_SPM_DEFAULT;
+}
+
+// Runs the helper with `args`; stdout goes to `out_file` ("" = discarded). A failure carries the
+// helper's stderr.
+Status RunHelper(const std::vector<std::string>& args, const std::string& out_file = "") {
+  const std::string helper = HelperPath();
+  if (!fs::exists(helper))
+    return absl::FailedPreconditionError("sentencepiece helper " + helper + " not found (build it: ninja -C build distbelief_spm)");
+  char err_path[] = "/tmp/distbelief_spm_XXXXXX";
+  const int err_fd = ::mkstemp(err_path);
+  if (err_fd < 0) return absl::UnavailableError("cannot create a temporary file");
+  std::vector<std::string> argv_s = {helper};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& x : argv_s) argv.push_back(x.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(err_fd, 2);
+    const int out_fd = ::open(out_file.empty() ? "/dev/null" : out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (out_fd >= 0) ::dup2(out_fd, 1);
+    ::execv(argv[0], argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  if (pid > 0) ::waitpid(pid, &status, 0);
+  ::close(err_fd);
+  std::string err;
+  if (auto e = ReadFile(err_path); e.ok()) err = *e;
+  ::unlink(err_path);
+  while (!err.empty() && err.back() == '\n') err.pop_back();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return absl::InternalError("sentencepiece (" + args[0] + ") failed: " + (err.empty() ? "no message" : err));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+StatusOr<TokenCorpus> LoadTokenCorpus(const CorpusOptions& o) {
+  if (!fs::is_directory(o.dir)) return absl::NotFoundError("corpus folder " + o.dir + " does not exist");
+  if (o.vocab < 16 || o.vocab > 65536)
+    return absl::InvalidArgumentError("vocabulary size " + std::to_string(o.vocab) + " is outside [16, 65536]");
+  if (o.holdout_every < 2) return absl::InvalidArgumentError("holdout_every must be at least 2");
+  for (const std::string& p : {o.dir, o.cache_dir})
+    if (p.find(' ') != std::string::npos)
+      return absl::InvalidArgumentError("path '" + p + "' has a space; sentencepiece cannot take it");
+
+  std::vector<fs::path> docs;
+  for (const auto& e : fs::directory_iterator(o.dir))
+    if (e.is_regular_file() && e.path().filename().string()[0] != '.' && e.file_size() > 0)
+      docs.push_back(e.path());
+  std::sort(docs.begin(), docs.end());
+  if (docs.empty()) return absl::InvalidArgumentError("corpus folder " + o.dir + " holds no non-empty documents");
+  if (static_cast<int64_t>(docs.size()) < o.holdout_every)
+    return absl::InvalidArgumentError("corpus folder " + o.dir + " holds " + std::to_string(docs.size()) +
+                                      " documents; holding out every " + std::to_string(o.holdout_every) +
+                                      "th needs at least that many");
+  uint64_t key = 1469598103934665603ull;
+  for (const auto& d : docs) key = Fnv(key, d.filename().string() + ":" + std::to_string(fs::file_size(d)));
+  key = Fnv(key, "v" + std::to_string(o.vocab) + "h" + std::to_string(o.holdout_every) + "s" +
+                     std::to_string(o.seed) + "n" + std::to_string(o.tokenizer_sentences));
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(key));
+  std::error_code ec;
+  fs::create_directories(o.cache_dir, ec);
+  if (ec) return absl::UnavailableError("cannot create " + o.cache_dir + ": " + ec.message());
+  const fs::path prefix = fs::path(o.cache_dir) / ("spm-" + std::string(hex));
+  const fs::path model = prefix.string() + ".model";
+  const fs::path tokens = fs::path(o.cache_dir) / ("tokens-" + std::string(hex) + ".bin");
+
+  TokenCorpus c;
+  c.tokenizer_model = model.string();
+  if (fs::exists(model) && ReadTokens(tokens, &c)) {
+    c.from_cache = true;
+    return c;
+  }
+
+  auto held = [&](size_t i) { return static_cast<int64_t>(i) % o.holdout_every == o.holdout_every - 1; };
+  if (!fs::exists(model)) {
+    // The tokenizer sees only training documents, one line per paragraph (long ones cut).
+    const fs::path lines = prefix.string() + ".lines.tmp";
+    int64_t chars = 0;
+    {
+      std::ofstream out(lines, std::ios::trunc);
+      for (size_t i = 0; i < docs.size(); ++i) {
+        if (held(i)) continue;
+        DB_ASSIGN_OR_RETURN(std::string raw, ReadFile(docs[i]));
+        std::istringstream in(raw);
+        std::string line;
+        while (std::getline(in, line)) {
+          if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+          chars += line.size();
+          for (size_t s = 0; s < line.size(); s += 2000) out << line.substr(s, 2000) << '\n';
+        }
+      }
+      if (!out) return absl::UnavailableError("cannot write " + lines.string());
+    }
+    if (chars == 0) {
+      fs::remove(lines, ec);
+      return absl::InvalidArgumentError("the training documents in " + o.dir + " hold no text");
+    }
+    LOG_INFO << "training a " << o.vocab << "-piece sentencepiece tokenizer on " << o.dir;
+    const Status st = RunHelper({"train", lines.string(), prefix.string(), std::to_string(o.vocab),
+                                 std::to_string(o.tokenizer_sentences), std::to_string(o.seed)});
+    fs::remove(lines, ec);
+    DB_RETURN_IF_ERROR(st);
+  }
+  // Encode every document in the helper; read back (bytes, count, ids) per document.
+  const fs::path list = fs::path(o.cache_dir) / ("list-" + std::string(hex) + ".tmp");
+  const fs::path ids_file = fs::path(o.cache_dir) / ("ids-" + std::string(hex) + ".tmp");
+  {
+    std::ofstream out(list, std::ios::trunc);
+    for (const auto& d : docs) out << d.string() << '\n';
+  }
+  const Status st = RunHelper({"encode", model.string(), list.string(), ids_file.string()});
+  fs::remove(list, ec);
+  if (!st.ok()) {
+    fs::remove(ids_file, ec);
+    return st;
+  }
+  std::ifstream in(ids_file, std::ios::binary);
+  int64_t max_id = 0;
+  for (size_t i = 0; i < docs.size(); ++i) {
+    int64_t head[2];
+    in.read(reinterpret_cast<char*>(head), sizeof(head));
+    if (!in || head[1] < 0) return absl::DataLossError("short output from the sentencepiece helper");
+    std::vector<uint16_t> ids(head[1]);
+    in.read(reinterpret_cast<char*>(ids.data()), ids.size() * 2);
+    if (!in) return absl::DataLossError("short output from the sentencepiece helper");
+    auto& dst = held(i) ? c.heldout : c.train;
+    for (uint16_t id : ids) max_id = std::max<int64_t>(max_id, id);
+    dst.insert(dst.end(), ids.begin(), ids.end());
+    dst.push_back(kEos);
+    (held(i) ? c.heldout_documents : c.train_documents) += 1;
+    (held(i) ? c.heldout_bytes : c.train_bytes) += head[0];
+  }
+  in.close();
+  fs::remove(ids_file, ec);
+  if (c.train_bytes == 0) return absl::InvalidArgumentError("the training documents in " + o.dir + " hold no text");
+  // The model's real size (a small corpus may stop short of the requested vocabulary).
+  c.vocab = std::max<int64_t>(max_id + 1, CountVocab(model));
+  DB_RETURN_IF_ERROR(WriteTokens(tokens, c));
+  return c;
+}
+
+StatusOr<std::vector<int>> EncodeText(const std::string& model_file, const std::string& text) {
+  char out_path[] = "/tmp/distbelief_spm_out_XXXXXX";
+  const int fd = ::mkstemp(out_path);
+  if (fd < 0) return absl::UnavailableError("cannot create a temporary file");
+  ::close(fd);
+  const Status st = RunHelper({"encode-text", model_file, text}, out_path);
+  auto out = ReadFile(out_path);
+  ::unlink(out_path);
+  DB_RETURN_IF_ERROR(st);
+  if (!out.ok()) return out.status();
+  std::vector<int> ids;
+  std::istringstream in(*out);
+  for (int id; in >> id;) ids.push_back(id);
+  return ids;
+}
+
+StatusOr<std::string> DecodeIds(const std::string& model_file, const std::vector<int>& ids) {
+  char out_path[] = "/tmp/distbelief_spm_out_XXXXXX";
+  const int fd = ::mkstemp(out_path);
+  if (fd < 0) return absl::UnavailableError("cannot create a temporary file");
+  ::close(fd);
+  std::vector<std::string> args = {"decode", model_file};
+  for (int id : ids) args.push_back(std::to_string(id));
+  const Status st = RunHelper(args, out_path);
+  auto out = ReadFile(out_path);
+  ::unlink(out_path);
+  DB_RETURN_IF_ERROR(st);
+  if (!out.ok()) return out.status();
+  std::string text = *out;
+  if (!text.empty() && text.back() == '\n') text.pop_back();
+  return text;
+}
+
+}  // namespace distbelief
