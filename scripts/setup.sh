@@ -14,7 +14,7 @@ PACKAGES=(
   libdnnl-dev libopenblas-dev libabsl-dev nlohmann-json3-dev libtoml11-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev libstb-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler iproute2 openssl procps
-  libsentencepiece-dev libceres-dev libsqlite3-dev gnuplot-nox
+  libsentencepiece-dev libceres-dev libsqlite3-dev gnuplot-nox ffmpeg
   python3 python3-numpy
   ca-certificates
 )
@@ -61,12 +61,12 @@ fi
 # The cat network's data (see ../shared/DATA.md): photos for the unlabelled training stream, and
 # faces / non-faces kept apart for evaluation. The .debs are unpacked, not installed, so none of
 # their applications come along.
-if [ ! -f data/cat/.complete-v2 ]; then
+if [ ! -f data/cat/.complete-v3 ]; then
   echo "setup: unpacking photos and faces for the cat network"
   rm -rf data/cat
   tmp=$(mktemp -d)
   (cd "$tmp" && apt-get download -q mate-backgrounds lomiri-wallpapers-20.04 python3-skimage \
-     libdlib19.1 kphotoalbum >/dev/null 2>&1) || { echo "setup: apt-get download failed" >&2; exit 1; }
+     libdlib19.1 kphotoalbum python-kivy-examples >/dev/null 2>&1) || { echo "setup: apt-get download failed" >&2; exit 1; }
   for d in "$tmp"/*.deb; do dpkg-deb -x "$d" "$tmp/root"; done
   r=$tmp/root/usr/share
   mkdir -p data/cat/train data/cat/faces data/cat/nonfaces data/cat/faces_dlib
@@ -74,6 +74,14 @@ if [ ! -f data/cat/.complete-v2 ]; then
   # photos with faces in scenes. Never the evaluation faces below.
   cp "$r"/backgrounds/mate/nature/*.jpg "$r"/backgrounds/*.jpg "$r"/kphotoalbum/demo/*.jpg data/cat/train/
   cp "$r"/doc/libdlib19.1/examples/faces/*.jpg data/cat/train/
+  # Video frames, as the paper trained on: CC0 city footage (kivy's examples), 2 frames a second,
+  # and every 4th frame of dlib's tracking sequence.
+  ffmpeg -loglevel error -i "$r"/kivy-examples/widgets/cityCC0.mpg -vf fps=2 -q:v 2 data/cat/train/video_city_%03d.jpg
+  i=0
+  for f in "$r"/doc/libdlib19.1/examples/video_frames/frame_*.jpg; do
+    if [ $((i % 4)) = 0 ]; then cp "$f" "data/cat/train/video_dlib_$(basename "$f")"; fi
+    i=$((i + 1))
+  done
   # Evaluation: 100 LFW faces and 100 non-faces (scikit-image's lfw_subset: same source, size and
   # processing, so only the content tells them apart), and apart from them dlib's 55 face chips of
   # five people (a different source: mixing them into one class would let image statistics, not
@@ -84,7 +92,7 @@ if [ ! -f data/cat/.complete-v2 ]; then
     cp "$f" "data/cat/faces_dlib/$(basename "$(dirname "$f")")_$(basename "$f")"
   done
   rm -rf "$tmp"
-  touch data/cat/.complete-v2
+  touch data/cat/.complete-v3
 fi
 
 # English text for the scaling-law lab (see ../shared/DATA.md, section E): NLTK's 18 Gutenberg

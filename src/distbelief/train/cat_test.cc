@@ -138,6 +138,26 @@ TEST(CatNet, TrainsWithDownpourOnTheParameterServer) {
   EXPECT_GT(max_norm, 0.5);  // the bound is active, not everything shrunk to nothing
 }
 
+// The paper-size config parses (it is far too big to build in a test: 2.1 billion parameters).
+TEST(CatNet, PaperConfigHasThePapersShape) {
+  auto c = LoadConfig("configs/cat_paper.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->cat.frame, 200);
+  EXPECT_EQ(c->cat.field, 18);
+  EXPECT_EQ(c->cat.pool, 5);
+  EXPECT_EQ(c->cat.stages, 3);
+  EXPECT_TRUE(c->distributed.enabled);
+  // Encoder connections: sum over stages of locations^2 x maps x field^2 x input maps.
+  int64_t in = 200, maps_in = 1, connections = 0;
+  for (int s = 0; s < 3; ++s) {
+    const int64_t o = (in - c->cat.field) / c->cat.stride + 1;
+    connections += o * o * c->cat.maps * c->cat.field * c->cat.field * maps_in;
+    in = o - c->cat.pool + 1;
+    maps_in = c->cat.maps;
+  }
+  EXPECT_NEAR(connections / 1e9, 1.0, 0.1);
+}
+
 TEST(CatNet, BadGeometryAndMissingDataAreClearErrors) {
   CatNetOptions bad;
   bad.frame = 16;

@@ -72,17 +72,21 @@ class InprocWorkerChannel : public WorkerChannel {
   InprocWorkerChannel(std::shared_ptr<Registry> r, std::string address)
       : r_(std::move(r)), address_(std::move(address)) {}
   Status RunPortion(const rpc::PortionRequest& req, rpc::PortionReply* reply, Millis) override {
-    WorkerService* w = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(r_->mu);
-      auto it = r_->workers.find(address_);
-      if (it == r_->workers.end()) return absl::UnavailableError("no worker at " + address_);
-      w = it->second;
-    }
+    DB_ASSIGN_OR_RETURN(WorkerService * w, Find());
     return w->RunPortion(req, reply);
+  }
+  Status Deliver(const rpc::ActivationMessage& msg, Millis) override {
+    DB_ASSIGN_OR_RETURN(WorkerService * w, Find());
+    return w->Deliver(msg);
   }
 
  private:
+  StatusOr<WorkerService*> Find() {
+    std::lock_guard<std::mutex> lock(r_->mu);
+    auto it = r_->workers.find(address_);
+    if (it == r_->workers.end()) return absl::UnavailableError("no worker at " + address_);
+    return it->second;
+  }
   std::shared_ptr<Registry> r_;
   std::string address_;
 };

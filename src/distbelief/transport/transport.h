@@ -34,6 +34,7 @@ class WorkerChannel {
   virtual ~WorkerChannel() = default;
   virtual Status RunPortion(const rpc::PortionRequest& req, rpc::PortionReply* reply,
                             Millis timeout) = 0;
+  virtual Status Deliver(const rpc::ActivationMessage& msg, Millis timeout) = 0;
 };
 
 // The serving side: what a shard or worker does with a request. Transports call Authorize first
@@ -42,7 +43,13 @@ class ParameterShard;
 class WorkerService {
  public:
   virtual ~WorkerService() = default;
-  virtual Status RunPortion(const rpc::PortionRequest& req, rpc::PortionReply* reply) = 0;
+  virtual Status RunPortion(const rpc::PortionRequest& req, rpc::PortionReply* reply) {
+    return absl::UnimplementedError("this worker runs no Sandblaster portions");
+  }
+  // A model partition receiving a boundary message (mp/partition.h).
+  virtual Status Deliver(const rpc::ActivationMessage& msg) {
+    return absl::UnimplementedError("this worker is not a model partition");
+  }
 };
 
 class Transport {

@@ -107,6 +107,10 @@ class WorkerServiceImpl final : public rpc::Worker::Service {
     grpc::Status a = CheckSecret(ctx, secret_);
     return a.ok() ? ToGrpc(worker_->RunPortion(*req, reply)) : a;
   }
+  grpc::Status Deliver(grpc::ServerContext* ctx, const rpc::ActivationMessage* msg, rpc::DeliverReply*) override {
+    grpc::Status a = CheckSecret(ctx, secret_);
+    return a.ok() ? ToGrpc(worker_->Deliver(*msg)) : a;
+  }
 
  private:
   WorkerService* worker_;
@@ -171,6 +175,10 @@ class GrpcWorkerChannel : public WorkerChannel, Client<rpc::Worker> {
   using Client::Client;
   Status RunPortion(const rpc::PortionRequest& req, rpc::PortionReply* reply, Millis t) override {
     return Call(&rpc::Worker::Stub::RunPortion, req, reply, t, "RunPortion");
+  }
+  Status Deliver(const rpc::ActivationMessage& msg, Millis t) override {
+    rpc::DeliverReply reply;
+    return Call(&rpc::Worker::Stub::Deliver, msg, &reply, t, "Deliver");
   }
 };
 

@@ -1,0 +1,207 @@
+// Model parallelism: for every layer kind, a model split 1, 2, 3 and 4 ways computes the same
+// forward output, input gradient and parameter gradients as the unpartitioned model (relative
+// error <= 1e-5), in process and over gRPC; only the plan's boundary slices cross, once per
+// destination; a dead partition stops its replica cleanly and a rebuilt replica works.
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include <gtest/gtest.h>
+
+#include "distbelief/base/random.h"
+#include "distbelief/mp/replica.h"
+
+namespace distbelief {
+namespace {
+
+double RelErr(const Tensor& a, const Tensor& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double diff = 0, scale = 1e-30;
+  for (int64_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    diff = std::max(diff, double(std::abs(a[i] - b[i])));
+    scale = std::max(scale, double(std::abs(b[i])));
+  }
+  return diff / scale;
+}
+
+Tensor RandomTensor(Shape shape, uint64_t seed) {
+  Tensor t(shape);
+  Random rng(seed);
+  for (float& v : t.span()) v = rng.Uniform(-1.0f, 1.0f);
+  return t;
+}
+
+MpLayerSpec Lc(int64_t maps, int64_t field, int64_t stride) { return {MpLayerKind::kLocallyConnected, maps, field, stride}; }
+MpLayerSpec Conv(int64_t maps, int64_t field, int64_t pad) { return {MpLayerKind::kConv, maps, field, 1, pad}; }
+MpLayerSpec Pool(int64_t w, int64_t s) { return {MpLayerKind::kL2Pool, 0, w, s}; }
+MpLayerSpec Lcn(int64_t w) { return {MpLayerKind::kLcn, 0, w}; }
+MpLayerSpec Fc(int64_t units) { return {MpLayerKind::kFullyConnected, 0, 0, 1, 0, units}; }
+
+struct Reference {
+  std::vector<std::unique_ptr<Layer>> layers;
+  Tensor y, dx;
+  std::vector<std::vector<Tensor>> grads;  // per layer, per param
+};
+
+// Runs the unpartitioned model forward and backward.
+Reference RunReference(const MpModelSpec& spec, const Tensor& x, const Tensor& dy, uint64_t seed) {
+  Reference r;
+  r.layers = BuildMpReference(spec, seed);
+  std::vector<Tensor> acts(spec.layers.size() + 1);
+  acts[0] = x;
+  for (size_t l = 0; l < spec.layers.size(); ++l) {
+    if (spec.layers[l].kind == MpLayerKind::kFullyConnected && acts[l].ndim() == 4)
+      acts[l].Reshape({acts[l].dim(0), acts[l].size() / acts[l].dim(0)});
+    r.layers[l]->Forward(acts[l], &acts[l + 1]);
+  }
+  r.y = acts.back();
+  Tensor g = dy, d;
+  for (int l = static_cast<int>(spec.layers.size()) - 1; l >= 0; --l) {
+    r.layers[l]->Backward(g, &d);
+    g = d;
+  }
+  g.Reshape(x.shape());
+  r.dx = g;
+  for (auto& l : r.layers) {
+    r.grads.emplace_back();
+    for (Param* p : l->params()) r.grads.back().push_back(p->grad);
+  }
+  return r;
+}
+
+std::vector<Layer*> Raw(const std::vector<std::unique_ptr<Layer>>& v) {
+  std::vector<Layer*> out;
+  for (auto& l : v) out.push_back(l.get());
+  return out;
+}
+
+// Every partition's parameter gradients against the reference's, sliced (untied) or summed (tied).
+void CheckParamGrads(const MpModelSpec& spec, const Reference& ref, MpReplica* rep) {
+  const PartitionPlan& plan = rep->plan();
+  for (size_t l = 0; l < spec.layers.size(); ++l) {
+    const MpLayerPlan& lp = plan.layers[l];
+    const auto kind = spec.layers[l].kind;
+    if (kind == MpLayerKind::kL2Pool || kind == MpLayerKind::kLcn) continue;
+    std::vector<Tensor> assembled;
+    for (const Tensor& g : ref.grads[l]) {
+      assembled.emplace_back(g.shape());
+      assembled.back().Fill(0.0f);
+    }
+    for (int p = 0; p < rep->partitions(); ++p) {
+      const auto params = rep->partition(p).layer_params()[l];
+      const MpRange own = lp.owned[p];
+      if (kind == MpLayerKind::kConv) {
+        for (size_t i = 0; i < params.size(); ++i)
+          for (int64_t k = 0; k < params[i]->grad.size(); ++k) assembled[i][k] += params[i]->grad[k];
+      } else if (kind == MpLayerKind::kLocallyConnected) {
+        const int64_t per_row = assembled[0].size() / lp.out.h;
+        std::memcpy(assembled[0].data() + own.begin * per_row, params[0]->grad.data(), own.size() * per_row * 4);
+        for (int64_t k = 0; k < lp.out.c; ++k)
+          std::memcpy(assembled[1].data() + (k * lp.out.h + own.begin) * lp.out.w,
+                      params[1]->grad.data() + k * own.size() * lp.out.w, own.size() * lp.out.w * 4);
+      } else {
+        const int64_t in = lp.in.size();
+        std::memcpy(assembled[0].data() + own.begin * in, params[0]->grad.data(), own.size() * in * 4);
+        std::memcpy(assembled[1].data() + own.begin, params[1]->grad.data(), own.size() * 4);
+      }
+    }
+    for (size_t i = 0; i < assembled.size(); ++i)
+      EXPECT_LE(RelErr(assembled[i], ref.grads[l][i]), 1e-5) << "layer " << l << " param " << i;
+  }
+}
+
+void CheckModel(const MpModelSpec& spec, bool grpc) {
+  const int64_t B = 3;
+  const Tensor x = RandomTensor({B, spec.channels, spec.height, spec.width}, 7);
+  auto plan1 = MakePartitionPlan(spec, 1);
+  ASSERT_TRUE(plan1.ok()) << plan1.status();
+  const MpLayerPlan& last = plan1->layers.back();
+  const Tensor dy = RandomTensor(last.rows ? Shape{B, last.out.c, last.out.h, last.out.w} : Shape{B, last.out.c}, 9);
+  const Reference ref = RunReference(spec, x, dy, 5);
+  for (int P = 1; P <= 4; ++P) {
+    SCOPED_TRACE(spec.Describe() + ", " + std::to_string(P) + " partitions, " + (grpc ? "gRPC" : "in process"));
+    auto fresh = BuildMpReference(spec, 5);  // same seed: same weights, zero gradients
+    auto transport = grpc ? MakeGrpcTransport({}) : MakeInprocTransport({});
+    auto rep = MpReplica::Create(spec, P, Raw(fresh), transport.get(), grpc);
+    ASSERT_TRUE(rep.ok()) << rep.status();
+    Tensor y, dx;
+    Status st = (*rep)->Step(x, dy, &y, &dx);
+    ASSERT_TRUE(st.ok()) << st;
+    EXPECT_LE(RelErr(y, ref.y), 1e-5);
+    EXPECT_LE(RelErr(dx, ref.dx), 1e-5);
+    CheckParamGrads(spec, ref, rep->get());
+    // Exactly the plan's boundary slices crossed, forward and backward, once per destination.
+    const MpStats s = (*rep)->TotalStats();
+    EXPECT_EQ(s.floats_sent, 2 * B * (*rep)->plan().CrossingFloatsPerExample());
+    EXPECT_EQ(s.messages_sent, 2 * (*rep)->plan().MessagesPerPass());
+    if (P == 1) EXPECT_EQ(s.floats_sent, 0);
+    if (P > 1 && spec.layers.size() > 1) EXPECT_GT(s.floats_sent, 0);
+  }
+}
+
+MpModelSpec Model(std::vector<MpLayerSpec> layers) {
+  MpModelSpec m;
+  m.channels = 2;
+  m.height = 16;
+  m.width = 10;
+  m.layers = std::move(layers);
+  return m;
+}
+
+class MpTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(MpTest, LocallyConnected) { CheckModel(Model({Lc(3, 3, 1), Lc(2, 4, 2)}), GetParam()); }
+TEST_P(MpTest, Convolution) { CheckModel(Model({Lc(3, 3, 1), Conv(2, 3, 1)}), GetParam()); }
+TEST_P(MpTest, L2Pooling) { CheckModel(Model({Lc(3, 3, 1), Pool(3, 1)}), GetParam()); }
+TEST_P(MpTest, LocalContrastNormalization) { CheckModel(Model({Lc(3, 3, 1), Lcn(5)}), GetParam()); }
+TEST_P(MpTest, FullyConnected) { CheckModel(Model({Lc(2, 3, 1), Fc(9), Fc(5)}), GetParam()); }
+TEST_P(MpTest, CatLikeStack) {
+  CheckModel(Model({Lc(4, 3, 1), Pool(3, 1), Lcn(3), Conv(3, 3, 1), Pool(2, 2), Fc(10), Fc(7)}), GetParam());
+}
+INSTANTIATE_TEST_SUITE_P(Transports, MpTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Grpc" : "InProcess"; });
+
+TEST(MpPlan, HalosAreTheReceptiveFieldsAndBadSplitsAreErrors) {
+  auto plan = MakePartitionPlan(Model({Lc(3, 4, 2)}), 2);
+  ASSERT_TRUE(plan.ok());
+  // 7 output rows: 3 and 4. Rows [0, 3) read input rows [0, 8); rows [3, 7) read [6, 16).
+  EXPECT_EQ(plan->layers[0].owned[0].end, 3);
+  EXPECT_EQ(plan->layers[0].needed[0].end, 8);
+  EXPECT_EQ(plan->layers[0].needed[1].begin, 6);
+  auto two = MakePartitionPlan(Model({Lc(3, 3, 1), Lcn(5)}), 2);
+  ASSERT_TRUE(two.ok());
+  // The LCN reads 2 x 2 rows beyond its block (mean, then variance): 4 rows of 3 maps x 8 columns
+  // each way.
+  EXPECT_EQ(two->CrossingFloatsPerExample(), 2 * 4 * 3 * 8);
+  auto bad = MakePartitionPlan(Model({Lc(2, 3, 1), Fc(3)}), 4);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(std::string(bad.status().message()).find("cannot be split 4 ways"), std::string::npos) << bad.status();
+  EXPECT_FALSE(MakePartitionPlan(Model({Fc(4), Lc(1, 2, 1)}), 1).ok());
+}
+
+TEST(MpReplica, ADeadPartitionStopsItsReplicaCleanlyAndARebuiltReplicaWorks) {
+  const MpModelSpec spec = Model({Lc(3, 3, 1), Pool(3, 1), Fc(6)});
+  auto layers = BuildMpReference(spec, 5);
+  auto transport = MakeGrpcTransport({});
+  auto rep = MpReplica::Create(spec, 3, Raw(layers), transport.get(), true);
+  ASSERT_TRUE(rep.ok());
+  (*rep)->SetTimeout(Millis(1500));
+  const Tensor x = RandomTensor({2, 2, 16, 10}, 1), dy = RandomTensor({2, 6}, 2);
+  Tensor y, dx;
+  ASSERT_TRUE((*rep)->Step(x, dy, &y, &dx).ok());
+  (*rep)->KillPartition(1);
+  const auto t0 = std::chrono::steady_clock::now();
+  Status st = (*rep)->Step(x, dy, &y, &dx);
+  EXPECT_FALSE(st.ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_NE(std::string(st.message()).find("partition"), std::string::npos) << st;
+  // Restart: a new replica from the same weights.
+  auto again = MpReplica::Create(spec, 3, Raw(layers), transport.get(), true);
+  ASSERT_TRUE(again.ok());
+  Tensor y2, dx2;
+  ASSERT_TRUE((*again)->Step(x, dy, &y2, &dx2).ok());
+  EXPECT_LE(RelErr(y2, y), 1e-5);
+}
+
+}  // namespace
+}  // namespace distbelief
