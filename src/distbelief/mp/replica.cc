@@ -54,32 +54,40 @@ MpStats MpReplica::TotalStats() const {
   return s;
 }
 
-Status MpReplica::Forward(const Tensor& x, Tensor* y) { return Run(x, nullptr, y, nullptr); }
+Status MpReplica::Forward(const Tensor& x, Tensor* y) { return Run(&x, nullptr, y, nullptr); }
 
-Status MpReplica::Step(const Tensor& x, const Tensor& dy, Tensor* y, Tensor* dx) { return Run(x, &dy, y, dx); }
+Status MpReplica::Backward(const Tensor& dy, Tensor* dx) { return Run(nullptr, &dy, nullptr, dx); }
 
-Status MpReplica::Run(const Tensor& x, const Tensor* dy, Tensor* y, Tensor* dx) {
+Status MpReplica::Step(const Tensor& x, const Tensor& dy, Tensor* y, Tensor* dx) {
+  DB_RETURN_IF_ERROR(Run(&x, nullptr, y, nullptr));
+  return Run(nullptr, &dy, nullptr, dx);
+}
+
+// Runs the forward half (x given) or the backward half (dy given) on every partition's thread.
+Status MpReplica::Run(const Tensor* x, const Tensor* dy, Tensor* y, Tensor* dx) {
   const int P = partitions();
-  const int64_t B = x.dim(0), C = spec_.channels, H = spec_.height, W = spec_.width;
-  CHECK(x.size() == B * C * H * W) << "input shape";
+  if (x) batch_ = x->dim(0);
+  const int64_t B = batch_, C = spec_.channels, H = spec_.height, W = spec_.width;
+  if (x) CHECK(x->size() == B * C * H * W) << "input shape";
   const MpLayerPlan& first = plan_.layers.front();
   const MpLayerPlan& last = plan_.layers.back();
-  const int64_t step = ++step_;
+  const int64_t step = x ? ++step_ : step_;
   std::vector<Status> status(P);
   std::vector<Tensor> outs(P), dxs(P);
   const int threads_each = std::max(1, NumThreads() / P);
   auto run = [&](int p) -> Status {
     SetNumThreads(threads_each);
-    // The input rows this partition reads (the data itself, not a crossing).
-    const MpRange need = first.needed[p];
-    Tensor xw({B, C, need.size(), W});
-    for (int64_t o = 0; o < B * C; ++o)
-      std::memcpy(xw.data() + o * need.size() * W, x.data() + (o * H + need.begin) * W, need.size() * W * sizeof(float));
-    DB_RETURN_IF_ERROR(parts_[p]->Forward(step, xw, &outs[p]));
-    if (!dy) return absl::OkStatus();
+    if (x) {
+      // The input rows this partition reads (the data itself, not a crossing).
+      const MpRange need = first.needed[p];
+      Tensor xw({B, C, need.size(), W});
+      for (int64_t o = 0; o < B * C; ++o)
+        std::memcpy(xw.data() + o * need.size() * W, x->data() + (o * H + need.begin) * W, need.size() * W * sizeof(float));
+      return parts_[p]->Forward(step, xw, &outs[p]);
+    }
     // Its block of the output gradient.
     const MpRange own = last.owned[p];
-    Tensor g(outs[p].shape());
+    Tensor g(last.rows ? Shape{B, last.out.c, own.size(), last.out.w} : Shape{B, own.size()});
     if (last.rows) {
       const int64_t oc = last.out.c, oh = last.out.h, ow = last.out.w;
       for (int64_t o = 0; o < B * oc; ++o)
@@ -103,8 +111,8 @@ Status MpReplica::Run(const Tensor& x, const Tensor* dy, Tensor* y, Tensor* dx) 
     if (!status[p].ok())
       return Status(status[p].code(), "model-parallel step " + std::to_string(step) + ", partition " + std::to_string(p) +
                                           ": " + std::string(status[p].message()));
-  // Assemble the full output and input gradient.
-  if (last.rows) {
+  // Assemble the full output or input gradient.
+  if (x && last.rows) {
     y->Resize({B, last.out.c, last.out.h, last.out.w});
     for (int p = 0; p < P; ++p) {
       const MpRange own = last.owned[p];
@@ -112,7 +120,7 @@ Status MpReplica::Run(const Tensor& x, const Tensor* dy, Tensor* y, Tensor* dx) 
         std::memcpy(y->data() + (o * last.out.h + own.begin) * last.out.w, outs[p].data() + o * own.size() * last.out.w,
                     own.size() * last.out.w * sizeof(float));
     }
-  } else {
+  } else if (x) {
     y->Resize({B, last.out.c});
     for (int p = 0; p < P; ++p) {
       const MpRange own = last.owned[p];

@@ -24,8 +24,10 @@ class MpReplica {
   // each partition. The first partition error ends the step (a dead partition makes its peers
   // time out).
   Status Step(const Tensor& x, const Tensor& dy, Tensor* y, Tensor* dx);
-  // Forward only.
+  // The same step in two halves, for a loss computed between them: Forward, then Backward with
+  // the gradient of that output (same step, same partitions' saved activations).
   Status Forward(const Tensor& x, Tensor* y);
+  Status Backward(const Tensor& dy, Tensor* dx);
   Partition& partition(int p) { return *parts_[p]; }
   int partitions() const { return static_cast<int>(parts_.size()); }
   const PartitionPlan& plan() const { return plan_; }
@@ -35,13 +37,14 @@ class MpReplica {
   MpStats TotalStats() const;
 
  private:
-  Status Run(const Tensor& x, const Tensor* dy, Tensor* y, Tensor* dx);
+  Status Run(const Tensor* x, const Tensor* dy, Tensor* y, Tensor* dx);
   MpModelSpec spec_;
   PartitionPlan plan_;
   std::vector<std::unique_ptr<Partition>> parts_;
   std::vector<std::unique_ptr<Transport::Server>> servers_;
   std::vector<bool> dead_;
   int64_t step_ = 0;
+  int64_t batch_ = 0;
 };
 
 }  // namespace distbelief
