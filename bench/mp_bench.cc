@@ -16,6 +16,7 @@
 #include "distbelief/base/parallel.h"
 #include "distbelief/base/random.h"
 #include "distbelief/mp/cost_model.h"
+#include "distbelief/mp/lstm_pipeline.h"
 #include "distbelief/mp/replica.h"
 #include "distbelief/ps/parameter_shard.h"
 
@@ -144,6 +145,32 @@ int main(int argc, char** argv) {
     Tensor y;
     return 1e3 * bench::TimePerCall([&] { (void)(*rep)->Step(x, dy, &y, nullptr); }, 1.0);
   }());
+
+  // LSTM stack, one or two layers per partition, with and without pipelining over time chunks.
+  {
+    LstmStackSpec ls;
+    ls.input = 256;
+    ls.hidden = 256;
+    ls.layers = 4;
+    auto stack = BuildLstmStack(ls, 1);
+    std::vector<Lstm*> raw;
+    for (auto& l : stack) raw.push_back(l.get());
+    Tensor xs({32, 32, 256}), dys({32, 32, 256}), ys, dxs;
+    for (float& v : xs.span()) v = rng.Uniform(-1, 1);
+    dys.Fill(0.01f);
+    std::printf("\nLSTM stack 4 x 256, batch 32, 32 steps, one core per partition:\n");
+    double base = 0;
+    for (auto [P, chunks] : {std::pair<int, int>{1, 1}, {2, 1}, {2, 4}, {2, 8}}) {
+      auto t = MakeInprocTransport({});
+      auto pl = LstmPipeline::Create(ls, P, chunks, raw, t.get(), false);
+      SetNumThreads(P);
+      const double s = bench::TimePerCall([&] { (void)(*pl)->Step(xs, dys, &ys, &dxs); }, 1.0);
+      SetNumThreads(2);
+      if (P == 1) base = s;
+      std::printf("  %d partition%s, %d time chunk%s: %7.1f ms  (%.2fx)\n", P, P > 1 ? "s" : " ", chunks,
+                  chunks > 1 ? "s" : " ", s * 1e3, base / s);
+    }
+  }
 
   // 4. Figure 3's shape. Compute from FLOPs at rates measured here on one core; 1 Gbit/s links.
   SetNumThreads(1);

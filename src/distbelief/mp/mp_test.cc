@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "distbelief/base/random.h"
+#include "distbelief/mp/lstm_pipeline.h"
 #include "distbelief/mp/mp_downpour.h"
 #include "distbelief/mp/replica.h"
 
@@ -204,6 +205,53 @@ TEST(MpReplica, ADeadPartitionStopsItsReplicaCleanlyAndARebuiltReplicaWorks) {
   ASSERT_TRUE((*again)->Step(x, dy, &y2, &dx2).ok());
   EXPECT_LE(RelErr(y2, y), 1e-5);
 }
+
+// A 4-layer LSTM stack split 1-4 ways, one or more layers per partition, pipelined over 4 time
+// chunks: the same output, input gradient and weight gradients as the whole stack.
+class LstmPipelineTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(LstmPipelineTest, EqualsTheWholeStack) {
+  const bool grpc = GetParam();
+  LstmStackSpec spec;
+  spec.input = 6;
+  spec.hidden = 5;
+  spec.layers = 4;
+  const int64_t B = 3, T = 8;
+  const Tensor x = RandomTensor({B, T, spec.input}, 3), dy = RandomTensor({B, T, spec.hidden}, 4);
+  auto ref = BuildLstmStack(spec, 11);
+  std::vector<Tensor> acts(spec.layers + 1);
+  acts[0] = x;
+  for (int64_t i = 0; i < spec.layers; ++i) ref[i]->Forward(acts[i], &acts[i + 1]);
+  Tensor g = dy, d;
+  for (int64_t i = spec.layers - 1; i >= 0; --i) {
+    ref[i]->Backward(g, &d);
+    g = d;
+  }
+  std::vector<Lstm*> raw;
+  for (auto& l : ref) raw.push_back(l.get());
+  for (int P = 1; P <= 4; ++P)
+    for (int chunks : {1, 4}) {
+      SCOPED_TRACE(std::to_string(P) + " partitions, " + std::to_string(chunks) + " chunks");
+      auto transport = grpc ? MakeGrpcTransport({}) : MakeInprocTransport({});
+      auto pl = LstmPipeline::Create(spec, P, chunks, raw, transport.get(), grpc);
+      ASSERT_TRUE(pl.ok()) << pl.status();
+      Tensor y, dx;
+      ASSERT_TRUE((*pl)->Step(x, dy, &y, &dx).ok());
+      EXPECT_LE(RelErr(y, acts.back()), 1e-5);
+      EXPECT_LE(RelErr(dx, g), 1e-5);
+      for (int64_t i = 0; i < spec.layers; ++i) {
+        const auto grads = (*pl)->LayerGrads(i);
+        const auto params = ref[i]->params();
+        ASSERT_EQ(grads.size(), params.size());
+        for (size_t k = 0; k < grads.size(); ++k) EXPECT_LE(RelErr(grads[k], params[k]->grad), 1e-5) << "layer " << i;
+      }
+      // Only boundary outputs cross: (P - 1) boundaries x B T H floats, forward and backward.
+      EXPECT_EQ((*pl)->TotalStats().floats_sent, 2 * (P - 1) * B * T * spec.hidden);
+    }
+  EXPECT_FALSE(LstmPipeline::Create(spec, 5, 1, raw, MakeInprocTransport({}).get(), false).ok());
+}
+INSTANTIATE_TEST_SUITE_P(Transports, LstmPipelineTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Grpc" : "InProcess"; });
 
 // Each replica = 2 partitions; each partition's parameters on their own 2 shards (Adagrad there).
 // The student learns the teacher, every shard of a partition took exactly that partition's pushes,

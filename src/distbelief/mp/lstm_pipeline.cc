@@ -1,0 +1,211 @@
+#include "distbelief/mp/lstm_pipeline.h"
+
+#include <cstring>
+#include <thread>
+
+#include "distbelief/base/logging.h"
+#include "distbelief/base/parallel.h"
+#include "distbelief/base/random.h"
+#include "distbelief/ps/parameter_shard.h"
+
+namespace distbelief {
+namespace {
+
+// Copies time steps [t0, t0 + n) of a (B, T, F) tensor into (B, n, F), or back.
+void SliceTime(const Tensor& src, int64_t t0, int64_t n, Tensor* dst) {
+  const int64_t B = src.dim(0), T = src.dim(1), F = src.dim(2);
+  dst->Resize({B, n, F});
+  for (int64_t b = 0; b < B; ++b) std::memcpy(dst->data() + b * n * F, src.data() + (b * T + t0) * F, n * F * sizeof(float));
+}
+void PutTime(const Tensor& chunk, int64_t t0, Tensor* dst) {
+  const int64_t B = chunk.dim(0), n = chunk.dim(1), F = chunk.dim(2), T = dst->dim(1);
+  for (int64_t b = 0; b < B; ++b) std::memcpy(dst->data() + (b * T + t0) * F, chunk.data() + b * n * F, n * F * sizeof(float));
+}
+// The last time step (B, H) of a (B, T, H) tensor.
+Tensor LastStep(const Tensor& y) {
+  const int64_t B = y.dim(0), T = y.dim(1), H = y.dim(2);
+  Tensor h({B, H});
+  for (int64_t b = 0; b < B; ++b) std::memcpy(h.data() + b * H, y.data() + (b * T + T - 1) * H, H * sizeof(float));
+  return h;
+}
+
+}  // namespace
+
+std::vector<std::unique_ptr<Lstm>> BuildLstmStack(const LstmStackSpec& spec, uint64_t seed) {
+  Random rng(seed);
+  std::vector<std::unique_ptr<Lstm>> out;
+  for (int64_t i = 0; i < spec.layers; ++i)
+    out.push_back(std::make_unique<Lstm>("lstm" + std::to_string(i), i == 0 ? spec.input : spec.hidden, spec.hidden, &rng));
+  return out;
+}
+
+struct LstmPipeline::Part {
+  int64_t first_layer = 0, last_layer = 0;  // [first, last)
+  // chunk_layers[j][k]: owned layer j's instance for chunk k (same weights, its own activations).
+  std::vector<std::vector<std::unique_ptr<Lstm>>> chunk_layers;
+  std::vector<std::vector<Tensor>> outs;  // [j][k]
+  Mailbox mailbox;
+  std::vector<std::shared_ptr<WorkerChannel>> peers;
+  MpStats stats;
+};
+
+StatusOr<std::unique_ptr<LstmPipeline>> LstmPipeline::Create(const LstmStackSpec& spec, int partitions, int chunks,
+                                                             const std::vector<Lstm*>& reference, Transport* transport,
+                                                             bool grpc) {
+  if (partitions < 1 || partitions > spec.layers)
+    return absl::InvalidArgumentError("an LSTM stack of " + std::to_string(spec.layers) + " layers cannot be split " +
+                                      std::to_string(partitions) + " ways (at most one partition per layer)");
+  if (chunks < 1) return absl::InvalidArgumentError("chunks must be at least 1");
+  std::unique_ptr<LstmPipeline> pl(new LstmPipeline());
+  pl->spec_ = spec;
+  pl->partitions_ = partitions;
+  pl->chunks_ = chunks;
+  std::vector<std::string> addresses;
+  Random unused(0);
+  for (int p = 0; p < partitions; ++p) {
+    auto part = std::make_unique<Part>();
+    part->first_layer = spec.layers * p / partitions;
+    part->last_layer = spec.layers * (p + 1) / partitions;
+    for (int64_t j = part->first_layer; j < part->last_layer; ++j) {
+      part->chunk_layers.emplace_back();
+      part->outs.emplace_back(chunks);
+      for (int k = 0; k < chunks; ++k) {
+        auto l = std::make_unique<Lstm>("p" + std::to_string(p) + ".lstm" + std::to_string(j), j == 0 ? spec.input : spec.hidden,
+                                        spec.hidden, &unused);
+        std::vector<Param*> mine = l->params(), ref = reference[j]->params();
+        for (size_t i = 0; i < mine.size(); ++i)
+          std::memcpy(mine[i]->value.data(), ref[i]->value.data(), ref[i]->value.size() * sizeof(float));
+        part->chunk_layers.back().push_back(std::move(l));
+      }
+    }
+    DB_ASSIGN_OR_RETURN(auto server, transport->ServeWorker(grpc ? "127.0.0.1:0" : "", &part->mailbox));
+    addresses.push_back(server->address());
+    pl->servers_.push_back(std::move(server));
+    pl->parts_.push_back(std::move(part));
+  }
+  for (auto& part : pl->parts_)
+    for (const auto& a : addresses) {
+      DB_ASSIGN_OR_RETURN(auto ch, transport->ConnectWorker(a));
+      part->peers.push_back(std::move(ch));
+    }
+  return pl;
+}
+
+LstmPipeline::~LstmPipeline() {
+  for (auto& p : parts_) p->mailbox.Close();
+  servers_.clear();
+}
+
+MpStats LstmPipeline::TotalStats() const {
+  MpStats s;
+  for (const auto& p : parts_) s.floats_sent += p->stats.floats_sent, s.messages_sent += p->stats.messages_sent;
+  return s;
+}
+
+std::vector<Tensor> LstmPipeline::LayerGrads(int64_t layer) {
+  for (auto& part : parts_) {
+    if (layer < part->first_layer || layer >= part->last_layer) continue;
+    auto& insts = part->chunk_layers[layer - part->first_layer];
+    std::vector<Tensor> sum;
+    for (Param* q : insts[0]->params()) sum.push_back(q->grad);
+    for (size_t k = 1; k < insts.size(); ++k) {
+      std::vector<Param*> ps = insts[k]->params();
+      for (size_t i = 0; i < ps.size(); ++i)
+        for (int64_t e = 0; e < sum[i].size(); ++e) sum[i][e] += ps[i]->grad[e];
+    }
+    return sum;
+  }
+  return {};
+}
+
+Status LstmPipeline::RunPart(int p, int64_t step, const Tensor& x, const Tensor& dy, Tensor* y, Tensor* dx) {
+  Part& part = *parts_[p];
+  const int64_t T = x.dim(1), tc = T / chunks_;
+  const int P = partitions_;
+  const Millis timeout(10000);
+  auto send = [&](int to, int64_t k, bool backward, const Tensor& t) -> Status {
+    rpc::ActivationMessage m;
+    m.set_from(p);
+    m.set_to(to);
+    m.set_step(step);
+    m.set_layer(static_cast<int>(k));
+    m.set_backward(backward);
+    m.set_values(FloatsToBytes(t.span()));
+    part.stats.floats_sent += t.size();
+    part.stats.messages_sent += 1;
+    return part.peers[to]->Deliver(m, timeout);
+  };
+  auto receive = [&](int from, int64_t k, bool backward, Shape shape, Tensor* t) -> Status {
+    DB_ASSIGN_OR_RETURN(rpc::ActivationMessage m, part.mailbox.Await(step, static_cast<int>(k), backward, from, timeout));
+    std::vector<float> v;
+    DB_RETURN_IF_ERROR(BytesToFloats(m.values(), NumElements(shape), &v));
+    t->Resize(shape);
+    std::memcpy(t->data(), v.data(), v.size() * sizeof(float));
+    return absl::OkStatus();
+  };
+  const int64_t B = x.dim(0), H = spec_.hidden, D0 = spec_.input;
+  const int64_t owned = part.last_layer - part.first_layer;
+  for (auto& layer : part.chunk_layers)
+    for (auto& l : layer)
+      for (Param* q : l->params()) q->grad.Fill(0.0f);
+  // Forward, chunk by chunk.
+  std::vector<Tensor> inputs(chunks_);
+  for (int64_t k = 0; k < chunks_; ++k) {
+    if (p == 0) SliceTime(x, k * tc, tc, &inputs[k]);
+    else DB_RETURN_IF_ERROR(receive(p - 1, k, false, {B, tc, part.first_layer == 0 ? D0 : H}, &inputs[k]));
+    const Tensor* in = &inputs[k];
+    for (int64_t j = 0; j < owned; ++j) {
+      Lstm* l = part.chunk_layers[j][k].get();
+      if (k == 0) l->ClearInitialState();
+      else l->SetInitialState(LastStep(part.outs[j][k - 1]), part.chunk_layers[j][k - 1]->final_cell());
+      l->Forward(*in, &part.outs[j][k]);
+      in = &part.outs[j][k];
+    }
+    if (p + 1 < P) DB_RETURN_IF_ERROR(send(p + 1, k, false, *in));
+    else PutTime(*in, k * tc, y);
+  }
+  // Backward, chunks in reverse.
+  for (int64_t k = chunks_ - 1; k >= 0; --k) {
+    Tensor g;
+    if (p + 1 == P) SliceTime(dy, k * tc, tc, &g);
+    else DB_RETURN_IF_ERROR(receive(p + 1, k, true, {B, tc, H}, &g));
+    for (int64_t j = owned - 1; j >= 0; --j) {
+      Lstm* l = part.chunk_layers[j][k].get();
+      if (k + 1 < chunks_) {
+        // The state gradient from the next chunk: into the last h of this chunk and its final c.
+        const Lstm* next = part.chunk_layers[j][k + 1].get();
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t h = 0; h < H; ++h) g[(b * tc + tc - 1) * H + h] += next->dh0()[b * H + h];
+        l->SetFinalCellGrad(next->dc0());
+      }
+      Tensor d;
+      l->Backward(g, &d);
+      g = std::move(d);
+    }
+    if (p > 0) DB_RETURN_IF_ERROR(send(p - 1, k, true, g));
+    else PutTime(g, k * tc, dx);
+  }
+  return absl::OkStatus();
+}
+
+Status LstmPipeline::Step(const Tensor& x, const Tensor& dy, Tensor* y, Tensor* dx) {
+  if (x.ndim() != 3 || x.dim(1) % chunks_ != 0)
+    return absl::InvalidArgumentError("the sequence length must be divisible by the " + std::to_string(chunks_) + " chunks");
+  const int64_t step = ++step_;
+  y->Resize({x.dim(0), x.dim(1), spec_.hidden});
+  dx->Resize(x.shape());
+  std::vector<Status> status(partitions_);
+  std::vector<std::thread> threads;
+  const int threads_each = std::max(1, NumThreads() / partitions_);
+  for (int p = 0; p < partitions_; ++p)
+    threads.emplace_back([&, p] {
+      SetNumThreads(threads_each);
+      status[p] = RunPart(p, step, x, dy, y, dx);
+    });
+  for (auto& t : threads) t.join();
+  for (int p = 0; p < partitions_; ++p)
+    if (!status[p].ok()) return Status(status[p].code(), "LSTM partition " + std::to_string(p) + ": " + std::string(status[p].message()));
+  return absl::OkStatus();
+}
+
+}  // namespace distbelief
