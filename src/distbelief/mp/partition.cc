@@ -280,6 +280,8 @@ Status Partition::Forward(int64_t step, const Tensor& x_window, Tensor* out) {
         break;
     }
     stats_.compute_seconds += Seconds(t0);
+    stats_.layer_seconds.resize(L);
+    stats_.layer_seconds[l] += Seconds(t0);
   }
   out->Resize(outs_[L - 1].shape());
   std::memcpy(out->data(), outs_[L - 1].data(), out->size() * sizeof(float));
@@ -329,6 +331,8 @@ Status Partition::Backward(int64_t step, const Tensor& dout, Tensor* dx_window) 
         break;
     }
     stats_.compute_seconds += Seconds(t0);
+    stats_.layer_seconds.resize(L);
+    stats_.layer_seconds[l] += Seconds(t0);
     if (l == 0) break;
     // The input of layer l is the output of layer l - 1, owned in blocks: return each owner its part.
     const MpRange prev = plan_.layers[l - 1].owned[p_];

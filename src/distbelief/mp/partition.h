@@ -46,6 +46,7 @@ class Mailbox : public WorkerService {
 struct MpStats {
   int64_t floats_sent = 0, messages_sent = 0;
   double compute_seconds = 0, wait_seconds = 0;
+  std::vector<double> layer_seconds;  // forward + backward compute of each layer
 };
 
 class Partition {
