@@ -47,6 +47,13 @@ check "face-neuron eval, wrong network" 2 "the network wants" -- "$bin" eval fac
   --set cat.stages=1 --set cat.maps=4 --checkpoint "$tmp/cat/checkpoint.safetensors"
 check "face-neuron eval, missing folder" 2 "not found" -- "$bin" eval face-neuron --config configs/cat.toml \
   --set cat.stages=1 --checkpoint "$tmp/cat/checkpoint.safetensors" --faces /nonexistent
+# The scaling lab: bad sweeps fail before anything runs, an empty corpus is named.
+check "scale without [scale]" 2 "no \[scale\] section" -- "$bin" scale --config $cfg
+printf '[scale]\nwidths = [32, 64]\nlayers = [2]\n' >"$tmp/scale_bad.toml"
+check "scale, one depth per width" 2 "scale.layers" -- "$bin" scale --config "$tmp/scale_bad.toml"
+mkdir -p "$tmp/empty_corpus"
+check "scale, empty corpus" 2 "no non-empty documents" -- "$bin" scale --config configs/scale_lm.toml \
+  --set "scale.corpus_dir=\"$tmp/empty_corpus\"" --set "scale.out_dir=\"$tmp/scale\""
 if cmp -s "$tmp/run/checkpoint.safetensors" "$tmp/keep.safetensors"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: checkpoint changed by failed commands"; fi
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

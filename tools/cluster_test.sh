@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Integration tests with real processes over gRPC: a replica killed with -9 mid-run, a shard
-# killed with -9 mid-run (restarted from its checkpoint), and a replica on its own host (network
-# namespace + veth pair) cut off from the shards for 10 seconds. Every scenario is bounded in
+# killed with -9 mid-run (restarted from its checkpoint), a replica on its own host (network
+# namespace + veth pair) cut off from the shards for 10 seconds, and Sandblaster with worker
+# processes. Every scenario is bounded in
 # time and cleans up after itself. Usage: cluster_test.sh PATH/TO/distbelief (from the repo root).
 set -u
 bin=$(readlink -f "$1")
@@ -108,6 +109,15 @@ if ip netns add db-replica 2>/dev/null; then
   fi
 else
   bad "network namespaces unavailable (needs root and iproute2)"
+fi
+# 4. Sandblaster across processes: shards and worker processes, this launcher as coordinator.
+log=$tmp/sandblaster.log
+if timeout 300 "$bin" launch --config configs/mnist_sandblaster.toml --set distributed.lbfgs_iterations=8 \
+     --set distributed.replicas=2 --set "train.run_dir=\"$tmp/sb\"" >"$log" 2>&1 &&
+   grep -q "started worker 1" "$log" && grep -q "test reconstruction MSE" "$log"; then
+  ok "sandblaster with 2 worker processes and 2 shard processes ($(grep -o 'MSE: [0-9.]*' "$log"))"
+else
+  bad "sandblaster launch" "$log"
 fi
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

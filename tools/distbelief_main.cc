@@ -4,6 +4,7 @@
 //   distbelief launch --config FILE                     (a local cluster of shard and replica processes)
 //   distbelief shard --config FILE --index I [--listen HOST:PORT]
 //   distbelief replica --config FILE --index R --shards HOST:PORT,...
+//   distbelief worker --config FILE --index R --shards HOST:PORT,... [--listen HOST:PORT]  (Sandblaster)
 //   distbelief scale --config FILE                      (a scaling-law sweep, fits and plots)
 #include <unistd.h>
 
@@ -72,7 +73,7 @@ int TrainCat(const distbelief::Config& config) {
     r = TrainCatNet(net->get(), o);
   }
   if (!r.ok()) return Fail(r.status());
-  std::printf("trained on random crops of %ld photos (%ld unreadable files skipped)\n", long(r->training_images), long(r->unreadable));
+  std::printf("trained on random crops of %ld photos and video frames (%ld unreadable files skipped)\n", long(r->training_images), long(r->unreadable));
   for (size_t s = 0; s < r->first_loss.size(); ++s)
     std::printf("stage %zu: reconstruction %.2f -> %.2f, sparsity %.2f -> %.2f\n", s + 1, r->first_loss[s].first,
                 r->last_loss[s].first, r->first_loss[s].second, r->last_loss[s].second);
@@ -307,6 +308,12 @@ int main(int argc, char** argv) {
   replica->add_option("--set", role_overrides, "Override a config value");
   replica->add_option("--index", index, "Replica index")->required();
   replica->add_option("--shards", shards, "Comma-separated shard addresses, in shard order")->required();
+  CLI::App* worker = app.add_subcommand("worker", "Serve Sandblaster work portions over gRPC against running shards");
+  worker->add_option("--config", role_config, "TOML config")->required();
+  worker->add_option("--set", role_overrides, "Override a config value");
+  worker->add_option("--index", index, "Worker index")->required();
+  worker->add_option("--shards", shards, "Comma-separated shard addresses, in shard order")->required();
+  worker->add_option("--listen", listen, "Address to bind (default 127.0.0.1:0, a free loopback port)");
 
   CLI::App* scale = app.add_subcommand("scale", "Run a scaling-law sweep: train every size x data amount, fit, plot");
   scale->add_option("--config", role_config, "TOML config with a [scale] section")->required();
@@ -331,7 +338,7 @@ int main(int argc, char** argv) {
   using namespace distbelief;
   auto config = LoadConfig(role_config, role_overrides);
   if (!config.ok()) return Fail(config.status());
-  if ((launch->parsed() || replica->parsed()) && !config->distributed.enabled)
+  if ((launch->parsed() || replica->parsed() || worker->parsed()) && !config->distributed.enabled)
     return Fail(absl::InvalidArgumentError(role_config + " has no [distributed] section"));
   if (scale->parsed()) {
     if (!config->scale.enabled) return Fail(absl::InvalidArgumentError(role_config + " has no [scale] section"));
@@ -339,6 +346,10 @@ int main(int argc, char** argv) {
   }
   if (shard->parsed()) {
     Status s = RunShardProcess(*config, index, listen);
+    return s.ok() ? 0 : Fail(s);
+  }
+  if (worker->parsed()) {
+    Status s = RunSandblasterWorkerProcess(*config, index, SplitCommas(shards), listen);
     return s.ok() ? 0 : Fail(s);
   }
   if (replica->parsed()) {

@@ -73,6 +73,8 @@ StatusOr<CatTrainResult> TrainCatNetDownpour(CatNet* net, const CatTrainOptions&
   const int64_t steps_each = (o.steps_per_stage + replicas - 1) / replicas;
   CatDownpourStats local_stats;
   const auto start = std::chrono::steady_clock::now();
+  // One progress line over every stage, so its ETA is the whole run's.
+  Progress progress(steps_each * replicas * net->num_stages(), "steps");
 
   for (int s = 0; s < net->num_stages(); ++s) {
     // Lower stages are final: every replica computes this stage's input with them.
@@ -98,7 +100,7 @@ StatusOr<CatTrainResult> TrainCatNetDownpour(CatNet* net, const CatTrainOptions&
     };
     DB_ASSIGN_OR_RETURN(auto cluster, StartCluster(config, initial, &map, customize));
     StageShared shared;
-    Progress progress(steps_each * replicas, "steps");
+    const int64_t before = steps_each * replicas * s;
 
     auto replica = [&](int r) -> Status {
       SetNumThreads(threads_each);
@@ -163,7 +165,7 @@ StatusOr<CatTrainResult> TrainCatNetDownpour(CatNet* net, const CatTrainOptions&
           char status[112];
           std::snprintf(status, sizeof(status), "stage %d/%d, %d replicas: reconstruction %.2f sparsity %.2f", s + 1,
                         net->num_stages(), replicas, loss.first, loss.second);
-          progress.Update(done, status);
+          progress.Update(before + done, status);
         }
       }
       return finish_push();
@@ -179,7 +181,6 @@ StatusOr<CatTrainResult> TrainCatNetDownpour(CatNet* net, const CatTrainOptions&
         }
       });
     for (auto& t : threads) t.join();
-    progress.Finish();
     if (shared.failed.load() == replicas) return statuses[0];
     local_stats.replicas_failed += shared.failed.load();
 
@@ -202,6 +203,7 @@ StatusOr<CatTrainResult> TrainCatNetDownpour(CatNet* net, const CatTrainOptions&
     result.last_loss.push_back(last);
     if (shared.staleness_count > 0) local_stats.mean_staleness = shared.staleness_sum / shared.staleness_count;
   }
+  progress.Finish();
   SetNumThreads(all_threads);
   local_stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (stats) *stats = local_stats;

@@ -273,6 +273,7 @@ StatusOr<Config> ParseConfig(const std::string& text, const std::string& origin,
     DB_RETURN_IF_ERROR(ds.Bool("synchronous", &d.synchronous));
     DB_RETURN_IF_ERROR(ds.String("transport", &d.transport, {"inproc", "grpc"}));
     DB_RETURN_IF_ERROR(ds.StringList("shard_addresses", &d.shard_addresses));
+    DB_RETURN_IF_ERROR(ds.StringList("worker_addresses", &d.worker_addresses));
     DB_RETURN_IF_ERROR(ds.String("secret_file", &d.secret_file));
     DB_RETURN_IF_ERROR(ds.String("tls_cert_file", &d.tls_cert_file));
     DB_RETURN_IF_ERROR(ds.String("tls_key_file", &d.tls_key_file));
@@ -293,6 +294,11 @@ StatusOr<Config> ParseConfig(const std::string& text, const std::string& origin,
       if (d.transport != "grpc")
         return absl::InvalidArgumentError("distributed.shard_addresses needs distributed.transport = \"grpc\"");
       d.shards = static_cast<int64_t>(d.shard_addresses.size());
+    }
+    if (!d.worker_addresses.empty()) {
+      if (d.transport != "grpc" || d.mode != "sandblaster")
+        return absl::InvalidArgumentError("distributed.worker_addresses needs mode = \"sandblaster\" and transport = \"grpc\"");
+      d.replicas = static_cast<int64_t>(d.worker_addresses.size());
     }
   }
 

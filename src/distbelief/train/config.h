@@ -45,6 +45,7 @@ struct DistributedOptions {
   bool synchronous = false;          // downpour: all replicas wait for each other every step
   std::string transport = "inproc";  // inproc | grpc (shards and replicas in this process)
   std::vector<std::string> shard_addresses;  // external shards (grpc); empty = start them here
+  std::vector<std::string> worker_addresses; // sandblaster: external workers (grpc); empty = threads here
   std::string secret_file;           // grpc: file holding the shared secret ("" = env DISTBELIEF_SECRET)
   std::string tls_cert_file;         // grpc: server certificate (PEM); with tls_key_file, serve TLS
   std::string tls_key_file;          // grpc: server private key (PEM)

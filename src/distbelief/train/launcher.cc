@@ -19,6 +19,7 @@
 #include "distbelief/ps/parameter_client.h"
 #include "distbelief/train/cluster.h"
 #include "distbelief/train/downpour.h"
+#include "distbelief/train/sandblaster.h"
 
 namespace distbelief {
 namespace {
@@ -115,7 +116,6 @@ Status RunShardProcess(const Config& config, int index, const std::string& liste
 
 StatusOr<LaunchResult> Launch(const Config& config, const LaunchOptions& options) {
   const DistributedOptions& d = config.distributed;
-  if (d.mode != "downpour") return absl::InvalidArgumentError("launch runs distributed.mode = \"downpour\"");
   // Every role reads the same config with the same overrides, plus what the launcher decides.
   std::vector<std::string> overrides = options.overrides;
   overrides.push_back("distributed.transport=\"grpc\"");
@@ -180,6 +180,47 @@ StatusOr<LaunchResult> Launch(const Config& config, const LaunchOptions& options
   }
   std::string joined;
   for (const auto& a : addresses) joined += (joined.empty() ? "" : ",") + a;
+  if (d.mode == "sandblaster") {
+    // Sandblaster: R worker processes serve portions; this process is the coordinator.
+    std::vector<std::string> workers;
+    std::vector<pid_t> worker_pids;
+    auto stop_workers = [&] {
+      for (pid_t pid : worker_pids) ::kill(pid, SIGTERM);
+      for (pid_t pid : worker_pids) ::waitpid(pid, nullptr, 0);
+    };
+    for (int r = 0; r < d.replicas; ++r) {
+      int fd = -1;
+      auto pid = Spawn(role("worker", {"--index", std::to_string(r), "--shards", joined}), &fd);
+      if (!pid.ok()) {
+        stop_workers();
+        stop_all();
+        return pid.status();
+      }
+      worker_pids.push_back(*pid);
+      auto address = ReadAddress(fd, *pid);
+      ::close(fd);
+      if (!address.ok()) {
+        stop_workers();
+        stop_all();
+        return address.status();
+      }
+      LOG_INFO << "started worker " << r << " pid " << *pid << " at " << *address;
+      workers.push_back(*address);
+    }
+    Config coordinator = config;
+    coordinator.distributed.transport = "grpc";
+    coordinator.distributed.secret_file.clear();  // the secret is in DISTBELIEF_SECRET now
+    coordinator.distributed.shard_addresses = addresses;
+    coordinator.distributed.worker_addresses = workers;
+    auto r = RunSandblaster(coordinator);
+    stop_workers();
+    stop_all();
+    if (!r.ok()) return r.status();
+    result.eval.loss = r->run.train.test_loss;
+    result.eval.accuracy = r->run.train.test_accuracy;
+    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return result;
+  }
   auto start_replica = [&](int r) -> Status {
     DB_ASSIGN_OR_RETURN(pid_t pid, Spawn(role("replica", {"--index", std::to_string(r), "--shards", joined}), nullptr));
     replica_of[pid] = r;

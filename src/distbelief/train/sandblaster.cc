@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
+#include <cstdio>
 #include <cmath>
 #include <condition_variable>
 #include <deque>
@@ -22,6 +24,18 @@ namespace distbelief {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The batch order: the same permutation in the coordinator and every worker process.
+std::vector<int64_t> BatchOrder(int64_t n, uint64_t seed) {
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  Random rng(seed);
+  for (int64_t i = n - 1; i > 0; --i) std::swap(order[i], order[rng.UniformInt(i + 1)]);
+  return order;
+}
+
+std::atomic<bool> g_worker_stop{false};
+void OnWorkerSignal(int) { g_worker_stop.store(true); }
 
 // A replica serving portions: pulls x when the batch changes, computes the portion's summed
 // gradient and adds it to the shards' accumulator under (batch, portion).
@@ -196,10 +210,7 @@ StatusOr<SandblasterResult> RunSandblaster(const Config& config, const Sandblast
 
   // The batch: every training example, in one fixed shuffled order shared by all replicas.
   const int64_t n = data->train.images.dim(0);
-  std::vector<int64_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  Random rng(o.seed);
-  for (int64_t i = n - 1; i > 0; --i) std::swap(order[i], order[rng.UniformInt(i + 1)]);
+  const std::vector<int64_t> order = BatchOrder(n, o.seed);
   const int replicas = static_cast<int>(d.replicas);
   const int64_t num_portions = std::min<int64_t>(n, d.portions_per_replica * replicas);
   std::vector<std::pair<int64_t, int64_t>> portions;
@@ -208,7 +219,13 @@ StatusOr<SandblasterResult> RunSandblaster(const Config& config, const Sandblast
   std::vector<std::unique_ptr<PortionWorker>> workers;
   std::vector<std::unique_ptr<Transport::Server>> worker_servers;
   std::vector<std::shared_ptr<WorkerChannel>> channels;
-  for (int r = 0; r < replicas; ++r) {
+  if (!d.worker_addresses.empty()) {
+    for (const auto& a : d.worker_addresses) {
+      DB_ASSIGN_OR_RETURN(auto ch, cluster->transport->ConnectWorker(a));
+      channels.push_back(std::move(ch));
+    }
+  }
+  for (int r = 0; r < replicas && d.worker_addresses.empty(); ++r) {
     DB_ASSIGN_OR_RETURN(auto w, Workload::Create(config, data));
     ClientOptions co;
     co.replica = r;
@@ -220,7 +237,7 @@ StatusOr<SandblasterResult> RunSandblaster(const Config& config, const Sandblast
     worker_servers.push_back(std::move(server));
     channels.push_back(std::move(ch));
   }
-  Dispatcher dispatcher(channels, std::max(1, NumThreads() / replicas));
+  Dispatcher dispatcher(channels, std::max(1, NumThreads() / static_cast<int>(channels.size())));
   DB_ASSIGN_OR_RETURN(auto ps, ParameterClient::Connect(cluster->transport.get(), cluster->addresses, *cluster->map, ClientOptions{}));
 
   SandblasterResult result;
@@ -328,6 +345,34 @@ StatusOr<SandblasterResult> RunSandblaster(const Config& config, const Sandblast
   metrics.Write({{"test_loss", e.loss}, {"test_accuracy", e.accuracy}, {"backup_tasks", result.backup_tasks}});
   DB_RETURN_IF_ERROR(init->SaveCheckpoint(o.run_dir + "/checkpoint.safetensors", config.text, iterations));
   return result;
+}
+
+}  // namespace distbelief
+
+namespace distbelief {
+
+Status RunSandblasterWorkerProcess(const Config& config, int index, const std::vector<std::string>& shard_addresses,
+                                   const std::string& listen) {
+  const DistributedOptions& d = config.distributed;
+  if (shard_addresses.empty()) return absl::InvalidArgumentError("a worker needs --shards");
+  if (config.train.threads > 0) SetNumThreads(static_cast<int>(config.train.threads));
+  DB_ASSIGN_OR_RETURN(auto data, Dataset::Load(config.train));
+  DB_ASSIGN_OR_RETURN(auto w, Workload::Create(config, data));
+  DB_ASSIGN_OR_RETURN(TransportOptions to, MakeTransportOptions(config));
+  auto transport = MakeGrpcTransport(to);
+  const ShardMap map(w->num_params(), static_cast<int>(shard_addresses.size()));
+  ClientOptions co;
+  co.replica = index;
+  DB_ASSIGN_OR_RETURN(auto client, ParameterClient::Connect(transport.get(), shard_addresses, map, co));
+  PortionWorker worker(std::move(w), std::move(client), BatchOrder(data->train.images.dim(0), config.train.seed), 0);
+  DB_ASSIGN_OR_RETURN(auto server, transport->ServeWorker(listen, &worker));
+  ::signal(SIGTERM, OnWorkerSignal);
+  ::signal(SIGINT, OnWorkerSignal);
+  std::printf("worker %d listening on %s\n", index, server->address().c_str());
+  std::fflush(stdout);
+  LOG_INFO << "sandblaster worker " << index << " of " << d.replicas << " listening on " << server->address();
+  while (!g_worker_stop.load()) std::this_thread::sleep_for(Millis(50));
+  return absl::OkStatus();
 }
 
 }  // namespace distbelief

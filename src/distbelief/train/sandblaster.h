@@ -26,6 +26,14 @@ struct SandblasterResult {
   int64_t backup_tasks = 0;           // portions run a second time
 };
 
+// With distributed.worker_addresses set, the portions go to those worker processes (`distbelief
+// worker`) instead of replica threads started here; with shard_addresses, to external shards.
 StatusOr<SandblasterResult> RunSandblaster(const Config& config, const SandblasterOptions& options = {});
+
+// One Sandblaster worker as its own process (`distbelief worker`): serves work portions over gRPC
+// at `listen` (printing "worker R listening on ADDRESS"), pulling from and accumulating into the
+// shards at `shard_addresses`, until SIGTERM or SIGINT.
+Status RunSandblasterWorkerProcess(const Config& config, int index, const std::vector<std::string>& shard_addresses,
+                                   const std::string& listen);
 
 }  // namespace distbelief
