@@ -223,9 +223,9 @@ int Scale(const distbelief::Config& config) {
   using namespace distbelief;
   auto r = RunSweep(config);
   if (!r.ok()) return Fail(r.status());
-  std::printf("%-6s %6s %6s %10s %10s %9s %8s  %s\n", "model", "width", "layers", "N", "D", "loss", "seconds", "status");
+  std::printf("%-11s %6s %6s %10s %10s %9s %8s  %s\n", "model", "width", "layers", "N", "D", "loss", "seconds", "status");
   for (const auto& run : r->runs)
-    std::printf("%-6s %6ld %6ld %10ld %10ld %9.4f %8.1f  %s\n", run.workload.c_str(), long(run.width), long(run.layers),
+    std::printf("%-11s %6ld %6ld %10ld %10ld %9.4f %8.1f  %s\n", run.workload.c_str(), long(run.width), long(run.layers),
                 long(run.params), long(run.tokens), run.loss, run.seconds, run.status.c_str());
   std::printf("%ld runs trained now, %ld from %s/scale.db\n", long(r->runs_executed),
               long(r->runs.size() - r->runs_executed), config.scale.out_dir.c_str());

@@ -237,6 +237,31 @@ TEST(Sweep, ConfigErrorsNameTheKey) {
   EXPECT_NE(std::string(c.status().message()).find("scale.model_sizes"), std::string::npos);
 }
 
+// The second workload: the MNIST autoencoder, through the same sweep, fits and prediction.
+TEST(Sweep, AutoencoderIsASweepableWorkload) {
+  const fs::path out = TempDir("ae_sweep");
+  auto c = ParseConfig("[scale]\nworkload = \"autoencoder\"\ncorpus_dir = \"data/mnist\"\nout_dir = \"" + out.string() +
+                           "\"\nwidths = [8, 16, 32]\nlayers = [1, 1, 1]\ntokens = [1024, 2048, 4096]\nbatch = 32\n"
+                           "eval_tokens = 1000\nwarmup_steps = 4\nbootstrap = 10\n",
+                       "ae");
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto r = RunSweep(*c);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->runs.size(), 9u);
+  // N counts every weight: 784 -> w -> 784 with biases.
+  EXPECT_EQ(r->runs.back().params, 784 * 32 + 32 + 32 * 784 + 784);
+  for (const auto& run : r->runs) {
+    EXPECT_EQ(run.status, "done");
+    EXPECT_LT(run.loss, 0.2);  // an untrained network's outputs of ~0.5 score about 0.2
+  }
+  // More data helps every width (runs are in grid order: width-major, D ascending; the largest
+  // run comes last).
+  for (int w = 0; w < 2; ++w) EXPECT_LT(r->runs[w * 3 + 2].loss, r->runs[w * 3].loss) << "width " << w;
+  EXPECT_LT(r->runs.back().loss, r->runs.front().loss);
+  ASSERT_TRUE(r->predicted.has_value());
+  EXPECT_TRUE(fs::exists(out / "loss_vs_n.png"));
+}
+
 TEST(LanguageModel, LstmWorkloadTrains) {
   CorpusOptions o;
   o.dir = SmallCorpus();

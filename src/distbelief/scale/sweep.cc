@@ -11,7 +11,9 @@
 #include "distbelief/base/logging.h"
 #include "distbelief/base/parallel.h"
 #include "distbelief/io/metrics.h"
+#include "distbelief/scale/autoencoder_run.h"
 #include "distbelief/scale/lm_run.h"
+#include "distbelief/train/workload.h"
 #include "distbelief/scale/plots.h"
 #include "distbelief/text/corpus.h"
 
@@ -78,17 +80,28 @@ StatusOr<SweepReport> RunSweep(const Config& config) {
   std::filesystem::create_directories(o.out_dir, ec);
   if (ec) return absl::UnavailableError("cannot create " + o.out_dir + ": " + ec.message());
 
-  CorpusOptions co;
-  co.dir = o.corpus_dir;
-  co.cache_dir = o.cache_dir;
-  co.vocab = o.vocab;
-  co.holdout_every = o.holdout_every;
-  co.seed = o.seed;
-  DB_ASSIGN_OR_RETURN(const TokenCorpus corpus, LoadTokenCorpus(co));
-  LOG_INFO << "corpus " << o.corpus_dir << ": " << corpus.train.size() << " training tokens from "
-           << corpus.train_documents << " documents, " << corpus.heldout.size() << " held-out tokens from "
-           << corpus.heldout_documents << " documents, vocabulary " << corpus.vocab
-           << (corpus.from_cache ? " (cached)" : "");
+  // The data: a tokenized corpus for language models, MNIST for the autoencoder.
+  const bool images = o.workload == "autoencoder";
+  TokenCorpus corpus;
+  std::shared_ptr<const Dataset> mnist;
+  if (images) {
+    TrainOptions to;
+    to.data_dir = o.corpus_dir;
+    DB_ASSIGN_OR_RETURN(mnist, Dataset::Load(to));
+    corpus.tokenizer_model = "mnist";
+  } else {
+    CorpusOptions co;
+    co.dir = o.corpus_dir;
+    co.cache_dir = o.cache_dir;
+    co.vocab = o.vocab;
+    co.holdout_every = o.holdout_every;
+    co.seed = o.seed;
+    DB_ASSIGN_OR_RETURN(corpus, LoadTokenCorpus(co));
+    LOG_INFO << "corpus " << o.corpus_dir << ": " << corpus.train.size() << " training tokens from "
+             << corpus.train_documents << " documents, " << corpus.heldout.size() << " held-out tokens from "
+             << corpus.heldout_documents << " documents, vocabulary " << corpus.vocab
+             << (corpus.from_cache ? " (cached)" : "");
+  }
 
   // The grid, with the largest run (most parameters, then most tokens) last.
   std::vector<LmRunSpec> grid;
@@ -109,7 +122,8 @@ StatusOr<SweepReport> RunSweep(const Config& config) {
       grid.push_back(s);
     }
   std::vector<int64_t> n_of(grid.size());
-  for (size_t i = 0; i < grid.size(); ++i) n_of[i] = CountParams(grid[i], corpus.vocab);
+  for (size_t i = 0; i < grid.size(); ++i)
+    n_of[i] = images ? CountAutoencoderParams(grid[i]) : CountParams(grid[i], corpus.vocab);
   size_t largest = 0;
   for (size_t i = 1; i < grid.size(); ++i)
     if (std::make_pair(n_of[i], grid[i].tokens) > std::make_pair(n_of[largest], grid[largest].tokens)) largest = i;
@@ -145,9 +159,9 @@ StatusOr<SweepReport> RunSweep(const Config& config) {
         if (!fit.ok())
           return absl::InvalidArgumentError("cannot predict the largest run: " + std::string(fit.status().message()) +
                                             "; add sizes or token amounts to [scale]");
+        const int64_t unit = images ? s.batch : s.batch * s.context;  // D is trained in whole batches
         report.predicted = fit->law.Predict(static_cast<double>(n_of[i]),
-                                            static_cast<double>(std::max<int64_t>(1, s.tokens / (s.batch * s.context)) *
-                                                                s.batch * s.context));
+                                            static_cast<double>(std::max<int64_t>(1, s.tokens / unit) * unit));
         DB_RETURN_IF_ERROR(db->SetPrediction(key, *report.predicted, static_cast<int64_t>(pts.size())));
         LOG_INFO << "prediction for the largest run (N=" << n_of[i] << ", D=" << s.tokens << ") from "
                  << pts.size() << " runs: loss " << *report.predicted;
@@ -156,12 +170,14 @@ StatusOr<SweepReport> RunSweep(const Config& config) {
     DB_ASSIGN_OR_RETURN(auto row, db->Find(key));
     if (!row) {
       const double run_flops = 6.0 * n_of[i] * s.tokens;
-      auto result = RunLanguageModel(s, corpus, [&](int64_t step, int64_t steps, double loss) {
+      auto report_progress = [&](int64_t step, int64_t steps, double loss) {
         char buf[160];
         std::snprintf(buf, sizeof(buf), "run %zu/%zu %s w%lld L%lld D=%lld loss %.3f", i + 1, grid.size(),
                       s.workload.c_str(), (long long)s.width, (long long)s.layers, (long long)s.tokens, loss);
         progress.Update(static_cast<int64_t>((done_flops + run_flops * step / steps) / 1e6), buf);
-      });
+      };
+      auto result = images ? RunAutoencoder(s, mnist->train, mnist->test, report_progress)
+                           : RunLanguageModel(s, corpus, report_progress);
       if (!result.ok()) return result.status();
       done_flops += run_flops;
       RunRow r;

@@ -225,7 +225,7 @@ StatusOr<Config> ParseConfig(const std::string& text, const std::string& origin,
     ScaleOptions& k = c.scale;
     k.enabled = true;
     Section ss(st, "scale");
-    DB_RETURN_IF_ERROR(ss.String("workload", &k.workload, {"gpt", "lstm"}));
+    DB_RETURN_IF_ERROR(ss.String("workload", &k.workload, {"gpt", "lstm", "autoencoder"}));
     DB_RETURN_IF_ERROR(ss.String("corpus_dir", &k.corpus_dir));
     DB_RETURN_IF_ERROR(ss.String("cache_dir", &k.cache_dir));
     DB_RETURN_IF_ERROR(ss.String("out_dir", &k.out_dir));

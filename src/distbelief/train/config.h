@@ -69,10 +69,12 @@ struct CatOptions {
 };
 
 // [scale]: a scaling-law sweep (scale/sweep.h). widths[i] and layers[i] give model size i;
-// every size is trained on every amount in tokens, each once through fresh data.
+// every size is trained on every amount in tokens, each once through fresh data. With workload =
+// "autoencoder" (the MNIST autoencoder), corpus_dir is the MNIST folder, tokens count training
+// images and eval_tokens test images.
 struct ScaleOptions {
   bool enabled = false;
-  std::string workload = "gpt";  // gpt | lstm
+  std::string workload = "gpt";  // gpt | lstm | autoencoder
   std::string corpus_dir = "data/text", cache_dir = "runs/cache", out_dir = "runs/scale";
   int64_t vocab = 1024, context = 64, head_size = 16, batch = 16, holdout_every = 10;
   std::vector<int64_t> widths = {32, 48, 64, 96, 128}, layers = {2, 2, 2, 2, 2};

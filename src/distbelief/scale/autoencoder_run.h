@@ -1,0 +1,22 @@
+// The scaling lab's second workload: the MNIST autoencoder (784 -> hidden layers -> 784, sigmoid,
+// squared error), with N = all its parameters and D = training images, each seen once; the loss is
+// the reconstruction MSE on held-out test images.
+#pragma once
+
+#include <functional>
+
+#include "distbelief/io/mnist.h"
+#include "distbelief/scale/lm_run.h"
+
+namespace distbelief {
+
+// s.width and s.layers give `layers` hidden layers of `width` units; s.tokens is the number of
+// training images, s.eval_tokens the number of test images. kInvalidArgument when D exceeds the
+// training set.
+StatusOr<LmRunResult> RunAutoencoder(const LmRunSpec& s, const LabelledImages& train, const LabelledImages& test,
+                                     const std::function<void(int64_t, int64_t, double)>& progress = {});
+
+// Its parameter count, without training.
+int64_t CountAutoencoderParams(const LmRunSpec& s);
+
+}  // namespace distbelief
