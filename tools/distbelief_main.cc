@@ -47,6 +47,7 @@ distbelief::CatTrainOptions CatOptionsFrom(const distbelief::Config& config) {
   o.batch = k.batch;
   o.learning_rate = k.learning_rate;
   o.max_side = k.max_side;
+  o.partitions = k.partitions;
   o.seed = config.train.seed;
   return o;
 }
@@ -66,10 +67,12 @@ int TrainCat(const distbelief::Config& config) {
     CatDownpourStats stats;
     r = TrainCatNetDownpour(net->get(), o, config, &stats);
     if (r.ok())
-      std::printf("downpour: %ld replicas, %ld shards (%s), mean staleness %.2f updates, %ld replicas failed, %.1f s\n",
-                  long(config.distributed.replicas), long(config.distributed.shards),
+      std::printf("downpour: %ld replicas x %ld partitions, %ld shards per partition (%s), mean staleness %.2f updates, %ld replicas failed, %.1f s\n",
+                  long(config.distributed.replicas), long(config.cat.partitions), long(config.distributed.shards),
                   config.distributed.transport.c_str(), stats.mean_staleness, long(stats.replicas_failed), stats.seconds);
   } else {
+    if (o.partitions > 1)
+      return Fail(absl::InvalidArgumentError("cat.partitions needs a [distributed] section (model partitions train under Downpour)"));
     r = TrainCatNet(net->get(), o);
   }
   if (!r.ok()) return Fail(r.status());

@@ -27,8 +27,13 @@ Tensor::Tensor(const Tensor& other) { *this = other; }
 
 Tensor& Tensor::operator=(const Tensor& other) {
   if (this == &other) return *this;
+  if (other.size_ == 0) {  // an empty tensor (default-constructed or moved from) copies as empty
+    shape_ = other.shape_;
+    size_ = 0;
+    return *this;
+  }
   Resize(other.shape_);
-  if (size_ > 0) std::memcpy(data_.get(), other.data_.get(), size_ * sizeof(float));
+  std::memcpy(data_.get(), other.data_.get(), size_ * sizeof(float));
   return *this;
 }
 

@@ -87,5 +87,17 @@ TEST(Parallel, CoversEveryIndexOnce) {
   for (int h : hits) EXPECT_EQ(h, 1);
 }
 
+// Copying an empty tensor (default-constructed or moved from) gives an empty tensor, no read.
+TEST(Tensor, CopiesOfEmptyTensorsAreEmpty) {
+  Tensor empty;
+  Tensor copy(empty);
+  EXPECT_EQ(copy.size(), 0);
+  std::vector<Tensor> many(3, Tensor());
+  EXPECT_EQ(many[2].size(), 0);
+  Tensor full({2, 3});
+  full = empty;
+  EXPECT_EQ(full.size(), 0);
+}
+
 }  // namespace
 }  // namespace distbelief

@@ -10,6 +10,7 @@
 #include "distbelief/base/parallel.h"
 #include "distbelief/io/metrics.h"
 #include "distbelief/ps/parameter_client.h"
+#include "distbelief/train/cat_mp.h"
 #include "distbelief/train/cluster.h"
 
 namespace distbelief {
@@ -62,14 +63,25 @@ StatusOr<CatTrainResult> TrainCatNetDownpour(CatNet* net, const CatTrainOptions&
   result.training_images = static_cast<int64_t>(photos.images.size());
   result.unreadable = photos.unreadable;
 
-  // Every replica has its own network (activations are per replica) and its own crops.
+  // Every replica has its own network (activations are per replica) and its own crops; with
+  // model partitions, its network is split by maps into `parts` partitions.
+  const int parts = static_cast<int>(o.partitions);
   std::vector<std::unique_ptr<CatNet>> nets;
+  std::vector<std::unique_ptr<Transport>> mp_transports;
+  std::vector<std::unique_ptr<CatModelParallel>> mps;
+  DB_ASSIGN_OR_RETURN(TransportOptions to, MakeTransportOptions(config));
+  const bool grpc = d.transport == "grpc";
   for (int r = 0; r < replicas; ++r) {
     DB_ASSIGN_OR_RETURN(auto n, CatNet::Create(o.net, o.seed));
+    if (parts > 1) {
+      mp_transports.push_back(grpc ? MakeGrpcTransport(to) : MakeInprocTransport(to));
+      DB_ASSIGN_OR_RETURN(auto mp, CatModelParallel::Create(net, o.net, parts, mp_transports.back().get(), grpc));
+      mps.push_back(std::move(mp));
+    }
     nets.push_back(std::move(n));
   }
   const int all_threads = NumThreads();
-  const int threads_each = std::max(1, all_threads / replicas);
+  const int threads_each = std::max(1, all_threads / (replicas * parts));
   const int64_t steps_each = (o.steps_per_stage + replicas - 1) / replicas;
   CatDownpourStats local_stats;
   const auto start = std::chrono::steady_clock::now();
@@ -78,36 +90,53 @@ StatusOr<CatTrainResult> TrainCatNetDownpour(CatNet* net, const CatTrainOptions&
 
   for (int s = 0; s < net->num_stages(); ++s) {
     // Lower stages are final: every replica computes this stage's input with them.
-    for (auto& n : nets)
+    for (int r = 0; r < replicas; ++r)
       for (int lower = 0; lower < s; ++lower) {
         std::vector<float> flat;
         GetFlat(net->StageParams(lower), &flat);
-        SetFlat(n->StageParams(lower), flat);
+        SetFlat(nets[r]->StageParams(lower), flat);
+        if (parts > 1) mps[r]->CopyFrom(net, lower);
       }
-    std::vector<float> initial;
-    GetFlat(net->StageParams(s), &initial);
-    const KeyBlocks dec = net->DecoderBlocks(s);
-    const ShardMap map = ShardMap::Aligned(static_cast<int64_t>(initial.size()), static_cast<int>(d.shards), {dec});
-    auto customize = [&](int shard, ShardOptions* so) {
-      so->optimizer.name = "adagrad";
-      so->optimizer.learning_rate = o.learning_rate;
-      so->checkpoint_path.clear();  // a stage's shards live only as long as the stage
-      // This shard's part of the decoder blocks, relative to its start.
-      const int64_t lo = std::max(map.begin(shard), dec.offset);
-      const int64_t hi = std::min(map.end(shard), dec.offset + dec.block * dec.count);
-      if (hi > lo) so->norm_blocks = {{lo - map.begin(shard), dec.block, (hi - lo) / dec.block}};
-      so->max_block_norm = 1.0f;
-    };
-    DB_ASSIGN_OR_RETURN(auto cluster, StartCluster(config, initial, &map, customize));
+    // The stage's parameters in `parts` units (the whole stage, or one per model partition), each
+    // unit on its own shards: partition p of every replica talks only to unit p's shards.
+    std::vector<std::vector<float>> initial(parts);
+    std::vector<KeyBlocks> dec(parts);
+    std::vector<ShardMap> maps;
+    std::vector<std::unique_ptr<Cluster>> clusters;
+    for (int u = 0; u < parts; ++u) {
+      GetFlat(parts > 1 ? mps[0]->StageParams(u, s) : net->StageParams(s), &initial[u]);
+      dec[u] = parts > 1 ? mps[0]->DecoderBlocks(u, s) : net->DecoderBlocks(s);
+      maps.push_back(ShardMap::Aligned(static_cast<int64_t>(initial[u].size()), static_cast<int>(d.shards), {dec[u]}));
+    }
+    for (int u = 0; u < parts; ++u) {
+      const ShardMap& map = maps[u];
+      auto customize = [&](int shard, ShardOptions* so) {
+        so->shard = u * static_cast<int>(d.shards) + shard;
+        so->optimizer.name = "adagrad";
+        so->optimizer.learning_rate = o.learning_rate;
+        so->checkpoint_path.clear();  // a stage's shards live only as long as the stage
+        // This shard's part of the decoder blocks, relative to its start.
+        const int64_t lo = std::max(map.begin(shard), dec[u].offset);
+        const int64_t hi = std::min(map.end(shard), dec[u].offset + dec[u].block * dec[u].count);
+        if (hi > lo) so->norm_blocks = {{lo - map.begin(shard), dec[u].block, (hi - lo) / dec[u].block}};
+        so->max_block_norm = 1.0f;
+      };
+      DB_ASSIGN_OR_RETURN(auto cluster, StartCluster(config, initial[u], &map, customize));
+      clusters.push_back(std::move(cluster));
+    }
     StageShared shared;
     const int64_t before = steps_each * replicas * s;
 
     auto replica = [&](int r) -> Status {
       SetNumThreads(threads_each);
       CatNet* rn = nets[r].get();
-      ClientOptions co;
-      co.replica = r;
-      DB_ASSIGN_OR_RETURN(auto client, ParameterClient::Connect(cluster->transport.get(), cluster->addresses, map, co));
+      std::vector<std::unique_ptr<ParameterClient>> clients(parts);
+      for (int u = 0; u < parts; ++u) {
+        ClientOptions co;
+        co.replica = r;
+        DB_ASSIGN_OR_RETURN(clients[u], ParameterClient::Connect(clusters[u]->transport.get(), clusters[u]->addresses,
+                                                                 maps[u], co));
+      }
       if (r > 0 && d.warmstart_steps > 0)
         while (shared.replica0_steps.load() < std::min(d.warmstart_steps, steps_each) && shared.failed.load() == 0)
           std::this_thread::sleep_for(Millis(2));
@@ -116,45 +145,73 @@ StatusOr<CatTrainResult> TrainCatNetDownpour(CatNet* net, const CatTrainOptions&
       cro.batch = o.batch;
       cro.seed = o.seed * 1000003 + r * 7919 + s;
       CropStream stream(&photos, cro);
-      const std::vector<Param*> params = rn->StageParams(s);
-      std::vector<float> flat(initial.size()), acc(initial.size(), 0.0f), sending(initial.size());
-      std::vector<uint64_t> based_on, staleness;
-      std::optional<PendingOp> pending;
-      auto finish_push = [&]() -> Status {
-        if (!pending) return absl::OkStatus();
-        Status st = pending->Wait(Millis(120000));
-        pending.reset();
-        if (st.ok() && !staleness.empty()) {
+      struct Unit {
+        std::vector<Param*> params;
+        std::vector<float> flat, acc, sending;
+        std::vector<uint64_t> based_on, staleness;
+        std::optional<PendingOp> pending;
+      };
+      std::vector<Unit> units(parts);
+      for (int u = 0; u < parts; ++u) {
+        units[u].params = parts > 1 ? mps[r]->StageParams(u, s) : rn->StageParams(s);
+        units[u].flat.assign(initial[u].size(), 0.0f);
+        units[u].acc.assign(initial[u].size(), 0.0f);
+        units[u].sending.assign(initial[u].size(), 0.0f);
+      }
+      auto finish_push = [&](Unit& un) -> Status {
+        if (!un.pending) return absl::OkStatus();
+        Status st = un.pending->Wait(Millis(120000));
+        un.pending.reset();
+        if (st.ok() && !un.staleness.empty()) {
           std::lock_guard<std::mutex> lock(shared.mu);
-          for (uint64_t x : staleness) shared.staleness_sum += x, ++shared.staleness_count;
+          for (uint64_t x : un.staleness) shared.staleness_sum += x, ++shared.staleness_count;
         }
         return st;
       };
+      auto finish_all = [&]() -> Status {
+        Status first;
+        for (Unit& un : units)
+          if (Status st = finish_push(un); !st.ok() && first.ok()) first = st;
+        return first;
+      };
       for (int64_t step = 0; step < steps_each; ++step) {
-        if (step % d.n_fetch == 0) {
-          PullResult pr;
-          if (Status st = client->Pull(flat, &pr); !st.ok()) {
-            (void)finish_push();
-            return st;
+        if (step % d.n_fetch == 0)
+          for (int u = 0; u < parts; ++u) {
+            PullResult pr;
+            if (Status st = clients[u]->Pull(units[u].flat, &pr); !st.ok()) {
+              (void)finish_all();
+              return st;
+            }
+            SetFlat(units[u].params, units[u].flat);
+            units[u].based_on = pr.versions;
           }
-          SetFlat(params, flat);
-          based_on = pr.versions;
-        }
         const Tensor x = stream.Next();
-        for (Param* p : params) p->grad.Zero();
-        const Tensor& in = rn->StageInput(s, x);
-        const auto loss = rn->StageLossAndGradient(s, in);
+        std::pair<double, double> loss;
+        if (parts > 1) {
+          auto l = mps[r]->StageLossAndGradient(s, x);
+          if (!l.ok()) {
+            (void)finish_all();
+            return l.status();
+          }
+          loss = *l;
+        } else {
+          for (Param* p : units[0].params) p->grad.Zero();
+          const Tensor& in = rn->StageInput(s, x);
+          loss = rn->StageLossAndGradient(s, in);
+        }
         if (!std::isfinite(loss.first + loss.second)) {
-          (void)finish_push();
+          (void)finish_all();
           return absl::InternalError("cat stage " + std::to_string(s + 1) + " diverged in replica " + std::to_string(r));
         }
-        AddGradFlat(params, &acc);
-        if ((step + 1) % d.n_push == 0 || step + 1 == steps_each) {
-          DB_RETURN_IF_ERROR(finish_push());
-          sending.swap(acc);
-          std::fill(acc.begin(), acc.end(), 0.0f);
-          pending = client->PushAsync(sending, based_on, step + 1, &staleness);
-        }
+        for (int u = 0; u < parts; ++u) AddGradFlat(units[u].params, &units[u].acc);
+        if ((step + 1) % d.n_push == 0 || step + 1 == steps_each)
+          for (int u = 0; u < parts; ++u) {
+            Unit& un = units[u];
+            DB_RETURN_IF_ERROR(finish_push(un));
+            un.sending.swap(un.acc);
+            std::fill(un.acc.begin(), un.acc.end(), 0.0f);
+            un.pending = clients[u]->PushAsync(un.sending, un.based_on, step + 1, &un.staleness);
+          }
         {
           std::lock_guard<std::mutex> lock(shared.mu);
           shared.losses.push_back(loss);
@@ -162,13 +219,14 @@ StatusOr<CatTrainResult> TrainCatNetDownpour(CatNet* net, const CatTrainOptions&
         const int64_t done = shared.steps.fetch_add(1) + 1;
         if (r == 0) {
           shared.replica0_steps.store(step + 1);
-          char status[112];
-          std::snprintf(status, sizeof(status), "stage %d/%d, %d replicas: reconstruction %.2f sparsity %.2f", s + 1,
-                        net->num_stages(), replicas, loss.first, loss.second);
+          char status[128];
+          std::snprintf(status, sizeof(status), "stage %d/%d, %d replicas%s: reconstruction %.2f sparsity %.2f", s + 1,
+                        net->num_stages(), replicas, parts > 1 ? (" x " + std::to_string(parts) + " partitions").c_str() : "",
+                        loss.first, loss.second);
           progress.Update(before + done, status);
         }
       }
-      return finish_push();
+      return finish_all();
     };
     std::vector<std::thread> threads;
     std::vector<Status> statuses(replicas);
@@ -185,12 +243,15 @@ StatusOr<CatTrainResult> TrainCatNetDownpour(CatNet* net, const CatTrainOptions&
     local_stats.replicas_failed += shared.failed.load();
 
     // The stage's final parameters, from the shards.
-    ClientOptions co;
-    DB_ASSIGN_OR_RETURN(auto client, ParameterClient::Connect(cluster->transport.get(), cluster->addresses, map, co));
-    PullResult pr;
-    std::vector<float> final_params(initial.size());
-    DB_RETURN_IF_ERROR(client->Pull(final_params, &pr));
-    SetFlat(net->StageParams(s), final_params);
+    for (int u = 0; u < parts; ++u) {
+      DB_ASSIGN_OR_RETURN(auto client, ParameterClient::Connect(clusters[u]->transport.get(), clusters[u]->addresses,
+                                                                maps[u], ClientOptions{}));
+      PullResult pr;
+      std::vector<float> final_params(initial[u].size());
+      DB_RETURN_IF_ERROR(client->Pull(final_params, &pr));
+      SetFlat(parts > 1 ? mps[0]->StageParams(u, s) : net->StageParams(s), final_params);
+    }
+    if (parts > 1) mps[0]->CopyTo(net, s);
 
     const int64_t every = std::max<int64_t>(1, static_cast<int64_t>(shared.losses.size()) / 10);
     std::pair<double, double> first{0, 0}, last{0, 0};

@@ -22,6 +22,7 @@ struct CatTrainOptions {
   int64_t batch = 32;
   float learning_rate = 0.05f;  // Adagrad
   int64_t max_side = 256;       // photos are scaled down to this short side when loaded
+  int64_t partitions = 1;       // model partitions per replica (split by maps; Downpour only)
   uint64_t seed = 1;
 };
 

@@ -214,6 +214,10 @@ StatusOr<Config> ParseConfig(const std::string& text, const std::string& origin,
     DB_RETURN_IF_ERROR(cs.Int("steps_per_stage", &k.steps_per_stage, 1, int64_t{1} << 40));
     DB_RETURN_IF_ERROR(cs.Int("batch", &k.batch, 1, 1 << 16));
     DB_RETURN_IF_ERROR(cs.Int("max_side", &k.max_side, 0, 1 << 16));
+    DB_RETURN_IF_ERROR(cs.Int("partitions", &k.partitions, 1, 1024));
+    if (k.partitions > k.maps)
+      return absl::InvalidArgumentError("cat.partitions = " + std::to_string(k.partitions) + " exceeds cat.maps = " +
+                                        std::to_string(k.maps) + "; the network is split by maps");
     DB_RETURN_IF_ERROR(cs.Float("learning_rate", &k.learning_rate, 1e-9, 100.0));
     DB_RETURN_IF_ERROR(cs.String("train_dir", &k.train_dir));
     DB_RETURN_IF_ERROR(cs.String("faces_dir", &k.faces_dir));
