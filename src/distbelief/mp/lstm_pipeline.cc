@@ -3,6 +3,7 @@
 #include <cstring>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "distbelief/base/logging.h"
 #include "distbelief/base/parallel.h"
 #include "distbelief/base/random.h"
@@ -70,7 +71,7 @@ StatusOr<std::unique_ptr<LstmPipeline>> LstmPipeline::Create(const LstmStackSpec
       part->chunk_layers.emplace_back();
       part->outs.emplace_back(chunks);
       for (int k = 0; k < chunks; ++k) {
-        auto l = std::make_unique<Lstm>("p" + std::to_string(p) + ".lstm" + std::to_string(j), j == 0 ? spec.input : spec.hidden,
+        auto l = std::make_unique<Lstm>(absl::StrCat("p", p, ".lstm", j), j == 0 ? spec.input : spec.hidden,
                                         spec.hidden, &unused);
         std::vector<Param*> mine = l->params(), ref = reference[j]->params();
         for (size_t i = 0; i < mine.size(); ++i)

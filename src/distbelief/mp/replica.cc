@@ -68,7 +68,9 @@ Status MpReplica::Run(const Tensor* x, const Tensor* dy, Tensor* y, Tensor* dx) 
   const int P = partitions();
   if (x) batch_ = x->dim(0);
   const int64_t B = batch_, C = spec_.channels, H = spec_.height, W = spec_.width;
-  if (x) CHECK(x->size() == B * C * H * W) << "input shape";
+  if (x) {
+    CHECK(x->size() == B * C * H * W) << "input shape";
+  }
   const MpLayerPlan& first = plan_.layers.front();
   const MpLayerPlan& last = plan_.layers.back();
   const int64_t step = x ? ++step_ : step_;

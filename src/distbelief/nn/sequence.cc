@@ -44,7 +44,9 @@ void Lstm::Forward(const Tensor& x, Tensor* y) {
   float* gd = gates_.data();
   for (int64_t r = 0; r < nb * nt; ++r) std::memcpy(gd + r * g4, b_.value.data(), g4 * sizeof(float));
   Gemm(false, true, nb * nt, g4, in_, 1.0f, x.data(), wx_.value.data(), 1.0f, gd);
-  if (has_init_) CHECK(h0_.dim(0) == nb && h0_.dim(1) == h) << "lstm: initial state shape";
+  if (has_init_) {
+    CHECK(h0_.dim(0) == nb && h0_.dim(1) == h) << "lstm: initial state shape";
+  }
   for (int64_t t = 0; t < nt; ++t) {
     // Recurrent term: rows b of gates at step t (stride T 4H) += h_{t-1} (B, H) Wh^T.
     if (t > 0)

@@ -205,7 +205,6 @@ StatusOr<DistributedResult> RunDownpour(const Config& config, double stop_below,
   const TrainOptions& o = config.train;
   DB_ASSIGN_OR_RETURN(DistributedSetup setup, SetUpDistributed(config));
   auto& data = setup.data;
-  auto& init = setup.init;
   const std::vector<float>& initial = setup.initial;
   auto& cluster = setup.cluster;
   MetricsWriter metrics;
