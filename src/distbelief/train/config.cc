@@ -275,6 +275,7 @@ StatusOr<Config> ParseConfig(const std::string& text, const std::string& origin,
     DB_RETURN_IF_ERROR(ds.Int("warmstart_steps", &d.warmstart_steps, 0, int64_t{1} << 40));
     DB_RETURN_IF_ERROR(ds.Int("staleness_bound", &d.staleness_bound, 0, int64_t{1} << 40));
     DB_RETURN_IF_ERROR(ds.Bool("synchronous", &d.synchronous));
+    DB_RETURN_IF_ERROR(ds.Bool("fetch_in_background", &d.fetch_in_background));
     DB_RETURN_IF_ERROR(ds.String("transport", &d.transport, {"inproc", "grpc"}));
     DB_RETURN_IF_ERROR(ds.StringList("shard_addresses", &d.shard_addresses));
     DB_RETURN_IF_ERROR(ds.StringList("worker_addresses", &d.worker_addresses));
@@ -291,6 +292,9 @@ StatusOr<Config> ParseConfig(const std::string& text, const std::string& origin,
     DB_RETURN_IF_ERROR(ds.Int("lbfgs_iterations", &d.lbfgs_iterations, 1, 1 << 20));
     DB_RETURN_IF_ERROR(ds.Int("lbfgs_history", &d.lbfgs_history, 1, 100));
     DB_RETURN_IF_ERROR(ds.CheckNoUnknownKeys());
+    if (d.fetch_in_background && (d.synchronous || d.staleness_bound > 0))
+      return absl::InvalidArgumentError("distributed.fetch_in_background cannot be used with distributed.synchronous "
+                                        "or distributed.staleness_bound (both need the parameters of this very step)");
     if (d.synchronous && d.warmstart_steps > 0)
       return absl::InvalidArgumentError("distributed.warmstart_steps cannot be used with distributed.synchronous = true "
                                         "(the other replicas would wait for a replica that waits for them)");

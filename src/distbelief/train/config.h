@@ -43,6 +43,8 @@ struct DistributedOptions {
   int64_t warmstart_steps = 0;       // downpour: replica 0 alone for this many steps first
   int64_t staleness_bound = 0;       // downpour: max clock lead over the slowest replica; 0 = off
   bool synchronous = false;          // downpour: all replicas wait for each other every step
+  bool fetch_in_background = false;  // downpour: the next fetch runs while the replica computes
+                                     // (the paper's fetch thread); not with synchronous/staleness_bound
   std::string transport = "inproc";  // inproc | grpc (shards and replicas in this process)
   std::vector<std::string> shard_addresses;  // external shards (grpc); empty = start them here
   std::vector<std::string> worker_addresses; // sandblaster: external workers (grpc); empty = threads here

@@ -46,6 +46,19 @@ TEST_P(DownpourTest, FourReplicasLearnMnist) {
   EXPECT_TRUE(std::filesystem::exists(c.train.run_dir + "/checkpoint.safetensors"));
 }
 
+// The paper's three threads: fetching in the background while computing still learns, and every
+// replica takes each fetched copy (a replica that never took one would stay at its first pull).
+TEST_P(DownpourTest, FetchInBackgroundLearnsMnist) {
+  Config c = MakeConfig(kDownpour, {"distributed.transport=\"" + GetParam() + "\"", "distributed.fetch_in_background=true",
+                                    "train.run_dir=\"" + RunDir("bg_" + GetParam()) + "\""});
+  auto r = RunDownpour(c);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(r->train.test_accuracy, 0.88);
+  EXPECT_EQ(r->replicas_failed, 0);
+  EXPECT_EQ(r->examples, 4 * 2 * (2000 / 32) * 32);
+  EXPECT_GT(r->max_staleness, 0u);
+}
+
 TEST(Downpour, SynchronousModeBoundsStalenessByTheReplicaCount) {
   Config c = MakeConfig(kDownpour, {"distributed.synchronous=true", "distributed.warmstart_steps=0", "train.max_steps=80",
                                     "train.run_dir=\"" + RunDir("sync") + "\""});
@@ -67,6 +80,12 @@ TEST(Downpour, ConflictingOptionsAreAClearError) {
   auto c = ParseConfig(kDownpour, "test", {"distributed.synchronous=true"});
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.status().message().find("warmstart_steps"), std::string::npos) << c.status();
+}
+
+TEST(Downpour, BackgroundFetchWithABoundIsAClearError) {
+  auto c = ParseConfig(kDownpour, "test", {"distributed.fetch_in_background=true", "distributed.staleness_bound=2"});
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("fetch_in_background"), std::string::npos) << c.status();
 }
 
 TEST(Downpour, BadShardAddressesAreAClearError) {

@@ -5,6 +5,7 @@
 #include <barrier>
 #include <chrono>
 #include <cmath>
+#include <future>
 #include <optional>
 #include <mutex>
 #include <numeric>
@@ -81,12 +82,37 @@ Status RunReplica(const Config& config, int r, std::shared_ptr<const Dataset> da
     }
     return absl::OkStatus();
   };
-  // The steps; whatever way they end, the push in flight is waited for before the client it
-  // uses goes away.
+  // Background fetch (the paper's fetch thread): the next pull runs into its own buffers while
+  // the replica computes; at a fetch step the replica takes what arrived and starts the next.
+  std::vector<float> next_params(d.fetch_in_background ? n : 0);
+  PullResult next_pulled;
+  std::optional<std::future<Status>> fetching;
+  auto start_fetch = [&] {
+    fetching = std::async(std::launch::async, [&] { return client->Pull(next_params, &next_pulled); });
+  };
+  auto finish_fetch = [&]() -> Status {
+    if (!fetching) return absl::OkStatus();
+    Status s = fetching->get();
+    fetching.reset();
+    return s;
+  };
+  // The steps; whatever way they end, the push and the fetch in flight are waited for before the
+  // client they use goes away.
   auto run_steps = [&]() -> Status {
     for (int64_t step = 0; step < steps && !shared->stop.load(); ++step) {
       if (sync) sync->arrive_and_wait();
-      if (step % d.n_fetch == 0) {
+      if (d.fetch_in_background && step % d.n_fetch == 0) {
+        if (fetching) {
+          DB_RETURN_IF_ERROR(finish_fetch());
+          params.swap(next_params);
+          pulled = next_pulled;
+        } else {
+          DB_RETURN_IF_ERROR(client->Pull(params, &pulled));  // the first fetch: nothing to compute on yet
+        }
+        w->SetParams(params);
+        based_on = pulled.versions;
+        start_fetch();
+      } else if (step % d.n_fetch == 0) {
         if (sync) DB_RETURN_IF_ERROR(finish_push());  // synchronous: everyone sees every update
         DB_RETURN_IF_ERROR(client->Pull(params, &pulled));
         // Bounded staleness: wait while this replica leads the slowest live one by more than k.
@@ -125,7 +151,9 @@ Status RunReplica(const Config& config, int r, std::shared_ptr<const Dataset> da
   };
   Status status = run_steps();
   Status pushed = finish_push();
+  Status fetched = finish_fetch();
   if (status.ok()) status = pushed;
+  if (status.ok()) status = fetched;
   DB_RETURN_IF_ERROR(status);
   if (sync) sync->arrive_and_drop();
   return absl::OkStatus();
