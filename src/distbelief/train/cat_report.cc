@@ -124,7 +124,7 @@ StatusOr<std::string> WriteCatReport(CatNet* net, const CatTrainOptions& o, cons
   md << "# The cat network: a face neuron learned without labels\n\n";
   md << "Le et al. 2012 trained on 10 million 200x200 video frames and tested on 13,026 faces and 23,974 "
         "non-faces. This run is far smaller, and says so: random " << o.net.frame << "x" << o.net.frame
-     << " grey crops of " << r.training_images << " photos and video frames from Debian packages ("
+     << " grey crops of " << r.training_images << " photos and video frames from Debian and npm packages ("
      << o.steps_per_stage * o.batch << " crops per stage, " << net->num_stages()
      << " stages), tested on " << f.faces << " faces and " << f.nonfaces << " non-faces.\n\n";
   md << "| | accuracy |\n|---|---|\n";
