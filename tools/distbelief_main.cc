@@ -39,6 +39,7 @@ distbelief::CatTrainOptions CatOptionsFrom(const distbelief::Config& config) {
   CatTrainOptions o;
   o.net.frame = k.frame;
   o.net.lambda = k.lambda;
+  o.net.init_scale = k.init_scale;
   o.net.stages.assign(k.stages, CatStageOptions{k.maps, k.field, k.stride, k.pool, k.lcn_window});
   o.train_dir = k.train_dir;
   o.faces_dir = k.faces_dir;

@@ -23,6 +23,7 @@ StatusOr<std::unique_ptr<CatNet>> CatNet::Create(const CatNetOptions& o, uint64_
     const std::string name = "stage" + std::to_string(s + 1);
     st.enc = std::make_unique<LocallyConnected2d>(name + ".enc", in, so.maps, so.field, so.stride, &rng, /*bias=*/false);
     st.dec = std::make_unique<LocallyConnectedTranspose2d>(name + ".dec", in, so.maps, so.field, so.stride, &rng);
+    for (float& v : st.enc->params()[0]->value.span()) v *= o.init_scale;
     st.pool = std::make_unique<L2Pool>(so.pool, 1, o.eps);
     st.lcn = std::make_unique<LocalContrastNorm>(so.lcn_window, so.lcn_window / 3.0f);
     net->stages_.push_back(std::move(st));

@@ -30,6 +30,10 @@ struct CatNetOptions {
   std::vector<CatStageOptions> stages = {{}, {}, {}};
   float lambda = 0.1f;                      // sparsity weight, as in the paper
   float eps = 1e-2f;
+  // Encoder weights start at this fraction of the usual uniform(+-1/sqrt(fan in)). Untied filters
+  // each see only their own location, so a full-size random start stays visible in them as noise;
+  // a small start lets what they learn dominate (0.05: edges and blobs where 1.0 leaves noise).
+  float init_scale = 1.0f;
 };
 
 class CatNet {

@@ -112,7 +112,7 @@ StatusOr<std::string> WriteCatReport(CatNet* net, const CatTrainOptions& o, cons
   int64_t faces_in_top = 0;
   for (int64_t i : order) faces_in_top += i < nf;
 
-  DB_RETURN_IF_ERROR(WritePng(dir + "/filters.png", FilterGrid(net, 2)));
+  DB_RETURN_IF_ERROR(WritePng(dir + "/filters.png", FilterGrid(net, 3, 3)));
   DB_RETURN_IF_ERROR(WritePng(dir + "/histogram.png", Histogram(act_faces, act_nonfaces)));
   DB_RETURN_IF_ERROR(WritePng(dir + "/optimal_stimulus.png", Resize(OptimalStimulus(net, best_stage, f.best.unit, o.net.frame), 4 * o.net.frame, 4 * o.net.frame)));
   DB_RETURN_IF_ERROR(WritePng(dir + "/top_images.png", Tiles(all, order, 8)));
@@ -140,7 +140,8 @@ StatusOr<std::string> WriteCatReport(CatNet* net, const CatTrainOptions& o, cons
   std::snprintf(line, sizeof(line), "\nThe best neuron is unit %ld of stage %d: %.1f%%.\n\n", long(f.best.unit),
                 best_stage + 1, 100 * f.best.accuracy);
   md << line;
-  md << "## First-stage filters\n\nEvery second location, all maps, each filter scaled to black-white.\n\n"
+  md << "## First-stage filters\n\nEvery third location, row by row; the maps of one location side by side; each filter "
+        "scaled to black-white.\n\n"
         "![filters](filters.png)\n\n";
   md << "## The best neuron\n\nActivations on faces (dark, upward) and non-faces (light, downward):\n\n"
         "![histogram](histogram.png)\n\n";

@@ -64,6 +64,7 @@ TEST(CatNet, LearnsLocalizedFiltersAndLowersItsObjective) {
   o.batch = 32;
   o.learning_rate = 0.2f;
   o.max_side = 128;
+  o.net.init_scale = 0.05f;  // as configs/cat.toml ships (a full-size start gives ~0.3 here)
   auto net = CatNet::Create(o.net, 3);
   ASSERT_TRUE(net.ok()) << net.status();
   const Tensor init = (*net)->encoder(0).weight().value;
@@ -74,7 +75,7 @@ TEST(CatNet, LearnsLocalizedFiltersAndLowersItsObjective) {
   const double corr = NeighbourCorrelation(learned, 8), top = EnergyInTopQuarter(learned, 8);
   // Averaged over the 392 filters, noise gives |correlation| of a few hundredths.
   EXPECT_LT(std::abs(corr0), 0.05) << corr0;
-  EXPECT_GT(corr, 0.15) << "learned filters look like noise (neighbour correlation " << corr << ")";
+  EXPECT_GT(corr, 0.4) << "learned filters look like noise (neighbour correlation " << corr << ")";
   EXPECT_GT(top, top0 + 0.1) << "energy in the strongest quarter: " << top0 << " at start, " << top << " learned";
   const double first = r->first_loss[0].first + r->first_loss[0].second;
   const double last = r->last_loss[0].first + r->last_loss[0].second;

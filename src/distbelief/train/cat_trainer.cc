@@ -139,27 +139,35 @@ StatusOr<CatTrainResult> TrainCatNet(CatNet* net, const CatTrainOptions& o) {
 
 namespace distbelief {
 
-GreyImage FilterGrid(CatNet* net, int64_t location_step) {
+GreyImage FilterGrid(CatNet* net, int64_t location_step, int64_t zoom) {
   const Tensor& w = net->encoder(0).weight().value;  // (OH, OW, K, C, F, F), C = 1
   const int64_t oh = w.dim(0), ow = w.dim(1), k = w.dim(2), f = w.dim(4);
-  const int64_t rows = (oh + location_step - 1) / location_step * k;
-  const int64_t cols = (ow + location_step - 1) / location_step;
-  GreyImage g;
-  g.w = cols * (f + 1) + 1;
-  g.h = rows * (f + 1) + 1;
-  g.pixels.assign(g.w * g.h, 0.5f);
-  int64_t r = 0;
+  // Tiles in reading order: location by location (row-major), the K maps of a location side by
+  // side, wrapped into a near-square grid.
+  std::vector<const float*> tiles;
   for (int64_t y = 0; y < oh; y += location_step)
-    for (int64_t m = 0; m < k; ++m, ++r) {
-      int64_t c = 0;
-      for (int64_t x = 0; x < ow; x += location_step, ++c) {
-        const float* p = w.data() + ((y * ow + x) * k + m) * f * f;
-        float lo = p[0], hi = p[0];
-        for (int64_t i = 0; i < f * f; ++i) lo = std::min(lo, p[i]), hi = std::max(hi, p[i]);
-        for (int64_t i = 0; i < f * f; ++i)
-          g.pixels[(r * (f + 1) + 1 + i / f) * g.w + c * (f + 1) + 1 + i % f] = (p[i] - lo) / (hi - lo + 1e-12f);
-      }
+    for (int64_t x = 0; x < ow; x += location_step)
+      for (int64_t m = 0; m < k; ++m) tiles.push_back(w.data() + ((y * ow + x) * k + m) * f * f);
+  const int64_t n = static_cast<int64_t>(tiles.size());
+  int64_t cols = k;
+  while (cols * cols < n) cols += k;  // whole locations per row
+  const int64_t rows = (n + cols - 1) / cols, cell = f + 1;
+  GreyImage g;
+  g.w = (cols * cell + 1) * zoom;
+  g.h = (rows * cell + 1) * zoom;
+  g.pixels.assign(g.w * g.h, 0.5f);
+  for (int64_t t = 0; t < n; ++t) {
+    const float* p = tiles[t];
+    float lo = p[0], hi = p[0];
+    for (int64_t i = 0; i < f * f; ++i) lo = std::min(lo, p[i]), hi = std::max(hi, p[i]);
+    const int64_t top = (t / cols) * cell + 1, left = (t % cols) * cell + 1;
+    for (int64_t i = 0; i < f * f; ++i) {
+      const float v = (p[i] - lo) / (hi - lo + 1e-12f);
+      for (int64_t dy = 0; dy < zoom; ++dy)
+        for (int64_t dx = 0; dx < zoom; ++dx)
+          g.pixels[((top + i / f) * zoom + dy) * g.w + (left + i % f) * zoom + dx] = v;
     }
+  }
   return g;
 }
 

@@ -67,7 +67,8 @@ Status LoadCatNet(CatNet* net, const std::string& path);
 StatusOr<CatTrainResult> TrainCatNet(CatNet* net, const CatTrainOptions& o);
 
 // The first stage's encoding filters as one picture: every `location_step`-th location along each
-// axis, all maps, each filter scaled to [0, 1], one pixel of gap between tiles.
-GreyImage FilterGrid(CatNet* net, int64_t location_step);
+// axis, all maps (a location's K maps side by side), in a near-square grid; each filter scaled to
+// [0, 1], one pixel of gap between tiles, every pixel drawn `zoom` x `zoom`.
+GreyImage FilterGrid(CatNet* net, int64_t location_step, int64_t zoom = 1);
 
 }  // namespace distbelief

@@ -211,6 +211,7 @@ StatusOr<Config> ParseConfig(const std::string& text, const std::string& origin,
     DB_RETURN_IF_ERROR(cs.Int("pool", &k.pool, 1, 64));
     DB_RETURN_IF_ERROR(cs.Int("lcn_window", &k.lcn_window, 1, 63));
     DB_RETURN_IF_ERROR(cs.Float("lambda", &k.lambda, 0.0, 100.0));
+    DB_RETURN_IF_ERROR(cs.Float("init_scale", &k.init_scale, 1e-6, 10.0));
     DB_RETURN_IF_ERROR(cs.Int("steps_per_stage", &k.steps_per_stage, 1, int64_t{1} << 40));
     DB_RETURN_IF_ERROR(cs.Int("batch", &k.batch, 1, 1 << 16));
     DB_RETURN_IF_ERROR(cs.Int("max_side", &k.max_side, 0, 1 << 16));

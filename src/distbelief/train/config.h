@@ -65,6 +65,7 @@ struct CatOptions {
   bool enabled = false;
   int64_t frame = 32, stages = 3, maps = 8, field = 8, stride = 2, pool = 3, lcn_window = 5;
   float lambda = 0.1f;
+  float init_scale = 0.05f;  // encoder's random start, as a fraction of the usual (see CatNetOptions)
   int64_t steps_per_stage = 300, batch = 32, max_side = 256;
   int64_t partitions = 1;  // model partitions per replica, split by maps (needs [distributed])
   float learning_rate = 0.05f;
