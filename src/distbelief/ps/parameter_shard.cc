@@ -1,6 +1,7 @@
 #include "distbelief/ps/parameter_shard.h"
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 
@@ -21,6 +22,17 @@ int64_t FirstNonFinite(std::span<const float> v) {
 
 std::string FloatsToBytes(std::span<const float> v) {
   return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+}
+
+StatusOr<std::span<const float>> FloatsView(const std::string& bytes, int64_t expected, std::vector<float>* scratch) {
+  if (bytes.size() % sizeof(float) != 0 ||
+      (expected >= 0 && static_cast<int64_t>(bytes.size() / sizeof(float)) != expected) ||
+      reinterpret_cast<uintptr_t>(bytes.data()) % alignof(float) != 0) {
+    DB_RETURN_IF_ERROR(BytesToFloats(bytes, expected, scratch));
+    return std::span<const float>(*scratch);
+  }
+  // The bytes were written by a copy (protobuf's parse, FloatsToBytes), which creates the floats.
+  return std::span<const float>(reinterpret_cast<const float*>(bytes.data()), bytes.size() / sizeof(float));
 }
 
 Status BytesToFloats(const std::string& bytes, int64_t expected, std::vector<float>* out) {
@@ -88,8 +100,8 @@ Status ParameterShard::Pull(const rpc::PullRequest& req, rpc::PullReply* reply) 
 }
 
 Status ParameterShard::Push(const rpc::PushRequest& req, rpc::PushReply* reply) {
-  thread_local std::vector<float> g;  // reused: no fresh allocation and zeroing per push
-  DB_RETURN_IF_ERROR(BytesToFloats(req.gradient(), static_cast<int64_t>(values_.size()), &g));
+  thread_local std::vector<float> scratch;  // only for a payload whose storage is misaligned
+  DB_ASSIGN_OR_RETURN(const std::span<const float> g, FloatsView(req.gradient(), static_cast<int64_t>(values_.size()), &scratch));
   if (const int64_t bad = FirstNonFinite(g); bad >= 0)
     return absl::InvalidArgumentError("shard " + std::to_string(o_.shard) + ": gradient holds NaN or Inf at index " +
                                       std::to_string(bad) + "; not applied");

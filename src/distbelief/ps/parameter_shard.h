@@ -85,5 +85,8 @@ int64_t FirstNonFinite(std::span<const float> v);
 std::string FloatsToBytes(std::span<const float> v);
 // kInvalidArgument if `bytes` does not hold exactly `expected` floats (pass -1 to accept any).
 Status BytesToFloats(const std::string& bytes, int64_t expected, std::vector<float>* out);
+// The same check, without a copy when it can: a view of `bytes` as floats (valid while `bytes`
+// lives and is unchanged), or, if its storage is not float-aligned, of a copy kept in *scratch.
+StatusOr<std::span<const float>> FloatsView(const std::string& bytes, int64_t expected, std::vector<float>* scratch);
 
 }  // namespace distbelief

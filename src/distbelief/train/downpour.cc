@@ -11,6 +11,8 @@
 #include <numeric>
 #include <thread>
 
+#include <time.h>
+
 #include "distbelief/base/logging.h"
 #include "distbelief/base/parallel.h"
 #include "distbelief/base/random.h"
@@ -29,6 +31,10 @@ struct Shared {
   std::atomic<int64_t> replica0_steps{0};
   std::atomic<bool> stop{false};
   std::atomic<int64_t> failed{0};
+  // The target-loss check runs off the clock: it raises `pause`, replicas park at the top of
+  // their next step (counted in `parked`), and the paused time is left out of the run's seconds.
+  std::atomic<bool> pause{false};
+  std::atomic<int> parked{0};
   std::mutex mu;
   double loss_sum = 0.0;  // since the last metrics record
   int64_t loss_count = 0;
@@ -36,6 +42,12 @@ struct Shared {
   int64_t staleness_count = 0;
   uint64_t staleness_max = 0;
 };
+
+double ProcessCpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
 
 // Replica r's examples: every R-th of the training set, reshuffled each epoch.
 std::vector<int64_t> ReplicaOrder(int64_t n, int r, int replicas, uint64_t seed, int64_t epoch) {
@@ -100,6 +112,11 @@ Status RunReplica(const Config& config, int r, std::shared_ptr<const Dataset> da
   // client they use goes away.
   auto run_steps = [&]() -> Status {
     for (int64_t step = 0; step < steps && !shared->stop.load(); ++step) {
+      if (shared->pause.load()) {
+        shared->parked++;
+        while (shared->pause.load() && !shared->stop.load()) std::this_thread::sleep_for(std::chrono::microseconds(200));
+        shared->parked--;
+      }
       if (sync) sync->arrive_and_wait();
       if (d.fetch_in_background && step % d.n_fetch == 0) {
         if (fetching) {
@@ -269,6 +286,7 @@ StatusOr<DistributedResult> RunDownpour(const Config& config, double stop_below,
   DB_ASSIGN_OR_RETURN(auto eval_model, Workload::Create(config, data));
   std::vector<float> params(initial.size());
   auto last_record = Clock::now(), last_eval = Clock::now();
+  Clock::duration paused{0};  // spent in target-loss checks, left out of result.seconds
   DistributedResult result;
   bool first = true;
   std::atomic<int> finished{0};
@@ -303,18 +321,28 @@ StatusOr<DistributedResult> RunDownpour(const Config& config, double stop_below,
       last_record = now;
     }
     if (stop_below > 0 && std::chrono::duration<double>(now - last_eval).count() >= eval_every_s) {
+      // Off the clock: park the replicas (a replica blocked elsewhere, e.g. in the synchronous
+      // barrier behind a parked one, is not computing either; hence the bounded wait).
+      const auto paused_at = Clock::now();
+      const double cpu_at = ProcessCpuSeconds();
+      shared.pause = true;
+      while (shared.parked.load() < replicas - finished.load() && Clock::now() - paused_at < Millis(50))
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
       PullResult pr;
       if (watcher->Pull(params, &pr).ok()) {
         eval_model->SetParams(params);
-        // 2,000 held-out examples: enough to see the target, cheap enough not to slow the replicas.
+        // 2,000 held-out examples: enough to see the target.
         if (eval_model->Evaluate(2000).loss < stop_below) shared.stop = true;
       }
+      shared.pause = false;
       last_eval = Clock::now();
+      paused += last_eval - paused_at;
+      result.check_cpu_seconds += ProcessCpuSeconds() - cpu_at;
     }
   }
   for (auto& j : joiners) j.join();
   progress.Finish();
-  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  result.seconds = std::chrono::duration<double>(Clock::now() - start - paused).count();
   result.examples = shared.examples.load();
   result.replicas_failed = shared.failed.load();
   if (result.replicas_failed == replicas) return results[0];
