@@ -93,28 +93,35 @@ const Tensor& CatNet::StageInput(int s, const Tensor& x) {
   return *in;
 }
 
-// h = W1 x; rec = W2 h; p = H(h).  d/dh = W2^T d rec + H'(p) d sparsity.
-std::pair<double, double> CatNet::StageLossAndGradient(int s, const Tensor& in) {
-  Stage& st = stages_[s];
-  const int64_t b = in.dim(0), per_example = in.size() / b;
-  st.enc->Forward(in, &st.h);
-  st.dec->Forward(st.h, &st.rec);
-  st.pool->Forward(st.h, &st.p);
+// d rec = 2 (rec - in) / B;  d h = W2^T d rec + H'(h) d sparsity.
+std::pair<double, double> StageObjectiveBackward(float lambda, float eps, const Tensor& in, const Tensor& rec,
+                                                 const Tensor& pooled, LocallyConnected2d* enc,
+                                                 LocallyConnectedTranspose2d* dec, L2Pool* pool) {
+  const int64_t per_example = in.size() / in.dim(0);
   MeanSquaredError mse;
   // The paper's sum over pixels, averaged over the batch: MSE (a mean over every element) times
   // the pixels per example.
-  const double rec = mse.Forward(st.rec, in) * per_example;
-  IcaSparsity ica(o_.lambda, o_.eps);
-  const double sparsity = ica.Forward(st.p);
+  const double reconstruction = mse.Forward(rec, in) * per_example;
+  IcaSparsity ica(lambda, eps);
+  const double sparsity = ica.Forward(pooled);
   Tensor drec, dh, dp, dh_pool;
   mse.Backward(&drec);
   for (float& v : drec.span()) v *= static_cast<float>(per_example);
-  st.dec->Backward(drec, &dh);
+  dec->Backward(drec, &dh);
   ica.Backward(&dp);
-  st.pool->Backward(dp, &dh_pool);
+  pool->Backward(dp, &dh_pool);
   for (int64_t i = 0; i < dh.size(); ++i) dh[i] += dh_pool[i];
-  st.enc->Backward(dh, nullptr);
-  return {rec, sparsity};
+  enc->Backward(dh, nullptr);
+  return {reconstruction, sparsity};
+}
+
+// h = W1 x; rec = W2 h; p = H(h).
+std::pair<double, double> CatNet::StageLossAndGradient(int s, const Tensor& in) {
+  Stage& st = stages_[s];
+  st.enc->Forward(in, &st.h);
+  st.dec->Forward(st.h, &st.rec);
+  st.pool->Forward(st.h, &st.p);
+  return StageObjectiveBackward(o_.lambda, o_.eps, in, st.rec, st.p, st.enc.get(), st.dec.get(), st.pool.get());
 }
 
 std::vector<Tensor> CatNet::Features(const Tensor& x) {

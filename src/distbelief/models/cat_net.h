@@ -36,6 +36,15 @@ struct CatNetOptions {
   float init_scale = 1.0f;
 };
 
+// Eq. 1 of one stage after its forward pass (enc: in -> h, dec: h -> rec, pool: h -> pooled; each
+// layer still holds its input): reconstruction |rec - in|^2 summed over pixels and averaged over
+// the batch, plus lambda sum_j sqrt(eps + pooled_j^2). Backpropagates both terms into enc's and
+// dec's parameter gradients and returns {reconstruction, sparsity}. `rec` may be a sum of
+// partial reconstructions (model partitions); dec then receives the gradient of the whole.
+std::pair<double, double> StageObjectiveBackward(float lambda, float eps, const Tensor& in, const Tensor& rec,
+                                                 const Tensor& pooled, LocallyConnected2d* enc,
+                                                 LocallyConnectedTranspose2d* dec, L2Pool* pool);
+
 class CatNet {
  public:
   // kInvalidArgument if a stage's geometry does not fit its input.

@@ -218,20 +218,7 @@ Status CatModelParallel::RunPart(int p, int s, int64_t step, const Tensor& x, st
     for (int64_t i = 0; i < rec.size(); ++i) rec[i] += r[i];
   }
   st.pool->Forward(st.h, &st.p);
-  const int64_t b = in->dim(0), per_example = in->size() / b;
-  MeanSquaredError mse;
-  const double r = mse.Forward(rec, *in) * per_example;
-  IcaSparsity ica(o_.lambda, o_.eps);
-  const double sparsity = ica.Forward(st.p);
-  Tensor drec, dh, dp, dh_pool;
-  mse.Backward(&drec);
-  for (float& v : drec.span()) v *= static_cast<float>(per_example);
-  st.dec->Backward(drec, &dh);
-  ica.Backward(&dp);
-  st.pool->Backward(dp, &dh_pool);
-  for (int64_t i = 0; i < dh.size(); ++i) dh[i] += dh_pool[i];
-  st.enc->Backward(dh, nullptr);
-  *loss = {r, sparsity};
+  *loss = StageObjectiveBackward(o_.lambda, o_.eps, *in, rec, st.p, st.enc.get(), st.dec.get(), st.pool.get());
   return absl::OkStatus();
 }
 

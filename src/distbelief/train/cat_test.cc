@@ -56,6 +56,24 @@ double EnergyInTopQuarter(const Tensor& w, int64_t field) {
   return total / filters;
 }
 
+// The largest norm of a stage-1 decoding basis (the shards bound each at 1).
+double MaxDecoderBasisNorm(CatNet* net) {
+  const KeyBlocks dec = net->DecoderBlocks(0);
+  const Param* dec_w = nullptr;
+  for (const Param* p : net->StageParams(0))
+    if (!dec_w && p->name.find(".dec.") != std::string::npos) dec_w = p;
+  EXPECT_NE(dec_w, nullptr);
+  if (!dec_w) return 0.0;
+  const Tensor& w = dec_w->value;
+  double max_norm = 0.0;
+  for (int64_t b = 0; b < dec.count; ++b) {
+    double sq = 0.0;
+    for (int64_t i = 0; i < dec.block; ++i) sq += double(w[b * dec.block + i]) * w[b * dec.block + i];
+    max_norm = std::max(max_norm, std::sqrt(sq));
+  }
+  return max_norm;
+}
+
 TEST(CatNet, LearnsLocalizedFiltersAndLowersItsObjective) {
   CatTrainOptions o;
   o.net.frame = 32;
@@ -128,17 +146,7 @@ TEST(CatNet, TrainsWithDownpourOnTheParameterServer) {
     if (map.begin(s) > dec.offset) {
       EXPECT_EQ((map.begin(s) - dec.offset) % dec.block, 0) << s;
     }
-  const Param* dec_w = nullptr;
-  for (const Param* p : (*net)->StageParams(0))
-    if (!dec_w && p->name.find(".dec.") != std::string::npos) dec_w = p;
-  ASSERT_NE(dec_w, nullptr);
-  const Tensor& w = dec_w->value;
-  double max_norm = 0.0;
-  for (int64_t b = 0; b < dec.count; ++b) {
-    double sq = 0.0;
-    for (int64_t i = 0; i < dec.block; ++i) sq += double(w[b * dec.block + i]) * w[b * dec.block + i];
-    max_norm = std::max(max_norm, std::sqrt(sq));
-  }
+  const double max_norm = MaxDecoderBasisNorm(net->get());
   EXPECT_LE(max_norm, 1.0 + 1e-5);
   EXPECT_GT(max_norm, 0.5);  // the bound is active, not everything shrunk to nothing
 }
@@ -212,18 +220,7 @@ TEST(CatNet, TrainsWithModelPartitionsUnderDownpour) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_LT(r->last_loss[0].first + r->last_loss[0].second, 0.5 * (r->first_loss[0].first + r->first_loss[0].second));
   EXPECT_GT(NeighbourCorrelation((*net)->encoder(0).weight().value, 8), 0.15);
-  const KeyBlocks dec = (*net)->DecoderBlocks(0);
-  const Param* dec_w = nullptr;
-  for (const Param* p : (*net)->StageParams(0))
-    if (!dec_w && p->name.find(".dec.") != std::string::npos) dec_w = p;
-  ASSERT_NE(dec_w, nullptr);
-  const Tensor& w = dec_w->value;
-  double max_norm = 0.0;
-  for (int64_t b = 0; b < dec.count; ++b) {
-    double sq = 0.0;
-    for (int64_t i = 0; i < dec.block; ++i) sq += double(w[b * dec.block + i]) * w[b * dec.block + i];
-    max_norm = std::max(max_norm, std::sqrt(sq));
-  }
+  const double max_norm = MaxDecoderBasisNorm(net->get());
   EXPECT_LE(max_norm, 1.0 + 1e-5);
   EXPECT_GT(max_norm, 0.5);
 }
