@@ -1,7 +1,8 @@
 // Push and pull of 4 MiB tensors through the gRPC transport against raw loopback TCP, measured
 // side by side in one run. Raw TCP: a client writes 4 MiB and the server answers with one byte
-// (push), or the client sends one byte and the server answers with 4 MiB (pull). gRPC: the
-// ParameterShard's Push (with SGD applied) and Pull of a 1 Mi-float shard. gRPC's own ceiling:
+// (push), or the client sends one byte and the server answers with 4 MiB (pull). The transport:
+// the ParameterShard's Push (with SGD applied) and Pull of a 1 Mi-float shard, over the shard's
+// tensor socket as replicas send them, and all on gRPC (data_plane = "grpc"). gRPC's own ceiling:
 // the same calls through gRPC's generic API with zero-copy slices and one copy on each side (the
 // least any gRPC transport of ours could do), to tell our overhead from gRPC's.
 // Usage: transport_bench [seconds per measurement] [rounds]
@@ -77,13 +78,15 @@ struct Rates {
   }
 };
 
-// Push and pull of one 1 Mi-float (4 MiB) shard with plain SGD through the gRPC transport.
-Rates MeasureGrpc(double seconds) {
+// Push and pull of one 1 Mi-float (4 MiB) shard with plain SGD through the gRPC transport, its
+// bulk calls over the shard's tensor socket (as replicas send them) or all on gRPC.
+Rates MeasureGrpc(double seconds, bool tensor_socket) {
   const int64_t n = kBytes / sizeof(float);
   std::vector<float> init(n, 0.5f), grad(n, 1e-6f);
   auto shard = ParameterShard::Create(ShardOptions{}, init);
   TransportOptions to;
   to.secret = "bench";
+  to.tensor_socket = tensor_socket;
   auto transport = MakeGrpcTransport(to);
   auto srv = transport->ServeShard("127.0.0.1:0", shard->get());
   auto ch = transport->ConnectShard((*srv)->address());
@@ -103,7 +106,7 @@ Rates MeasureGrpc(double seconds) {
 }
 
 // The replica's real path: ParameterClient pulling into and pushing from a 1 Mi-float vector
-// split over `shards` shards, each its own gRPC server and connection, all shards at once.
+// split over `shards` shards, each its own server and connection, all shards at once.
 Rates MeasureClient(double seconds, int shards) {
   const int64_t n = kBytes / sizeof(float);
   std::vector<float> params(n, 0.5f), grad(n, 1e-6f);
@@ -266,23 +269,29 @@ int main(int argc, char** argv) {
   const int rounds = argc > 2 ? std::atoi(argv[2]) : 3;
   // The second core is shared and noisy: the two transports take turns, round after round, and
   // each keeps its best round.
-  Rates tcp, grpc, ceiling, client[3];
+  Rates tcp, transport, grpc, ceiling, client[3];
   const int shard_counts[3] = {1, 2, 4};
   for (int i = 0; i < rounds; ++i) {
     tcp.Best(MeasureTcp(seconds));
-    grpc.Best(MeasureGrpc(seconds));
+    transport.Best(MeasureGrpc(seconds, true));
+    grpc.Best(MeasureGrpc(seconds, false));
     ceiling.Best(MeasureGrpcCeiling(seconds));
     for (int c = 0; c < 3; ++c) client[c].Best(MeasureClient(seconds, shard_counts[c]));
   }
   std::printf("4 MiB tensors over loopback, best of %d rounds of %.1f s per measurement\n", rounds, seconds);
-  std::printf("%-8s %13s %13s %8s %20s %8s\n", "", "raw TCP GB/s", "gRPC GB/s", "ratio", "gRPC ceiling GB/s", "ratio");
-  std::printf("%-8s %13.2f %13.2f %7.0f%% %20.2f %7.0f%%\n", "push", tcp.push, grpc.push, 100 * grpc.push / tcp.push,
-              ceiling.push, 100 * ceiling.push / tcp.push);
-  std::printf("%-8s %13.2f %13.2f %7.0f%% %20.2f %7.0f%%\n", "pull", tcp.pull, grpc.pull, 100 * grpc.pull / tcp.pull,
-              ceiling.pull, 100 * ceiling.pull / tcp.pull);
-  std::printf("(gRPC: our ParameterShard service, push includes its NaN check and SGD update of 1 Mi floats;\n"
-              " gRPC ceiling: raw bytes through gRPC's generic API, zero-copy slices, one copy per side)\n\n");
-  std::printf("ParameterClient, the same 4 MiB split over S shards (one connection each, all at once)\n");
+  std::printf("%-6s %9s %10s %6s %11s %6s %13s %6s\n", "", "raw TCP", "transport", "ratio", "gRPC only", "ratio",
+              "gRPC ceiling", "ratio");
+  for (int k = 0; k < 2; ++k) {
+    const auto get = [&](const Rates& r) { return k == 0 ? r.push : r.pull; };
+    std::printf("%-6s %9.2f %10.2f %5.0f%% %11.2f %5.0f%% %13.2f %5.0f%%\n", k == 0 ? "push" : "pull", get(tcp),
+                get(transport), 100 * get(transport) / get(tcp), get(grpc), 100 * get(grpc) / get(tcp), get(ceiling),
+                100 * get(ceiling) / get(tcp));
+  }
+  std::printf("(GB/s. transport: the gRPC transport as replicas use it, pushes and pulls over the shard's\n"
+              " tensor socket (HMAC handshake with the secret), push includes the shard's NaN check and SGD\n"
+              " update of 1 Mi floats; gRPC only: the same calls with data_plane = \"grpc\"; gRPC ceiling: raw\n"
+              " bytes through gRPC's generic API, zero-copy slices, one copy per side)\n\n");
+  std::printf("ParameterClient over the transport, the same 4 MiB split over S shards (all at once)\n");
   std::printf("%-8s %9s %14s %8s %14s %8s\n", "shards", "", "push GB/s", "of TCP", "pull GB/s", "of TCP");
   for (int c = 0; c < 3; ++c)
     std::printf("%-8d %9s %14.2f %7.0f%% %14.2f %7.0f%%\n", shard_counts[c], "", client[c].push,

@@ -30,8 +30,8 @@ common=(--set 'model.hidden=[256]' --set train.train_limit=24000 --set train.epo
 
 # 1. kill -9 of a replica: the others go on and the run completes.
 log=$tmp/replica.log
-timeout 300 "$bin" launch --config configs/mnist_downpour.toml "${common[@]}" \
-  --set "train.run_dir=\"$tmp/run1\"" >"$log" 2>&1 &
+timeout 300 "$bin" launch --config configs/mnist_downpour.toml "${common[@]}" --set train.epochs=8 \
+  --set "train.run_dir=\"$tmp/run1\"" >"$log" 2>&1 &  # long enough to be killed in the middle
 launcher=$!
 pids+=($launcher)
 if wait_for "$log" "started replica 2 pid" 60; then
@@ -54,8 +54,14 @@ timeout 300 "$bin" launch --config configs/mnist_downpour.toml "${common[@]}" \
   --set distributed.shard_checkpoint_every=20 --set "train.run_dir=\"$tmp/run2\"" >"$log" 2>&1 &
 launcher=$!
 pids+=($launcher)
+# Killed once its checkpoint holds some updates (a fixed delay raced the replicas' start-up).
+ckpt=$tmp/run2/shards/shard-1.safetensors
 if wait_for "$log" "started replica 2 pid" 60; then
-  sleep 2
+  for ((i = 0; i < 600; i++)); do
+    v=$(head -c 200 "$ckpt" 2>/dev/null | grep -ao '"version":"[0-9]*"' | grep -o '[0-9]*')
+    [ -n "$v" ] && [ "$v" -ge 100 ] && break
+    sleep 0.05
+  done
   victim=$(grep -o "started shard 1 pid [0-9]*" "$log" | head -1 | awk '{print $5}')
   kill -9 "$victim"
 fi
@@ -87,12 +93,13 @@ if ip netns add db-replica 2>/dev/null; then
     wait_for "$tmp/shard$s.out" "listening on" 30
     addrs+=("$(awk '{print $5}' "$tmp/shard$s.out")")
   done
-  # Four epochs keep the replica busy well past the cut.
-  timeout 180 ip netns exec db-replica "$bin" replica "${cfg[@]}" --set train.epochs=4 --index 0 \
+  # Twenty epochs keep the replica busy well past the cut, which comes once it is training.
+  timeout 180 ip netns exec db-replica "$bin" replica "${cfg[@]}" --set train.epochs=20 --index 0 \
     --shards "${addrs[0]},${addrs[1]}" >"$tmp/netns.log" 2>&1 &
   replica=$!
   pids+=($replica)
-  sleep 3
+  wait_for "$tmp/netns.log" "examples/s" 60
+  sleep 0.5
   ip link set db-veth-h down
   cut_at=$(date +%s)
   sleep 10

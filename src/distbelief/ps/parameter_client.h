@@ -3,10 +3,21 @@
 // that is unavailable with exponential backoff (100 ms doubling to 1 s) until `retry_for` runs
 // out, so a restarted shard or a network that comes back is picked up without the caller knowing.
 // A push that timed out may be retried and so applied twice (at least once); a push refused by
-// the shard (bad size, NaN) is not retried. Thread-compatible: one client per replica thread.
+// the shard (bad size, NaN) is not retried. Thread-compatible: one client per replica thread
+// (a Pull and a push in flight may overlap).
+//
+// The flat vector may live in pieces laid end to end (a model's parameter tensors in params()
+// order), so a pull lands straight in the model and a push reads straight from its gradients.
+// The client keeps its threads (one per shard beyond the first for the fan-out, one for pushes)
+// and its message buffers for its lifetime: a step allocates nothing and starts no thread.
 #pragma once
 
+#include <condition_variable>
+#include <deque>
+#include <functional>
 #include <future>
+#include <mutex>
+#include <thread>
 #include <memory>
 #include <span>
 #include <string>
@@ -46,12 +57,19 @@ class ParameterClient {
                                                             const std::vector<std::string>& addresses,
                                                             const ShardMap& map, ClientOptions o);
 
-  // Fetches every shard's range into params (map.total() floats).
+  ~ParameterClient();  // waits for the pushes in flight (each bounded by its deadlines)
+
+  // Fetches every shard's range into params (map.total() floats), whole or in pieces.
   [[nodiscard]] Status Pull(std::span<float> params, PullResult* result);
-  // Sends each shard its range of grad, computed from parameters of `based_on` versions, with the
-  // replica's clock. REQUIRES: grad, *staleness and this client stay alive until the op completes
-  // (Wait returned its result).
+  [[nodiscard]] Status Pull(const std::vector<std::span<float>>& pieces, PullResult* result);
+  // Sends each shard its range of grad (whole or in pieces), computed from parameters of
+  // `based_on` versions, with the replica's clock. grad is copied into the outgoing messages
+  // before this returns, so the caller may overwrite it at once; a gradient holding NaN or Inf
+  // is refused whole. Pushes run one after another on the client's push thread. REQUIRES:
+  // *staleness and this client stay alive until the op completes (Wait returned its result).
   PendingOp PushAsync(std::span<const float> grad, const std::vector<uint64_t>& based_on,
+                      int64_t clock, std::vector<uint64_t>* staleness = nullptr);
+  PendingOp PushAsync(const std::vector<std::span<const float>>& pieces, const std::vector<uint64_t>& based_on,
                       int64_t clock, std::vector<uint64_t>* staleness = nullptr);
 
   // Sandblaster's vector operations, run on every shard; Dot sums the shards' partial sums.
@@ -66,15 +84,35 @@ class ParameterClient {
   const ShardMap& map() const { return map_; }
 
  private:
-  ParameterClient(const ShardMap& map, ClientOptions o) : map_(map), o_(o) {}
-  // Runs fn(s) for every shard concurrently, each with retries; returns the first error.
+  struct PushJob {
+    std::vector<rpc::PushRequest> requests;  // per shard; their buffers are reused job to job
+    std::vector<uint64_t>* staleness = nullptr;
+    std::promise<Status> done;
+  };
+  ParameterClient(const ShardMap& map, ClientOptions o);
+  // Runs fn(s) for every shard concurrently (shard 0 on the calling thread, the others on the
+  // fan-out threads), each with retries; returns the first error.
   Status ForEachShard(const std::function<Status(int)>& fn);
+  void FanOutLoop();
+  void PushLoop();
   Status WithRetry(const std::function<Status()>& call);
   Status Op(rpc::VectorOpRequest req, std::vector<double>* values = nullptr);
 
   ShardMap map_;
   ClientOptions o_;
   std::vector<std::shared_ptr<ShardChannel>> shards_;
+
+  std::mutex pull_mu_;  // one pull at a time uses the reply buffers
+  std::vector<rpc::PullReply> pull_replies_;
+
+  std::mutex mu_;  // guards everything below
+  std::condition_variable cv_;
+  bool closing_ = false;       // the push thread stops once its queue is empty
+  bool stop_fan_out_ = false;  // then the fan-out threads
+  std::deque<std::function<void()>> fan_out_;  // calls waiting for a fan-out thread
+  std::deque<std::unique_ptr<PushJob>> pushes_;  // waiting for the push thread
+  std::vector<std::unique_ptr<PushJob>> spare_pushes_;
+  std::vector<std::thread> threads_;  // fan-out threads, then the push thread
 };
 
 }  // namespace distbelief

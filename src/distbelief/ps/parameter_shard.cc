@@ -87,7 +87,9 @@ uint64_t ParameterShard::version() {
 
 Status ParameterShard::Pull(const rpc::PullRequest& req, rpc::PullReply* reply) {
   std::lock_guard<std::mutex> lock(mu_);
-  reply->set_values(FloatsToBytes(values_));
+  std::string* out = reply->mutable_values();  // a reused reply keeps its buffer: no allocation
+  out->resize(values_.size() * sizeof(float));
+  std::memcpy(out->data(), values_.data(), out->size());
   reply->set_version(version_);
   // The slowest replica heard from recently: bounded staleness waits only for live replicas.
   int64_t min_clock = -1;

@@ -3,6 +3,12 @@
 // shard untouched, Sandblaster's vector operations and first-result-wins accumulation, shard
 // checkpoints. gRPC-only: the shared secret, oversized messages, reconnecting to a restarted shard.
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <tuple>
 
 #include <cmath>
 #include <filesystem>
@@ -11,6 +17,7 @@
 
 #include "distbelief/ps/parameter_client.h"
 #include "distbelief/ps/parameter_shard.h"
+#include "distbelief/transport/grpc/tensor_socket.h"
 #include "distbelief/transport/transport.h"
 
 namespace distbelief {
@@ -25,12 +32,17 @@ struct Fixture {
   std::unique_ptr<ParameterClient> client;
 };
 
-Fixture Start(bool grpc, const std::vector<float>& initial, int num_shards, OptimizerOptions opt = {},
+// How the fixture's client reaches its shards.
+enum Mode { kInproc = 0, kGrpc = 1, kSocket = 2 };  // kSocket: gRPC with the tensor socket
+
+Fixture Start(int mode, const std::vector<float>& initial, int num_shards, OptimizerOptions opt = {},
               const std::string& secret = "", const std::string& ckpt_dir = "") {
   Fixture f;
   TransportOptions to;
   to.secret = secret;
   to.max_message_bytes = 1 << 20;
+  to.tensor_socket = mode == kSocket;
+  const bool grpc = mode != kInproc;
   f.transport = grpc ? MakeGrpcTransport(to) : MakeInprocTransport(to);
   f.map = std::make_unique<ShardMap>(initial.size(), num_shards);
   for (int s = 0; s < num_shards; ++s) {
@@ -61,9 +73,10 @@ std::vector<float> Range(int n) {
   return v;
 }
 
-class PsTest : public ::testing::TestWithParam<bool> {};
-INSTANTIATE_TEST_SUITE_P(Transports, PsTest, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "grpc" : "inproc"; });
+class PsTest : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(Transports, PsTest, ::testing::Values(kInproc, kGrpc, kSocket), [](const auto& info) {
+  return std::string(info.param == kInproc ? "inproc" : info.param == kGrpc ? "grpc" : "grpc_tensor_socket");
+});
 
 TEST_P(PsTest, PullPushVersionsAndStaleness) {
   OptimizerOptions opt;
@@ -85,6 +98,37 @@ TEST_P(PsTest, PullPushVersionsAndStaleness) {
   EXPECT_EQ(pr.versions, (std::vector<uint64_t>{2, 2, 2}));
   for (int i = 0; i < 11; ++i) EXPECT_FLOAT_EQ(p[i], 0.5f * i - 2 * 0.5f);  // two SGD steps
   EXPECT_EQ(pr.min_replica_clock, 2);
+}
+
+// A flat vector in pieces whose cuts do not fall on the shards' cuts (11 floats over 3 shards:
+// 0-3, 4-7, 8-10; pieces 0-1, 2-6, 7-10): pulls land in the pieces, pushes read from them, and a
+// push's gradient is copied before PushAsync returns, so overwriting it at once changes nothing.
+TEST_P(PsTest, PullsAndPushesWorkOnPiecesAndPushesCopyAtOnce) {
+  OptimizerOptions opt;
+  opt.learning_rate = 0.5f;
+  Fixture f = Start(GetParam(), Range(11), 3, opt);
+  std::vector<float> a(2), b(5), c(4);
+  PullResult pr;
+  ASSERT_TRUE(f.client->Pull(std::vector<std::span<float>>{a, b, c}, &pr).ok());
+  std::vector<float> joined = a;
+  joined.insert(joined.end(), b.begin(), b.end());
+  joined.insert(joined.end(), c.begin(), c.end());
+  EXPECT_EQ(joined, Range(11));
+  std::vector<float> ga(2), gb(5), gc(4);
+  for (int i = 0; i < 11; ++i) (i < 2 ? ga[i] : i < 7 ? gb[i - 2] : gc[i - 7]) = float(i * i);
+  PendingOp op = f.client->PushAsync(std::vector<std::span<const float>>{ga, gb, gc}, pr.versions, 1);
+  std::fill(gb.begin(), gb.end(), std::numeric_limits<float>::quiet_NaN());  // the caller reuses it at once
+  ASSERT_TRUE(op.Wait(Millis(5000)).ok());
+  std::vector<float> p(11);
+  ASSERT_TRUE(f.client->Pull(p, &pr).ok());
+  for (int i = 0; i < 11; ++i) EXPECT_FLOAT_EQ(p[i], 0.5f * i - 0.5f * i * i) << i;  // w - lr * g, g = i^2
+  // Pieces that do not add up to the model are refused; a NaN is reported at its flat index.
+  EXPECT_EQ(f.client->Pull(std::vector<std::span<float>>{a, b}, &pr).code(), absl::StatusCode::kInvalidArgument);
+  Status s = f.client->PushAsync(std::vector<std::span<const float>>{ga, gb, gc}, pr.versions, 2).Wait(Millis(5000));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("at index 2;"), std::string::npos) << s;
+  ASSERT_TRUE(f.client->Pull(p, &pr).ok());
+  EXPECT_EQ(pr.versions, (std::vector<uint64_t>{1, 1, 1}));  // nothing applied anywhere
 }
 
 TEST_P(PsTest, MalformedPushesAreRefusedAndChangeNothing) {
@@ -180,7 +224,7 @@ TEST_P(PsTest, ShardRestoresFromItsCheckpoint) {
 }
 
 TEST(GrpcTransport, RefusesAMissingOrWrongSecret) {
-  Fixture f = Start(true, Range(4), 1, {}, "s3cret");
+  Fixture f = Start(kSocket, Range(4), 1, {}, "s3cret");
   std::vector<float> p(4);
   PullResult pr;
   ASSERT_TRUE(f.client->Pull(p, &pr).ok());  // the fixture's client has the secret
@@ -198,7 +242,7 @@ TEST(GrpcTransport, RefusesAMissingOrWrongSecret) {
 }
 
 TEST(GrpcTransport, OversizedMessagesGetAClearStatus) {
-  Fixture f = Start(true, Range(4), 1);  // servers accept at most 1 MiB in this fixture
+  Fixture f = Start(kGrpc, Range(4), 1);  // servers accept at most 1 MiB in this fixture
   auto channel = f.transport->ConnectShard(f.addresses[0]);
   rpc::PushRequest req;
   req.set_gradient(std::string(2 << 20, '\0'));
@@ -212,9 +256,12 @@ TEST(GrpcTransport, OversizedMessagesGetAClearStatus) {
 }
 
 TEST(GrpcTransport, ServersBindLoopbackAndClientsReconnectAfterARestart) {
-  Fixture f = Start(true, Range(4), 1);
+  Fixture f = Start(kSocket, Range(4), 1);  // the restarted shard's tensor socket has a new port
   EXPECT_EQ(f.addresses[0].rfind("127.0.0.1:", 0), 0u) << f.addresses[0];
   const std::string address = f.addresses[0];
+  std::vector<float> p(4);
+  PullResult pr;
+  ASSERT_TRUE(f.client->Pull(p, &pr).ok());  // the client has found the shard's data port
   f.servers.clear();  // the shard's server goes away...
   std::thread restart([&] {
     std::this_thread::sleep_for(Millis(500));
@@ -222,14 +269,107 @@ TEST(GrpcTransport, ServersBindLoopbackAndClientsReconnectAfterARestart) {
     ASSERT_TRUE(server.ok()) << server.status();
     f.servers.push_back(std::move(*server));
   });
-  std::vector<float> p(4);
-  PullResult pr;
   const auto t0 = std::chrono::steady_clock::now();
   Status s = f.client->Pull(p, &pr);  // retried with backoff until the shard is back
   restart.join();
   EXPECT_TRUE(s.ok()) << s;
   EXPECT_GE(std::chrono::steady_clock::now() - t0, Millis(400));
   EXPECT_EQ(p, Range(4));
+}
+
+// The tensor socket's own checks, byte by byte: a wrong secret, frames it cannot take, pushes the
+// shard refuses, a push cut off in the middle. Each gets its status; the shard never changes.
+int ConnectRaw(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  char hello[40], mac[32] = {};
+  EXPECT_EQ(recv(fd, hello, sizeof(hello), MSG_WAITALL), 40);
+  EXPECT_EQ(std::string(hello, 8), "DBTS0001");
+  EXPECT_EQ(send(fd, mac, sizeof(mac), 0), 32);  // no secret configured: any MAC is accepted
+  tensor_socket::ReplyHeader ok;
+  EXPECT_EQ(recv(fd, &ok, sizeof(ok), MSG_WAITALL), 48);
+  EXPECT_EQ(ok.code, 0u);
+  return fd;
+}
+
+// Sends a request, returns the reply's code and message ("" and code 99 if the server closed).
+std::pair<uint32_t, std::string> Exchange(int fd, const tensor_socket::RequestHeader& h, const std::string& payload) {
+  std::string out(reinterpret_cast<const char*>(&h), sizeof(h));
+  out += payload;
+  send(fd, out.data(), out.size(), MSG_NOSIGNAL);
+  tensor_socket::ReplyHeader r;
+  if (recv(fd, &r, sizeof(r), MSG_WAITALL) != sizeof(r)) return {99, ""};
+  std::string message(r.code ? r.payload : 0, '\0');
+  if (!message.empty()) recv(fd, message.data(), message.size(), MSG_WAITALL);
+  return {r.code, message};
+}
+
+TEST(TensorSocket, RefusesBadSecretsAndMalformedRequestsAndKeepsTheShard) {
+  Fixture f = Start(kSocket, Range(4), 1);
+  rpc::ShardInfoReply info;
+  auto channel = f.transport->ConnectShard(f.addresses[0]);
+  ASSERT_TRUE((*channel)->Info(&info, Millis(5000)).ok());
+  const int port = static_cast<int>(info.data_port());
+  ASSERT_GT(port, 0);
+  {  // a wrong secret is refused (a secret-holding shard on its own port)
+    Fixture g = Start(kSocket, Range(4), 1, {}, "s3cret");
+    auto gc = g.transport->ConnectShard(g.addresses[0]);
+    rpc::ShardInfoReply gi;
+    ASSERT_TRUE((*gc)->Info(&gi, Millis(5000)).ok());
+    TensorSocketClient wrong("127.0.0.1", static_cast<int>(gi.data_port()), "wrong", 1 << 20);
+    rpc::PullReply pr;
+    EXPECT_EQ(wrong.Pull(rpc::PullRequest(), &pr, Millis(5000)).code(), absl::StatusCode::kUnauthenticated);
+    TensorSocketClient right("127.0.0.1", static_cast<int>(gi.data_port()), "s3cret", 1 << 20);
+    EXPECT_TRUE(right.Pull(rpc::PullRequest(), &pr, Millis(5000)).ok());
+    EXPECT_EQ(pr.values().size(), 16u);
+  }
+  using tensor_socket::RequestHeader;
+  RequestHeader push;
+  push.op = tensor_socket::kPush;
+  const auto floats = [](std::vector<float> v) { return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4); };
+  int fd = ConnectRaw(port);
+  push.payload = 12;  // 3 floats for a range of 4: refused by the shard, connection kept
+  auto [code, message] = Exchange(fd, push, floats({1, 1, 1}));
+  EXPECT_EQ(code, uint32_t(absl::StatusCode::kInvalidArgument));
+  EXPECT_NE(message.find("expected 4"), std::string::npos) << message;
+  push.payload = 16;
+  std::tie(code, message) = Exchange(fd, push, floats({1, std::numeric_limits<float>::quiet_NaN(), 1, 1}));
+  EXPECT_EQ(code, uint32_t(absl::StatusCode::kInvalidArgument));
+  EXPECT_NE(message.find("NaN or Inf"), std::string::npos) << message;
+  RequestHeader bad = push;
+  bad.payload = 2 << 20;  // over the fixture's 1 MiB limit: refused before reading, then closed
+  std::tie(code, message) = Exchange(fd, bad, "");
+  EXPECT_EQ(code, uint32_t(absl::StatusCode::kResourceExhausted)) << message;
+  EXPECT_EQ(Exchange(fd, push, floats({1, 1, 1, 1})).first, 99u);  // closed
+  close(fd);
+  fd = ConnectRaw(port);
+  bad = push;
+  bad.magic = 0x12345678;
+  std::tie(code, message) = Exchange(fd, bad, "");
+  EXPECT_EQ(code, uint32_t(absl::StatusCode::kInvalidArgument));
+  EXPECT_NE(message.find("bad magic"), std::string::npos) << message;
+  close(fd);
+  fd = ConnectRaw(port);  // a push cut off after 8 of its 16 bytes: nothing applied
+  std::string half(reinterpret_cast<const char*>(&push), sizeof(push));
+  half += floats({1, 1});
+  send(fd, half.data(), half.size(), MSG_NOSIGNAL);
+  close(fd);
+  std::this_thread::sleep_for(Millis(100));
+  std::vector<float> p(4);
+  PullResult pr;
+  ASSERT_TRUE(f.client->Pull(p, &pr).ok());
+  EXPECT_EQ(p, Range(4));
+  EXPECT_EQ(pr.versions, (std::vector<uint64_t>{0}));
+  // And a well-formed push through the same port is applied.
+  fd = ConnectRaw(port);
+  EXPECT_EQ(Exchange(fd, push, floats({1, 1, 1, 1})).first, 0u);
+  close(fd);
+  ASSERT_TRUE(f.client->Pull(p, &pr).ok());
+  EXPECT_EQ(pr.versions, (std::vector<uint64_t>{1}));
 }
 
 TEST(GrpcTransport, ServesTlsWhenConfigured) {
@@ -312,7 +452,7 @@ TEST(ShardMap, AlignedCutsNeverSplitABlock) {
 }
 
 TEST(PendingOp, WaitHonoursItsDeadline) {
-  Fixture f = Start(false, Range(4), 1);
+  Fixture f = Start(kInproc, Range(4), 1);
   f.servers.clear();  // nothing serves the shard: the push retries for 3 s
   std::vector<float> g(4, 1.0f);
   PendingOp op = f.client->PushAsync(g, {0}, 1);

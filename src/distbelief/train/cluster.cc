@@ -28,6 +28,7 @@ StatusOr<TransportOptions> MakeTransportOptions(const Config& c) {
   o.tls_key_file = c.distributed.tls_key_file;
   o.tls_root_file = c.distributed.tls_root_file;
   o.tls_target_name = c.distributed.tls_target_name;
+  o.tensor_socket = c.distributed.data_plane == "socket";
   return o;
 }
 

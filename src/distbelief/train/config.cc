@@ -277,6 +277,8 @@ StatusOr<Config> ParseConfig(const std::string& text, const std::string& origin,
     DB_RETURN_IF_ERROR(ds.Int("staleness_bound", &d.staleness_bound, 0, int64_t{1} << 40));
     DB_RETURN_IF_ERROR(ds.Bool("synchronous", &d.synchronous));
     DB_RETURN_IF_ERROR(ds.Bool("fetch_in_background", &d.fetch_in_background));
+    DB_RETURN_IF_ERROR(ds.Bool("fetch_after_push", &d.fetch_after_push));
+    DB_RETURN_IF_ERROR(ds.String("data_plane", &d.data_plane, {"socket", "grpc"}));
     DB_RETURN_IF_ERROR(ds.String("transport", &d.transport, {"inproc", "grpc"}));
     DB_RETURN_IF_ERROR(ds.StringList("shard_addresses", &d.shard_addresses));
     DB_RETURN_IF_ERROR(ds.StringList("worker_addresses", &d.worker_addresses));

@@ -68,6 +68,21 @@ TEST(Downpour, SynchronousModeBoundsStalenessByTheReplicaCount) {
   EXPECT_LE(r->max_staleness, 3u);
 }
 
+// fetch_after_push (the default): a fetch waits for the replica's own push, so a lone replica
+// never computes from parameters that lack its last gradient; without it, its pushes overlap its
+// next fetch and arrive stale.
+TEST(Downpour, ALoneReplicaSeesItsOwnPushes) {
+  Config c = MakeConfig(kDownpour, {"distributed.replicas=1", "distributed.warmstart_steps=0", "train.max_steps=150",
+                                    "train.run_dir=\"" + RunDir("own") + "\""});
+  auto r = RunDownpour(c);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->max_staleness, 0u);
+  c.distributed.fetch_after_push = false;
+  r = RunDownpour(c);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(r->mean_staleness, 0.0);
+}
+
 TEST(Downpour, BoundedStalenessRuns) {
   Config c = MakeConfig(kDownpour, {"distributed.staleness_bound=2", "train.max_steps=200",
                                     "train.run_dir=\"" + RunDir("ssp") + "\""});

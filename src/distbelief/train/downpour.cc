@@ -73,7 +73,11 @@ Status RunReplica(const Config& config, int r, std::shared_ptr<const Dataset> da
       std::this_thread::sleep_for(Millis(2));
 
   const int64_t n = w->num_params();
-  std::vector<float> params(n), grad(n), acc(d.n_push > 1 ? n : 0, 0.0f), sending(n);
+  // Pulls land in the model's tensors and pushes read its gradients (pieces), so the only
+  // flat buffers are the accumulator (n_push > 1) and the background fetch's landing place.
+  const std::vector<std::span<float>> model_params = w->ParamPieces();
+  const std::vector<std::span<const float>> model_grads = w->GradPieces();
+  std::vector<float> acc(d.n_push > 1 ? n : 0, 0.0f);
   std::vector<uint64_t> staleness;
   PullResult pulled;
   std::vector<uint64_t> based_on;
@@ -96,7 +100,7 @@ Status RunReplica(const Config& config, int r, std::shared_ptr<const Dataset> da
   };
   // Background fetch (the paper's fetch thread): the next pull runs into its own buffers while
   // the replica computes; at a fetch step the replica takes what arrived and starts the next.
-  std::vector<float> next_params(d.fetch_in_background ? n : 0);
+  std::vector<float> params(d.fetch_in_background ? n : 0), next_params(d.fetch_in_background ? n : 0);
   PullResult next_pulled;
   std::optional<std::future<Status>> fetching;
   auto start_fetch = [&] {
@@ -123,39 +127,45 @@ Status RunReplica(const Config& config, int r, std::shared_ptr<const Dataset> da
           DB_RETURN_IF_ERROR(finish_fetch());
           params.swap(next_params);
           pulled = next_pulled;
+          w->SetParams(params);
         } else {
-          DB_RETURN_IF_ERROR(client->Pull(params, &pulled));  // the first fetch: nothing to compute on yet
+          DB_RETURN_IF_ERROR(client->Pull(model_params, &pulled));  // the first fetch: nothing to compute on yet
         }
-        w->SetParams(params);
         based_on = pulled.versions;
         start_fetch();
       } else if (step % d.n_fetch == 0) {
-        if (sync) DB_RETURN_IF_ERROR(finish_push());  // synchronous: everyone sees every update
-        DB_RETURN_IF_ERROR(client->Pull(params, &pulled));
+        // Synchronous: everyone sees every update; fetch_after_push: this replica sees its own.
+        if (sync || d.fetch_after_push) DB_RETURN_IF_ERROR(finish_push());
+        DB_RETURN_IF_ERROR(client->Pull(model_params, &pulled));
         // Bounded staleness: wait while this replica leads the slowest live one by more than k.
         while (d.staleness_bound > 0 && pulled.min_replica_clock >= 0 &&
                step - pulled.min_replica_clock > d.staleness_bound && !shared->stop.load()) {
           std::this_thread::sleep_for(Millis(1));
-          DB_RETURN_IF_ERROR(client->Pull(params, &pulled));
+          DB_RETURN_IF_ERROR(client->Pull(model_params, &pulled));
         }
-        w->SetParams(params);
         based_on = pulled.versions;
       }
       if (step % per_epoch == 0 && step > 0) order = ReplicaOrder(data->train.images.dim(0), r, static_cast<int>(d.replicas), o.seed, step / per_epoch);
       const int64_t b = (step % per_epoch) * o.batch_size;
-      const double loss = w->LossAndGradient(std::span<const int64_t>(order).subspan(b, o.batch_size), grad);
+      const double loss = w->ComputeGradient(std::span<const int64_t>(order).subspan(b, o.batch_size));
       if (!std::isfinite(loss)) return absl::InternalError("replica " + std::to_string(r) + ": loss is not finite");
-      if (d.n_push > 1)
-        for (int64_t i = 0; i < n; ++i) acc[i] += grad[i];
+      if (d.n_push > 1) {
+        int64_t off = 0;
+        for (std::span<const float> g : model_grads) {
+          float* a = acc.data() + off;
+          for (size_t i = 0; i < g.size(); ++i) a[i] += g[i];
+          off += static_cast<int64_t>(g.size());
+        }
+      }
       if ((step + 1) % d.n_push == 0 || step + 1 == steps) {
         DB_RETURN_IF_ERROR(finish_push());  // at most one push in flight
+        // PushAsync copies what it sends, so the gradients and the accumulator are free at once.
         if (d.n_push > 1) {
-          sending.swap(acc);
+          pending = client->PushAsync(acc, based_on, step + 1, &staleness);
           std::fill(acc.begin(), acc.end(), 0.0f);
         } else {
-          sending.swap(grad);  // the one gradient is the push: no accumulator
+          pending = client->PushAsync(model_grads, based_on, step + 1, &staleness);
         }
-        pending = client->PushAsync(sending, based_on, step + 1, &staleness);
         if (sync) DB_RETURN_IF_ERROR(finish_push());
       }
       shared->examples += o.batch_size;
@@ -257,7 +267,7 @@ StatusOr<DistributedResult> RunDownpour(const Config& config, double stop_below,
 
   const int replicas = static_cast<int>(d.replicas);
   const int64_t steps = DownpourStepsPerReplica(config, data->train.images.dim(0));
-  const int cores = NumThreads();
+  const int cores = o.threads > 0 ? static_cast<int>(o.threads) : NumThreads();
   const int threads = std::max(1, cores / replicas);
   LOG_INFO << "downpour: " << replicas << " replicas x " << steps << " steps of batch " << o.batch_size
            << ", " << cluster->addresses.size() << " shards over " << d.transport << ", n_fetch "

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 #include <numeric>
 
 #include "distbelief/io/checkpoint.h"
@@ -102,7 +103,29 @@ Status Workload::SaveCheckpoint(const std::string& path, const std::string& conf
   return WriteCheckpoint(path, c);
 }
 
+std::vector<std::span<float>> Workload::ParamPieces() {
+  std::vector<std::span<float>> pieces;
+  for (Param* p : params_) pieces.push_back(p->value.span());
+  return pieces;
+}
+
+std::vector<std::span<const float>> Workload::GradPieces() {
+  std::vector<std::span<const float>> pieces;
+  for (Param* p : params_) pieces.push_back(std::as_const(p->grad).span());
+  return pieces;
+}
+
 double Workload::LossAndGradient(std::span<const int64_t> indices, std::span<float> grad) {
+  const double loss = ComputeGradient(indices);
+  int64_t off = 0;
+  for (Param* p : params_) {
+    std::memcpy(grad.data() + off, p->grad.data(), p->grad.size() * sizeof(float));
+    off += p->grad.size();
+  }
+  return loss;
+}
+
+double Workload::ComputeGradient(std::span<const int64_t> indices) {
   const int64_t n = static_cast<int64_t>(indices.size());
   GatherRows(data_->train.images, indices, 0, n, &x_);
   GatherRows(data_->train.labels, indices, 0, n, &target_);
@@ -120,11 +143,6 @@ double Workload::LossAndGradient(std::span<const int64_t> indices, std::span<flo
     mse.Backward(&dout);
   }
   model_.Backward(dout);
-  int64_t off = 0;
-  for (Param* p : params_) {
-    std::memcpy(grad.data() + off, p->grad.data(), p->grad.size() * sizeof(float));
-    off += p->grad.size();
-  }
   return loss;
 }
 

@@ -42,7 +42,14 @@ class Workload {
   int64_t num_params() const { return num_params_; }
   void GetParams(std::span<float> flat);
   void SetParams(std::span<const float> flat);
-  // Mean loss over the examples `indices` of the training set; writes the mean gradient.
+  // The parameters and their gradients in place, as pieces of the flat vector (params() order):
+  // a ParameterClient pulls into and pushes from these without another copy.
+  std::vector<std::span<float>> ParamPieces();
+  std::vector<std::span<const float>> GradPieces();
+  // Mean loss over the examples `indices` of the training set; leaves the mean gradient in the
+  // model's gradients (GradPieces).
+  double ComputeGradient(std::span<const int64_t> indices);
+  // The same, and writes the gradient flat.
   double LossAndGradient(std::span<const int64_t> indices, std::span<float> grad);
   EvalResult Evaluate(int64_t limit = 0) { return distbelief::Evaluate(&model_, kind_, data_->test, limit); }
   // Writes the current parameters as a checkpoint that `distbelief eval` and --resume read.

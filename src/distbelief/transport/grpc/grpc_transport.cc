@@ -11,6 +11,7 @@
 #include "distbelief/base/logging.h"
 #include "distbelief/distbelief.grpc.pb.h"
 #include "distbelief/ps/parameter_shard.h"
+#include "distbelief/transport/grpc/tensor_socket.h"
 #include "distbelief/transport/transport.h"
 
 namespace distbelief {
@@ -77,7 +78,8 @@ StatusOr<std::string> ReadFile(const std::string& path) {
 
 class ShardServiceImpl final : public rpc::ParameterShard::Service {
  public:
-  ShardServiceImpl(ParameterShard* shard, std::string secret) : shard_(shard), secret_(std::move(secret)) {}
+  ShardServiceImpl(ParameterShard* shard, std::string secret, int data_port)
+      : shard_(shard), secret_(std::move(secret)), data_port_(data_port) {}
   grpc::Status Pull(grpc::ServerContext* ctx, const rpc::PullRequest* req, rpc::PullReply* reply) override {
     grpc::Status a = CheckSecret(ctx, secret_);
     return a.ok() ? ToGrpc(shard_->Pull(*req, reply)) : a;
@@ -92,12 +94,15 @@ class ShardServiceImpl final : public rpc::ParameterShard::Service {
   }
   grpc::Status Info(grpc::ServerContext* ctx, const rpc::ShardInfoRequest*, rpc::ShardInfoReply* reply) override {
     grpc::Status a = CheckSecret(ctx, secret_);
-    return a.ok() ? ToGrpc(shard_->Info(reply)) : a;
+    if (!a.ok()) return a;
+    reply->set_data_port(static_cast<uint32_t>(data_port_));
+    return ToGrpc(shard_->Info(reply));
   }
 
  private:
   ParameterShard* shard_;
   std::string secret_;
+  int data_port_;
 };
 
 class WorkerServiceImpl final : public rpc::Worker::Service {
@@ -121,6 +126,7 @@ class GrpcServer : public Transport::Server {
  public:
   GrpcServer(std::unique_ptr<grpc::Service> service, std::unique_ptr<grpc::Server> server, std::string address)
       : service_(std::move(service)), server_(std::move(server)), address_(std::move(address)) {}
+  std::unique_ptr<TensorSocketServer> tensor_socket;  // the shard's data plane, if it has one
   ~GrpcServer() override {
     // Give calls in flight a moment, then cancel them.
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
@@ -154,13 +160,22 @@ class Client {
 
 class GrpcShardChannel : public ShardChannel, Client<rpc::ParameterShard> {
  public:
-  using Client::Client;
   using S = rpc::ParameterShard::Stub;
+  GrpcShardChannel(std::shared_ptr<grpc::Channel> channel, std::string secret, std::string address,
+                   bool tensor_socket, int64_t max_bytes)
+      : Client(std::move(channel), std::move(secret), std::move(address)), use_socket_(tensor_socket),
+        max_bytes_(max_bytes) {}
   Status Pull(const rpc::PullRequest& req, rpc::PullReply* reply, Millis t) override {
-    return Call(&S::Pull, req, reply, t, "Pull");
+    std::shared_ptr<TensorSocketClient> socket;
+    DB_RETURN_IF_ERROR(Socket(t, &socket));
+    if (!socket) return Call(&S::Pull, req, reply, t, "Pull");
+    return Forgetting(socket->Pull(req, reply, t));
   }
   Status Push(const rpc::PushRequest& req, rpc::PushReply* reply, Millis t) override {
-    return Call(&S::Push, req, reply, t, "Push");
+    std::shared_ptr<TensorSocketClient> socket;
+    if (!req.accumulate()) DB_RETURN_IF_ERROR(Socket(t, &socket));
+    if (!socket) return Call(&S::Push, req, reply, t, "Push");
+    return Forgetting(socket->Push(req, reply, t));
   }
   Status VectorOp(const rpc::VectorOpRequest& req, rpc::VectorOpReply* reply, Millis t) override {
     return Call(&S::VectorOp, req, reply, t, "VectorOp");
@@ -168,6 +183,37 @@ class GrpcShardChannel : public ShardChannel, Client<rpc::ParameterShard> {
   Status Info(rpc::ShardInfoReply* reply, Millis t) override {
     return Call(&S::Info, rpc::ShardInfoRequest(), reply, t, "Info");
   }
+
+ private:
+  // The shard's tensor socket, learned from its Info reply once; nullptr: none (use gRPC).
+  Status Socket(Millis t, std::shared_ptr<TensorSocketClient>* out) {
+    if (!use_socket_) return absl::OkStatus();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!resolved_) {
+      rpc::ShardInfoReply info;
+      DB_RETURN_IF_ERROR(Info(&info, t));
+      if (info.data_port() != 0)
+        socket_ = std::make_shared<TensorSocketClient>(address_.substr(0, address_.rfind(':')),
+                                                       static_cast<int>(info.data_port()), secret_, max_bytes_);
+      resolved_ = true;
+    }
+    *out = socket_;
+    return absl::OkStatus();
+  }
+  // A lost connection may mean a restarted shard on a new data port: ask again next time.
+  Status Forgetting(Status s) {
+    if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
+      std::lock_guard<std::mutex> lock(mu_);
+      resolved_ = false;
+      socket_.reset();
+    }
+    return s;
+  }
+  const bool use_socket_;
+  const int64_t max_bytes_;
+  std::mutex mu_;
+  bool resolved_ = false;
+  std::shared_ptr<TensorSocketClient> socket_;
 };
 
 class GrpcWorkerChannel : public WorkerChannel, Client<rpc::Worker> {
@@ -187,14 +233,25 @@ class GrpcTransport : public Transport {
   explicit GrpcTransport(const TransportOptions& o) : o_(o) {}
 
   StatusOr<std::unique_ptr<Server>> ServeShard(const std::string& address, ParameterShard* shard) override {
-    return Serve(address, std::make_unique<ShardServiceImpl>(shard, o_.secret));
+    // The data plane listens on the same host as gRPC; never beside TLS (it is not encrypted).
+    std::unique_ptr<TensorSocketServer> socket;
+    if (o_.tensor_socket && o_.tls_cert_file.empty() && o_.tls_key_file.empty()) {
+      DB_ASSIGN_OR_RETURN(socket, TensorSocketServer::Start(address.substr(0, address.rfind(':')), shard, o_.secret,
+                                                            o_.max_message_bytes));
+    }
+    const int port = socket ? socket->port() : 0;
+    DB_ASSIGN_OR_RETURN(auto server, Serve(address, std::make_unique<ShardServiceImpl>(shard, o_.secret, port)));
+    static_cast<GrpcServer*>(server.get())->tensor_socket = std::move(socket);
+    return server;
   }
   StatusOr<std::unique_ptr<Server>> ServeWorker(const std::string& address, WorkerService* worker) override {
     return Serve(address, std::make_unique<WorkerServiceImpl>(worker, o_.secret));
   }
   StatusOr<std::shared_ptr<ShardChannel>> ConnectShard(const std::string& address) override {
     DB_ASSIGN_OR_RETURN(auto ch, Channel(address));
-    return std::shared_ptr<ShardChannel>(new GrpcShardChannel(ch, o_.secret, address));
+    // A client that trusts a TLS root wants every byte encrypted: no tensor socket.
+    return std::shared_ptr<ShardChannel>(
+        new GrpcShardChannel(ch, o_.secret, address, o_.tensor_socket && o_.tls_root_file.empty(), o_.max_message_bytes));
   }
   StatusOr<std::shared_ptr<WorkerChannel>> ConnectWorker(const std::string& address) override {
     DB_ASSIGN_OR_RETURN(auto ch, Channel(address));

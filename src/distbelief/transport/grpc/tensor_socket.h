@@ -1,0 +1,117 @@
+// The tensor socket: the gRPC transport's data plane for the two bulk calls, Pull and Push.
+// gRPC (HTTP/2 framing, its own threads and copies) moves a 4 MiB tensor at under half the speed
+// of a plain TCP socket on one machine (bench/transport_bench); a shard served over gRPC therefore
+// also listens on a plain TCP port of the same host and announces it in its Info reply. Clients
+// send pulls and pushes there; everything else (Sandblaster's vector operations, Info, workers)
+// stays on gRPC. Off under TLS (the socket is not encrypted): then everything goes through gRPC.
+//
+// Wire protocol (little-endian; one request at a time per connection; a client keeps a few
+// connections per shard so a pull and a push in flight do not queue behind each other):
+//   server -> client  "DBTS0001" + 32-byte random nonce
+//   client -> server  HMAC-SHA256(shared secret, nonce) (32 bytes)
+//   server -> client  ReplyHeader: code 0, or kUnauthenticated and the connection closes
+//   then repeatedly:
+//   client -> server  RequestHeader{magic, op, payload bytes, based_on_version, replica, clock}
+//                     + payload (push: the gradient's floats; pull: none)
+//   server -> client  ReplyHeader{magic, code, payload bytes, version, staleness, min clock}
+//                     + payload (ok pull: the range's floats; error: the message)
+// A request the server cannot frame (wrong magic, unknown op, a payload over the message limit)
+// gets its error reply and the connection is closed; a push the shard refuses (wrong size, NaN)
+// gets the shard's status and the connection stays open. Nothing is applied unless the whole
+// payload arrived.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "distbelief/base/status.h"
+#include "distbelief/distbelief.pb.h"
+#include "distbelief/transport/transport.h"
+
+namespace distbelief {
+
+class ParameterShard;
+
+namespace tensor_socket {
+
+constexpr uint32_t kMagic = 0x31544244;  // "DBT1"
+enum Op : uint32_t { kPull = 1, kPush = 2 };
+
+struct RequestHeader {
+  uint32_t magic = kMagic;
+  uint32_t op = 0;
+  uint64_t payload = 0;  // bytes that follow
+  uint64_t based_on_version = 0;
+  int64_t replica = -1;
+  int64_t replica_clock = 0;
+  uint64_t reserved = 0;
+};
+struct ReplyHeader {
+  uint32_t magic = kMagic;
+  uint32_t code = 0;     // absl::StatusCode
+  uint64_t payload = 0;  // bytes that follow: the values, or the error message
+  uint64_t version = 0;
+  uint64_t staleness = 0;
+  int64_t min_replica_clock = -1;
+  uint64_t reserved = 0;
+};
+static_assert(sizeof(RequestHeader) == 48 && sizeof(ReplyHeader) == 48);
+
+}  // namespace tensor_socket
+
+// Serves one shard's pulls and pushes on host:0 (a free port) until destroyed.
+class TensorSocketServer {
+ public:
+  static StatusOr<std::unique_ptr<TensorSocketServer>> Start(const std::string& host, ParameterShard* shard,
+                                                             std::string secret, int64_t max_message_bytes);
+  ~TensorSocketServer();
+  int port() const { return port_; }
+
+ private:
+  TensorSocketServer() = default;
+  void AcceptLoop();
+  void Serve(int fd, std::string peer);
+  ParameterShard* shard_ = nullptr;
+  std::string secret_;
+  int64_t max_bytes_ = 0;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::thread acceptor_;
+  struct Conn {
+    int fd;
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
+  std::mutex mu_;
+  std::list<Conn> conns_;
+};
+
+// The client side for one shard: connections made on demand (connect, handshake), kept while they
+// work and dropped on any error, which comes back as kUnavailable (retry) or kDeadlineExceeded.
+class TensorSocketClient {
+ public:
+  TensorSocketClient(std::string host, int port, std::string secret, int64_t max_message_bytes)
+      : host_(std::move(host)), port_(port), secret_(std::move(secret)), max_bytes_(max_message_bytes) {}
+  ~TensorSocketClient();
+  Status Pull(const rpc::PullRequest& req, rpc::PullReply* reply, Millis timeout);
+  Status Push(const rpc::PushRequest& req, rpc::PushReply* reply, Millis timeout);
+
+ private:
+  StatusOr<int> Acquire(std::chrono::steady_clock::time_point deadline);
+  void Release(int fd);
+  std::string host_;
+  int port_;
+  std::string secret_;
+  int64_t max_bytes_;
+  std::mutex mu_;
+  std::vector<int> idle_;
+};
+
+}  // namespace distbelief
