@@ -103,6 +103,13 @@ TEST(Downpour, BackgroundFetchWithABoundIsAClearError) {
   EXPECT_NE(c.status().message().find("fetch_in_background"), std::string::npos) << c.status();
 }
 
+TEST(Downpour, AnUnknownDataPlaneIsAClearError) {
+  auto c = ParseConfig(kDownpour, "test", {"distributed.data_plane=\"udp\""});
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("data_plane"), std::string::npos) << c.status();
+  EXPECT_TRUE(ParseConfig(kDownpour, "test", {"distributed.data_plane=\"grpc\""}).ok());
+}
+
 TEST(Downpour, BadShardAddressesAreAClearError) {
   auto c = ParseConfig(kDownpour, "test", {"distributed.shard_addresses=[\"127.0.0.1:1\"]"});
   ASSERT_FALSE(c.ok());
