@@ -69,8 +69,9 @@ TEST(Downpour, SynchronousModeBoundsStalenessByTheReplicaCount) {
 }
 
 // fetch_after_push (the default): a fetch waits for the replica's own push, so a lone replica
-// never computes from parameters that lack its last gradient; without it, its pushes overlap its
-// next fetch and arrive stale.
+// never computes from parameters that lack its last gradient; without it, its one push in flight
+// may overlap its next fetch, so its gradients are at most one update stale (whether they are
+// depends on timing).
 TEST(Downpour, ALoneReplicaSeesItsOwnPushes) {
   Config c = MakeConfig(kDownpour, {"distributed.replicas=1", "distributed.warmstart_steps=0", "train.max_steps=150",
                                     "train.run_dir=\"" + RunDir("own") + "\""});
@@ -80,7 +81,7 @@ TEST(Downpour, ALoneReplicaSeesItsOwnPushes) {
   c.distributed.fetch_after_push = false;
   r = RunDownpour(c);
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_GT(r->mean_staleness, 0.0);
+  EXPECT_LE(r->max_staleness, 1u);
 }
 
 TEST(Downpour, BoundedStalenessRuns) {
