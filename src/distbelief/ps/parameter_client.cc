@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <latch>
 #include <cstring>
 #include <thread>
 
@@ -143,20 +142,29 @@ Status ParameterClient::WithRetry(const std::function<Status()>& call) {
 Status ParameterClient::ForEachShard(const std::function<Status(int)>& fn) {
   const int n = map_.num_shards();
   std::vector<Status> results(n);
-  std::latch left(n - 1);
+  // Completion of the other shards' calls: counted and signalled under `done_mu`, so this frame
+  // (which owns all of it) outlives every fan-out thread's last touch of it.
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  int left = n - 1;
   if (n > 1) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (int s = 1; s < n; ++s)
         fan_out_.push_back([&, s] {
-          results[s] = WithRetry([&] { return fn(s); });
-          left.count_down();
+          Status st = WithRetry([&] { return fn(s); });
+          std::lock_guard<std::mutex> done(done_mu);
+          results[s] = std::move(st);
+          if (--left == 0) done_cv.notify_all();
         });
     }
     cv_.notify_all();
   }
   results[0] = WithRetry([&] { return fn(0); });
-  left.wait();
+  {
+    std::unique_lock<std::mutex> done(done_mu);
+    done_cv.wait(done, [&] { return left == 0; });
+  }
   for (const Status& s : results)
     if (!s.ok()) return s;
   return absl::OkStatus();

@@ -362,7 +362,11 @@ StatusOr<int> TensorSocketClient::Acquire(Clock::time_point deadline) {
   return fd;
 }
 
-void TensorSocketClient::Release(int fd) {
+void TensorSocketClient::Release(int fd, bool reusable) {
+  if (!reusable) {
+    close(fd);
+    return;
+  }
   std::lock_guard<std::mutex> lock(mu_);
   idle_.push_back(fd);
 }
@@ -416,11 +420,7 @@ Status TensorSocketClient::Pull(const rpc::PullRequest& req, rpc::PullReply* rep
       in_step = false;
     }
   }
-  if (in_step) {
-    Release(fd);
-  } else {
-    close(fd);
-  }
+  Release(fd, in_step);
   if (!s.ok()) return s;
   reply->set_version(r.version);
   reply->set_min_replica_clock(r.min_replica_clock);
@@ -446,11 +446,7 @@ Status TensorSocketClient::Push(const rpc::PushRequest& req, rpc::PushReply* rep
   ReplyHeader r;
   bool in_step = false;
   Status s = ReadReply(fd, &r, deadline, what, &in_step);
-  if (in_step) {
-    Release(fd);
-  } else {
-    close(fd);
-  }
+  Release(fd, in_step);
   if (!s.ok()) return s;
   reply->set_version(r.version);
   reply->set_staleness(r.staleness);

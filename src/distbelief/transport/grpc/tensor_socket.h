@@ -105,7 +105,8 @@ class TensorSocketClient {
 
  private:
   StatusOr<int> Acquire(std::chrono::steady_clock::time_point deadline);
-  void Release(int fd);
+  // Keeps fd for the next call if the exchange left it in step, else closes it.
+  void Release(int fd, bool reusable);
   std::string host_;
   int port_;
   std::string secret_;
