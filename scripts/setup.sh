@@ -13,7 +13,7 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libdnnl-dev libopenblas-dev libabsl-dev nlohmann-json3-dev libtoml11-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev libstb-dev
-  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler iproute2 openssl procps
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libssl-dev iproute2 openssl procps
   libsentencepiece-dev libceres-dev libsqlite3-dev gnuplot-nox ffmpeg
   python3 python3-numpy
   ca-certificates
