@@ -372,6 +372,26 @@ TEST(TensorSocket, RefusesBadSecretsAndMalformedRequestsAndKeepsTheShard) {
   EXPECT_EQ(pr.versions, (std::vector<uint64_t>{1}));
 }
 
+// A data port nobody listens on: the client says so (the gRPC channel then falls back to gRPC)
+// within its 2 s connect bound, not after the call's whole deadline.
+TEST(TensorSocket, AnUnreachablePortIsReportedQuickly) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);  // a free port, closed
+  TensorSocketClient client("127.0.0.1", ntohs(a.sin_port), "", 1 << 20);
+  rpc::PullReply reply;
+  const auto t0 = std::chrono::steady_clock::now();
+  Status s = client.Pull(rpc::PullRequest(), &reply, Millis(30000));
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find(kCannotConnect), std::string::npos) << s;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, Millis(3000));
+}
+
 TEST(GrpcTransport, ServesTlsWhenConfigured) {
   const std::string dir = std::filesystem::temp_directory_path() / "ps_test_tls";
   std::filesystem::create_directories(dir);

@@ -3,6 +3,8 @@
 // in constant time, refuse a missing or wrong one with UNAUTHENTICATED and log the peer.
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/match.h"
+
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -168,14 +170,20 @@ class GrpcShardChannel : public ShardChannel, Client<rpc::ParameterShard> {
   Status Pull(const rpc::PullRequest& req, rpc::PullReply* reply, Millis t) override {
     std::shared_ptr<TensorSocketClient> socket;
     DB_RETURN_IF_ERROR(Socket(t, &socket));
-    if (!socket) return Call(&S::Pull, req, reply, t, "Pull");
-    return Forgetting(socket->Pull(req, reply, t));
+    if (socket) {
+      Status s = socket->Pull(req, reply, t);
+      if (!FallBack(s)) return s;
+    }
+    return Call(&S::Pull, req, reply, t, "Pull");
   }
   Status Push(const rpc::PushRequest& req, rpc::PushReply* reply, Millis t) override {
     std::shared_ptr<TensorSocketClient> socket;
     if (!req.accumulate()) DB_RETURN_IF_ERROR(Socket(t, &socket));
-    if (!socket) return Call(&S::Push, req, reply, t, "Push");
-    return Forgetting(socket->Push(req, reply, t));
+    if (socket) {
+      Status s = socket->Push(req, reply, t);
+      if (!FallBack(s)) return s;
+    }
+    return Call(&S::Push, req, reply, t, "Push");
   }
   Status VectorOp(const rpc::VectorOpRequest& req, rpc::VectorOpReply* reply, Millis t) override {
     return Call(&S::VectorOp, req, reply, t, "VectorOp");
@@ -189,6 +197,7 @@ class GrpcShardChannel : public ShardChannel, Client<rpc::ParameterShard> {
   Status Socket(Millis t, std::shared_ptr<TensorSocketClient>* out) {
     if (!use_socket_) return absl::OkStatus();
     std::lock_guard<std::mutex> lock(mu_);
+    if (std::chrono::steady_clock::now() < unreachable_until_) return absl::OkStatus();
     if (!resolved_) {
       rpc::ShardInfoReply info;
       DB_RETURN_IF_ERROR(Info(&info, t));
@@ -200,20 +209,28 @@ class GrpcShardChannel : public ShardChannel, Client<rpc::ParameterShard> {
     *out = socket_;
     return absl::OkStatus();
   }
-  // A lost connection may mean a restarted shard on a new data port: ask again next time.
-  Status Forgetting(Status s) {
-    if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
-      std::lock_guard<std::mutex> lock(mu_);
-      resolved_ = false;
-      socket_.reset();
+  // After a tensor-socket call: true if it failed for want of a connection, so the call goes
+  // through gRPC instead (a push may then be applied twice, as with any retry). A lost connection
+  // may mean a restarted shard on a new data port: ask for the port again next time. A port that
+  // cannot be reached at all (a firewall letting only gRPC through) is left alone for 10 s.
+  bool FallBack(const Status& s) {
+    if (!absl::IsUnavailable(s) && !absl::IsDeadlineExceeded(s)) return false;
+    std::lock_guard<std::mutex> lock(mu_);
+    resolved_ = false;
+    socket_.reset();
+    if (absl::StrContains(s.message(), kCannotConnect)) {
+      unreachable_until_ = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      LOG_WARN << "shard " << address_ << ": its tensor socket cannot be reached (" << s.message()
+               << "); pulls and pushes go through gRPC for 10 s";
     }
-    return s;
+    return true;
   }
   const bool use_socket_;
   const int64_t max_bytes_;
   std::mutex mu_;
   bool resolved_ = false;
   std::shared_ptr<TensorSocketClient> socket_;
+  std::chrono::steady_clock::time_point unreachable_until_{};
 };
 
 class GrpcWorkerChannel : public WorkerChannel, Client<rpc::Worker> {

@@ -302,7 +302,9 @@ TensorSocketClient::~TensorSocketClient() {
   for (int fd : idle_) close(fd);
 }
 
-StatusOr<int> TensorSocketClient::Acquire(Clock::time_point deadline) {
+StatusOr<int> TensorSocketClient::Acquire(Clock::time_point call_deadline) {
+  // A data port a firewall drops must not eat the whole call: connecting gets 2 s at most.
+  const Clock::time_point deadline = std::min(call_deadline, Clock::now() + std::chrono::seconds(2));
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!idle_.empty()) {
@@ -337,7 +339,7 @@ StatusOr<int> TensorSocketClient::Acquire(Clock::time_point deadline) {
     }
   }
   freeaddrinfo(res);
-  if (fd < 0) return Failed(io, where + " connect");
+  if (fd < 0) return absl::UnavailableError(where + ": " + std::string(kCannotConnect));
   Tune(fd);
   unsigned char hello[sizeof(kHello) + kNonce], mac[kMac];
   ReplyHeader r;

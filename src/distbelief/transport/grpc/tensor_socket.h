@@ -95,6 +95,8 @@ class TensorSocketServer {
 
 // The client side for one shard: connections made on demand (connect, handshake), kept while they
 // work and dropped on any error, which comes back as kUnavailable (retry) or kDeadlineExceeded.
+// A port that cannot be reached within 2 s gives kUnavailable with kCannotConnect in its message.
+inline constexpr char kCannotConnect[] = "cannot connect";
 class TensorSocketClient {
  public:
   TensorSocketClient(std::string host, int port, std::string secret, int64_t max_message_bytes)
