@@ -4,26 +4,19 @@
 // size). Speedups are against the 1-replica, 1-thread run at the same rate, and best against best.
 // All in one process over the in-process transport, Adagrad on 2 shards.
 // Usage: downpour_bench [target test loss] [repeats] [lr,lr,...] [key=value overrides...]
-#include <time.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "distbelief/base/parallel.h"
 #include "distbelief/train/config.h"
 #include "distbelief/train/downpour.h"
 
 using namespace distbelief;
-
-// CPU time of the whole process (every thread: replicas, pushes, shards, the evaluator).
-double CpuSeconds() {
-  timespec t;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return t.tv_sec + 1e-9 * t.tv_nsec;
-}
 
 struct Run {
   double seconds = 0.0, examples = 0.0, cores_busy = 0.0;
@@ -40,10 +33,10 @@ int main(int argc, char** argv) {
   const double target = argc > 1 ? std::atof(argv[1]) : 0.10;
   const int repeats = argc > 2 ? std::atoi(argv[2]) : 3;
   std::vector<double> rates;
-  for (std::string list = argc > 3 ? argv[3] : "0.01,0.02,0.04"; !list.empty();) {
-    const size_t comma = list.find(',');
-    rates.push_back(std::atof(list.substr(0, comma).c_str()));
-    list = comma == std::string::npos ? "" : list.substr(comma + 1);
+  for (absl::string_view rate : absl::StrSplit(argc > 3 ? argv[3] : "0.01,0.02,0.04", ',', absl::SkipEmpty())) {
+    double lr = 0.0;
+    if (!absl::SimpleAtod(rate, &lr) || lr <= 0) return std::fprintf(stderr, "bad learning rate '%s'\n", std::string(rate).c_str()), 2;
+    rates.push_back(lr);
   }
   const std::vector<std::string> extra(argv + std::min(argc, 4), argv + argc);  // key=value overrides
   if (target <= 0 || repeats < 1 || rates.empty())
@@ -80,13 +73,11 @@ int main(int argc, char** argv) {
         overrides.insert(overrides.end(), c.overrides.begin(), c.overrides.end());
         auto config = ParseConfig(base, "bench", overrides);
         if (!config.ok()) return std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str()), 1;
-        const double cpu0 = CpuSeconds();
         auto r = RunDownpour(*config, target, 0.05);
-        const double cpu = CpuSeconds() - cpu0;
         if (!r.ok()) return std::fprintf(stderr, "%s\n", std::string(r.status().message()).c_str()), 1;
         if (r->examples >= r->train.steps * config->distributed.replicas * config->train.batch_size)
           std::fprintf(stderr, "lr %g, %s: did not reach the target within its epochs\n", rates[l], c.name.c_str());
-        runs[k].push_back({r->seconds, static_cast<double>(r->examples), (cpu - r->check_cpu_seconds) / r->seconds});
+        runs[k].push_back({r->seconds, static_cast<double>(r->examples), r->cpu_seconds / r->seconds});
       }
     for (size_t k = 0; k < cases.size(); ++k) median[l][k] = Median(runs[k]);
   }

@@ -16,11 +16,11 @@
 #include <deque>
 #include <functional>
 #include <future>
-#include <mutex>
-#include <thread>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "distbelief/ps/shard_map.h"

@@ -2,18 +2,17 @@
 // transport: pull and push with versions and staleness, refusal of malformed pushes with the
 // shard untouched, Sandblaster's vector operations and first-result-wins accumulation, shard
 // checkpoints. gRPC-only: the shared secret, oversized messages, reconnecting to a restarted shard.
-#include <gtest/gtest.h>
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <tuple>
 
 #include <cmath>
 #include <filesystem>
 #include <limits>
 #include <thread>
+#include <tuple>
 
 #include "distbelief/ps/parameter_client.h"
 #include "distbelief/ps/parameter_shard.h"

@@ -44,6 +44,7 @@ struct DistributedOptions {
   int64_t staleness_bound = 0;       // downpour: max clock lead over the slowest replica; 0 = off
   bool synchronous = false;          // downpour: all replicas wait for each other every step
   bool fetch_in_background = false;  // downpour: the next fetch runs while the replica computes
+                                     // (the paper's fetch thread); not with synchronous/staleness_bound
   // downpour: a fetch first waits for the replica's own push in flight, so a replica always
   // computes on parameters that hold its last gradient (false: the paper's fully decoupled
   // threads, one more update of staleness).
@@ -51,7 +52,6 @@ struct DistributedOptions {
   // grpc: "socket" sends pulls and pushes over each shard's plain TCP data port beside gRPC
   // (same secret; off under TLS), "grpc" keeps every call on gRPC.
   std::string data_plane = "socket";
-                                     // (the paper's fetch thread); not with synchronous/staleness_bound
   std::string transport = "inproc";  // inproc | grpc (shards and replicas in this process)
   std::vector<std::string> shard_addresses;  // external shards (grpc); empty = start them here
   std::vector<std::string> worker_addresses; // sandblaster: external workers (grpc); empty = threads here

@@ -279,6 +279,8 @@ StatusOr<DistributedResult> RunDownpour(const Config& config, double stop_below,
   std::vector<Status> results(replicas);
   std::vector<std::thread> threads_v;
   const auto start = Clock::now();
+  const double cpu_start = ProcessCpuSeconds();
+  double check_cpu = 0.0;  // spent in target-loss checks, left out of result.cpu_seconds
   for (int r = 0; r < replicas; ++r)
     threads_v.emplace_back([&, r] {
       results[r] = RunReplica(config, r, data, cluster.get(), steps, threads, sync.get(), &shared);
@@ -347,12 +349,13 @@ StatusOr<DistributedResult> RunDownpour(const Config& config, double stop_below,
       shared.pause = false;
       last_eval = Clock::now();
       paused += last_eval - paused_at;
-      result.check_cpu_seconds += ProcessCpuSeconds() - cpu_at;
+      check_cpu += ProcessCpuSeconds() - cpu_at;
     }
   }
   for (auto& j : joiners) j.join();
   progress.Finish();
   result.seconds = std::chrono::duration<double>(Clock::now() - start - paused).count();
+  result.cpu_seconds = ProcessCpuSeconds() - cpu_start - check_cpu;
   result.examples = shared.examples.load();
   result.replicas_failed = shared.failed.load();
   if (result.replicas_failed == replicas) return results[0];

@@ -23,7 +23,7 @@ struct DistributedResult {
   uint64_t max_staleness = 0;
   int64_t replicas_failed = 0;
   double seconds = 0.0;          // wall time, without the target-loss checks
-  double check_cpu_seconds = 0.0;  // process CPU time spent during the target-loss checks
+  double cpu_seconds = 0.0;      // process CPU time over the same span, without the checks
   int64_t examples = 0;          // processed by all replicas
 };
 

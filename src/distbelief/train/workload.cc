@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
-#include <utility>
 #include <numeric>
+#include <utility>
 
 #include "distbelief/io/checkpoint.h"
 #include "distbelief/models/models.h"

@@ -3,13 +3,12 @@
 // in constant time, refuse a missing or wrong one with UNAUTHENTICATED and log the peer.
 #include <grpcpp/grpcpp.h>
 
-#include "absl/strings/match.h"
-
 #include <fstream>
 #include <map>
 #include <mutex>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "distbelief/base/logging.h"
 #include "distbelief/distbelief.grpc.pb.h"
 #include "distbelief/ps/parameter_shard.h"

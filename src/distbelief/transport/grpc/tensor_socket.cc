@@ -126,25 +126,39 @@ Status Failed(Io io, const std::string& what) {
   return absl::UnavailableError(what + ": connection lost");
 }
 
+struct FreeAddrinfo {
+  void operator()(addrinfo* a) const { freeaddrinfo(a); }
+};
+using Addresses = std::unique_ptr<addrinfo, FreeAddrinfo>;
+
+// The TCP addresses of host:port ("[v6]" brackets allowed; "" with `passive`: every interface),
+// or the resolver's error.
+StatusOr<Addresses> Lookup(const std::string& host, int port, bool passive) {
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+  std::string h = host;
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  if (int e = getaddrinfo(h.empty() && passive ? nullptr : h.c_str(), std::to_string(port).c_str(), &hints, &res); e != 0)
+    return absl::UnavailableError("tensor socket: cannot resolve " + host + ": " + gai_strerror(e));
+  return Addresses(res);
+}
+
 }  // namespace
 
 // ---- server ----
 
 StatusOr<std::unique_ptr<TensorSocketServer>> TensorSocketServer::Start(const std::string& host, ParameterShard* shard,
                                                                         std::string secret, int64_t max_message_bytes) {
-  addrinfo hints{}, *res = nullptr;
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  std::string h = host;
-  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
-  if (int e = getaddrinfo(h.empty() ? nullptr : h.c_str(), "0", &hints, &res); e != 0)
-    return absl::InvalidArgumentError("tensor socket: cannot resolve " + host + ": " + gai_strerror(e));
+  StatusOr<Addresses> found = Lookup(host, 0, /*passive=*/true);
+  if (!found.ok()) return absl::InvalidArgumentError(found.status().message());  // a bad listen address
+  Addresses res = std::move(*found);
   std::unique_ptr<TensorSocketServer> s(new TensorSocketServer());
   s->shard_ = shard;
   s->secret_ = std::move(secret);
   s->max_bytes_ = max_message_bytes;
-  for (addrinfo* a = res; a && s->listen_fd_ < 0; a = a->ai_next) {
+  for (addrinfo* a = res.get(); a && s->listen_fd_ < 0; a = a->ai_next) {
     const int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) continue;
     if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 64) == 0) {
@@ -153,7 +167,6 @@ StatusOr<std::unique_ptr<TensorSocketServer>> TensorSocketServer::Start(const st
       close(fd);
     }
   }
-  freeaddrinfo(res);
   if (s->listen_fd_ < 0) return absl::UnavailableError("tensor socket: cannot listen on " + host);
   sockaddr_storage bound{};
   socklen_t len = sizeof(bound);
@@ -314,16 +327,10 @@ StatusOr<int> TensorSocketClient::Acquire(Clock::time_point call_deadline) {
     }
   }
   const std::string where = "tensor socket " + host_ + ":" + std::to_string(port_);
-  addrinfo hints{}, *res = nullptr;
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  std::string h = host_;
-  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
-  if (int e = getaddrinfo(h.c_str(), std::to_string(port_).c_str(), &hints, &res); e != 0)
-    return absl::UnavailableError(where + ": cannot resolve: " + gai_strerror(e));
+  DB_ASSIGN_OR_RETURN(Addresses res, Lookup(host_, port_, /*passive=*/false));
   int fd = -1;
   Io io = Io::kClosed;
-  for (addrinfo* a = res; a && fd < 0; a = a->ai_next) {
+  for (addrinfo* a = res.get(); a && fd < 0; a = a->ai_next) {
     fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
     if (fd < 0) continue;
     io = Io::kOk;
@@ -338,7 +345,6 @@ StatusOr<int> TensorSocketClient::Acquire(Clock::time_point call_deadline) {
       fd = -1;
     }
   }
-  freeaddrinfo(res);
   if (fd < 0) return absl::UnavailableError(where + ": " + std::string(kCannotConnect));
   Tune(fd);
   unsigned char hello[sizeof(kHello) + kNonce], mac[kMac];
