@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   Random rng(2);
   for (float& v : x.span()) v = static_cast<float>(rng.Normal());
   OptimizerOptions oo;
-  oo.name = "adagrad";
+  oo.name = Optimizer::kAdagrad;
   oo.learning_rate = 0.05f;
   Adagrad rule(oo);
   double total_s = 0.0, flops = 0.0;

@@ -18,7 +18,7 @@
 #include "distbelief/mp/cost_model.h"
 #include "distbelief/mp/lstm_pipeline.h"
 #include "distbelief/mp/replica.h"
-#include "distbelief/ps/parameter_shard.h"
+#include "distbelief/mp/links.h"
 
 using namespace distbelief;
 
@@ -38,17 +38,13 @@ std::vector<Layer*> Raw(const std::vector<std::unique_ptr<Layer>>& v) {
 // Seconds per Deliver of `floats` floats into a mailbox, through the transport.
 double DeliverSeconds(bool grpc, int64_t floats) {
   auto t = grpc ? MakeGrpcTransport({}) : MakeInprocTransport({});
-  Mailbox box;
-  auto server = t->ServeWorker(grpc ? "127.0.0.1:0" : "", &box);
-  auto ch = t->ConnectWorker((*server)->address());
+  auto links = PartitionLinks::Create(t.get(), 2);
   std::vector<float> v(floats, 1.0f);
   int64_t step = 0;
   return bench::TimePerCall([&] {
-    rpc::ActivationMessage m;
-    m.set_step(++step);
-    m.set_values(FloatsToBytes(v));
-    (void)(*ch)->Deliver(m, Millis(10000));
-    (void)box.Await(step, 0, false, 0, Millis(10000));
+    ++step;
+    (void)(*links)->Send(0, 1, step, 0, false, v);
+    (void)(*links)->Receive(1, 0, step, 0, false, floats, Millis(10000));
   }, 0.3);
 }
 
@@ -75,7 +71,7 @@ int main(int argc, char** argv) {
   dy.Fill(0.01f);
   for (int P : {1, 2, 3, 4}) {
     auto t = MakeInprocTransport({});
-    auto rep = MpReplica::Create(cat, P, Raw(ref), t.get(), false);
+    auto rep = MpReplica::Create(cat, P, Raw(ref), t.get());
     Tensor y, dx;
     if (!rep.ok() || !(*rep)->Step(x, dy, &y, &dx).ok()) return 1;
     const int64_t minimum = 2 * batch * (*rep)->plan().CrossingFloatsPerExample();
@@ -90,7 +86,7 @@ int main(int argc, char** argv) {
   std::vector<double> layer_s;
   {
     auto t = MakeInprocTransport({});
-    auto rep = MpReplica::Create(cat, 1, Raw(ref), t.get(), false);
+    auto rep = MpReplica::Create(cat, 1, Raw(ref), t.get());
     Tensor y, dx;
     (void)(*rep)->Step(x, dy, &y, nullptr);
     (*rep)->partition(0).ResetStats();
@@ -114,7 +110,7 @@ int main(int argc, char** argv) {
   double t1 = 0;
   for (auto [P, is_grpc] : {std::pair<int, bool>{1, false}, {2, false}, {2, true}}) {
     auto t = is_grpc ? MakeGrpcTransport({}) : MakeInprocTransport({});
-    auto rep = MpReplica::Create(cat, P, Raw(ref), t.get(), is_grpc);
+    auto rep = MpReplica::Create(cat, P, Raw(ref), t.get());
     if (!rep.ok()) return 1;
     SetNumThreads(P);  // one core per partition
     Tensor y, dx;
@@ -129,7 +125,7 @@ int main(int argc, char** argv) {
   }
   std::printf("(1 partition on 2 threads: %.1f ms; the two cores share memory bandwidth, unlike two machines)\n", [&] {
     auto t = MakeInprocTransport({});
-    auto rep = MpReplica::Create(cat, 1, Raw(ref), t.get(), false);
+    auto rep = MpReplica::Create(cat, 1, Raw(ref), t.get());
     Tensor y;
     return 1e3 * bench::TimePerCall([&] { (void)(*rep)->Step(x, dy, &y, nullptr); }, 1.0);
   }());
@@ -150,7 +146,7 @@ int main(int argc, char** argv) {
     double base = 0;
     for (auto [P, chunks] : {std::pair<int, int>{1, 1}, {2, 1}, {2, 4}, {2, 8}}) {
       auto t = MakeInprocTransport({});
-      auto pl = LstmPipeline::Create(ls, P, chunks, raw, t.get(), false);
+      auto pl = LstmPipeline::Create(ls, P, chunks, raw, t.get());
       SetNumThreads(P);
       const double s = bench::TimePerCall([&] { (void)(*pl)->Step(xs, dys, &ys, &dxs); }, 1.0);
       SetNumThreads(2);

@@ -86,21 +86,20 @@ Rates MeasureGrpc(double seconds, bool tensor_socket) {
   auto shard = ParameterShard::Create(ShardOptions{}, init);
   TransportOptions to;
   to.secret = "bench";
-  to.tensor_socket = tensor_socket;
+  to.data_plane = tensor_socket ? DataPlane::kSocket : DataPlane::kGrpc;
   auto transport = MakeGrpcTransport(to);
   auto srv = transport->ServeShard("127.0.0.1:0", shard->get());
   auto ch = transport->ConnectShard((*srv)->address());
-  rpc::PushRequest push;
-  push.set_gradient(FloatsToBytes(grad));
-  rpc::PushReply push_reply;
-  rpc::PullRequest pull;
-  rpc::PullReply pull_reply;
+  PushReply push_reply;
+  PullReply pull_reply;
+  std::vector<float> params(n);
+  const std::span<float> out(params);
   Rates r;
   r.push = Rate(seconds, [&] {
-    if (!(*ch)->Push(push, &push_reply, Millis(10000)).ok()) std::abort();
+    if (!(*ch)->Push({}, grad, &push_reply, Millis(10000)).ok()) std::abort();
   });
   r.pull = Rate(seconds, [&] {
-    if (!(*ch)->Pull(pull, &pull_reply, Millis(10000)).ok()) std::abort();
+    if (!(*ch)->Pull(-1, std::span<const std::span<float>>(&out, 1), &pull_reply, Millis(10000)).ok()) std::abort();
   });
   return r;
 }
@@ -124,15 +123,16 @@ Rates MeasureClient(double seconds, int shards) {
     servers.push_back(std::move(*transport->ServeShard("127.0.0.1:0", owned.back().get())));
     addresses.push_back(servers.back()->address());
   }
-  auto client = ParameterClient::Connect(transport.get(), addresses, map, ClientOptions{});
+  auto channels = ConnectShards(transport.get(), addresses);
+  if (!channels.ok()) std::abort();
+  auto client = ParameterClient::Create(std::move(*channels), map, ClientOptions{});
   if (!client.ok()) std::abort();
-  PullResult pulled;
   Rates r;
   r.push = Rate(seconds, [&] {
     if (!(*client)->PushAsync(grad, std::vector<uint64_t>(shards, 0), 0).Wait(Millis(10000)).ok()) std::abort();
   });
   r.pull = Rate(seconds, [&] {
-    if (!(*client)->Pull(params, &pulled).ok()) std::abort();
+    if (!(*client)->Pull(params).ok()) std::abort();
   });
   return r;
 }

@@ -8,7 +8,6 @@
 #include "distbelief/io/checkpoint.h"
 #include "distbelief/io/metrics.h"
 #include "distbelief/io/mnist.h"
-#include "distbelief/train/config.h"
 
 namespace distbelief {
 namespace {
@@ -127,38 +126,6 @@ TEST(Mnist, ReadsTheRealFilesAndRejectsBrokenOnes) {
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(bad.status().message().find("truncated"), std::string::npos);
   EXPECT_EQ(ReadMnist(dir, "train").status().code(), absl::StatusCode::kNotFound);
-}
-
-TEST(Config, ParsesAndRejectsBadInputByName) {
-  auto ok = ParseConfig("[model]\nhidden = [32]\n[train]\nepochs = 3\n", "t.toml",
-                        {"optimizer.learning_rate=0.5", "train.run_dir=\"/tmp/x\""});
-  ASSERT_TRUE(ok.ok()) << ok.status();
-  EXPECT_EQ(ok->model.hidden, (std::vector<int64_t>{32}));
-  EXPECT_EQ(ok->train.epochs, 3);
-  EXPECT_FLOAT_EQ(ok->optimizer.learning_rate, 0.5f);
-  EXPECT_EQ(ok->train.run_dir, "/tmp/x");
-
-  struct Case {
-    std::string text, expect;
-  };
-  const std::vector<Case> cases = {
-      {"[train]\nepohcs = 3\n", "unknown key 'train.epohcs'"},
-      {"[trian]\n", "unknown section or key 'trian'"},
-      {"[train]\nepochs = \"three\"\n", "train.epochs must be an integer"},
-      {"[train]\nbatch_size = 0\n", "train.batch_size = 0 is outside"},
-      {"[optimizer]\nname = \"rmsprop\"\n", "optimizer.name = \"rmsprop\" is not one of"},
-      {"[optimizer]\nlearning_rate = -1.0\n", "optimizer.learning_rate"},
-      {"[model]\nhidden = [10, \"x\"]\n", "model.hidden must be an array of integers"},
-      {"[train\n", "not valid TOML"},
-  };
-  for (const Case& c : cases) {
-    auto r = ParseConfig(c.text, "t.toml");
-    ASSERT_FALSE(r.ok()) << c.text;
-    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_NE(r.status().message().find(c.expect), std::string::npos) << r.status();
-  }
-  EXPECT_EQ(LoadConfig("/nonexistent.toml").status().code(), absl::StatusCode::kNotFound);
-  EXPECT_FALSE(ParseConfig("", "t", {"nodot=1"}).ok());
 }
 
 TEST(Progress, FormatsDurations) {

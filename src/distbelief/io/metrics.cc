@@ -29,6 +29,12 @@ void MetricsWriter::Write(const nlohmann::json& record) {
   std::fflush(f_);
 }
 
+void MetricsWriter::Write(const Metrics& record) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [k, v] : record) j[k] = v;
+  Write(j);
+}
+
 Progress::Progress(int64_t total, std::string unit)
     : total_(total), unit_(std::move(unit)), tty_(::isatty(STDERR_FILENO)) {
   start_ = last_ = std::chrono::steady_clock::now();

@@ -5,12 +5,17 @@
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "distbelief/base/status.h"
 
 namespace distbelief {
+
+// Named numbers: a metrics record, an evaluation's results.
+using Metrics = std::vector<std::pair<std::string, double>>;
 
 // Appends one JSON object per line to a file. Not thread-safe.
 class MetricsWriter {
@@ -22,6 +27,7 @@ class MetricsWriter {
   // Opens `path` for appending (creating folders). An empty path writes nothing.
   Status Open(const std::string& path);
   void Write(const nlohmann::json& record);
+  void Write(const Metrics& record);
 
  private:
   std::FILE* f_ = nullptr;

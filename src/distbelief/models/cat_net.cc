@@ -48,15 +48,7 @@ Tensor CatNet::InputGradient(int s, int64_t unit, const Tensor& x) {
 void CatNet::ConstrainDecoder(int s) {
   Tensor& w = stages_[s].dec->params()[0]->value;  // (OH, OW, K, C, F, F)
   const int64_t basis = w.dim(3) * w.dim(4) * w.dim(5);
-  for (int64_t b = 0; b < w.size() / basis; ++b) {
-    float* v = w.data() + b * basis;
-    double sq = 0.0;
-    for (int64_t i = 0; i < basis; ++i) sq += double(v[i]) * v[i];
-    if (sq > 1.0) {
-      const float scale = static_cast<float>(1.0 / std::sqrt(sq));
-      for (int64_t i = 0; i < basis; ++i) v[i] *= scale;
-    }
-  }
+  ProjectBlockNorms(w.span(), {{0, basis, w.size() / basis}, 1.0f});
 }
 
 KeyBlocks CatNet::DecoderBlocks(int s) {

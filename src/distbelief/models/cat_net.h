@@ -13,7 +13,7 @@
 #include "distbelief/base/status.h"
 #include "distbelief/nn/loss.h"
 #include "distbelief/nn/spatial.h"
-#include "distbelief/ps/shard_map.h"
+#include "distbelief/optim/projection.h"
 
 namespace distbelief {
 

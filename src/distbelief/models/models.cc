@@ -3,16 +3,8 @@
 
 namespace distbelief {
 
-StatusOr<Activation> ParseActivation(const std::string& name) {
-  if (name == "relu") return Activation::kRelu;
-  if (name == "sigmoid") return Activation::kSigmoid;
-  if (name == "tanh") return Activation::kTanh;
-  return absl::InvalidArgumentError("model.activation: unknown activation '" + name +
-                                    "' (expected relu, sigmoid or tanh)");
-}
-
 StatusOr<Sequential> BuildModel(const ModelOptions& o, uint64_t seed) {
-  DB_ASSIGN_OR_RETURN(Activation act, ParseActivation(o.activation));
+  const Activation act = o.activation;
   if (o.hidden.empty()) return absl::InvalidArgumentError("model.hidden must not be empty");
   for (int64_t h : o.hidden)
     if (h < 1 || h > (1 << 20))
@@ -29,15 +21,12 @@ StatusOr<Sequential> BuildModel(const ModelOptions& o, uint64_t seed) {
     if (o.dropout > 0.0f) m.Add(std::make_unique<Dropout>(o.dropout, seed * 31 + i));
     width = o.hidden[i];
   }
-  if (o.kind == "mlp") {
+  if (o.kind == ModelKind::kMlp) {
     m.Add(std::make_unique<Linear>("out", width, o.classes, &rng));
-  } else if (o.kind == "autoencoder") {
+  } else {
     // Decoder back to the input, squashed to [0, 1] like the pixels.
     m.Add(std::make_unique<Linear>("decoder", width, o.inputs, &rng));
     m.Add(std::make_unique<ActivationLayer>(Activation::kSigmoid));
-  } else {
-    return absl::InvalidArgumentError("model.kind: unknown kind '" + o.kind +
-                                      "' (expected mlp or autoencoder)");
   }
   return m;
 }

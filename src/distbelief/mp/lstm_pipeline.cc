@@ -7,7 +7,6 @@
 #include "distbelief/base/logging.h"
 #include "distbelief/base/parallel.h"
 #include "distbelief/base/random.h"
-#include "distbelief/ps/parameter_shard.h"
 
 namespace distbelief {
 namespace {
@@ -45,14 +44,11 @@ struct LstmPipeline::Part {
   // chunk_layers[j][k]: owned layer j's instance for chunk k (same weights, its own activations).
   std::vector<std::vector<std::unique_ptr<Lstm>>> chunk_layers;
   std::vector<std::vector<Tensor>> outs;  // [j][k]
-  Mailbox mailbox;
-  std::vector<std::shared_ptr<WorkerChannel>> peers;
   MpStats stats;
 };
 
 StatusOr<std::unique_ptr<LstmPipeline>> LstmPipeline::Create(const LstmStackSpec& spec, int partitions, int chunks,
-                                                             const std::vector<Lstm*>& reference, Transport* transport,
-                                                             bool grpc) {
+                                                             const std::vector<Lstm*>& reference, Transport* transport) {
   if (partitions < 1 || partitions > spec.layers)
     return absl::InvalidArgumentError("an LSTM stack of " + std::to_string(spec.layers) + " layers cannot be split " +
                                       std::to_string(partitions) + " ways (at most one partition per layer)");
@@ -61,7 +57,7 @@ StatusOr<std::unique_ptr<LstmPipeline>> LstmPipeline::Create(const LstmStackSpec
   pl->spec_ = spec;
   pl->partitions_ = partitions;
   pl->chunks_ = chunks;
-  std::vector<std::string> addresses;
+  DB_ASSIGN_OR_RETURN(pl->links_, PartitionLinks::Create(transport, partitions));
   Random unused(0);
   for (int p = 0; p < partitions; ++p) {
     auto part = std::make_unique<Part>();
@@ -79,23 +75,12 @@ StatusOr<std::unique_ptr<LstmPipeline>> LstmPipeline::Create(const LstmStackSpec
         part->chunk_layers.back().push_back(std::move(l));
       }
     }
-    DB_ASSIGN_OR_RETURN(auto server, transport->ServeWorker(grpc ? "127.0.0.1:0" : "", &part->mailbox));
-    addresses.push_back(server->address());
-    pl->servers_.push_back(std::move(server));
     pl->parts_.push_back(std::move(part));
   }
-  for (auto& part : pl->parts_)
-    for (const auto& a : addresses) {
-      DB_ASSIGN_OR_RETURN(auto ch, transport->ConnectWorker(a));
-      part->peers.push_back(std::move(ch));
-    }
   return pl;
 }
 
-LstmPipeline::~LstmPipeline() {
-  for (auto& p : parts_) p->mailbox.Close();
-  servers_.clear();
-}
+LstmPipeline::~LstmPipeline() = default;
 
 MpStats LstmPipeline::TotalStats() const {
   MpStats s;
@@ -125,21 +110,14 @@ Status LstmPipeline::RunPart(int p, int64_t step, const Tensor& x, const Tensor&
   const int P = partitions_;
   const Millis timeout(10000);
   auto send = [&](int to, int64_t k, bool backward, const Tensor& t) -> Status {
-    rpc::ActivationMessage m;
-    m.set_from(p);
-    m.set_to(to);
-    m.set_step(step);
-    m.set_layer(static_cast<int>(k));
-    m.set_backward(backward);
-    m.set_values(FloatsToBytes(t.span()));
     part.stats.floats_sent += t.size();
     part.stats.messages_sent += 1;
-    return part.peers[to]->Deliver(m, timeout);
+    return links_->Send(p, to, step, static_cast<int>(k), backward, std::vector<float>(t.data(), t.data() + t.size()), 0,
+                        0, timeout);
   };
   auto receive = [&](int from, int64_t k, bool backward, Shape shape, Tensor* t) -> Status {
-    DB_ASSIGN_OR_RETURN(rpc::ActivationMessage m, part.mailbox.Await(step, static_cast<int>(k), backward, from, timeout));
-    std::vector<float> v;
-    DB_RETURN_IF_ERROR(BytesToFloats(m.values(), NumElements(shape), &v));
+    DB_ASSIGN_OR_RETURN(const std::vector<float> v,
+                        links_->Receive(p, from, step, static_cast<int>(k), backward, NumElements(shape), timeout));
     t->Resize(shape);
     std::memcpy(t->data(), v.data(), v.size() * sizeof(float));
     return absl::OkStatus();

@@ -26,8 +26,7 @@ class LstmPipeline {
  public:
   // `chunks` time chunks per sequence (1 = no pipelining); weights copied from `reference`.
   static StatusOr<std::unique_ptr<LstmPipeline>> Create(const LstmStackSpec& spec, int partitions, int chunks,
-                                                        const std::vector<Lstm*>& reference, Transport* transport,
-                                                        bool grpc);
+                                                        const std::vector<Lstm*>& reference, Transport* transport);
   ~LstmPipeline();
   // Forward and backward of one batch; parameter gradients are accumulated per layer (LayerGrads).
   // T must be divisible by `chunks`.
@@ -41,8 +40,8 @@ class LstmPipeline {
   Status RunPart(int p, int64_t step, const Tensor& x, const Tensor& dy, Tensor* y, Tensor* dx);
   LstmStackSpec spec_;
   int partitions_ = 1, chunks_ = 1;
+  std::unique_ptr<PartitionLinks> links_;
   std::vector<std::unique_ptr<Part>> parts_;
-  std::vector<std::unique_ptr<Transport::Server>> servers_;
   int64_t step_ = 0;
 };
 

@@ -6,12 +6,15 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 
 #include <gtest/gtest.h>
 
 #include "distbelief/base/random.h"
 #include "distbelief/mp/lstm_pipeline.h"
-#include "distbelief/mp/mp_downpour.h"
+#include "distbelief/train/downpour.h"
+#include "distbelief/transport/fault_injection.h"
+#include "distbelief/workloads/teacher/teacher.h"
 #include "distbelief/mp/replica.h"
 
 namespace distbelief {
@@ -125,7 +128,7 @@ void CheckModel(const MpModelSpec& spec, bool grpc) {
     SCOPED_TRACE(spec.Describe() + ", " + std::to_string(P) + " partitions, " + (grpc ? "gRPC" : "in process"));
     auto fresh = BuildMpReference(spec, 5);  // same seed: same weights, zero gradients
     auto transport = grpc ? MakeGrpcTransport({}) : MakeInprocTransport({});
-    auto rep = MpReplica::Create(spec, P, Raw(fresh), transport.get(), grpc);
+    auto rep = MpReplica::Create(spec, P, Raw(fresh), transport.get());
     ASSERT_TRUE(rep.ok()) << rep.status();
     Tensor y, dx;
     Status st = (*rep)->Step(x, dy, &y, &dx);
@@ -189,7 +192,7 @@ TEST(MpReplica, ADeadPartitionStopsItsReplicaCleanlyAndARebuiltReplicaWorks) {
   const MpModelSpec spec = Model({Lc(3, 3, 1), Pool(3, 1), Fc(6)});
   auto layers = BuildMpReference(spec, 5);
   auto transport = MakeGrpcTransport({});
-  auto rep = MpReplica::Create(spec, 3, Raw(layers), transport.get(), true);
+  auto rep = MpReplica::Create(spec, 3, Raw(layers), transport.get());
   ASSERT_TRUE(rep.ok());
   (*rep)->SetTimeout(Millis(1500));
   const Tensor x = RandomTensor({2, 2, 16, 10}, 1), dy = RandomTensor({2, 6}, 2);
@@ -202,7 +205,7 @@ TEST(MpReplica, ADeadPartitionStopsItsReplicaCleanlyAndARebuiltReplicaWorks) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
   EXPECT_NE(std::string(st.message()).find("partition"), std::string::npos) << st;
   // Restart: a new replica from the same weights.
-  auto again = MpReplica::Create(spec, 3, Raw(layers), transport.get(), true);
+  auto again = MpReplica::Create(spec, 3, Raw(layers), transport.get());
   ASSERT_TRUE(again.ok());
   Tensor y2, dx2;
   ASSERT_TRUE((*again)->Step(x, dy, &y2, &dx2).ok());
@@ -236,7 +239,7 @@ TEST_P(LstmPipelineTest, EqualsTheWholeStack) {
     for (int chunks : {1, 4}) {
       SCOPED_TRACE(std::to_string(P) + " partitions, " + std::to_string(chunks) + " chunks");
       auto transport = grpc ? MakeGrpcTransport({}) : MakeInprocTransport({});
-      auto pl = LstmPipeline::Create(spec, P, chunks, raw, transport.get(), grpc);
+      auto pl = LstmPipeline::Create(spec, P, chunks, raw, transport.get());
       ASSERT_TRUE(pl.ok()) << pl.status();
       Tensor y, dx;
       ASSERT_TRUE((*pl)->Step(x, dy, &y, &dx).ok());
@@ -251,40 +254,53 @@ TEST_P(LstmPipelineTest, EqualsTheWholeStack) {
       // Only boundary outputs cross: (P - 1) boundaries x B T H floats, forward and backward.
       EXPECT_EQ((*pl)->TotalStats().floats_sent, 2 * (P - 1) * B * T * spec.hidden);
     }
-  EXPECT_FALSE(LstmPipeline::Create(spec, 5, 1, raw, MakeInprocTransport({}).get(), false).ok());
+  EXPECT_FALSE(LstmPipeline::Create(spec, 5, 1, raw, MakeInprocTransport({}).get()).ok());
 }
 INSTANTIATE_TEST_SUITE_P(Transports, LstmPipelineTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "Grpc" : "InProcess"; });
 
-// Each replica = 2 partitions; each partition's parameters on their own 2 shards (Adagrad there).
-// The student learns the teacher, every shard of a partition took exactly that partition's pushes,
-// and a replica whose partition is killed mid-run is rebuilt while the other goes on.
-TEST(MpDownpour, ComposesWithTheParameterServerAndSurvivesADeadPartition) {
-  const MpModelSpec spec = Model({Lc(3, 3, 1), Pool(3, 1), Fc(6)});
-  MpDownpourOptions o;
+// Model parallelism composed with Downpour on the one engine (Dean et al. 2012, figure 2): each
+// replica is 2 partitions, each partition's parameters a group on its own 2 shards (Adagrad
+// there). The student learns the teacher; every shard of a partition took exactly that
+// partition's pushes; and a replica whose partition loses a boundary message mid-run (a fault
+// injected on one Deliver call) is rebuilt by the driver while the other goes on.
+TEST(MpDownpour, ComposesWithTheParameterServerAndSurvivesALostMessage) {
+  FaultInjectingTransport transport(MakeGrpcTransport({}));
+  TeacherOptions o;
+  o.spec = Model({Lc(3, 3, 1), Pool(3, 1), Fc(6)});
   o.partitions = 2;
-  o.replicas = 2;
-  o.shards_per_partition = 2;
-  o.steps = 150;
-  o.learning_rate = 0.03f;
-  o.grpc = true;
+  o.steps = 300;  // 150 per replica
   o.partition_timeout = Millis(1500);
-  std::atomic<bool> killed{false};
-  o.before_step = [&](int replica, int64_t step, MpReplica* rep) {
-    if (replica == 1 && step == 40 && !killed.exchange(true)) rep->KillPartition(1);
-  };
-  auto r = RunModelParallelDownpour(spec, o);
+  auto job = TeacherJob(o, &transport);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EngineOptions e;
+  e.train.run_dir = (std::filesystem::temp_directory_path() / "distbelief_mp_test_downpour").string();
+  e.train.schedule = {};
+  e.optimizer.name = Optimizer::kAdagrad;
+  e.optimizer.learning_rate = 0.03f;
+  e.distributed.mode = Mode::kDownpour;
+  e.distributed.downpour.replicas = 2;
+  e.distributed.downpour.replica_restarts = 1;
+  e.distributed.cluster.shards = 2;
+  e.distributed.cluster.injected_transport = &transport;
+  Fault lost;  // one boundary message, about a quarter into the run, never arrives
+  lost.call = CallKind::kDeliver;
+  lost.after = 100;
+  lost.times = 1;
+  transport.Inject(lost);
+  auto r = RunDownpour(e, *job);
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_LT(r->last_loss, 0.5 * r->first_loss) << r->first_loss << " -> " << r->last_loss;
-  EXPECT_EQ(r->replica_failures, 1);
+  EXPECT_EQ(transport.faults_injected(), 1);
+  EXPECT_LT(r->last_loss.total, 0.5 * r->first_loss.total) << r->first_loss.total << " -> " << r->last_loss.total;
+  EXPECT_EQ(r->replicas_failed, 0);
   EXPECT_EQ(r->replica_restarts, 1);
   ASSERT_EQ(r->shard_versions.size(), 2u);
   // 2 replicas x 150 steps, less the failed step: every shard of every partition saw each push.
   for (const auto& part : r->shard_versions)
     for (uint64_t v : part) EXPECT_EQ(v, 2u * 150u - 1u);
   // Convolution's tied kernel cannot be split this way: a clear error.
-  EXPECT_EQ(RunModelParallelDownpour(Model({Conv(2, 3, 1), Fc(3)}), o).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  o.spec = Model({Conv(2, 3, 1), Fc(3)});
+  EXPECT_EQ(TeacherJob(o, &transport).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -7,7 +7,6 @@
 #include "distbelief/base/random.h"
 #include "distbelief/nn/dense.h"
 #include "distbelief/nn/spatial.h"
-#include "distbelief/ps/parameter_shard.h"
 
 namespace distbelief {
 namespace {
@@ -77,33 +76,6 @@ std::vector<std::unique_ptr<Layer>> BuildMpReference(const MpModelSpec& spec, ui
   return out;
 }
 
-Status Mailbox::Deliver(const rpc::ActivationMessage& m) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (closed_) return absl::UnavailableError("partition closed");
-  box_[{m.step(), m.layer(), m.backward(), m.from()}] = m;
-  cv_.notify_all();
-  return absl::OkStatus();
-}
-
-StatusOr<rpc::ActivationMessage> Mailbox::Await(int64_t step, int layer, bool backward, int from, Millis timeout) {
-  std::unique_lock<std::mutex> lock(mu_);
-  const Key key{step, layer, backward, from};
-  if (!cv_.wait_for(lock, timeout, [&] { return closed_ || box_.count(key) > 0; }))
-    return absl::DeadlineExceededError("no " + std::string(backward ? "gradient" : "activation") + " message from partition " +
-                                       std::to_string(from) + " for layer " + std::to_string(layer) + " of step " +
-                                       std::to_string(step) + " within " + std::to_string(timeout.count()) + " ms");
-  if (closed_) return absl::CancelledError("partition closed");
-  rpc::ActivationMessage m = std::move(box_[key]);
-  box_.erase(key);
-  return m;
-}
-
-void Mailbox::Close() {
-  std::lock_guard<std::mutex> lock(mu_);
-  closed_ = true;
-  cv_.notify_all();
-}
-
 StatusOr<std::unique_ptr<Partition>> Partition::Create(const MpModelSpec& spec, const PartitionPlan& plan, int index,
                                                        const std::vector<Layer*>& reference) {
   if (reference.size() != spec.layers.size()) return absl::InvalidArgumentError("reference does not match the spec");
@@ -165,16 +137,6 @@ StatusOr<std::unique_ptr<Partition>> Partition::Create(const MpModelSpec& spec, 
   return part;
 }
 
-Status Partition::Connect(Transport* transport, const std::vector<std::string>& addresses, int replica) {
-  replica_ = replica;
-  peers_.clear();
-  for (const auto& a : addresses) {
-    DB_ASSIGN_OR_RETURN(auto ch, transport->ConnectWorker(a));
-    peers_.push_back(std::move(ch));
-  }
-  return absl::OkStatus();
-}
-
 std::vector<Param*> Partition::params() {
   std::vector<Param*> all;
   for (auto& l : layers_)
@@ -195,19 +157,9 @@ Status Partition::Send(int64_t step, int layer, bool backward, int to, MpRange s
   std::vector<float> buf(outer * slice.size() * inner);
   CopyAxis(src.data(), {outer, src_len, inner}, src_begin, buf.data(), {outer, slice.size(), inner}, slice.begin,
            slice.begin, slice.size(), false);
-  rpc::ActivationMessage m;
-  m.set_replica(replica_);
-  m.set_from(p_);
-  m.set_to(to);
-  m.set_step(step);
-  m.set_layer(layer);
-  m.set_backward(backward);
-  m.set_begin(slice.begin);
-  m.set_end(slice.end);
-  m.set_values(FloatsToBytes(buf));
   stats_.floats_sent += static_cast<int64_t>(buf.size());
   stats_.messages_sent += 1;
-  return peers_[to]->Deliver(m, timeout);
+  return links_->Send(p_, to, step, layer, backward, std::move(buf), slice.begin, slice.end, timeout);
 }
 
 Status Partition::Forward(int64_t step, const Tensor& x_window, Tensor* out) {
@@ -238,10 +190,8 @@ Status Partition::Forward(int64_t step, const Tensor& x_window, Tensor* out) {
         const MpRange r = plan_.Send(l, q, p_);
         if (r.size() == 0) continue;
         const auto t0 = Clock::now();
-        DB_ASSIGN_OR_RETURN(rpc::ActivationMessage m, mailbox_.Await(step, l, false, q, timeout));
+        DB_ASSIGN_OR_RETURN(const std::vector<float> v, links_->Receive(p_, q, step, l, false, outer * r.size() * inner, timeout));
         stats_.wait_seconds += Seconds(t0);
-        std::vector<float> v;
-        DB_RETURN_IF_ERROR(BytesToFloats(m.values(), outer * r.size() * inner, &v));
         CopyAxis(v.data(), {outer, r.size(), inner}, r.begin, win.data(), wd, need.begin, r.begin, r.size(), false);
       }
     }
@@ -350,10 +300,8 @@ Status Partition::Backward(int64_t step, const Tensor& dout, Tensor* dx_window) 
       const MpRange r = plan_.Send(l, p_, q);
       if (r.size() == 0) continue;
       const auto tw = Clock::now();
-      DB_ASSIGN_OR_RETURN(rpc::ActivationMessage m, mailbox_.Await(step, l, true, q, timeout));
+      DB_ASSIGN_OR_RETURN(const std::vector<float> v, links_->Receive(p_, q, step, l, true, outer * r.size() * inner, timeout));
       stats_.wait_seconds += Seconds(tw);
-      std::vector<float> v;
-      DB_RETURN_IF_ERROR(BytesToFloats(m.values(), outer * r.size() * inner, &v));
       CopyAxis(v.data(), {outer, r.size(), inner}, r.begin, gprev.data(), gd, prev.begin, r.begin, r.size(), true);
     }
     g = std::move(gprev);

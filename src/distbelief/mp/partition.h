@@ -2,46 +2,25 @@
 // layer (for a locally connected layer the weights of its own output rows, for a fully connected
 // layer the rows of W of its own units, for convolution a copy of the tied kernel), computes its
 // block, and exchanges only the boundary slices of the plan with the other partitions through
-// the transport's Worker.Deliver call (in-process or gRPC). Each partition is driven by its own
+// the replica's PartitionLinks (the transport's Deliver call, in process or gRPC). Each partition is driven by its own
 // thread; Forward and Backward of one step must run on every partition of the replica.
 //
 // A partition that stops answering makes its peers' waits fail after `timeout` with
 // kDeadlineExceeded or kUnavailable, so the whole replica stops cleanly and can be rebuilt.
 #pragma once
 
-#include <condition_variable>
-#include <map>
 #include <memory>
-#include <mutex>
-#include <tuple>
 #include <vector>
 
+#include "distbelief/mp/links.h"
 #include "distbelief/mp/plan.h"
 #include "distbelief/nn/layer.h"
-#include "distbelief/transport/transport.h"
 
 namespace distbelief {
 
 // The unpartitioned model of a spec, seeded: the reference the partitions are cut from.
 // Fully connected layers read the previous output flattened as (B, C H W).
 std::vector<std::unique_ptr<Layer>> BuildMpReference(const MpModelSpec& spec, uint64_t seed);
-
-// Where boundary messages for one partition wait until its thread asks for them.
-class Mailbox : public WorkerService {
- public:
-  Status Deliver(const rpc::ActivationMessage& m) override;
-  // The message of (step, layer, direction) from `from`; kDeadlineExceeded after `timeout`,
-  // kCancelled once Close was called.
-  StatusOr<rpc::ActivationMessage> Await(int64_t step, int layer, bool backward, int from, Millis timeout);
-  void Close();
-
- private:
-  using Key = std::tuple<int64_t, int, bool, int>;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<Key, rpc::ActivationMessage> box_;
-  bool closed_ = false;
-};
 
 struct MpStats {
   int64_t floats_sent = 0, messages_sent = 0;
@@ -54,9 +33,9 @@ class Partition {
   // Partition `index` of `plan`, its weights copied from `reference` (BuildMpReference).
   static StatusOr<std::unique_ptr<Partition>> Create(const MpModelSpec& spec, const PartitionPlan& plan, int index,
                                                      const std::vector<Layer*>& reference);
-  // Channels to every partition of the replica (its own address included), in partition order.
-  Status Connect(Transport* transport, const std::vector<std::string>& addresses, int replica);
-  Mailbox* mailbox() { return &mailbox_; }
+  // The replica's links, through which this partition exchanges boundary slices. REQUIRES:
+  // `links` outlives every Forward and Backward.
+  void Connect(PartitionLinks* links) { links_ = links; }
   // x_window (B, C, needed rows of layer 0, W): the input rows this partition reads.
   // *out: its block of the last layer's output, (B, C, own rows, W) or (B, own units).
   Status Forward(int64_t step, const Tensor& x_window, Tensor* out);
@@ -78,11 +57,9 @@ class Partition {
 
   PartitionPlan plan_;
   int p_;
-  int replica_ = 0;
+  PartitionLinks* links_ = nullptr;
   std::vector<MpLayerSpec> specs_;
   std::vector<std::unique_ptr<Layer>> layers_;
-  std::vector<std::shared_ptr<WorkerChannel>> peers_;
-  Mailbox mailbox_;
   std::vector<Tensor> windows_, outs_;  // per layer: the input window and the owned output
   std::vector<Tensor> padded_;          // convolution: the window with its zero padding
   Tensor scratch_;                      // LCN: the output over the whole window

@@ -10,32 +10,25 @@ namespace distbelief {
 
 StatusOr<std::unique_ptr<MpReplica>> MpReplica::Create(const MpModelSpec& spec, int partitions,
                                                        const std::vector<Layer*>& reference, Transport* transport,
-                                                       bool grpc, int replica) {
+                                                       int replica) {
   auto r = std::unique_ptr<MpReplica>(new MpReplica());
   r->spec_ = spec;
   DB_ASSIGN_OR_RETURN(r->plan_, MakePartitionPlan(spec, partitions));
-  std::vector<std::string> addresses;
+  DB_ASSIGN_OR_RETURN(r->links_, PartitionLinks::Create(transport, partitions, replica));
   for (int p = 0; p < partitions; ++p) {
     DB_ASSIGN_OR_RETURN(auto part, Partition::Create(spec, r->plan_, p, reference));
-    DB_ASSIGN_OR_RETURN(auto server, transport->ServeWorker(grpc ? "127.0.0.1:0" : "", part->mailbox()));
-    addresses.push_back(server->address());
+    part->Connect(r->links_.get());
     r->parts_.push_back(std::move(part));
-    r->servers_.push_back(std::move(server));
   }
-  for (auto& part : r->parts_) DB_RETURN_IF_ERROR(part->Connect(transport, addresses, replica));
   r->dead_.assign(partitions, false);
   return r;
 }
 
-MpReplica::~MpReplica() {
-  for (auto& p : parts_) p->mailbox()->Close();
-  servers_.clear();
-}
+MpReplica::~MpReplica() = default;
 
 void MpReplica::KillPartition(int p) {
   dead_[p] = true;
-  parts_[p]->mailbox()->Close();
-  servers_[p].reset();
+  links_->Kill(p);
 }
 
 void MpReplica::SetTimeout(Millis t) {

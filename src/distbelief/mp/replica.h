@@ -13,11 +13,11 @@ namespace distbelief {
 
 class MpReplica {
  public:
-  // Cuts `reference` (BuildMpReference(spec, ...)) into `partitions` and serves each on
-  // `transport` ("127.0.0.1:0" addresses over gRPC, fresh names in process).
+  // Cuts `reference` (BuildMpReference(spec, ...)) into `partitions` and serves each at a fresh
+  // address of `transport`.
   static StatusOr<std::unique_ptr<MpReplica>> Create(const MpModelSpec& spec, int partitions,
                                                      const std::vector<Layer*>& reference, Transport* transport,
-                                                     bool grpc, int replica = 0);
+                                                     int replica = 0);
   ~MpReplica();
   // x (B, C, H, W) the batch; dy the gradient of the loss with respect to the full output.
   // Writes the full output and, if dx is not null, d loss / d x. Parameter gradients are added in
@@ -40,8 +40,8 @@ class MpReplica {
   Status Run(const Tensor* x, const Tensor* dy, Tensor* y, Tensor* dx);
   MpModelSpec spec_;
   PartitionPlan plan_;
+  std::unique_ptr<PartitionLinks> links_;  // outlives the partitions' use of it
   std::vector<std::unique_ptr<Partition>> parts_;
-  std::vector<std::unique_ptr<Transport::Server>> servers_;
   std::vector<bool> dead_;
   int64_t step_ = 0;
   int64_t batch_ = 0;

@@ -4,6 +4,8 @@
 #include <vector>
 
 #include "distbelief/optim/lbfgs.h"
+#include "distbelief/optim/projection.h"
+#include "distbelief/optim/schedule.h"
 #include "distbelief/optim/update_rules.h"
 
 namespace distbelief {
@@ -57,13 +59,52 @@ TEST(UpdateRules, AdagradUsesSumOfSquaredGradients) {
   EXPECT_FLOAT_EQ(st[0], 25.0f);
 }
 
-TEST(UpdateRules, UnknownNameIsAnError) {
+TEST(UpdateRules, MadeByKindAndRefusedWithoutARate) {
   OptimizerOptions o;
-  o.name = "rmsprop";
+  for (Optimizer kind : {Optimizer::kSgd, Optimizer::kAdagrad, Optimizer::kAdam}) {
+    o.name = kind;
+    auto r = MakeUpdateRule(o);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ((*r)->Name(), OptimizerName(kind));
+  }
+  o.learning_rate = 0.0f;
   auto r = MakeUpdateRule(o);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(r.status().message().find("rmsprop"), std::string::npos);
+  EXPECT_NE(r.status().message().find("learning_rate"), std::string::npos);
+}
+
+TEST(Schedule, WarmsUpThenDecaysToItsFinalFraction) {
+  const ScheduleOptions constant;
+  EXPECT_FLOAT_EQ(ScheduledRate(constant, 0.5f, 7, 100), 0.5f);
+  const ScheduleOptions cosine{Schedule::kCosine, 10, 0.1f};
+  EXPECT_FLOAT_EQ(ScheduledRate(cosine, 1.0f, 0, 110), 0.1f);    // step 1 of 10 of warmup
+  EXPECT_FLOAT_EQ(ScheduledRate(cosine, 1.0f, 9, 110), 1.0f);    // the end of warmup
+  EXPECT_FLOAT_EQ(ScheduledRate(cosine, 1.0f, 10, 110), 1.0f);   // the top of the cosine
+  EXPECT_NEAR(ScheduledRate(cosine, 1.0f, 109, 110), 0.1f, 1e-6);  // the last step
+  EXPECT_NEAR(ScheduledRate(cosine, 1.0f, 60, 111), 0.55f, 1e-6);  // halfway: the mean of top and bottom
+  float last = 2.0f;
+  for (int64_t s = 10; s < 110; ++s) {  // decreasing after warmup
+    const float r = ScheduledRate(cosine, 1.0f, s, 110);
+    EXPECT_LE(r, last);
+    last = r;
+  }
+}
+
+TEST(Projection, BoundsEveryBlockAndOnlyWholeBlocksOfARange) {
+  std::vector<float> v = {3, 4, 0.3f, 0.4f, 6, 8, 1, 1};  // blocks of 2 from offset 0: norms 5, 0.5, 10
+  ProjectBlockNorms(v, {{0, 2, 3}, 1.0f});
+  EXPECT_FLOAT_EQ(v[0], 0.6f);
+  EXPECT_FLOAT_EQ(v[1], 0.8f);
+  EXPECT_FLOAT_EQ(v[2], 0.3f);  // under the bound: untouched
+  EXPECT_FLOAT_EQ(v[4], 0.6f);
+  EXPECT_FLOAT_EQ(v[6], 1.0f);  // outside the blocks
+  // Blocks of 4 at offset 2 (keys 2..13), seen from the range [5, 14): the whole blocks in it are
+  // the ones at 6 and 10, at offsets 1 and 5 of the range.
+  const NormBound part = RestrictToRange({{2, 4, 3}, 1.0f}, 5, 14);
+  EXPECT_EQ(part.blocks.offset, 1);
+  EXPECT_EQ(part.blocks.count, 2);
+  EXPECT_EQ(RestrictToRange({{2, 4, 3}, 1.0f}, 20, 30).blocks.count, 0);
 }
 
 TEST(Clip, ScalesToTheGlobalNorm) {
@@ -76,6 +117,14 @@ TEST(Clip, ScalesToTheGlobalNorm) {
   std::vector<std::span<float>> small = {c};
   ClipByGlobalNorm(small, 1.0f);
   EXPECT_FLOAT_EQ(c[0], 0.1f);
+}
+
+// L-BFGS on an in-memory vector space: f(x) and its gradient from a function of std::vectors.
+StatusOr<LbfgsResult> Minimize(const InMemoryLbfgsSpace::Function& f, std::vector<double>* x, const LbfgsOptions& o) {
+  InMemoryLbfgsSpace space(*x, f);
+  auto r = LbfgsMinimize(&space, o);
+  *x = space.vec(LbfgsSpace::kX);
+  return r;
 }
 
 TEST(Lbfgs, SolvesAnIllConditionedQuadraticFarFasterThanSteepestDescent) {
@@ -92,16 +141,19 @@ TEST(Lbfgs, SolvesAnIllConditionedQuadraticFarFasterThanSteepestDescent) {
   LbfgsOptions o;
   o.gradient_tolerance = 1e-7;
   o.max_iterations = 100000;
+  o.max_line_search = 50;
   std::vector<double> x(n, 0.0);
-  const auto r = LbfgsMinimize(f, &x, o);
-  EXPECT_TRUE(r.converged);
+  const auto r = Minimize(f, &x, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->converged);
   for (double v : x) EXPECT_NEAR(v, 1.0, 1e-6);
   // history 0 is steepest descent with the same line search.
   o.history = 0;
   std::vector<double> x_sd(n, 0.0);
-  const auto sd = LbfgsMinimize(f, &x_sd, o);
-  EXPECT_TRUE(sd.converged);
-  EXPECT_LT(r.iterations * 2, sd.iterations);
+  const auto sd = Minimize(f, &x_sd, o);
+  ASSERT_TRUE(sd.ok());
+  EXPECT_TRUE(sd->converged);
+  EXPECT_LT(r->iterations * 2, sd->iterations);
 }
 
 TEST(Lbfgs, SolvesRosenbrock) {
@@ -115,18 +167,45 @@ TEST(Lbfgs, SolvesRosenbrock) {
   LbfgsOptions o;
   o.max_iterations = 500;
   o.gradient_tolerance = 1e-9;
-  const auto r = LbfgsMinimize(f, &x, o);
-  EXPECT_TRUE(r.converged);
+  o.max_line_search = 50;
+  const auto r = Minimize(f, &x, o);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->converged);
   EXPECT_NEAR(x[0], 1.0, 1e-5);
   EXPECT_NEAR(x[1], 1.0, 1e-5);
 }
 
 TEST(Lbfgs, TwoLoopWithOnePairMatchesTheSecantCondition) {
   // With one pair, H y = s must hold for the BFGS update of the scaled identity.
-  std::deque<std::vector<double>> s = {{1.0, 2.0}}, y = {{2.0, 1.0}};
-  const auto d = LbfgsDirection(s, y, y[0]);  // -H y
-  EXPECT_NEAR(-d[0], 1.0, 1e-12);
-  EXPECT_NEAR(-d[1], 2.0, 1e-12);
+  InMemoryLbfgsSpace space({0.0, 0.0}, nullptr);
+  space.vec(5) = {1.0, 2.0};  // s
+  space.vec(6) = {2.0, 1.0};  // y
+  const double sy = 1.0 * 2.0 + 2.0 * 1.0;
+  ASSERT_TRUE(LbfgsDirection(&space, {{5, 6, 1.0 / sy}}, 6, 2).ok());  // d = -H y
+  EXPECT_NEAR(-space.vec(2)[0], 1.0, 1e-12);
+  EXPECT_NEAR(-space.vec(2)[1], 2.0, 1e-12);
+}
+
+// The space's errors end the run with that status (a lost shard, for Sandblaster).
+TEST(Lbfgs, AnErrorFromTheSpaceEndsTheRun) {
+  int calls = 0;
+  class Failing : public InMemoryLbfgsSpace {
+   public:
+    Failing(int* calls) : InMemoryLbfgsSpace({1.0}, [](const std::vector<double>& x, std::vector<double>* g) {
+      (*g)[0] = 2 * x[0];
+      return x[0] * x[0];
+    }), calls_(calls) {}
+    StatusOr<double> Evaluate(Vec g) override {
+      if (++*calls_ > 1) return absl::UnavailableError("shard gone");
+      return InMemoryLbfgsSpace::Evaluate(g);
+    }
+   private:
+    int* calls_;
+  } space(&calls);
+  LbfgsOptions o;
+  o.max_iterations = 100;
+  const auto r = LbfgsMinimize(&space, o);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
 }
 
 }  // namespace

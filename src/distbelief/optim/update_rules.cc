@@ -48,11 +48,21 @@ void Adam::Apply(std::span<float> w, std::span<const float> g, std::span<float> 
 StatusOr<std::unique_ptr<UpdateRule>> MakeUpdateRule(const OptimizerOptions& o) {
   if (!(o.learning_rate > 0.0f))
     return absl::InvalidArgumentError("optimizer.learning_rate must be > 0");
-  if (o.name == "sgd") return std::unique_ptr<UpdateRule>(new Sgd(o));
-  if (o.name == "adagrad") return std::unique_ptr<UpdateRule>(new Adagrad(o));
-  if (o.name == "adam") return std::unique_ptr<UpdateRule>(new Adam(o));
-  return absl::InvalidArgumentError("unknown optimizer '" + o.name +
-                                    "' (expected sgd, adagrad or adam)");
+  switch (o.name) {
+    case Optimizer::kSgd: return std::unique_ptr<UpdateRule>(new Sgd(o));
+    case Optimizer::kAdagrad: return std::unique_ptr<UpdateRule>(new Adagrad(o));
+    case Optimizer::kAdam: return std::unique_ptr<UpdateRule>(new Adam(o));
+  }
+  return absl::InvalidArgumentError("unknown optimizer " + std::to_string(static_cast<int>(o.name)));
+}
+
+const char* OptimizerName(Optimizer o) {
+  switch (o) {
+    case Optimizer::kSgd: return "sgd";
+    case Optimizer::kAdagrad: return "adagrad";
+    case Optimizer::kAdam: return "adam";
+  }
+  return "?";
 }
 
 double ClipByGlobalNorm(std::span<const std::span<float>> grads, float max_norm) {

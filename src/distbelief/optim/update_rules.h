@@ -1,5 +1,5 @@
-// Update rules on flat arrays. The same object serves the local trainer and, later, the
-// parameter-server shards (Dean et al. 2012, §4.1: Adagrad applied on the shards).
+// Update rules on flat arrays. The same object serves the local driver and the parameter-server
+// shards (Dean et al. 2012, §4.1: Adagrad applied on the shards).
 // Apply is thread-compatible: distinct (w, state) spans may be updated concurrently.
 #pragma once
 
@@ -12,8 +12,12 @@
 
 namespace distbelief {
 
+enum class Optimizer { kSgd, kAdagrad, kAdam };
+const char* OptimizerName(Optimizer o);  // "sgd", "adagrad", "adam"
+
+// [optimizer] in a config.
 struct OptimizerOptions {
-  std::string name = "sgd";     // sgd | adagrad | adam
+  Optimizer name = Optimizer::kSgd;
   float learning_rate = 0.01f;  // gamma
   float momentum = 0.0f;        // sgd only; 0 = plain SGD
   float weight_decay = 0.0f;    // L2 term added to the gradient
@@ -72,7 +76,7 @@ class Adam : public UpdateRule {
              int64_t step) const override;
 };
 
-// Returns the rule named by o.name, or kInvalidArgument naming the unknown optimizer.
+// Returns the rule o.name names, or kInvalidArgument if the learning rate is not positive.
 StatusOr<std::unique_ptr<UpdateRule>> MakeUpdateRule(const OptimizerOptions& o);
 
 // Scales all gradients so that their joint L2 norm is at most max_norm. Returns the norm before

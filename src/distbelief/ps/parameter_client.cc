@@ -1,56 +1,37 @@
 #include "distbelief/ps/parameter_client.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
-#include <thread>
 
 #include "distbelief/ps/parameter_shard.h"
 
 namespace distbelief {
 
-Status PendingOp::Wait(Millis timeout) {
+StatusOr<PushResult> PendingPush::Wait(Millis timeout) const {
+  if (!f_.valid()) return absl::FailedPreconditionError("no push to wait for");
   if (f_.wait_for(timeout) != std::future_status::ready)
-    return absl::DeadlineExceededError("operation not finished within " + std::to_string(timeout.count()) + " ms");
+    return absl::DeadlineExceededError("push not finished within " + std::to_string(timeout.count()) + " ms");
   return f_.get();
 }
 
 namespace {
 
-// Calls fn(piece_part, count, at) for each part of `pieces` (laid end to end as one flat vector)
-// inside the flat range [begin, begin + len): `count` elements at `piece_part` are elements
-// [begin + at, begin + at + count) of the flat vector.
-template <typename T, typename Fn>
-void ForEachOverlap(const std::vector<std::span<T>>& pieces, int64_t begin, int64_t len, Fn&& fn) {
-  const int64_t end = begin + len;
-  int64_t off = 0;
-  for (const std::span<T>& p : pieces) {
-    const int64_t pb = off, pe = off + static_cast<int64_t>(p.size());
-    off = pe;
-    if (pe <= begin) continue;
-    if (pb >= end) break;
-    const int64_t lo = std::max(pb, begin), hi = std::min(pe, end);
-    fn(p.data() + (lo - pb), hi - lo, lo - begin);
-  }
+PendingPush Finished(Status s) {
+  std::promise<StatusOr<PushResult>> p;
+  p.set_value(std::move(s));
+  return PendingPush(p.get_future().share());
 }
 
 template <typename T>
-int64_t TotalSize(const std::vector<std::span<T>>& pieces) {
+int64_t Total(const std::vector<std::span<T>>& pieces) {
   int64_t n = 0;
   for (const auto& p : pieces) n += static_cast<int64_t>(p.size());
   return n;
 }
 
-PendingOp Finished(Status s) {
-  std::promise<Status> p;
-  p.set_value(std::move(s));
-  return PendingOp(p.get_future().share());
-}
-
 }  // namespace
 
-ParameterClient::ParameterClient(const ShardMap& map, ClientOptions o)
-    : map_(map), o_(o), pull_replies_(map.num_shards()) {
+ParameterClient::ParameterClient(const ShardMap& map, ClientOptions o) : map_(map), o_(o) {
   for (int s = 1; s < map_.num_shards(); ++s) threads_.emplace_back([this] { FanOutLoop(); });
   threads_.emplace_back([this] { PushLoop(); });
 }
@@ -69,6 +50,16 @@ ParameterClient::~ParameterClient() {
   }
   cv_.notify_all();
   for (size_t i = 0; i + 1 < threads_.size(); ++i) threads_[i].join();
+}
+
+StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Create(std::vector<std::shared_ptr<ShardChannel>> shards,
+                                                                   const ShardMap& map, ClientOptions o) {
+  if (static_cast<int>(shards.size()) != map.num_shards())
+    return absl::InvalidArgumentError(std::to_string(shards.size()) + " shard channels for " +
+                                      std::to_string(map.num_shards()) + " shards");
+  std::unique_ptr<ParameterClient> c(new ParameterClient(map, o));
+  c->shards_ = std::move(shards);
+  return c;
 }
 
 void ParameterClient::FanOutLoop() {
@@ -96,35 +87,25 @@ void ParameterClient::PushLoop() {
       pushes_.pop_front();
     }
     PushJob* j = job.get();
+    PushResult result;
+    result.versions.assign(map_.num_shards(), 0);
+    result.staleness.assign(map_.num_shards(), 0);
     Status st = ForEachShard([&](int s) {
-      rpc::PushReply reply;
-      DB_RETURN_IF_ERROR(shards_[s]->Push(j->requests[s], &reply, o_.call_timeout));
-      if (j->staleness) (*j->staleness)[s] = reply.staleness();
+      PushReply reply;
+      DB_RETURN_IF_ERROR(shards_[s]->Push(j->meta[s], j->ranges[s], &reply, o_.call_timeout));
+      result.versions[s] = reply.version;
+      result.staleness[s] = reply.staleness;
       return absl::OkStatus();
     });
     // Back to the spares before the caller hears: its next PushAsync finds the buffers.
-    std::promise<Status> done = std::move(j->done);
+    std::promise<StatusOr<PushResult>> done = std::move(j->done);
     {
       std::lock_guard<std::mutex> lock(mu_);
       spare_pushes_.push_back(std::move(job));
     }
-    done.set_value(std::move(st));
+    if (st.ok()) done.set_value(std::move(result));
+    else done.set_value(std::move(st));
   }
-}
-
-StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Connect(
-    Transport* transport, const std::vector<std::string>& addresses, const ShardMap& map, ClientOptions o) {
-  if (static_cast<int>(addresses.size()) != map.num_shards())
-    return absl::InvalidArgumentError(std::to_string(addresses.size()) + " shard addresses for " +
-                                      std::to_string(map.num_shards()) + " shards");
-  std::vector<std::shared_ptr<ShardChannel>> channels;
-  for (const auto& a : addresses) {
-    DB_ASSIGN_OR_RETURN(auto ch, transport->ConnectShard(a));
-    channels.push_back(std::move(ch));
-  }
-  std::unique_ptr<ParameterClient> c(new ParameterClient(map, o));
-  c->shards_ = std::move(channels);
-  return c;
 }
 
 Status ParameterClient::WithRetry(const std::function<Status()>& call) {
@@ -170,51 +151,46 @@ Status ParameterClient::ForEachShard(const std::function<Status(int)>& fn) {
   return absl::OkStatus();
 }
 
-Status ParameterClient::Pull(std::span<float> params, PullResult* result) {
-  return Pull(std::vector<std::span<float>>{params}, result);
+StatusOr<PullResult> ParameterClient::Pull(std::span<float> params) {
+  return Pull(std::vector<std::span<float>>{params});
 }
 
-Status ParameterClient::Pull(const std::vector<std::span<float>>& pieces, PullResult* result) {
-  if (const int64_t total = TotalSize(pieces); total != map_.total())
-    return absl::InvalidArgumentError("pull into " + std::to_string(total) + " floats, model has " +
+StatusOr<PullResult> ParameterClient::Pull(const std::vector<std::span<float>>& pieces) {
+  if (const int64_t total = Total(pieces); total != map_.total())
+    return absl::InvalidArgumentError("pull into " + std::to_string(total) + " floats, the map holds " +
                                       std::to_string(map_.total()));
   const int n = map_.num_shards();
-  result->versions.assign(n, 0);
+  PullResult result;
+  result.versions.assign(n, 0);
   std::vector<int64_t> clocks(n, -1);
-  std::lock_guard<std::mutex> pulling(pull_mu_);
   DB_RETURN_IF_ERROR(ForEachShard([&](int s) {
-    rpc::PullRequest req;
-    req.set_replica(o_.replica);
-    rpc::PullReply& reply = pull_replies_[s];
-    DB_RETURN_IF_ERROR(shards_[s]->Pull(req, &reply, o_.call_timeout));
-    if (static_cast<int64_t>(reply.values().size()) != map_.size(s) * 4)
-      return absl::DataLossError("shard " + std::to_string(s) + " sent " + std::to_string(reply.values().size() / 4) +
-                                 " floats, its range holds " + std::to_string(map_.size(s)));
-    const char* src = reply.values().data();
-    ForEachOverlap(pieces, map_.begin(s), map_.size(s), [&](float* dst, int64_t count, int64_t at) {
-      std::memcpy(dst, src + at * sizeof(float), count * sizeof(float));
-    });
-    result->versions[s] = reply.version();
-    clocks[s] = reply.min_replica_clock();
+    // The parts of the caller's pieces that make up shard s's range, in order.
+    std::vector<std::span<float>> out;
+    ForEachOverlap(pieces, map_.begin(s), map_.size(s), [&](std::span<float> part, int64_t) { out.push_back(part); });
+    PullReply reply;
+    DB_RETURN_IF_ERROR(shards_[s]->Pull(o_.replica, out, &reply, o_.call_timeout));
+    result.versions[s] = reply.version;
+    clocks[s] = reply.min_replica_clock;
     return absl::OkStatus();
   }));
-  result->min_replica_clock = -1;
   for (int64_t c : clocks)
-    if (c >= 0 && (result->min_replica_clock < 0 || c < result->min_replica_clock)) result->min_replica_clock = c;
-  return absl::OkStatus();
+    if (c >= 0 && (result.min_replica_clock < 0 || c < result.min_replica_clock)) result.min_replica_clock = c;
+  return result;
 }
 
-PendingOp ParameterClient::PushAsync(std::span<const float> grad, const std::vector<uint64_t>& based_on,
-                                     int64_t clock, std::vector<uint64_t>* staleness) {
-  return PushAsync(std::vector<std::span<const float>>{grad}, based_on, clock, staleness);
+PendingPush ParameterClient::PushAsync(std::span<const float> grad, const std::vector<uint64_t>& based_on,
+                                       int64_t clock) {
+  return PushAsync(std::vector<std::span<const float>>{grad}, based_on, clock);
 }
 
-PendingOp ParameterClient::PushAsync(const std::vector<std::span<const float>>& pieces,
-                                     const std::vector<uint64_t>& based_on, int64_t clock,
-                                     std::vector<uint64_t>* staleness) {
+PendingPush ParameterClient::PushAsync(const std::vector<std::span<const float>>& pieces,
+                                       const std::vector<uint64_t>& based_on, int64_t clock) {
   const int n = map_.num_shards();
-  if (TotalSize(pieces) != map_.total() || static_cast<int>(based_on.size()) != n)
-    return Finished(absl::InvalidArgumentError("push of a gradient of the wrong size"));
+  if (Total(pieces) != map_.total() || static_cast<int>(based_on.size()) != n)
+    return Finished(absl::InvalidArgumentError("push of " + std::to_string(Total(pieces)) + " floats with " +
+                                               std::to_string(based_on.size()) + " versions; the map holds " +
+                                               std::to_string(map_.total()) + " floats on " + std::to_string(n) +
+                                               " shards"));
   std::unique_ptr<PushJob> job;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -225,20 +201,18 @@ PendingOp ParameterClient::PushAsync(const std::vector<std::span<const float>>& 
   }
   if (!job) {
     job = std::make_unique<PushJob>();
-    job->requests.resize(n);
+    job->ranges.resize(n);
+    job->meta.resize(n);
   }
   for (int s = 0; s < n; ++s) {
-    rpc::PushRequest& req = job->requests[s];
-    std::string* bytes = req.mutable_gradient();
-    bytes->resize(map_.size(s) * sizeof(float));  // same size as last time: no fill, no allocation
-    char* dst = bytes->data();
-    ForEachOverlap(pieces, map_.begin(s), map_.size(s), [&](const float* src, int64_t count, int64_t at) {
-      std::memcpy(dst + at * sizeof(float), src, count * sizeof(float));
+    std::vector<float>& range = job->ranges[s];
+    range.resize(map_.size(s));  // same size as last time: no fill, no allocation
+    ForEachOverlap(pieces, map_.begin(s), map_.size(s), [&](std::span<const float> part, int64_t at) {
+      std::memcpy(range.data() + at, part.data(), part.size() * sizeof(float));
     });
     // Refuse a non-finite gradient here, whole: shards check their own range too, but a NaN in
     // one range must not leave the others updated.
-    const std::span<const float> sent(reinterpret_cast<const float*>(bytes->data()), map_.size(s));
-    if (const int64_t bad = FirstNonFinite(sent); bad >= 0) {
+    if (const int64_t bad = FirstNonFinite(range); bad >= 0) {
       {
         std::lock_guard<std::mutex> lock(mu_);
         spare_pushes_.push_back(std::move(job));
@@ -246,14 +220,10 @@ PendingOp ParameterClient::PushAsync(const std::vector<std::span<const float>>& 
       return Finished(absl::InvalidArgumentError("gradient holds NaN or Inf at index " +
                                                  std::to_string(map_.begin(s) + bad) + "; nothing pushed"));
     }
-    req.set_based_on_version(based_on[s]);
-    req.set_replica(o_.replica);
-    req.set_replica_clock(clock);
+    job->meta[s] = PushMeta{based_on[s], o_.replica, clock};
   }
-  if (staleness) staleness->assign(n, 0);
-  job->staleness = staleness;
-  job->done = std::promise<Status>();
-  PendingOp op(job->done.get_future().share());
+  job->done = std::promise<StatusOr<PushResult>>();
+  PendingPush op(job->done.get_future().share());
   {
     std::lock_guard<std::mutex> lock(mu_);
     pushes_.push_back(std::move(job));
@@ -262,73 +232,54 @@ PendingOp ParameterClient::PushAsync(const std::vector<std::span<const float>>& 
   return op;
 }
 
-Status ParameterClient::Op(rpc::VectorOpRequest req, std::vector<double>* values) {
+Status ParameterClient::RunOnAll(const VectorOp& op, std::vector<double>* values) {
   if (values) values->assign(map_.num_shards(), 0.0);
   return ForEachShard([&](int s) {
-    rpc::VectorOpReply reply;
-    DB_RETURN_IF_ERROR(shards_[s]->VectorOp(req, &reply, o_.call_timeout));
-    if (values) (*values)[s] = reply.value();
+    VectorOpReply reply;
+    DB_RETURN_IF_ERROR(shards_[s]->RunVectorOp(op, &reply, o_.call_timeout));
+    if (values) (*values)[s] = reply.value;
     return absl::OkStatus();
   });
 }
 
-StatusOr<double> ParameterClient::Dot(const std::string& a, const std::string& b) {
-  rpc::VectorOpRequest req;
-  req.set_op(rpc::VectorOpRequest::DOT);
-  req.set_a(a);
-  req.set_b(b);
+StatusOr<double> ParameterClient::Dot(VectorId a, VectorId b) {
   std::vector<double> parts;
-  DB_RETURN_IF_ERROR(Op(req, &parts));
+  DB_RETURN_IF_ERROR(RunOnAll({VectorOpKind::kDot, a, b}, &parts));
   double sum = 0.0;
   for (double p : parts) sum += p;
   return sum;
 }
 
-Status ParameterClient::Axpy(double alpha, const std::string& a, const std::string& b) {
-  rpc::VectorOpRequest req;
-  req.set_op(rpc::VectorOpRequest::AXPY);
-  req.set_alpha(alpha);
-  req.set_a(a);
-  req.set_b(b);
-  return Op(req);
+Status ParameterClient::Axpy(double alpha, VectorId a, VectorId b) {
+  return RunOnAll({VectorOpKind::kAxpy, a, b, alpha});
 }
 
-Status ParameterClient::Scale(double alpha, const std::string& a) {
-  rpc::VectorOpRequest req;
-  req.set_op(rpc::VectorOpRequest::SCALE);
-  req.set_alpha(alpha);
-  req.set_a(a);
-  return Op(req);
-}
+Status ParameterClient::Scale(double alpha, VectorId a) { return RunOnAll({VectorOpKind::kScale, a, 0, alpha}); }
 
-Status ParameterClient::Copy(const std::string& a, const std::string& b) {
-  rpc::VectorOpRequest req;
-  req.set_op(rpc::VectorOpRequest::COPY);
-  req.set_a(a);
-  req.set_b(b);
-  return Op(req);
-}
+Status ParameterClient::Copy(VectorId from, VectorId to) { return RunOnAll({VectorOpKind::kCopy, from, to}); }
 
 Status ParameterClient::BeginBatch(int64_t batch) {
-  rpc::VectorOpRequest req;
-  req.set_op(rpc::VectorOpRequest::BEGIN_BATCH);
-  req.set_batch(batch);
-  return Op(req);
+  VectorOp op;
+  op.op = VectorOpKind::kBeginBatch;
+  op.batch = batch;
+  return RunOnAll(op);
 }
 
 Status ParameterClient::Accumulate(std::span<const float> grad, int64_t batch, int64_t portion) {
   if (static_cast<int64_t>(grad.size()) != map_.total())
-    return absl::InvalidArgumentError("accumulate of a gradient of the wrong size");
+    return absl::InvalidArgumentError("accumulate of " + std::to_string(grad.size()) + " floats, the map holds " +
+                                      std::to_string(map_.total()));
   return ForEachShard([&](int s) {
-    rpc::PushRequest req;
-    req.set_gradient(FloatsToBytes(grad.subspan(map_.begin(s), map_.size(s))));
-    req.set_accumulate(true);
-    req.set_batch(batch);
-    req.set_portion(portion);
-    req.set_replica(o_.replica);
-    rpc::PushReply reply;
-    return shards_[s]->Push(req, &reply, o_.call_timeout);
+    AccumulateReply reply;
+    return shards_[s]->Accumulate({batch, portion, o_.replica}, grad.subspan(map_.begin(s), map_.size(s)), &reply,
+                                  o_.call_timeout);
   });
+}
+
+StatusOr<std::vector<ShardInfo>> ParameterClient::Info() {
+  std::vector<ShardInfo> infos(map_.num_shards());
+  DB_RETURN_IF_ERROR(ForEachShard([&](int s) { return shards_[s]->Info(&infos[s], o_.call_timeout); }));
+  return infos;
 }
 
 }  // namespace distbelief

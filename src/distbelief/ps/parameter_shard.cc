@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "absl/strings/numbers.h"
+#include "distbelief/base/logging.h"
 #include "distbelief/io/checkpoint.h"
 
 namespace distbelief {
@@ -20,32 +21,10 @@ int64_t FirstNonFinite(std::span<const float> v) {
   return -1;
 }
 
-std::string FloatsToBytes(std::span<const float> v) {
-  return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
-}
-
-StatusOr<std::span<const float>> FloatsView(const std::string& bytes, int64_t expected, std::vector<float>* scratch) {
-  if (bytes.size() % sizeof(float) != 0 ||
-      (expected >= 0 && static_cast<int64_t>(bytes.size() / sizeof(float)) != expected) ||
-      reinterpret_cast<uintptr_t>(bytes.data()) % alignof(float) != 0) {
-    DB_RETURN_IF_ERROR(BytesToFloats(bytes, expected, scratch));
-    return std::span<const float>(*scratch);
-  }
-  // The bytes were written by a copy (protobuf's parse, FloatsToBytes), which creates the floats.
-  return std::span<const float>(reinterpret_cast<const float*>(bytes.data()), bytes.size() / sizeof(float));
-}
-
-Status BytesToFloats(const std::string& bytes, int64_t expected, std::vector<float>* out) {
-  if (bytes.size() % sizeof(float) != 0)
-    return absl::InvalidArgumentError("float payload of " + std::to_string(bytes.size()) +
-                                      " bytes is not a whole number of floats");
-  const int64_t n = static_cast<int64_t>(bytes.size() / sizeof(float));
-  if (expected >= 0 && n != expected)
-    return absl::InvalidArgumentError("payload holds " + std::to_string(n) + " floats, expected " +
-                                      std::to_string(expected));
-  out->resize(n);
-  std::memcpy(out->data(), bytes.data(), bytes.size());
-  return absl::OkStatus();
+int64_t TotalSize(FloatPieces pieces) {
+  int64_t n = 0;
+  for (const auto& p : pieces) n += static_cast<int64_t>(p.size());
+  return n;
 }
 
 StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(const ShardOptions& options,
@@ -54,19 +33,18 @@ StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(const ShardOpti
   std::unique_ptr<ParameterShard> s(new ParameterShard(options, std::move(rule)));
   s->values_.assign(initial.begin(), initial.end());
   s->state_.assign(s->values_.size() * s->rule_->StatePerParam(), 0.0f);
-  for (const KeyBlocks& r : options.norm_blocks)
-    if (r.offset < 0 || r.block < 1 || r.count < 0 || r.offset + r.block * r.count > static_cast<int64_t>(initial.size()))
-      return absl::InvalidArgumentError("shard " + std::to_string(options.shard) + ": norm blocks [" +
-                                        std::to_string(r.offset) + ", +" + std::to_string(r.block) + " x " +
-                                        std::to_string(r.count) + ") do not fit its range of " +
-                                        std::to_string(initial.size()));
+  const KeyBlocks& r = options.norm_bound.blocks;
+  if (r.offset < 0 || r.block < 1 || r.count < 0 || r.offset + r.block * r.count > static_cast<int64_t>(initial.size()))
+    return absl::InvalidArgumentError("shard " + std::to_string(options.shard) + ": norm blocks [" +
+                                      std::to_string(r.offset) + ", +" + std::to_string(r.block) + " x " +
+                                      std::to_string(r.count) + ") do not fit its range of " +
+                                      std::to_string(initial.size()));
   if (!options.checkpoint_path.empty() && std::filesystem::exists(options.checkpoint_path)) {
     DB_ASSIGN_OR_RETURN(Checkpoint c, ReadCheckpoint(options.checkpoint_path));
     auto v = c.tensors.find("values");
     if (v == c.tensors.end() || v->second.size() != static_cast<int64_t>(initial.size()))
       return absl::InvalidArgumentError("shard checkpoint " + options.checkpoint_path +
-                                        " does not hold a range of " +
-                                        std::to_string(initial.size()) + " floats");
+                                        " does not hold a range of " + std::to_string(initial.size()) + " floats");
     auto st = c.tensors.find("state");
     if (!s->state_.empty() &&
         (st == c.tensors.end() || st->second.size() != static_cast<int64_t>(s->state_.size())))
@@ -85,149 +63,167 @@ uint64_t ParameterShard::version() {
   return version_;
 }
 
-Status ParameterShard::Pull(const rpc::PullRequest& req, rpc::PullReply* reply) {
+Status ParameterShard::background_error() {
   std::lock_guard<std::mutex> lock(mu_);
-  std::string* out = reply->mutable_values();  // a reused reply keeps its buffer: no allocation
-  out->resize(values_.size() * sizeof(float));
-  std::memcpy(out->data(), values_.data(), out->size());
-  reply->set_version(version_);
+  return background_error_;
+}
+
+Status ParameterShard::Pull(int32_t replica, FloatPieces out, PullReply* reply) {
+  if (TotalSize(out) != size())
+    return absl::InvalidArgumentError("pull into " + std::to_string(TotalSize(out)) + " floats; shard " +
+                                      std::to_string(o_.shard) + " holds " + std::to_string(size()));
+  std::lock_guard<std::mutex> lock(mu_);
+  const float* src = values_.data();
+  for (const std::span<float>& p : out) {
+    std::memcpy(p.data(), src, p.size() * sizeof(float));
+    src += p.size();
+  }
+  reply->version = version_;
   // The slowest replica heard from recently: bounded staleness waits only for live replicas.
   int64_t min_clock = -1;
   const auto now = std::chrono::steady_clock::now();
   for (const auto& [id, seen] : replicas_)
-    if (now - seen.when <= o_.replica_silence && (min_clock < 0 || seen.clock < min_clock))
-      min_clock = seen.clock;
-  reply->set_min_replica_clock(min_clock);
+    if (now - seen.when <= o_.replica_silence && (min_clock < 0 || seen.clock < min_clock)) min_clock = seen.clock;
+  reply->min_replica_clock = min_clock;
   return absl::OkStatus();
 }
 
-Status ParameterShard::Push(const rpc::PushRequest& req, rpc::PushReply* reply) {
-  thread_local std::vector<float> scratch;  // only for a payload whose storage is misaligned
-  DB_ASSIGN_OR_RETURN(const std::span<const float> g, FloatsView(req.gradient(), static_cast<int64_t>(values_.size()), &scratch));
+Status ParameterShard::Push(const PushMeta& meta, std::span<const float> g, PushReply* reply) {
+  if (static_cast<int64_t>(g.size()) != size())
+    return absl::InvalidArgumentError("push of " + std::to_string(g.size()) + " floats; shard " +
+                                      std::to_string(o_.shard) + " holds " + std::to_string(size()));
   if (const int64_t bad = FirstNonFinite(g); bad >= 0)
     return absl::InvalidArgumentError("shard " + std::to_string(o_.shard) + ": gradient holds NaN or Inf at index " +
                                       std::to_string(bad) + "; not applied");
   std::lock_guard<std::mutex> lock(mu_);
-  if (req.accumulate()) {
-    if (req.batch() != batch_)
-      return absl::FailedPreconditionError("push for batch " + std::to_string(req.batch()) +
-                                           " but the shard is on batch " + std::to_string(batch_));
-    reply->set_version(version_);
-    if (!portions_.insert(req.portion()).second) {
-      reply->set_duplicate(true);  // a backup task lost the race: first result wins
-      return absl::OkStatus();
-    }
-    std::vector<float>& acc = vectors_["acc"];
-    acc.resize(values_.size(), 0.0f);
-    for (size_t i = 0; i < g.size(); ++i) acc[i] += g[i];
-    return absl::OkStatus();
-  }
-  reply->set_staleness(version_ >= req.based_on_version() ? version_ - req.based_on_version() : 0);
+  reply->staleness = version_ >= meta.based_on_version ? version_ - meta.based_on_version : 0;
+  if (o_.total_updates > 0)
+    rule_->SetLearningRate(ScheduledRate(o_.schedule, o_.optimizer.learning_rate, static_cast<int64_t>(version_),
+                                         o_.total_updates));
   rule_->Apply(values_, g, state_, static_cast<int64_t>(version_) + 1);
-  ProjectLocked();
+  ProjectBlockNorms(values_, o_.norm_bound);
   ++version_;
-  reply->set_version(version_);
-  if (req.replica() >= 0)
-    replicas_[req.replica()] = {req.replica_clock(), std::chrono::steady_clock::now()};
-  if (o_.checkpoint_every > 0 && !o_.checkpoint_path.empty() && version_ % o_.checkpoint_every == 0)
-    DB_RETURN_IF_ERROR(SaveLocked());
+  reply->version = version_;
+  if (meta.replica >= 0) replicas_[meta.replica] = {meta.replica_clock, std::chrono::steady_clock::now()};
+  if (o_.checkpoint_every > 0 && !o_.checkpoint_path.empty() && version_ % o_.checkpoint_every == 0) {
+    // The update stands whatever happens to the checkpoint: see the header.
+    if (Status saved = SaveLocked(); !saved.ok()) {
+      if (background_error_.ok())
+        LOG_WARN << "shard " << o_.shard << ": checkpoint failed at version " << version_ << ": " << saved.message()
+                 << " (training goes on; the error is kept until a checkpoint succeeds)";
+      background_error_ = saved;
+    } else {
+      background_error_ = absl::OkStatus();
+    }
+  }
   return absl::OkStatus();
 }
 
-void ParameterShard::ProjectLocked() {
-  const double max_sq = double(o_.max_block_norm) * o_.max_block_norm;
-  for (const KeyBlocks& r : o_.norm_blocks)
-    for (int64_t b = 0; b < r.count; ++b) {
-      float* v = values_.data() + r.offset + b * r.block;
-      double sq = 0.0;
-      for (int64_t i = 0; i < r.block; ++i) sq += double(v[i]) * v[i];
-      if (sq > max_sq) {
-        const float scale = static_cast<float>(std::sqrt(max_sq / sq));
-        for (int64_t i = 0; i < r.block; ++i) v[i] *= scale;
-      }
-    }
+Status ParameterShard::Accumulate(const PortionKey& key, std::span<const float> g, AccumulateReply* reply) {
+  if (static_cast<int64_t>(g.size()) != size())
+    return absl::InvalidArgumentError("accumulate of " + std::to_string(g.size()) + " floats; shard " +
+                                      std::to_string(o_.shard) + " holds " + std::to_string(size()));
+  if (const int64_t bad = FirstNonFinite(g); bad >= 0)
+    return absl::InvalidArgumentError("shard " + std::to_string(o_.shard) + ": gradient holds NaN or Inf at index " +
+                                      std::to_string(bad) + "; not accumulated");
+  std::lock_guard<std::mutex> lock(mu_);
+  if (key.batch != batch_)
+    return absl::FailedPreconditionError("portion of batch " + std::to_string(key.batch) + " but shard " +
+                                         std::to_string(o_.shard) + " is on batch " + std::to_string(batch_));
+  reply->version = version_;
+  reply->duplicate = !portions_.insert(key.portion).second;  // a backup task lost the race: first wins
+  if (reply->duplicate) return absl::OkStatus();
+  std::vector<float>& acc = vectors_[kAccumulatorVector];
+  acc.resize(values_.size(), 0.0f);
+  for (size_t i = 0; i < g.size(); ++i) acc[i] += g[i];
+  return absl::OkStatus();
 }
 
-std::vector<float>* ParameterShard::FindVector(const std::string& name) {
-  if (name == "x") return &values_;
-  auto it = vectors_.find(name);
+std::vector<float>* ParameterShard::FindVector(VectorId id) {
+  if (id == kParamsVector) return &values_;
+  auto it = vectors_.find(id);
   return it == vectors_.end() ? nullptr : &it->second;
 }
 
-Status ParameterShard::VectorOp(const rpc::VectorOpRequest& req, rpc::VectorOpReply* reply) {
+Status ParameterShard::RunVectorOp(const VectorOp& req, VectorOpReply* reply) {
   std::lock_guard<std::mutex> lock(mu_);
-  using Op = rpc::VectorOpRequest;
   const size_t n = values_.size();
-  auto need = [&](const std::string& name) -> StatusOr<std::vector<float>*> {
-    std::vector<float>* v = FindVector(name);
-    if (!v) return absl::InvalidArgumentError("shard " + std::to_string(o_.shard) + ": no vector '" + name + "'");
+  auto need = [&](VectorId id) -> StatusOr<std::vector<float>*> {
+    std::vector<float>* v = FindVector(id);
+    if (!v) return absl::InvalidArgumentError("shard " + std::to_string(o_.shard) + ": no vector " + std::to_string(id));
     return v;
   };
-  auto make = [&](const std::string& name) -> StatusOr<std::vector<float>*> {
-    if (name.empty()) return absl::InvalidArgumentError("vector op without a target vector");
-    std::vector<float>* v = FindVector(name);
-    if (!v) v = &(vectors_[name] = std::vector<float>(n, 0.0f));
+  auto make = [&](VectorId id) -> StatusOr<std::vector<float>*> {
+    if (id < 0) return absl::InvalidArgumentError("vector id " + std::to_string(id) + " is negative");
+    std::vector<float>* v = FindVector(id);
+    if (!v) v = &(vectors_[id] = std::vector<float>(n, 0.0f));
     return v;
   };
-  reply->set_portions(static_cast<int64_t>(portions_.size()));
-  switch (req.op()) {
-    case Op::DOT: {
-      DB_ASSIGN_OR_RETURN(auto* a, need(req.a()));
-      DB_ASSIGN_OR_RETURN(auto* b, need(req.b()));
+  reply->portions = static_cast<int64_t>(portions_.size());
+  switch (req.op) {
+    case VectorOpKind::kDot: {
+      DB_ASSIGN_OR_RETURN(auto* a, need(req.a));
+      DB_ASSIGN_OR_RETURN(auto* b, need(req.b));
       double s = 0.0;
       for (size_t i = 0; i < n; ++i) s += double((*a)[i]) * (*b)[i];
-      reply->set_value(s);
+      reply->value = s;
       return absl::OkStatus();
     }
-    case Op::AXPY: {
-      DB_ASSIGN_OR_RETURN(auto* a, need(req.a()));
-      DB_ASSIGN_OR_RETURN(auto* b, make(req.b()));
-      const float alpha = static_cast<float>(req.alpha());
+    case VectorOpKind::kAxpy: {
+      DB_ASSIGN_OR_RETURN(auto* a, need(req.a));
+      DB_ASSIGN_OR_RETURN(auto* b, make(req.b));
+      const float alpha = static_cast<float>(req.alpha);
       for (size_t i = 0; i < n; ++i) (*b)[i] += alpha * (*a)[i];
-      return absl::OkStatus();
-    }
-    case Op::SCALE: {
-      DB_ASSIGN_OR_RETURN(auto* a, need(req.a()));
-      const float alpha = static_cast<float>(req.alpha());
-      for (float& v : *a) v *= alpha;
-      return absl::OkStatus();
-    }
-    case Op::COPY: {
-      DB_ASSIGN_OR_RETURN(auto* a, need(req.a()));
-      DB_ASSIGN_OR_RETURN(auto* b, make(req.b()));
-      *b = *a;
       if (b == &values_) ++version_;  // replicas must refetch the parameters
       return absl::OkStatus();
     }
-    case Op::ZERO: {
-      DB_ASSIGN_OR_RETURN(auto* a, make(req.a()));
+    case VectorOpKind::kScale: {
+      DB_ASSIGN_OR_RETURN(auto* a, need(req.a));
+      const float alpha = static_cast<float>(req.alpha);
+      for (float& v : *a) v *= alpha;
+      if (a == &values_) ++version_;
+      return absl::OkStatus();
+    }
+    case VectorOpKind::kCopy: {
+      DB_ASSIGN_OR_RETURN(auto* a, need(req.a));
+      DB_ASSIGN_OR_RETURN(auto* b, make(req.b));
+      *b = *a;
+      if (b == &values_) ++version_;
+      return absl::OkStatus();
+    }
+    case VectorOpKind::kZero: {
+      DB_ASSIGN_OR_RETURN(auto* a, make(req.a));
       std::fill(a->begin(), a->end(), 0.0f);
+      if (a == &values_) ++version_;
       return absl::OkStatus();
     }
-    case Op::BEGIN_BATCH: {
-      vectors_["acc"].assign(n, 0.0f);
+    case VectorOpKind::kBeginBatch: {
+      vectors_[kAccumulatorVector].assign(n, 0.0f);
       portions_.clear();
-      batch_ = req.batch();
-      reply->set_portions(0);
+      batch_ = req.batch;
+      reply->portions = 0;
       return absl::OkStatus();
     }
-    default:
-      return absl::InvalidArgumentError("unknown vector operation " + std::to_string(req.op()));
   }
+  return absl::InvalidArgumentError("unknown vector operation " + std::to_string(static_cast<int>(req.op)));
 }
 
-Status ParameterShard::Info(rpc::ShardInfoReply* reply) {
+ShardInfo ParameterShard::Info() {
   std::lock_guard<std::mutex> lock(mu_);
-  reply->set_shard(o_.shard);
-  reply->set_size(values_.size());
-  reply->set_version(version_);
-  reply->set_update_rule(rule_->Name());
-  return absl::OkStatus();
+  ShardInfo info;
+  info.shard = o_.shard;
+  info.size = values_.size();
+  info.version = version_;
+  info.update_rule = rule_->Name();
+  info.background_error = background_error_.ok() ? "" : std::string(background_error_.message());
+  return info;
 }
 
 Status ParameterShard::SaveCheckpoint() {
   std::lock_guard<std::mutex> lock(mu_);
-  return SaveLocked();
+  Status s = SaveLocked();
+  background_error_ = s.code() == absl::StatusCode::kFailedPrecondition ? background_error_ : s;
+  return s;
 }
 
 Status ParameterShard::SaveLocked() {

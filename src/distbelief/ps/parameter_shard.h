@@ -1,9 +1,14 @@
 // ParameterShard: one key range of the model's parameters, with its optimizer state, applying
 // pushed gradients itself (Dean et al. 2012, §4.1: Downpour's Adagrad runs on the shards), and
-// running Sandblaster's vector operations (§4.2) on named vectors of its range.
+// running Sandblaster's vector operations (§4.2) on numbered vectors of its range. Its API is the
+// typed calls of ps/shard_api.h; transports serve it (transport/transport.h).
 //
-// Every entry point validates its request and returns a Status: a wrong size, a NaN or Inf in a
-// gradient, an unknown vector or a stale batch is refused with nothing changed.
+// A call that is refused (a wrong size, a NaN or Inf in a gradient, a stale batch) changes
+// nothing and returns kInvalidArgument or kFailedPrecondition. A call that returns OK has taken
+// effect exactly once. A checkpoint the shard fails to write (a full or read-only disk) never
+// turns an applied push into an error, which a client would retry and so apply twice: it becomes
+// the shard's sticky background error (background_error(), ShardInfo), as LevelDB keeps a failed
+// background write, and later checkpoints are still attempted; a successful one clears it.
 // Thread-safe: calls are serialized by an internal mutex.
 #pragma once
 
@@ -17,23 +22,27 @@
 #include <vector>
 
 #include "distbelief/base/status.h"
+#include "distbelief/optim/projection.h"
+#include "distbelief/optim/schedule.h"
 #include "distbelief/optim/update_rules.h"
-#include "distbelief/ps/shard_map.h"
-#include "distbelief/distbelief.pb.h"
+#include "distbelief/ps/shard_api.h"
 
 namespace distbelief {
 
 struct ShardOptions {
   int shard = 0;                         // index, for messages and checkpoints
   OptimizerOptions optimizer;            // the update rule applied to pushes (default SGD 0.01)
+  // The rate of update number v (0-based) follows this schedule over `total_updates` updates
+  // (0: the optimizer's constant rate).
+  ScheduleOptions schedule;
+  int64_t total_updates = 0;
   std::string checkpoint_path;           // "" = no checkpoints; else restored at Create if present
   int64_t checkpoint_every = 0;          // updates between checkpoints; 0 = only on request
   std::chrono::milliseconds replica_silence{10000};  // replicas silent longer are not waited for
   // Blocks of this shard's range (offsets relative to its start) rescaled to L2 norm at most
-  // max_block_norm after every applied update: a projection run where the parameters live, such
-  // as the cat network's decoder-basis bound. Each block must lie wholly inside the range.
-  std::vector<KeyBlocks> norm_blocks;
-  float max_block_norm = 1.0f;
+  // norm_bound.max_norm after every applied update: a projection run where the parameters live,
+  // such as the cat network's decoder-basis bound. The blocks must lie inside the range.
+  NormBound norm_bound{{0, 1, 0}, 1.0f};
 };
 
 class ParameterShard {
@@ -44,13 +53,20 @@ class ParameterShard {
   static StatusOr<std::unique_ptr<ParameterShard>> Create(const ShardOptions& options,
                                                           std::span<const float> initial);
 
-  Status Pull(const rpc::PullRequest& req, rpc::PullReply* reply);
-  Status Push(const rpc::PushRequest& req, rpc::PushReply* reply);
-  Status VectorOp(const rpc::VectorOpRequest& req, rpc::VectorOpReply* reply);
-  Status Info(rpc::ShardInfoReply* reply);
+  // Copies the range into `out` (pieces adding up to size()).
+  Status Pull(int32_t replica, FloatPieces out, PullReply* reply);
+  // Applies `gradient` (size() floats) with the update rule, then the norm bound.
+  Status Push(const PushMeta& meta, std::span<const float> gradient, PushReply* reply);
+  // Adds `gradient` to the accumulator for (batch, portion) if that portion is new in the
+  // current batch; kFailedPrecondition for another batch.
+  Status Accumulate(const PortionKey& key, std::span<const float> gradient, AccumulateReply* reply);
+  Status RunVectorOp(const VectorOp& op, VectorOpReply* reply);
+  ShardInfo Info();
 
   // Writes the checkpoint now (atomically). kFailedPrecondition without a checkpoint path.
   Status SaveCheckpoint();
+  // The last checkpoint failure since the last success (OK if none).
+  Status background_error();
   int64_t size() const { return static_cast<int64_t>(values_.size()); }
   uint64_t version();
 
@@ -58,16 +74,15 @@ class ParameterShard {
   ParameterShard(const ShardOptions& o, std::unique_ptr<UpdateRule> rule)
       : o_(o), rule_(std::move(rule)) {}
   Status SaveLocked();
-  void ProjectLocked();
-  std::vector<float>* FindVector(const std::string& name);
+  std::vector<float>* FindVector(VectorId id);
 
   ShardOptions o_;
   std::unique_ptr<UpdateRule> rule_;
   std::mutex mu_;
-  std::vector<float> values_;  // "x"
+  std::vector<float> values_;  // vector kParamsVector
   std::vector<float> state_;   // optimizer state, StatePerParam() * size
   uint64_t version_ = 0;
-  std::map<std::string, std::vector<float>> vectors_;  // Sandblaster's named vectors
+  std::map<VectorId, std::vector<float>> vectors_;  // Sandblaster's other vectors
   int64_t batch_ = -1;
   std::set<int64_t> portions_;  // accumulated in the current batch
   struct ReplicaSeen {
@@ -75,18 +90,14 @@ class ParameterShard {
     std::chrono::steady_clock::time_point when;
   };
   std::map<int32_t, ReplicaSeen> replicas_;
+  Status background_error_;
 };
 
 // Index of the first NaN or Inf in v, or -1. Fast path: a vectorized sum of v * 0, which is NaN
 // exactly when some element is not finite.
 int64_t FirstNonFinite(std::span<const float> v);
 
-// Floats <-> the bytes fields of the wire protocol (little-endian fp32, as on every host we run).
-std::string FloatsToBytes(std::span<const float> v);
-// kInvalidArgument if `bytes` does not hold exactly `expected` floats (pass -1 to accept any).
-Status BytesToFloats(const std::string& bytes, int64_t expected, std::vector<float>* out);
-// The same check, without a copy when it can: a view of `bytes` as floats (valid while `bytes`
-// lives and is unchanged), or, if its storage is not float-aligned, of a copy kept in *scratch.
-StatusOr<std::span<const float>> FloatsView(const std::string& bytes, int64_t expected, std::vector<float>* scratch);
+// The number of floats in `pieces`.
+int64_t TotalSize(FloatPieces pieces);
 
 }  // namespace distbelief

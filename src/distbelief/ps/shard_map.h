@@ -9,12 +9,9 @@
 #include <cstdlib>
 #include <vector>
 
-namespace distbelief {
+#include "distbelief/optim/projection.h"
 
-// Blocks [offset + i * block, offset + (i + 1) * block) for i < count, in flat-vector keys.
-struct KeyBlocks {
-  int64_t offset = 0, block = 1, count = 0;
-};
+namespace distbelief {
 
 class ShardMap {
  public:

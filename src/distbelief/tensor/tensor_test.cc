@@ -65,28 +65,6 @@ TEST(Vmath, FastExpIsAccurate) {
   EXPECT_NEAR(FastTanh(0.5f), std::tanh(0.5f), 1e-6);
 }
 
-TEST(Random, SameSeedSameStream) {
-  Random a(42), b(42), c(43);
-  bool differs = false;
-  for (int i = 0; i < 100; ++i) {
-    const uint32_t x = a.Next();
-    EXPECT_EQ(x, b.Next());
-    differs |= x != c.Next();
-  }
-  EXPECT_TRUE(differs);
-  double mean = 0;
-  for (int i = 0; i < 20000; ++i) mean += a.Normal();
-  EXPECT_NEAR(mean / 20000, 0.0, 0.03);
-}
-
-TEST(Parallel, CoversEveryIndexOnce) {
-  std::vector<int> hits(1000, 0);
-  ParallelFor(1000, 7, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) hits[i]++;
-  });
-  for (int h : hits) EXPECT_EQ(h, 1);
-}
-
 // Copying an empty tensor (default-constructed or moved from) gives an empty tensor, no read.
 TEST(Tensor, CopiesOfEmptyTensorsAreEmpty) {
   Tensor empty;

@@ -1,85 +1,97 @@
 #include "distbelief/train/cluster.h"
 
-#include <cstdlib>
-#include <fstream>
-#include <sstream>
-
 namespace distbelief {
 
-StatusOr<std::string> LoadSecret(const DistributedOptions& d) {
-  if (!d.secret_file.empty()) {
-    std::ifstream in(d.secret_file);
-    if (!in) return absl::NotFoundError("cannot read secret file " + d.secret_file);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    std::string s = ss.str();
-    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-    if (s.empty()) return absl::InvalidArgumentError("secret file " + d.secret_file + " is empty");
-    return s;
+std::vector<GroupSpec> GroupsOf(ReplicaModel* model) {
+  std::vector<GroupSpec> groups(model->num_groups());
+  for (int g = 0; g < model->num_groups(); ++g) {
+    const std::vector<Param*> params = model->params(g);
+    groups[g].initial.resize(CountParams(params));
+    CopyParamsToFlat(params, groups[g].initial);
+    groups[g].bound = model->norm_bound(g);
   }
-  const char* env = std::getenv("DISTBELIEF_SECRET");
-  return std::string(env ? env : "");
+  return groups;
 }
 
-StatusOr<TransportOptions> MakeTransportOptions(const Config& c) {
-  TransportOptions o;
-  DB_ASSIGN_OR_RETURN(o.secret, LoadSecret(c.distributed));
-  o.tls_cert_file = c.distributed.tls_cert_file;
-  o.tls_key_file = c.distributed.tls_key_file;
-  o.tls_root_file = c.distributed.tls_root_file;
-  o.tls_target_name = c.distributed.tls_target_name;
-  o.tensor_socket = c.distributed.data_plane == "socket";
-  return o;
+ShardMap MapFor(int64_t total, int shards, const NormBound& bound) {
+  if (bound.blocks.count == 0) return ShardMap(total, shards);
+  return ShardMap::Aligned(total, shards, {bound.blocks});
 }
 
-ShardOptions MakeShardOptions(const Config& config, int index) {
+ShardOptions ParameterServer::OptionsFor(const ClusterOptions& c, const ShardPlan& plan, const ShardMap& map,
+                                         const NormBound& bound, int group, int shard, int groups) {
   ShardOptions so;
-  so.shard = index;
-  so.optimizer = config.optimizer;
-  if (!config.distributed.shard_checkpoint_dir.empty())
-    so.checkpoint_path = config.distributed.shard_checkpoint_dir + "/shard-" + std::to_string(index) + ".safetensors";
-  so.checkpoint_every = config.distributed.shard_checkpoint_every;
+  so.shard = group * map.num_shards() + shard;
+  so.optimizer = plan.optimizer;
+  so.schedule = plan.schedule;
+  so.total_updates = plan.total_updates;
+  if (!c.checkpoint_dir.empty()) {
+    const std::string g = groups > 1 ? ".group-" + std::to_string(group) : "";
+    so.checkpoint_path = c.checkpoint_dir + "/" + plan.checkpoint_name + g + ".shard-" + std::to_string(shard) +
+                         ".safetensors";
+  }
+  so.checkpoint_every = c.checkpoint_every;
+  // This shard's whole blocks of the bound, relative to its start (MapFor never cuts a block).
+  so.norm_bound = RestrictToRange(bound, map.begin(shard), map.end(shard));
   return so;
 }
 
-StatusOr<std::unique_ptr<Cluster>> StartCluster(const Config& config, std::span<const float> initial,
-                                                const ShardMap* map,
-                                                const std::function<void(int, ShardOptions*)>& customize) {
-  const DistributedOptions& d = config.distributed;
-  auto c = std::make_unique<Cluster>();
-  DB_ASSIGN_OR_RETURN(TransportOptions to, MakeTransportOptions(config));
-  c->transport = d.transport == "grpc" ? MakeGrpcTransport(to) : MakeInprocTransport(to);
-  c->map = map ? std::make_unique<ShardMap>(*map)
-              : std::make_unique<ShardMap>(static_cast<int64_t>(initial.size()), static_cast<int>(d.shards));
-  if (!d.shard_addresses.empty()) {
-    c->addresses = d.shard_addresses;
-    return c;
+StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(const ClusterOptions& c, const ShardPlan& plan,
+                                                                   const std::vector<GroupSpec>& groups) {
+  std::unique_ptr<ParameterServer> ps(new ParameterServer());
+  ps->client_ = c.client;
+  if (c.injected_transport) {
+    ps->transport_ = c.injected_transport;
+  } else {
+    ps->owned_transport_ = MakeTransport(c.transport);
+    ps->transport_ = ps->owned_transport_.get();
   }
-  for (int s = 0; s < c->map->num_shards(); ++s) {
-    ShardOptions so = MakeShardOptions(config, s);
-    if (customize) customize(s, &so);
-    DB_ASSIGN_OR_RETURN(auto shard, ParameterShard::Create(so,
-                                                           initial.subspan(c->map->begin(s), c->map->size(s))));
-    DB_ASSIGN_OR_RETURN(auto server, c->transport->ServeShard(d.transport == "grpc" ? "127.0.0.1:0" : "", shard.get()));
-    c->addresses.push_back(server->address());
-    c->shards.push_back(std::move(shard));
-    c->servers.push_back(std::move(server));
+  const bool external = !c.shard_addresses.empty();
+  if (external && groups.size() != 1)
+    return absl::InvalidArgumentError("distributed.shard_addresses names the shards of one parameter vector; this "
+                                      "model has " + std::to_string(groups.size()) + " (one per model partition), "
+                                      "whose shards it starts itself");
+  const int shards = external ? static_cast<int>(c.shard_addresses.size()) : c.shards;
+  ps->groups_.resize(groups.size());
+  for (size_t g = 0; g < groups.size(); ++g) {
+    Group& group = ps->groups_[g];
+    const std::vector<float>& initial = groups[g].initial;
+    group.map = MapFor(static_cast<int64_t>(initial.size()), shards, groups[g].bound);
+    if (external) {
+      group.addresses = c.shard_addresses;
+      continue;
+    }
+    for (int s = 0; s < shards; ++s) {
+      const ShardOptions so = OptionsFor(c, plan, group.map, groups[g].bound, static_cast<int>(g), s,
+                                         static_cast<int>(groups.size()));
+      DB_ASSIGN_OR_RETURN(auto shard, ParameterShard::Create(so, std::span<const float>(initial).subspan(
+                                                                      group.map.begin(s), group.map.size(s))));
+      DB_ASSIGN_OR_RETURN(auto server, ps->transport_->ServeShard(ps->transport_->LocalAddress(""), shard.get()));
+      group.addresses.push_back(server->address());
+      group.shards.push_back(std::move(shard));
+      group.servers.push_back(std::move(server));
+    }
   }
-  return c;
+  return ps;
 }
 
-}  // namespace distbelief
+ParameterServer::~ParameterServer() = default;
 
-namespace distbelief {
+StatusOr<std::unique_ptr<ParameterClient>> ParameterServer::Connect(int group, int replica) const {
+  DB_ASSIGN_OR_RETURN(auto channels, ConnectShards(transport_, groups_[group].addresses));
+  ClientOptions co = client_;
+  co.replica = replica;
+  return ParameterClient::Create(std::move(channels), groups_[group].map, co);
+}
 
-StatusOr<DistributedSetup> SetUpDistributed(const Config& config) {
-  DistributedSetup s;
-  DB_ASSIGN_OR_RETURN(s.data, Dataset::Load(config.train));
-  DB_ASSIGN_OR_RETURN(s.init, Workload::Create(config, s.data));
-  s.initial.resize(s.init->num_params());
-  s.init->GetParams(s.initial);
-  DB_ASSIGN_OR_RETURN(s.cluster, StartCluster(config, s.initial));
-  return s;
+StatusOr<std::vector<std::vector<ShardInfo>>> ParameterServer::Info() const {
+  std::vector<std::vector<ShardInfo>> out;
+  for (int g = 0; g < num_groups(); ++g) {
+    DB_ASSIGN_OR_RETURN(auto client, Connect(g, -1));
+    DB_ASSIGN_OR_RETURN(auto infos, client->Info());
+    out.push_back(std::move(infos));
+  }
+  return out;
 }
 
 }  // namespace distbelief

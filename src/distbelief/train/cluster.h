@@ -1,55 +1,76 @@
-// The parameter-server side of a distributed run as one process sees it: the transport, the
-// shards this process serves (none when the config names external shards), and their addresses.
+// The parameter server of one run as this process sees it: for every parameter group of the
+// model (one per model partition; usually one), a ShardMap and its shards, either started here
+// and served on the run's transport, or reached at external addresses (`distbelief shard`
+// processes). The drivers get clients from it; nothing above it builds shards or maps.
+// Thread-safe after Start.
 #pragma once
 
-#include <functional>
 #include <memory>
-#include <span>
 #include <string>
 #include <vector>
 
+#include "distbelief/ps/parameter_client.h"
 #include "distbelief/ps/parameter_shard.h"
 #include "distbelief/ps/shard_map.h"
-#include "distbelief/train/config.h"
-#include "distbelief/train/workload.h"
+#include "distbelief/train/options.h"
+#include "distbelief/train/replica_model.h"
 #include "distbelief/transport/transport.h"
 
 namespace distbelief {
 
-struct Cluster {
-  std::unique_ptr<Transport> transport;
-  std::vector<std::unique_ptr<ParameterShard>> shards;  // served here
-  std::vector<std::unique_ptr<Transport::Server>> servers;
-  std::vector<std::string> addresses;                    // of every shard, in shard order
-  std::unique_ptr<ShardMap> map;
-};
-
-// The shared secret: the contents of d.secret_file (trailing newline dropped) or the environment
-// variable DISTBELIEF_SECRET; "" when neither is set. kNotFound for an unreadable file.
-StatusOr<std::string> LoadSecret(const DistributedOptions& d);
-// Transport options for the config: the secret and the message size limit.
-StatusOr<TransportOptions> MakeTransportOptions(const Config& c);
-
-// Makes the transport, then either starts config.distributed.shards shards here (holding
-// `initial`, split by key range, applying config.optimizer, checkpointing if configured) served
-// on loopback, or records the external shard addresses.
-// `map` (default: even key ranges) and `customize` (called on each shard's options before it is
-// created) let a workload place cuts and add shard-side constraints.
-StatusOr<std::unique_ptr<Cluster>> StartCluster(const Config& config, std::span<const float> initial,
-                                                const ShardMap* map = nullptr,
-                                                const std::function<void(int, ShardOptions*)>& customize = {});
-
-// What both Downpour and Sandblaster start from: the data, a workload holding the model's initial
-// parameters (same seed, same values in every process), those values flat, and the cluster.
-struct DistributedSetup {
-  std::shared_ptr<const Dataset> data;
-  std::unique_ptr<Workload> init;
+// One parameter group: its initial values (flat, params in order) and its norm bound.
+struct GroupSpec {
   std::vector<float> initial;
-  std::unique_ptr<Cluster> cluster;
+  NormBound bound{{0, 1, 0}, 1.0f};
 };
-StatusOr<DistributedSetup> SetUpDistributed(const Config& config);
 
-// Shard options for shard `index` of the config (update rule, checkpoint path).
-ShardOptions MakeShardOptions(const Config& config, int index);
+// How shards update: the rule, and the schedule over the run's expected number of updates.
+struct ShardPlan {
+  OptimizerOptions optimizer;
+  ScheduleOptions schedule;
+  int64_t total_updates = 0;  // per shard; 0 = constant rate
+  std::string checkpoint_name = "model";  // shard checkpoints are <dir>/<name>.shard-<s>.safetensors
+};
+
+class ParameterServer {
+ public:
+  // Starts c.shards shards per group here, or, with c.shard_addresses, connects to those (one
+  // group only: kInvalidArgument naming distributed.shard_addresses otherwise). Each group's map
+  // keeps shard cuts off its norm bound's blocks, and each shard bounds the blocks it holds.
+  static StatusOr<std::unique_ptr<ParameterServer>> Start(const ClusterOptions& c, const ShardPlan& plan,
+                                                          const std::vector<GroupSpec>& groups);
+  ~ParameterServer();
+
+  int num_groups() const { return static_cast<int>(groups_.size()); }
+  const ShardMap& map(int group) const { return groups_[group].map; }
+  Transport* transport() const { return transport_; }
+  // A client of group g's shards, sending `replica` with its calls (-1: a coordinator).
+  StatusOr<std::unique_ptr<ParameterClient>> Connect(int group, int replica) const;
+  // Every shard's state, per group.
+  StatusOr<std::vector<std::vector<ShardInfo>>> Info() const;
+  // Shard `shard` of group 0's options (what `distbelief shard` serves with).
+  static ShardOptions OptionsFor(const ClusterOptions& c, const ShardPlan& plan, const ShardMap& map,
+                                 const NormBound& bound, int group, int shard, int groups);
+
+ private:
+  ParameterServer() = default;
+  struct Group {
+    ShardMap map{0, 1};
+    std::vector<std::unique_ptr<ParameterShard>> shards;  // started here
+    std::vector<std::unique_ptr<Transport::Server>> servers;
+    std::vector<std::string> addresses;
+  };
+  std::unique_ptr<Transport> owned_transport_;
+  Transport* transport_ = nullptr;
+  ClientOptions client_;
+  std::vector<Group> groups_;
+};
+
+// The initial values and bounds of every group of `model` (replica 0's model: the same seed
+// gives the same values in every process).
+std::vector<GroupSpec> GroupsOf(ReplicaModel* model);
+
+// Group g's map: even cuts moved off the bound's blocks.
+ShardMap MapFor(int64_t total, int shards, const NormBound& bound);
 
 }  // namespace distbelief

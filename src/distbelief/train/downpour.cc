@@ -5,374 +5,520 @@
 #include <barrier>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <future>
-#include <optional>
 #include <mutex>
-#include <numeric>
 #include <thread>
 
 #include <time.h>
 
 #include "distbelief/base/logging.h"
 #include "distbelief/base/parallel.h"
-#include "distbelief/base/random.h"
 #include "distbelief/io/metrics.h"
-#include "distbelief/ps/parameter_client.h"
+#include "distbelief/train/checkpointing.h"
 #include "distbelief/train/cluster.h"
-#include "distbelief/train/workload.h"
 
 namespace distbelief {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+constexpr Millis kPushWait{120000};  // a push's own calls are bounded by the client's retry window
 
-struct Shared {
-  std::atomic<int64_t> examples{0};
-  std::atomic<int64_t> replica0_steps{0};
-  std::atomic<bool> stop{false};
-  std::atomic<int64_t> failed{0};
-  // The target-loss check runs off the clock: it raises `pause`, replicas park at the top of
-  // their next step (counted in `parked`), and the paused time is left out of the run's seconds.
-  std::atomic<bool> pause{false};
-  std::atomic<int> parked{0};
-  std::mutex mu;
-  double loss_sum = 0.0;  // since the last metrics record
-  int64_t loss_count = 0;
-  double staleness_sum = 0.0;
-  int64_t staleness_count = 0;
-  uint64_t staleness_max = 0;
-};
-
-double ProcessCpuSeconds() {
+double CpuSeconds() {
   timespec t;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
   return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 
-// Replica r's examples: every R-th of the training set, reshuffled each epoch.
-std::vector<int64_t> ReplicaOrder(int64_t n, int r, int replicas, uint64_t seed, int64_t epoch) {
-  std::vector<int64_t> order;
-  for (int64_t i = r; i < n; i += replicas) order.push_back(i);
-  Random rng(seed * 7919 + static_cast<uint64_t>(epoch) * 104729 + r);
-  for (int64_t i = static_cast<int64_t>(order.size()) - 1; i > 0; --i)
-    std::swap(order[i], order[rng.UniformInt(i + 1)]);
-  return order;
+// What the replicas of one run share.
+struct Shared {
+  // `replicas` threads here, of `total` replicas in the run (more under `distbelief launch`).
+  Shared(const DownpourOptions& o, int replicas, int total, int64_t steps_each)
+      : o(o), replicas(replicas), total(total), steps_each(steps_each), restarts_left(o.replica_restarts) {
+    if (o.synchronous) sync = std::make_unique<std::barrier<>>(replicas);
+  }
+  const DownpourOptions o;
+  const int replicas, total;
+  const int64_t steps_each;
+  std::unique_ptr<std::barrier<>> sync;
+  std::atomic<int64_t> examples{0}, replica0_steps{0};
+  std::atomic<bool> replica0_done{false}, stop{false};
+  // An observer's check runs off the clock: it raises `pause`, replicas park at the top of their
+  // next step (counted in `parked`).
+  std::atomic<bool> pause{false};
+  std::atomic<int> parked{0}, failed{0}, restarts_left, restarts{0};
+  std::mutex mu;  // guards the rest
+  LossLog log, window;
+  double staleness_sum = 0.0;
+  int64_t staleness_count = 0;
+  uint64_t staleness_max = 0;
+  int64_t max_clock_lead = -1;
+};
+
+// One parameter group as a replica holds it.
+struct GroupLink {
+  std::unique_ptr<ParameterClient> client;
+  std::vector<std::span<float>> params;        // the model's tensors, where pulls land
+  std::vector<std::span<const float>> grads;   // where pushes read from
+  std::vector<float> acc;                      // n_push > 1: gradients summed since the last push
+  std::vector<uint64_t> based_on;              // shard versions the next push's gradient is of
+  PendingPush pending;
+  std::vector<float> next;                     // fetch_in_background: where the next pull lands
+  std::future<StatusOr<PullResult>> fetching;
+};
+
+// One replica's loop: fetch, compute, push, step after step.
+class Replica {
+ public:
+  Replica(const EngineOptions& e, const Job& job, const ParameterServer* ps, Shared* shared, int index)
+      : e_(e), job_(job), ps_(ps), shared_(shared), r_(index) {}
+  Status Run();
+
+ private:
+  Status Build();
+  void AwaitWarmstart();
+  void ParkIfPaused();
+  Status Fetch(int64_t step);
+  Status PullAll(int64_t step);
+  Status TakeBackgroundFetch(GroupLink& g);
+  void StartBackgroundFetch(GroupLink& g);
+  Status Push(int64_t step);
+  Status FinishPush(GroupLink& g);
+  Status FinishAll();
+  Status Step(int64_t step);
+
+  const EngineOptions& e_;
+  const Job& job_;
+  const ParameterServer* ps_;
+  Shared* shared_;
+  const int r_;
+  std::unique_ptr<ReplicaModel> model_;
+  std::vector<GroupLink> groups_;
+  bool need_fetch_ = true;  // a (re)built model holds no parameters yet
+};
+
+Status Replica::Build() {
+  DB_ASSIGN_OR_RETURN(model_, job_.make_replica(r_, shared_->total));
+  if (model_->num_groups() != ps_->num_groups())
+    return absl::InternalError("replica " + std::to_string(r_) + " has " + std::to_string(model_->num_groups()) +
+                               " parameter groups, the parameter server " + std::to_string(ps_->num_groups()));
+  groups_.resize(ps_->num_groups());
+  for (int g = 0; g < ps_->num_groups(); ++g) {
+    GroupLink& link = groups_[g];
+    if (!link.client) {
+      DB_ASSIGN_OR_RETURN(link.client, ps_->Connect(g, r_));
+    }
+    const std::vector<Param*> params = model_->params(g);
+    link.params = ValuePieces(params);
+    link.grads = GradPieces(params);
+    const size_t n = static_cast<size_t>(CountParams(params));
+    link.acc.assign(shared_->o.n_push > 1 ? n : 0, 0.0f);
+    link.next.assign(shared_->o.fetch_in_background ? n : 0, 0.0f);
+  }
+  need_fetch_ = true;
+  return absl::OkStatus();
 }
 
-Status RunReplica(const Config& config, int r, std::shared_ptr<const Dataset> data, Cluster* cluster,
-                  int64_t steps, int threads, std::barrier<>* sync, Shared* shared) {
-  const DistributedOptions& d = config.distributed;
-  const TrainOptions& o = config.train;
-  SetNumThreads(threads);  // this thread's share of the cores (OpenMP's per-thread setting)
-  DB_ASSIGN_OR_RETURN(auto w, Workload::Create(config, data));
-  ClientOptions co;
-  co.replica = r;
-  DB_ASSIGN_OR_RETURN(auto client, ParameterClient::Connect(cluster->transport.get(), cluster->addresses, *cluster->map, co));
-  if (r > 0 && d.warmstart_steps > 0)  // warmstart: wait for replica 0's head start
-    while (shared->replica0_steps.load() < d.warmstart_steps && !shared->stop.load())
-      std::this_thread::sleep_for(Millis(2));
+void Replica::AwaitWarmstart() {
+  const int64_t warm = std::min(shared_->o.warmstart_steps, shared_->steps_each);
+  if (r_ == 0 || warm == 0) return;
+  while (shared_->replica0_steps.load() < warm && !shared_->replica0_done.load() && !shared_->stop.load())
+    std::this_thread::sleep_for(Millis(2));
+}
 
-  const int64_t n = w->num_params();
-  // Pulls land in the model's tensors and pushes read its gradients (pieces), so the only
-  // flat buffers are the accumulator (n_push > 1) and the background fetch's landing place.
-  const std::vector<std::span<float>> model_params = w->ParamPieces();
-  const std::vector<std::span<const float>> model_grads = w->GradPieces();
-  std::vector<float> acc(d.n_push > 1 ? n : 0, 0.0f);
-  std::vector<uint64_t> staleness;
-  PullResult pulled;
-  std::vector<uint64_t> based_on;
-  std::optional<PendingOp> pending;
-  const std::vector<int64_t> first = ReplicaOrder(data->train.images.dim(0), r, static_cast<int>(d.replicas), o.seed, 0);
-  const int64_t per_epoch = std::max<int64_t>(1, static_cast<int64_t>(first.size()) / o.batch_size);
-  std::vector<int64_t> order = first;
-  auto finish_push = [&]() -> Status {
-    if (!pending) return absl::OkStatus();
-    Status s = pending->Wait(Millis(120000));
-    pending.reset();
-    DB_RETURN_IF_ERROR(s);
-    std::lock_guard<std::mutex> lock(shared->mu);
-    for (uint64_t st : staleness) {
-      shared->staleness_sum += st;
-      shared->staleness_count++;
-      shared->staleness_max = std::max(shared->staleness_max, st);
+void Replica::ParkIfPaused() {
+  if (!shared_->pause.load()) return;
+  shared_->parked++;
+  while (shared_->pause.load() && !shared_->stop.load()) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  shared_->parked--;
+}
+
+// Pulls every group now; with a staleness bound, again until this replica leads the slowest live
+// one by at most the bound.
+Status Replica::PullAll(int64_t step) {
+  while (true) {
+    int64_t min_clock = -1;
+    for (GroupLink& g : groups_) {
+      DB_ASSIGN_OR_RETURN(const PullResult pulled, g.client->Pull(g.params));
+      g.based_on = pulled.versions;
+      if (pulled.min_replica_clock >= 0 && (min_clock < 0 || pulled.min_replica_clock < min_clock))
+        min_clock = pulled.min_replica_clock;
     }
-    return absl::OkStatus();
-  };
-  // Background fetch (the paper's fetch thread): the next pull runs into its own buffers while
-  // the replica computes; at a fetch step the replica takes what arrived and starts the next.
-  std::vector<float> params(d.fetch_in_background ? n : 0), next_params(d.fetch_in_background ? n : 0);
-  PullResult next_pulled;
-  std::optional<std::future<Status>> fetching;
-  auto start_fetch = [&] {
-    fetching = std::async(std::launch::async, [&] { return client->Pull(next_params, &next_pulled); });
-  };
-  auto finish_fetch = [&]() -> Status {
-    if (!fetching) return absl::OkStatus();
-    Status s = fetching->get();
-    fetching.reset();
-    return s;
-  };
-  // The steps; whatever way they end, the push and the fetch in flight are waited for before the
-  // client they use goes away.
-  auto run_steps = [&]() -> Status {
-    for (int64_t step = 0; step < steps && !shared->stop.load(); ++step) {
-      if (shared->pause.load()) {
-        shared->parked++;
-        while (shared->pause.load() && !shared->stop.load()) std::this_thread::sleep_for(std::chrono::microseconds(200));
-        shared->parked--;
+    const bool wait = shared_->o.staleness_bound > 0 && min_clock >= 0 && step - min_clock > shared_->o.staleness_bound;
+    if (!wait || shared_->stop.load()) {
+      if (min_clock >= 0) {
+        std::lock_guard<std::mutex> lock(shared_->mu);
+        shared_->max_clock_lead = std::max(shared_->max_clock_lead, step - min_clock);
       }
-      if (sync) sync->arrive_and_wait();
-      if (d.fetch_in_background && step % d.n_fetch == 0) {
-        if (fetching) {
-          DB_RETURN_IF_ERROR(finish_fetch());
-          params.swap(next_params);
-          pulled = next_pulled;
-          w->SetParams(params);
-        } else {
-          DB_RETURN_IF_ERROR(client->Pull(model_params, &pulled));  // the first fetch: nothing to compute on yet
-        }
-        based_on = pulled.versions;
-        start_fetch();
-      } else if (step % d.n_fetch == 0) {
-        // Synchronous: everyone sees every update; fetch_after_push: this replica sees its own.
-        if (sync || d.fetch_after_push) DB_RETURN_IF_ERROR(finish_push());
-        DB_RETURN_IF_ERROR(client->Pull(model_params, &pulled));
-        // Bounded staleness: wait while this replica leads the slowest live one by more than k.
-        while (d.staleness_bound > 0 && pulled.min_replica_clock >= 0 &&
-               step - pulled.min_replica_clock > d.staleness_bound && !shared->stop.load()) {
-          std::this_thread::sleep_for(Millis(1));
-          DB_RETURN_IF_ERROR(client->Pull(model_params, &pulled));
-        }
-        based_on = pulled.versions;
-      }
-      if (step % per_epoch == 0 && step > 0) order = ReplicaOrder(data->train.images.dim(0), r, static_cast<int>(d.replicas), o.seed, step / per_epoch);
-      const int64_t b = (step % per_epoch) * o.batch_size;
-      const double loss = w->ComputeGradient(std::span<const int64_t>(order).subspan(b, o.batch_size));
-      if (!std::isfinite(loss)) return absl::InternalError("replica " + std::to_string(r) + ": loss is not finite");
-      if (d.n_push > 1) {
-        int64_t off = 0;
-        for (std::span<const float> g : model_grads) {
-          float* a = acc.data() + off;
-          for (size_t i = 0; i < g.size(); ++i) a[i] += g[i];
-          off += static_cast<int64_t>(g.size());
-        }
-      }
-      if ((step + 1) % d.n_push == 0 || step + 1 == steps) {
-        DB_RETURN_IF_ERROR(finish_push());  // at most one push in flight
-        // PushAsync copies what it sends, so the gradients and the accumulator are free at once.
-        if (d.n_push > 1) {
-          pending = client->PushAsync(acc, based_on, step + 1, &staleness);
-          std::fill(acc.begin(), acc.end(), 0.0f);
-        } else {
-          pending = client->PushAsync(model_grads, based_on, step + 1, &staleness);
-        }
-        if (sync) DB_RETURN_IF_ERROR(finish_push());
-      }
-      shared->examples += o.batch_size;
-      if (r == 0) shared->replica0_steps++;
-      std::lock_guard<std::mutex> lock(shared->mu);
-      shared->loss_sum += loss;
-      shared->loss_count++;
+      return absl::OkStatus();
     }
-    return absl::OkStatus();
-  };
-  Status status = run_steps();
-  Status pushed = finish_push();
-  Status fetched = finish_fetch();
-  if (status.ok()) status = pushed;
-  if (status.ok()) status = fetched;
-  DB_RETURN_IF_ERROR(status);
-  if (sync) sync->arrive_and_drop();
+    std::this_thread::sleep_for(Millis(1));
+  }
+}
+
+Status Replica::TakeBackgroundFetch(GroupLink& g) {
+  StatusOr<PullResult> pulled = g.fetching.get();
+  if (!pulled.ok()) return pulled.status();
+  size_t at = 0;
+  for (std::span<float> p : g.params) {
+    std::memcpy(p.data(), g.next.data() + at, p.size() * sizeof(float));
+    at += p.size();
+  }
+  g.based_on = pulled->versions;
   return absl::OkStatus();
+}
+
+void Replica::StartBackgroundFetch(GroupLink& g) {
+  g.fetching = std::async(std::launch::async, [&g] { return g.client->Pull(std::span<float>(g.next)); });
+}
+
+Status Replica::Fetch(int64_t step) {
+  const DownpourOptions& o = shared_->o;
+  if (!need_fetch_ && step % o.n_fetch != 0) return absl::OkStatus();
+  if (o.fetch_in_background && !need_fetch_) {
+    for (GroupLink& g : groups_) DB_RETURN_IF_ERROR(TakeBackgroundFetch(g));
+  } else {
+    // Synchronous: everyone sees every update; fetch_after_push: this replica sees its own.
+    if (o.synchronous || o.fetch_after_push) DB_RETURN_IF_ERROR(FinishAll());
+    DB_RETURN_IF_ERROR(PullAll(step));
+  }
+  if (o.fetch_in_background)
+    for (GroupLink& g : groups_) StartBackgroundFetch(g);
+  need_fetch_ = false;
+  return absl::OkStatus();
+}
+
+Status Replica::FinishPush(GroupLink& g) {
+  if (!g.pending.valid()) return absl::OkStatus();
+  StatusOr<PushResult> pushed = g.pending.Wait(kPushWait);
+  g.pending = PendingPush();
+  if (!pushed.ok()) return pushed.status();
+  std::lock_guard<std::mutex> lock(shared_->mu);
+  for (uint64_t st : pushed->staleness) {
+    shared_->staleness_sum += static_cast<double>(st);
+    shared_->staleness_count++;
+    shared_->staleness_max = std::max(shared_->staleness_max, st);
+  }
+  return absl::OkStatus();
+}
+
+// The pushes in flight, then the background fetches: nothing may outlive the clients' use.
+Status Replica::FinishAll() {
+  Status first;
+  for (GroupLink& g : groups_)
+    if (Status s = FinishPush(g); !s.ok() && first.ok()) first = s;
+  return first;
+}
+
+Status Replica::Push(int64_t step) {
+  const DownpourOptions& o = shared_->o;
+  if (e_.optimizer.clip_norm > 0.0f) {  // clipped over the replica's whole gradient, as locally
+    std::vector<std::span<float>> all;
+    for (int g = 0; g < model_->num_groups(); ++g)
+      for (Param* p : model_->params(g)) all.push_back(p->grad.span());
+    ClipByGlobalNorm(all, e_.optimizer.clip_norm);
+  }
+  const bool due = (step + 1) % o.n_push == 0 || step + 1 == shared_->steps_each;
+  for (GroupLink& g : groups_) {
+    if (o.n_push > 1) {
+      int64_t off = 0;
+      for (std::span<const float> grad : g.grads) {
+        float* a = g.acc.data() + off;
+        for (size_t i = 0; i < grad.size(); ++i) a[i] += grad[i];
+        off += static_cast<int64_t>(grad.size());
+      }
+    }
+    if (!due) continue;
+    DB_RETURN_IF_ERROR(FinishPush(g));  // at most one push in flight per group
+    // PushAsync copies what it sends, so the gradients and the accumulator are free at once.
+    if (o.n_push > 1) {
+      g.pending = g.client->PushAsync(std::span<const float>(g.acc), g.based_on, step + 1);
+      std::fill(g.acc.begin(), g.acc.end(), 0.0f);
+    } else {
+      g.pending = g.client->PushAsync(g.grads, g.based_on, step + 1);
+    }
+    if (o.synchronous) DB_RETURN_IF_ERROR(FinishPush(g));
+  }
+  return absl::OkStatus();
+}
+
+// One step; a failure of the model itself rebuilds the replica while restarts are left.
+Status Replica::Step(int64_t step) {
+  DB_RETURN_IF_ERROR(Fetch(step));
+  StatusOr<StepLoss> loss = model_->ComputeGradient(step);
+  if (loss.ok() && !std::isfinite(loss->total))
+    loss = absl::InternalError(job_.name + " replica " + std::to_string(r_) + ": the loss is not finite");
+  if (!loss.ok()) {
+    if (shared_->restarts_left.fetch_sub(1) <= 0) return loss.status();
+    LOG_WARN << job_.name << " replica " << r_ << " failed at step " << step << " (" << loss.status().message()
+             << "); rebuilding it";
+    shared_->restarts++;
+    for (GroupLink& g : groups_)
+      if (g.fetching.valid()) (void)g.fetching.get();
+    return Build();  // this step is skipped; the next one fetches first
+  }
+  DB_RETURN_IF_ERROR(Push(step));
+  shared_->examples += job_.examples_per_step;
+  if (r_ == 0) shared_->replica0_steps++;
+  std::lock_guard<std::mutex> lock(shared_->mu);
+  shared_->log.Add(*loss);
+  shared_->window.Add(*loss);
+  return absl::OkStatus();
+}
+
+Status Replica::Run() {
+  DB_RETURN_IF_ERROR(Build());
+  AwaitWarmstart();
+  Status status;
+  for (int64_t step = 0; step < shared_->steps_each && !shared_->stop.load() && status.ok(); ++step) {
+    ParkIfPaused();
+    if (shared_->sync) shared_->sync->arrive_and_wait();
+    status = Step(step);
+  }
+  // Whatever way the steps ended, the push and the fetches in flight finish before the clients go.
+  Status pushed = FinishAll();
+  for (GroupLink& g : groups_)
+    if (g.fetching.valid()) (void)g.fetching.get();
+  if (status.ok()) status = pushed;
+  return status;
 }
 
 }  // namespace
 
-int64_t DownpourStepsPerReplica(const Config& config, int64_t train_examples) {
-  const int64_t replicas = config.distributed.replicas;
-  const TrainOptions& o = config.train;
-  int64_t steps = o.epochs * std::max<int64_t>(1, train_examples / replicas / o.batch_size);
-  if (o.max_steps > 0) steps = std::min(steps, std::max<int64_t>(1, o.max_steps / replicas));
-  return steps;
+ShardPlan DownpourShardPlan(const EngineOptions& e, const Job& job) {
+  const int replicas = e.distributed.downpour.replicas;
+  const int64_t steps_each = DownpourStepsEach(e, job, replicas);
+  ShardPlan plan;
+  plan.optimizer = e.optimizer;
+  plan.schedule = e.train.schedule;
+  const int64_t n_push = e.distributed.downpour.n_push;
+  plan.total_updates = plan.schedule.kind == Schedule::kConstant ? 0 : replicas * ((steps_each + n_push - 1) / n_push);
+  plan.checkpoint_name = job.name;
+  return plan;
 }
 
-Status RunDownpourReplicaProcess(const Config& config, int index, const std::vector<std::string>& shard_addresses) {
-  if (index < 0 || index >= config.distributed.replicas)
-    return absl::InvalidArgumentError("replica index " + std::to_string(index) + " outside [0, " +
-                                      std::to_string(config.distributed.replicas) + ")");
-  Config c = config;
-  c.distributed.transport = "grpc";
-  c.distributed.shard_addresses = shard_addresses;
-  c.distributed.shards = static_cast<int64_t>(shard_addresses.size());
-  if (c.train.threads > 0) SetNumThreads(static_cast<int>(c.train.threads));
-  DB_ASSIGN_OR_RETURN(auto data, Dataset::Load(c.train));
-  DB_ASSIGN_OR_RETURN(auto probe, Workload::Create(c, data));
-  std::vector<float> initial(probe->num_params());
-  DB_ASSIGN_OR_RETURN(auto cluster, StartCluster(c, initial));  // connects; serves nothing
-  const int64_t steps = DownpourStepsPerReplica(c, data->train.images.dim(0));
-  Shared shared;
-  // Another process runs replica 0, so a warmstart wait here would never end: the launcher
-  // starts the other replicas late instead.
-  c.distributed.warmstart_steps = 0;
-  std::atomic<bool> done{false};
-  std::thread watch([&] {
-    Progress progress(steps * c.train.batch_size, "examples");
-    while (!done.load()) {
-      std::this_thread::sleep_for(Millis(200));
-      double loss = 0.0;
-      {
-        std::lock_guard<std::mutex> lock(shared.mu);
-        if (shared.loss_count) loss = shared.loss_sum / shared.loss_count;
-        shared.loss_sum = 0.0;
-        shared.loss_count = 0;
-      }
-      char status[64];
-      std::snprintf(status, sizeof(status), "replica %d loss %.4f", index, loss);
-      progress.Update(shared.examples.load(), status);
-    }
-  });
-  Status s = RunReplica(c, index, data, cluster.get(), steps, NumThreads(), nullptr, &shared);
-  done = true;
-  watch.join();
-  return s;
+int64_t DownpourStepsEach(const EngineOptions& e, const Job& job, int replicas) {
+  const int64_t total = e.train.max_steps > 0 ? std::min(job.steps, e.train.max_steps) : job.steps;
+  return std::max<int64_t>(1, (total + replicas - 1) / replicas);
 }
 
-StatusOr<EvalResult> EvaluateShards(const Config& config, const std::vector<std::string>& shard_addresses) {
-  Config c = config;
-  c.distributed.transport = "grpc";
-  c.distributed.shard_addresses = shard_addresses;
-  c.distributed.shards = static_cast<int64_t>(shard_addresses.size());
-  DB_ASSIGN_OR_RETURN(auto data, Dataset::Load(c.train));
-  DB_ASSIGN_OR_RETURN(auto w, Workload::Create(c, data));
-  std::vector<float> params(w->num_params());
-  DB_ASSIGN_OR_RETURN(auto cluster, StartCluster(c, params));
-  DB_ASSIGN_OR_RETURN(auto client, ParameterClient::Connect(cluster->transport.get(), cluster->addresses, *cluster->map, ClientOptions{}));
-  PullResult pr;
-  DB_RETURN_IF_ERROR(client->Pull(params, &pr));
-  w->SetParams(params);
-  const EvalResult e = w->Evaluate();
-  DB_RETURN_IF_ERROR(w->SaveCheckpoint(c.train.run_dir + "/checkpoint.safetensors", c.text, 0));
-  return e;
+namespace {
+
+Status PullInto(const ParameterServer& ps, ReplicaModel* model) {
+  for (int g = 0; g < ps.num_groups(); ++g) {
+    DB_ASSIGN_OR_RETURN(auto client, ps.Connect(g, -1));
+    DB_RETURN_IF_ERROR(client->Pull(ValuePieces(model->params(g))).status());
+  }
+  return absl::OkStatus();
 }
 
-StatusOr<DistributedResult> RunDownpour(const Config& config, double stop_below, double eval_every_s) {
-  const DistributedOptions& d = config.distributed;
-  const TrainOptions& o = config.train;
-  DB_ASSIGN_OR_RETURN(DistributedSetup setup, SetUpDistributed(config));
-  auto& data = setup.data;
-  const std::vector<float>& initial = setup.initial;
-  auto& cluster = setup.cluster;
-  MetricsWriter metrics;
-  DB_RETURN_IF_ERROR(metrics.Open(o.run_dir + "/metrics.jsonl"));
+// The watcher: progress line, metrics about once a second, and the observer's checks with every
+// replica parked. Runs on the calling thread until every replica has finished.
+class Watch {
+ public:
+  Watch(const EngineOptions& e, const Job& job, Shared* shared, const ParameterServer* ps, ReplicaModel* model,
+        TrainObserver* observer)
+      : e_(e), job_(job), shared_(shared), ps_(ps), model_(model), observer_(observer),
+        progress_(shared->steps_each * shared->replicas * job.examples_per_step, "examples") {}
+  Status Open() { return job_.write_checkpoint ? metrics_.Open(e_.train.run_dir + "/metrics.jsonl") : absl::OkStatus(); }
+  void Run(const std::atomic<int>& finished);
+  MetricsWriter& metrics() { return metrics_; }
+  Clock::duration paused{0};  // spent in checks, left out of the run's seconds
+  double paused_cpu = 0.0;
 
-  const int replicas = static_cast<int>(d.replicas);
-  const int64_t steps = DownpourStepsPerReplica(config, data->train.images.dim(0));
-  const int cores = o.threads > 0 ? static_cast<int>(o.threads) : NumThreads();
-  const int threads = std::max(1, cores / replicas);
-  LOG_INFO << "downpour: " << replicas << " replicas x " << steps << " steps of batch " << o.batch_size
-           << ", " << cluster->addresses.size() << " shards over " << d.transport << ", n_fetch "
-           << d.n_fetch << ", n_push " << d.n_push << (d.synchronous ? ", synchronous" : "");
+ private:
+  void Record(Clock::time_point start);
+  void Check(const std::atomic<int>& finished);
+  const EngineOptions& e_;
+  const Job& job_;
+  Shared* shared_;
+  const ParameterServer* ps_;
+  ReplicaModel* model_;
+  TrainObserver* observer_;
+  Progress progress_;
+  MetricsWriter metrics_;
+};
 
-  Shared shared;
-  std::unique_ptr<std::barrier<>> sync;
-  if (d.synchronous) sync = std::make_unique<std::barrier<>>(replicas);
-  std::vector<Status> results(replicas);
-  std::vector<std::thread> threads_v;
+void Watch::Record(Clock::time_point start) {
+  std::lock_guard<std::mutex> lock(shared_->mu);
+  if (shared_->window.size() == 0) return;
+  const StepLoss mean = shared_->window.LastMean(1.0);
+  shared_->window = LossLog();
+  Metrics m = {{"examples", double(shared_->examples.load())},
+               {"seconds", std::chrono::duration<double>(Clock::now() - start - paused).count()},
+               {"train_loss", mean.total},
+               {"mean_staleness", shared_->staleness_count ? shared_->staleness_sum / shared_->staleness_count : 0.0},
+               {"max_staleness", double(shared_->staleness_max)}};
+  for (size_t i = 0; i < mean.terms.size() && i < job_.loss_terms.size(); ++i) m.push_back({job_.loss_terms[i], mean.terms[i]});
+  metrics_.Write(m);
+}
+
+void Watch::Check(const std::atomic<int>& finished) {
+  // Off the clock: park the replicas (one blocked elsewhere, e.g. in the synchronous barrier
+  // behind a parked one, is not computing either; hence the bounded wait).
+  const auto at = Clock::now();
+  const double cpu_at = CpuSeconds();
+  shared_->pause = true;
+  while (shared_->parked.load() < shared_->replicas - finished.load() && Clock::now() - at < Millis(50))
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  if (PullInto(*ps_, model_).ok() && observer_->Check(model_)) shared_->stop = true;
+  shared_->pause = false;
+  paused += Clock::now() - at;
+  paused_cpu += CpuSeconds() - cpu_at;
+}
+
+void Watch::Run(const std::atomic<int>& finished) {
   const auto start = Clock::now();
-  const double cpu_start = ProcessCpuSeconds();
-  double check_cpu = 0.0;  // spent in target-loss checks, left out of result.cpu_seconds
-  for (int r = 0; r < replicas; ++r)
-    threads_v.emplace_back([&, r] {
-      results[r] = RunReplica(config, r, data, cluster.get(), steps, threads, sync.get(), &shared);
-      if (!results[r].ok()) {
-        LOG_WARN << "replica " << r << " stopped: " << results[r];
-        shared.failed++;
-        if (sync) sync->arrive_and_drop();
-      }
-    });
-
-  // Watch: progress, metrics and (for benchmarks) early stopping on a target test loss.
-  Progress progress(steps * replicas * o.batch_size, "examples");
-  ClientOptions watch_options;
-  DB_ASSIGN_OR_RETURN(auto watcher, ParameterClient::Connect(cluster->transport.get(), cluster->addresses, *cluster->map, watch_options));
-  DB_ASSIGN_OR_RETURN(auto eval_model, Workload::Create(config, data));
-  std::vector<float> params(initial.size());
-  auto last_record = Clock::now(), last_eval = Clock::now();
-  Clock::duration paused{0};  // spent in target-loss checks, left out of result.seconds
-  DistributedResult result;
-  bool first = true;
-  std::atomic<int> finished{0};
-  std::vector<std::thread> joiners;
-  for (auto& t : threads_v) joiners.emplace_back([&t, &finished] { t.join(); finished++; });
-  while (finished.load() < replicas) {
+  auto last_record = start, last_check = start;
+  const double interval = observer_ ? observer_->check_interval_seconds() : 0.0;
+  while (finished.load() < shared_->replicas) {
     std::this_thread::sleep_for(Millis(50));
     const auto now = Clock::now();
-    double mean_loss = 0.0;
-    {
-      std::lock_guard<std::mutex> lock(shared.mu);
-      if (shared.loss_count) mean_loss = shared.loss_sum / shared.loss_count;
+    if (job_.show_progress) {
+      char status[96];
+      std::lock_guard<std::mutex> lock(shared_->mu);
+      std::snprintf(status, sizeof(status), "%s loss %.4f", job_.name.c_str(),
+                    shared_->window.size() ? shared_->window.LastMean(1.0).total : 0.0);
+      progress_.Update(shared_->examples.load(), status);
     }
-    char status[96];
-    std::snprintf(status, sizeof(status), "loss %.4f", mean_loss);
-    progress.Update(shared.examples.load(), status);
-    if (std::chrono::duration<double>(now - last_record).count() >= 1.0) {
-      std::lock_guard<std::mutex> lock(shared.mu);
-      if (shared.loss_count) {
-        const double mean = shared.loss_sum / shared.loss_count;
-        if (first) result.train.first_train_loss = mean;
-        first = false;
-        result.train.last_train_loss = mean;
-        metrics.Write({{"examples", shared.examples.load()},
-                       {"seconds", std::chrono::duration<double>(now - start).count()},
-                       {"train_loss", mean},
-                       {"mean_staleness", shared.staleness_count ? shared.staleness_sum / shared.staleness_count : 0.0},
-                       {"max_staleness", shared.staleness_max}});
-        shared.loss_sum = 0.0;
-        shared.loss_count = 0;
-      }
+    if (now - last_record >= std::chrono::seconds(1)) {
+      Record(start);
       last_record = now;
     }
-    if (stop_below > 0 && std::chrono::duration<double>(now - last_eval).count() >= eval_every_s) {
-      // Off the clock: park the replicas (a replica blocked elsewhere, e.g. in the synchronous
-      // barrier behind a parked one, is not computing either; hence the bounded wait).
-      const auto paused_at = Clock::now();
-      const double cpu_at = ProcessCpuSeconds();
-      shared.pause = true;
-      while (shared.parked.load() < replicas - finished.load() && Clock::now() - paused_at < Millis(50))
-        std::this_thread::sleep_for(std::chrono::microseconds(100));
-      PullResult pr;
-      if (watcher->Pull(params, &pr).ok()) {
-        eval_model->SetParams(params);
-        // 2,000 held-out examples: enough to see the target.
-        if (eval_model->Evaluate(2000).loss < stop_below) shared.stop = true;
-      }
-      shared.pause = false;
-      last_eval = Clock::now();
-      paused += last_eval - paused_at;
-      check_cpu += ProcessCpuSeconds() - cpu_at;
+    if (interval > 0 && std::chrono::duration<double>(now - last_check).count() >= interval) {
+      Check(finished);
+      last_check = Clock::now();
     }
   }
-  for (auto& j : joiners) j.join();
+  Record(start);
+  if (job_.show_progress) progress_.Finish();
+}
+
+// Replica threads, each run to its end; a failed one is counted and logged.
+struct Threads {
+  std::vector<std::thread> threads;
+  std::vector<Status> status;
+  std::atomic<int> finished{0};
+};
+
+void StartReplicas(const EngineOptions& e, const Job& job, const ParameterServer* ps, Shared* shared, Threads* t) {
+  const int R = shared->replicas;
+  const int cores = e.train.threads > 0 ? static_cast<int>(e.train.threads) : NumThreads();
+  const int each = std::max(1, cores / R);
+  t->status.assign(R, absl::OkStatus());
+  for (int r = 0; r < R; ++r)
+    t->threads.emplace_back([&e, &job, ps, shared, t, r, each] {
+      SetNumThreads(each);  // this thread's share of the cores (OpenMP's per-thread setting)
+      Replica replica(e, job, ps, shared, r);
+      t->status[r] = replica.Run();
+      if (!t->status[r].ok()) {
+        LOG_WARN << job.name << " replica " << r << " stopped: " << t->status[r];
+        shared->failed++;
+      }
+      if (shared->sync) shared->sync->arrive_and_drop();
+      if (r == 0) shared->replica0_done = true;
+      t->finished++;
+    });
+}
+
+void Finish(const Shared& shared, const ParameterServer& ps, RunResult* r) {
+  r->examples = shared.examples.load();
+  r->steps = shared.log.size();
+  r->first_loss = shared.log.FirstMean();
+  r->last_loss = shared.log.LastMean();
+  r->replicas_failed = shared.failed.load();
+  r->replica_restarts = shared.restarts.load();
+  r->mean_staleness = shared.staleness_count ? shared.staleness_sum / shared.staleness_count : 0.0;
+  r->max_staleness = shared.staleness_max;
+  r->max_clock_lead = shared.max_clock_lead;
+  r->stopped_early = shared.stop.load();
+  if (auto infos = ps.Info(); infos.ok()) {
+    for (const auto& group : *infos) {
+      r->shard_versions.emplace_back();
+      for (const ShardInfo& s : group) {
+        r->shard_versions.back().push_back(s.version);
+        if (!s.background_error.empty())
+          r->shard_errors.push_back("shard " + std::to_string(s.shard) + ": " + s.background_error);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+StatusOr<RunResult> RunDownpour(const EngineOptions& e, const Job& job, TrainObserver* observer) {
+  const int R = e.distributed.downpour.replicas;
+  const int64_t steps_each = DownpourStepsEach(e, job, R);
+  DB_ASSIGN_OR_RETURN(std::unique_ptr<ReplicaModel> model, job.make_replica(0, R));
+  DB_ASSIGN_OR_RETURN(auto ps, ParameterServer::Start(e.distributed.cluster, DownpourShardPlan(e, job), GroupsOf(model.get())));
+  if (job.show_progress)
+    LOG_INFO << "downpour: " << job.name << ", " << R << " replicas x " << steps_each << " steps, " << ps->num_groups()
+             << " parameter group(s) x " << ps->map(0).num_shards() << " shards";
+  Shared shared(e.distributed.downpour, R, R, steps_each);
+  Watch watch(e, job, &shared, ps.get(), model.get(), observer);
+  DB_RETURN_IF_ERROR(watch.Open());
+  Threads threads;
+  const auto start = Clock::now();
+  const double cpu_start = CpuSeconds();
+  StartReplicas(e, job, ps.get(), &shared, &threads);
+  watch.Run(threads.finished);
+  for (auto& t : threads.threads) t.join();
+  RunResult r;
+  r.seconds = std::chrono::duration<double>(Clock::now() - start - watch.paused).count();
+  r.cpu_seconds = CpuSeconds() - cpu_start - watch.paused_cpu;
+  if (shared.failed.load() == R) return threads.status[0];
+  Finish(shared, *ps, &r);
+  for (const std::string& err : r.shard_errors) LOG_WARN << job.name << ": " << err;
+  DB_RETURN_IF_ERROR(PullInto(*ps, model.get()));
+  if (job.write_checkpoint) {
+    std::vector<Param*> all;
+    for (int g = 0; g < model->num_groups(); ++g)
+      for (Param* p : model->params(g)) all.push_back(p);
+    DB_RETURN_IF_ERROR(SaveModelCheckpoint(e.train.run_dir + "/checkpoint.safetensors", all, nullptr,
+                                           {r.steps, e.train.config_text, ""}));
+  }
+  watch.metrics().Write(Metrics{{"examples", double(r.examples)}, {"seconds", r.seconds},
+                                {"mean_staleness", r.mean_staleness}, {"max_staleness", double(r.max_staleness)},
+                                {"replicas_failed", double(r.replicas_failed)},
+                                {"shard_errors", double(r.shard_errors.size())}});
+  r.model = std::move(model);
+  return r;
+}
+
+Status RunDownpourReplica(const EngineOptions& e, const Job& job, int index) {
+  const int R = e.distributed.downpour.replicas;
+  if (index < 0 || index >= R)
+    return absl::InvalidArgumentError("replica index " + std::to_string(index) + " outside [0, " + std::to_string(R) + ")");
+  if (e.distributed.cluster.shard_addresses.empty())
+    return absl::InvalidArgumentError("a replica process needs the shards' addresses");
+  const int64_t steps_each = DownpourStepsEach(e, job, R);
+  DB_ASSIGN_OR_RETURN(std::unique_ptr<ReplicaModel> model, job.make_replica(index, R));
+  DB_ASSIGN_OR_RETURN(auto ps, ParameterServer::Start(e.distributed.cluster, DownpourShardPlan(e, job), GroupsOf(model.get())));
+  model.reset();
+  // This process runs one replica of R: another process runs replica 0, so a warmstart wait here
+  // would never end (the launcher starts the other replicas late instead).
+  EngineOptions one = e;
+  one.distributed.downpour.warmstart_steps = 0;
+  Shared shared(one.distributed.downpour, 1, R, steps_each);
+  Threads t;
+  std::thread runner([&] {
+    Replica replica(one, job, ps.get(), &shared, index);
+    t.status.push_back(replica.Run());
+    t.finished++;
+  });
+  Progress progress(steps_each * job.examples_per_step, "examples");
+  while (t.finished.load() == 0) {
+    std::this_thread::sleep_for(Millis(200));
+    char status[64];
+    std::lock_guard<std::mutex> lock(shared.mu);
+    std::snprintf(status, sizeof(status), "replica %d loss %.4f", index,
+                  shared.window.size() ? shared.window.LastMean(1.0).total : 0.0);
+    shared.window = LossLog();
+    progress.Update(shared.examples.load(), status);
+  }
+  runner.join();
   progress.Finish();
-  result.seconds = std::chrono::duration<double>(Clock::now() - start - paused).count();
-  result.cpu_seconds = ProcessCpuSeconds() - cpu_start - check_cpu;
-  result.examples = shared.examples.load();
-  result.replicas_failed = shared.failed.load();
-  if (result.replicas_failed == replicas) return results[0];
-  result.mean_staleness = shared.staleness_count ? shared.staleness_sum / shared.staleness_count : 0.0;
-  result.max_staleness = shared.staleness_max;
-  PullResult pr;
-  DB_RETURN_IF_ERROR(watcher->Pull(params, &pr));
-  eval_model->SetParams(params);
-  const EvalResult e = eval_model->Evaluate();
-  result.train.test_loss = e.loss;
-  result.train.test_accuracy = e.accuracy;
-  result.train.steps = steps;
-  metrics.Write({{"examples", result.examples}, {"test_loss", e.loss}, {"test_accuracy", e.accuracy},
-                 {"seconds", result.seconds}, {"mean_staleness", result.mean_staleness},
-                 {"max_staleness", result.max_staleness}, {"replicas_failed", result.replicas_failed}});
-  DB_RETURN_IF_ERROR(eval_model->SaveCheckpoint(o.run_dir + "/checkpoint.safetensors", config.text, steps));
-  return result;
+  return t.status[0];
 }
 
 }  // namespace distbelief

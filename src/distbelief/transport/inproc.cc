@@ -1,22 +1,29 @@
-// InprocTransport: servers are entries in a registry owned by the transport; calls go straight
-// to the ParameterShard or WorkerService on the caller's thread. Everything is one process, so
-// there is no secret to check (the gRPC transport checks it on every call).
+// The in-process transport: servers are entries in a registry owned by the transport; calls go
+// straight to the ParameterShard or WorkerService on the caller's thread (a pull copies the
+// shard's range straight into the caller's tensors). Everything is one process, so there is no
+// secret to check.
 #include <map>
 #include <mutex>
 
-#include "distbelief/ps/parameter_shard.h"
 #include "distbelief/transport/transport.h"
 
 namespace distbelief {
 namespace {
 
-class Registry {
- public:
+struct Registry {
   std::mutex mu;
   std::map<std::string, ParameterShard*> shards;
   std::map<std::string, WorkerService*> workers;
-  int next_port = 1;
+  int next_name = 1;
 };
+
+template <typename T>
+StatusOr<T*> Find(Registry* r, const std::map<std::string, T*>& m, const std::string& address, const char* what) {
+  std::lock_guard<std::mutex> lock(r->mu);
+  auto it = m.find(address);
+  if (it == m.end()) return absl::UnavailableError(std::string("no ") + what + " at " + address);
+  return it->second;
+}
 
 class InprocServer : public Transport::Server {
  public:
@@ -24,7 +31,8 @@ class InprocServer : public Transport::Server {
       : r_(std::move(r)), address_(std::move(address)), shard_(shard) {}
   ~InprocServer() override {
     std::lock_guard<std::mutex> lock(r_->mu);
-    if (shard_) r_->shards.erase(address_); else r_->workers.erase(address_);
+    if (shard_) r_->shards.erase(address_);
+    else r_->workers.erase(address_);
   }
   std::string address() const override { return address_; }
 
@@ -34,79 +42,64 @@ class InprocServer : public Transport::Server {
   bool shard_;
 };
 
-// Looks up the target on every call, so a stopped server is kUnavailable, as over a network.
+// Looks the shard up on every call, so a stopped server is kUnavailable, as over a network.
 class InprocShardChannel : public ShardChannel {
  public:
-  InprocShardChannel(std::shared_ptr<Registry> r, std::string address)
-      : r_(std::move(r)), address_(std::move(address)) {}
-  Status Pull(const rpc::PullRequest& req, rpc::PullReply* reply, Millis) override {
-    DB_ASSIGN_OR_RETURN(ParameterShard * s, Find());
-    return s->Pull(req, reply);
+  InprocShardChannel(std::shared_ptr<Registry> r, std::string address) : r_(std::move(r)), address_(std::move(address)) {}
+  Status Pull(int32_t replica, FloatPieces out, PullReply* reply, Millis) override {
+    DB_ASSIGN_OR_RETURN(ParameterShard * s, Shard());
+    return s->Pull(replica, out, reply);
   }
-  Status Push(const rpc::PushRequest& req, rpc::PushReply* reply, Millis) override {
-    DB_ASSIGN_OR_RETURN(ParameterShard * s, Find());
-    return s->Push(req, reply);
+  Status Push(const PushMeta& meta, std::span<const float> g, PushReply* reply, Millis) override {
+    DB_ASSIGN_OR_RETURN(ParameterShard * s, Shard());
+    return s->Push(meta, g, reply);
   }
-  Status VectorOp(const rpc::VectorOpRequest& req, rpc::VectorOpReply* reply, Millis) override {
-    DB_ASSIGN_OR_RETURN(ParameterShard * s, Find());
-    return s->VectorOp(req, reply);
+  Status Accumulate(const PortionKey& key, std::span<const float> g, AccumulateReply* reply, Millis) override {
+    DB_ASSIGN_OR_RETURN(ParameterShard * s, Shard());
+    return s->Accumulate(key, g, reply);
   }
-  Status Info(rpc::ShardInfoReply* reply, Millis) override {
-    DB_ASSIGN_OR_RETURN(ParameterShard * s, Find());
-    return s->Info(reply);
+  Status RunVectorOp(const VectorOp& op, VectorOpReply* reply, Millis) override {
+    DB_ASSIGN_OR_RETURN(ParameterShard * s, Shard());
+    return s->RunVectorOp(op, reply);
+  }
+  Status Info(ShardInfo* info, Millis) override {
+    DB_ASSIGN_OR_RETURN(ParameterShard * s, Shard());
+    *info = s->Info();
+    return absl::OkStatus();
   }
 
  private:
-  StatusOr<ParameterShard*> Find() {
-    std::lock_guard<std::mutex> lock(r_->mu);
-    auto it = r_->shards.find(address_);
-    if (it == r_->shards.end()) return absl::UnavailableError("no shard at " + address_);
-    return it->second;
-  }
+  StatusOr<ParameterShard*> Shard() { return Find(r_.get(), r_->shards, address_, "shard"); }
   std::shared_ptr<Registry> r_;
   std::string address_;
 };
 
 class InprocWorkerChannel : public WorkerChannel {
  public:
-  InprocWorkerChannel(std::shared_ptr<Registry> r, std::string address)
-      : r_(std::move(r)), address_(std::move(address)) {}
-  Status RunPortion(const rpc::PortionRequest& req, rpc::PortionReply* reply, Millis) override {
-    DB_ASSIGN_OR_RETURN(WorkerService * w, Find());
+  InprocWorkerChannel(std::shared_ptr<Registry> r, std::string address) : r_(std::move(r)), address_(std::move(address)) {}
+  Status RunPortion(const PortionRequest& req, PortionReply* reply, Millis) override {
+    DB_ASSIGN_OR_RETURN(WorkerService * w, Worker());
     return w->RunPortion(req, reply);
   }
-  Status Deliver(const rpc::ActivationMessage& msg, Millis) override {
-    DB_ASSIGN_OR_RETURN(WorkerService * w, Find());
+  Status Deliver(const ActivationMessage& msg, Millis) override {
+    DB_ASSIGN_OR_RETURN(WorkerService * w, Worker());
     return w->Deliver(msg);
   }
 
  private:
-  StatusOr<WorkerService*> Find() {
-    std::lock_guard<std::mutex> lock(r_->mu);
-    auto it = r_->workers.find(address_);
-    if (it == r_->workers.end()) return absl::UnavailableError("no worker at " + address_);
-    return it->second;
-  }
+  StatusOr<WorkerService*> Worker() { return Find(r_.get(), r_->workers, address_, "worker"); }
   std::shared_ptr<Registry> r_;
   std::string address_;
 };
 
 class InprocTransport : public Transport {
  public:
-  explicit InprocTransport(const TransportOptions& o) : o_(o), r_(std::make_shared<Registry>()) {}
+  InprocTransport() : r_(std::make_shared<Registry>()) {}
   StatusOr<std::unique_ptr<Server>> ServeShard(const std::string& address, ParameterShard* shard) override {
-    std::lock_guard<std::mutex> lock(r_->mu);
-    const std::string a = Name(address);
-    if (r_->shards.count(a)) return absl::AlreadyExistsError("address " + a + " in use");
-    r_->shards[a] = shard;
-    return std::unique_ptr<Server>(new InprocServer(r_, a, true));
+    return Serve(address, &r_->shards, shard, true);
   }
   StatusOr<std::unique_ptr<Server>> ServeWorker(const std::string& address, WorkerService* worker) override {
-    std::lock_guard<std::mutex> lock(r_->mu);
-    const std::string a = Name(address);
-    if (r_->workers.count(a)) return absl::AlreadyExistsError("address " + a + " in use");
-    r_->workers[a] = worker;
-    return std::unique_ptr<Server>(new InprocServer(r_, a, false));
+    return Serve(address, &r_->workers, worker, false);
   }
   StatusOr<std::shared_ptr<ShardChannel>> ConnectShard(const std::string& address) override {
     return std::shared_ptr<ShardChannel>(new InprocShardChannel(r_, address));
@@ -114,22 +107,39 @@ class InprocTransport : public Transport {
   StatusOr<std::shared_ptr<WorkerChannel>> ConnectWorker(const std::string& address) override {
     return std::shared_ptr<WorkerChannel>(new InprocWorkerChannel(r_, address));
   }
+  std::string LocalAddress(const std::string& name) const override { return name; }
 
  private:
-  std::string Name(const std::string& address) {
+  template <typename T>
+  StatusOr<std::unique_ptr<Server>> Serve(const std::string& address, std::map<std::string, T*>* m, T* target,
+                                          bool shard) {
+    std::lock_guard<std::mutex> lock(r_->mu);
     // "" or "name:0" asks for a fresh name, like port 0 over TCP.
-    if (address.empty() || (address.size() >= 2 && address.substr(address.size() - 2) == ":0"))
-      return "inproc:" + std::to_string(r_->next_port++);
-    return address;
+    std::string a = address;
+    if (a.empty() || (a.size() >= 2 && a.substr(a.size() - 2) == ":0")) a = "inproc:" + std::to_string(r_->next_name++);
+    if (m->count(a)) return absl::AlreadyExistsError("address " + a + " in use");
+    (*m)[a] = target;
+    return std::unique_ptr<Server>(new InprocServer(r_, a, shard));
   }
-  TransportOptions o_;
   std::shared_ptr<Registry> r_;
 };
 
 }  // namespace
 
-std::unique_ptr<Transport> MakeInprocTransport(const TransportOptions& o) {
-  return std::make_unique<InprocTransport>(o);
+std::unique_ptr<Transport> MakeInprocTransport(const TransportOptions&) { return std::make_unique<InprocTransport>(); }
+
+std::unique_ptr<Transport> MakeTransport(const TransportOptions& o) {
+  return o.kind == TransportKind::kGrpc ? MakeGrpcTransport(o) : MakeInprocTransport(o);
+}
+
+StatusOr<std::vector<std::shared_ptr<ShardChannel>>> ConnectShards(Transport* transport,
+                                                                   const std::vector<std::string>& addresses) {
+  std::vector<std::shared_ptr<ShardChannel>> out;
+  for (const auto& a : addresses) {
+    DB_ASSIGN_OR_RETURN(auto ch, transport->ConnectShard(a));
+    out.push_back(std::move(ch));
+  }
+  return out;
 }
 
 }  // namespace distbelief

@@ -1,4 +1,5 @@
-// GrpcTransport: the only code that sees gRPC. grpc::Status becomes Status here and nowhere else.
+// GrpcTransport: the only code that sees gRPC and protobuf. grpc::Status becomes Status here and
+// nowhere else; the wire messages become the typed calls of ps/shard_api.h and transport.h.
 // Every call carries the shared secret in the "x-distbelief-secret" metadata; servers compare it
 // in constant time, refuse a missing or wrong one with UNAUTHENTICATED and log the peer.
 #include <grpcpp/grpcpp.h>
@@ -11,8 +12,8 @@
 #include "absl/strings/match.h"
 #include "distbelief/base/logging.h"
 #include "distbelief/distbelief.grpc.pb.h"
-#include "distbelief/ps/parameter_shard.h"
 #include "distbelief/transport/grpc/tensor_socket.h"
+#include "distbelief/transport/grpc/wire.h"
 #include "distbelief/transport/transport.h"
 
 namespace distbelief {
@@ -77,27 +78,72 @@ StatusOr<std::string> ReadFile(const std::string& path) {
   return ss.str();
 }
 
+rpc::VectorOpRequest::Op ToWire(VectorOpKind k) { return static_cast<rpc::VectorOpRequest::Op>(k); }
+VectorOpKind FromWire(rpc::VectorOpRequest::Op k) { return static_cast<VectorOpKind>(k); }
+
 class ShardServiceImpl final : public rpc::ParameterShard::Service {
  public:
   ShardServiceImpl(ParameterShard* shard, std::string secret, int data_port)
       : shard_(shard), secret_(std::move(secret)), data_port_(data_port) {}
   grpc::Status Pull(grpc::ServerContext* ctx, const rpc::PullRequest* req, rpc::PullReply* reply) override {
-    grpc::Status a = CheckSecret(ctx, secret_);
-    return a.ok() ? ToGrpc(shard_->Pull(*req, reply)) : a;
+    if (grpc::Status a = CheckSecret(ctx, secret_); !a.ok()) return a;
+    std::string* bytes = reply->mutable_values();
+    bytes->resize(shard_->size() * sizeof(float));
+    // A std::string's storage comes from operator new: aligned for floats.
+    const std::span<float> out(reinterpret_cast<float*>(bytes->data()), shard_->size());
+    PullReply meta;
+    Status s = shard_->Pull(req->replica(), std::span<const std::span<float>>(&out, 1), &meta);
+    reply->set_version(meta.version);
+    reply->set_min_replica_clock(meta.min_replica_clock);
+    return ToGrpc(s);
   }
   grpc::Status Push(grpc::ServerContext* ctx, const rpc::PushRequest* req, rpc::PushReply* reply) override {
-    grpc::Status a = CheckSecret(ctx, secret_);
-    return a.ok() ? ToGrpc(shard_->Push(*req, reply)) : a;
+    if (grpc::Status a = CheckSecret(ctx, secret_); !a.ok()) return a;
+    thread_local std::vector<float> scratch;  // only for a payload whose storage is misaligned
+    auto g = wire::FloatsView(req->gradient(), -1, &scratch);
+    if (!g.ok()) return ToGrpc(g.status());
+    PushReply r;
+    Status s = shard_->Push({req->based_on_version(), req->replica(), req->replica_clock()}, *g, &r);
+    reply->set_version(r.version);
+    reply->set_staleness(r.staleness);
+    return ToGrpc(s);
+  }
+  grpc::Status Accumulate(grpc::ServerContext* ctx, const rpc::AccumulateRequest* req,
+                          rpc::AccumulateReply* reply) override {
+    if (grpc::Status a = CheckSecret(ctx, secret_); !a.ok()) return a;
+    thread_local std::vector<float> scratch;
+    auto g = wire::FloatsView(req->gradient(), -1, &scratch);
+    if (!g.ok()) return ToGrpc(g.status());
+    AccumulateReply r;
+    Status s = shard_->Accumulate({req->batch(), req->portion(), req->replica()}, *g, &r);
+    reply->set_version(r.version);
+    reply->set_duplicate(r.duplicate);
+    return ToGrpc(s);
   }
   grpc::Status VectorOp(grpc::ServerContext* ctx, const rpc::VectorOpRequest* req, rpc::VectorOpReply* reply) override {
-    grpc::Status a = CheckSecret(ctx, secret_);
-    return a.ok() ? ToGrpc(shard_->VectorOp(*req, reply)) : a;
+    if (grpc::Status a = CheckSecret(ctx, secret_); !a.ok()) return a;
+    distbelief::VectorOp op;
+    op.op = FromWire(req->op());
+    op.a = req->a();
+    op.b = req->b();
+    op.alpha = req->alpha();
+    op.batch = req->batch();
+    VectorOpReply r;
+    Status s = shard_->RunVectorOp(op, &r);
+    reply->set_value(r.value);
+    reply->set_portions(r.portions);
+    return ToGrpc(s);
   }
   grpc::Status Info(grpc::ServerContext* ctx, const rpc::ShardInfoRequest*, rpc::ShardInfoReply* reply) override {
-    grpc::Status a = CheckSecret(ctx, secret_);
-    if (!a.ok()) return a;
+    if (grpc::Status a = CheckSecret(ctx, secret_); !a.ok()) return a;
+    const ShardInfo info = shard_->Info();
+    reply->set_shard(info.shard);
+    reply->set_size(info.size);
+    reply->set_version(info.version);
+    reply->set_update_rule(info.update_rule);
+    reply->set_background_error(info.background_error);
     reply->set_data_port(static_cast<uint32_t>(data_port_));
-    return ToGrpc(shard_->Info(reply));
+    return grpc::Status::OK;
   }
 
  private:
@@ -110,12 +156,29 @@ class WorkerServiceImpl final : public rpc::Worker::Service {
  public:
   WorkerServiceImpl(WorkerService* worker, std::string secret) : worker_(worker), secret_(std::move(secret)) {}
   grpc::Status RunPortion(grpc::ServerContext* ctx, const rpc::PortionRequest* req, rpc::PortionReply* reply) override {
-    grpc::Status a = CheckSecret(ctx, secret_);
-    return a.ok() ? ToGrpc(worker_->RunPortion(*req, reply)) : a;
+    if (grpc::Status a = CheckSecret(ctx, secret_); !a.ok()) return a;
+    PortionReply r;
+    Status s = worker_->RunPortion({req->batch(), req->portion(), req->begin(), req->end()}, &r);
+    reply->set_loss_sum(r.loss_sum);
+    reply->set_examples(r.examples);
+    return ToGrpc(s);
   }
-  grpc::Status Deliver(grpc::ServerContext* ctx, const rpc::ActivationMessage* msg, rpc::DeliverReply*) override {
-    grpc::Status a = CheckSecret(ctx, secret_);
-    return a.ok() ? ToGrpc(worker_->Deliver(*msg)) : a;
+  grpc::Status Deliver(grpc::ServerContext* ctx, const rpc::ActivationMessage* m, rpc::DeliverReply*) override {
+    if (grpc::Status a = CheckSecret(ctx, secret_); !a.ok()) return a;
+    ActivationMessage msg;
+    msg.replica = m->replica();
+    msg.from = m->from();
+    msg.to = m->to();
+    msg.step = m->step();
+    msg.layer = m->layer();
+    msg.backward = m->backward();
+    msg.begin = m->begin();
+    msg.end = m->end();
+    std::vector<float> scratch;
+    auto v = wire::FloatsView(m->values(), -1, &scratch);
+    if (!v.ok()) return ToGrpc(v.status());
+    msg.values.assign(v->begin(), v->end());
+    return ToGrpc(worker_->Deliver(std::move(msg)));
   }
 
  private:
@@ -166,32 +229,78 @@ class GrpcShardChannel : public ShardChannel, Client<rpc::ParameterShard> {
                    bool tensor_socket, int64_t max_bytes)
       : Client(std::move(channel), std::move(secret), std::move(address)), use_socket_(tensor_socket),
         max_bytes_(max_bytes) {}
-  Status Pull(const rpc::PullRequest& req, rpc::PullReply* reply, Millis t) override {
+  Status Pull(int32_t replica, FloatPieces out, PullReply* reply, Millis t) override {
     std::shared_ptr<TensorSocketClient> socket;
     DB_RETURN_IF_ERROR(Socket(t, &socket));
     if (socket) {
-      Status s = socket->Pull(req, reply, t);
+      Status s = socket->Pull(replica, out, reply, t);
       if (!FallBack(s)) return s;
     }
-    return Call(&S::Pull, req, reply, t, "Pull");
+    rpc::PullRequest req;
+    req.set_replica(replica);
+    thread_local rpc::PullReply r;  // keeps its buffer from call to call
+    DB_RETURN_IF_ERROR(Call(&S::Pull, req, &r, t, "Pull"));
+    DB_RETURN_IF_ERROR(wire::ScatterFloats(r.values(), out, "shard " + address_));
+    reply->version = r.version();
+    reply->min_replica_clock = r.min_replica_clock();
+    return absl::OkStatus();
   }
-  Status Push(const rpc::PushRequest& req, rpc::PushReply* reply, Millis t) override {
+  Status Push(const PushMeta& meta, std::span<const float> g, PushReply* reply, Millis t) override {
     std::shared_ptr<TensorSocketClient> socket;
-    if (!req.accumulate()) DB_RETURN_IF_ERROR(Socket(t, &socket));
+    DB_RETURN_IF_ERROR(Socket(t, &socket));
     if (socket) {
-      Status s = socket->Push(req, reply, t);
+      Status s = socket->Push(meta, g, reply, t);
       if (!FallBack(s)) return s;
     }
-    return Call(&S::Push, req, reply, t, "Push");
+    thread_local rpc::PushRequest req;  // keeps its buffer from call to call
+    wire::AssignFloats(g, req.mutable_gradient());
+    req.set_based_on_version(meta.based_on_version);
+    req.set_replica(meta.replica);
+    req.set_replica_clock(meta.replica_clock);
+    rpc::PushReply r;
+    DB_RETURN_IF_ERROR(Call(&S::Push, req, &r, t, "Push"));
+    reply->version = r.version();
+    reply->staleness = r.staleness();
+    return absl::OkStatus();
   }
-  Status VectorOp(const rpc::VectorOpRequest& req, rpc::VectorOpReply* reply, Millis t) override {
-    return Call(&S::VectorOp, req, reply, t, "VectorOp");
+  Status Accumulate(const PortionKey& key, std::span<const float> g, AccumulateReply* reply, Millis t) override {
+    rpc::AccumulateRequest req;
+    wire::AssignFloats(g, req.mutable_gradient());
+    req.set_batch(key.batch);
+    req.set_portion(key.portion);
+    req.set_replica(key.replica);
+    rpc::AccumulateReply r;
+    DB_RETURN_IF_ERROR(Call(&S::Accumulate, req, &r, t, "Accumulate"));
+    reply->version = r.version();
+    reply->duplicate = r.duplicate();
+    return absl::OkStatus();
   }
-  Status Info(rpc::ShardInfoReply* reply, Millis t) override {
-    return Call(&S::Info, rpc::ShardInfoRequest(), reply, t, "Info");
+  Status RunVectorOp(const VectorOp& op, VectorOpReply* reply, Millis t) override {
+    rpc::VectorOpRequest req;
+    req.set_op(ToWire(op.op));
+    req.set_a(op.a);
+    req.set_b(op.b);
+    req.set_alpha(op.alpha);
+    req.set_batch(op.batch);
+    rpc::VectorOpReply r;
+    DB_RETURN_IF_ERROR(Call(&S::VectorOp, req, &r, t, "VectorOp"));
+    reply->value = r.value();
+    reply->portions = r.portions();
+    return absl::OkStatus();
+  }
+  Status Info(ShardInfo* info, Millis t) override {
+    rpc::ShardInfoReply r;
+    DB_RETURN_IF_ERROR(InfoReply(&r, t));
+    info->shard = r.shard();
+    info->size = r.size();
+    info->version = r.version();
+    info->update_rule = r.update_rule();
+    info->background_error = r.background_error();
+    return absl::OkStatus();
   }
 
  private:
+  Status InfoReply(rpc::ShardInfoReply* r, Millis t) { return Call(&S::Info, rpc::ShardInfoRequest(), r, t, "Info"); }
   // The shard's tensor socket, learned from its Info reply once; nullptr: none (use gRPC).
   Status Socket(Millis t, std::shared_ptr<TensorSocketClient>* out) {
     if (!use_socket_) return absl::OkStatus();
@@ -199,7 +308,7 @@ class GrpcShardChannel : public ShardChannel, Client<rpc::ParameterShard> {
     if (std::chrono::steady_clock::now() < unreachable_until_) return absl::OkStatus();
     if (!resolved_) {
       rpc::ShardInfoReply info;
-      DB_RETURN_IF_ERROR(Info(&info, t));
+      DB_RETURN_IF_ERROR(InfoReply(&info, t));
       if (info.data_port() != 0)
         socket_ = std::make_shared<TensorSocketClient>(address_.substr(0, address_.rfind(':')),
                                                        static_cast<int>(info.data_port()), secret_, max_bytes_);
@@ -235,12 +344,31 @@ class GrpcShardChannel : public ShardChannel, Client<rpc::ParameterShard> {
 class GrpcWorkerChannel : public WorkerChannel, Client<rpc::Worker> {
  public:
   using Client::Client;
-  Status RunPortion(const rpc::PortionRequest& req, rpc::PortionReply* reply, Millis t) override {
-    return Call(&rpc::Worker::Stub::RunPortion, req, reply, t, "RunPortion");
+  Status RunPortion(const PortionRequest& req, PortionReply* reply, Millis t) override {
+    rpc::PortionRequest r;
+    r.set_batch(req.batch);
+    r.set_portion(req.portion);
+    r.set_begin(req.begin);
+    r.set_end(req.end);
+    rpc::PortionReply p;
+    DB_RETURN_IF_ERROR(Call(&rpc::Worker::Stub::RunPortion, r, &p, t, "RunPortion"));
+    reply->loss_sum = p.loss_sum();
+    reply->examples = p.examples();
+    return absl::OkStatus();
   }
-  Status Deliver(const rpc::ActivationMessage& msg, Millis t) override {
+  Status Deliver(const ActivationMessage& msg, Millis t) override {
+    rpc::ActivationMessage m;
+    m.set_replica(msg.replica);
+    m.set_from(msg.from);
+    m.set_to(msg.to);
+    m.set_step(msg.step);
+    m.set_layer(msg.layer);
+    m.set_backward(msg.backward);
+    m.set_begin(msg.begin);
+    m.set_end(msg.end);
+    wire::AssignFloats(msg.values, m.mutable_values());
     rpc::DeliverReply reply;
-    return Call(&rpc::Worker::Stub::Deliver, msg, &reply, t, "Deliver");
+    return Call(&rpc::Worker::Stub::Deliver, m, &reply, t, "Deliver");
   }
 };
 
@@ -251,7 +379,7 @@ class GrpcTransport : public Transport {
   StatusOr<std::unique_ptr<Server>> ServeShard(const std::string& address, ParameterShard* shard) override {
     // The data plane listens on the same host as gRPC; never beside TLS (it is not encrypted).
     std::unique_ptr<TensorSocketServer> socket;
-    if (o_.tensor_socket && o_.tls_cert_file.empty() && o_.tls_key_file.empty()) {
+    if (o_.data_plane == DataPlane::kSocket && o_.tls_cert_file.empty() && o_.tls_key_file.empty()) {
       DB_ASSIGN_OR_RETURN(socket, TensorSocketServer::Start(address.substr(0, address.rfind(':')), shard, o_.secret,
                                                             o_.max_message_bytes));
     }
@@ -267,12 +395,14 @@ class GrpcTransport : public Transport {
     DB_ASSIGN_OR_RETURN(auto ch, Channel(address));
     // A client that trusts a TLS root wants every byte encrypted: no tensor socket.
     return std::shared_ptr<ShardChannel>(
-        new GrpcShardChannel(ch, o_.secret, address, o_.tensor_socket && o_.tls_root_file.empty(), o_.max_message_bytes));
+        new GrpcShardChannel(ch, o_.secret, address, o_.data_plane == DataPlane::kSocket && o_.tls_root_file.empty(),
+                             o_.max_message_bytes));
   }
   StatusOr<std::shared_ptr<WorkerChannel>> ConnectWorker(const std::string& address) override {
     DB_ASSIGN_OR_RETURN(auto ch, Channel(address));
     return std::shared_ptr<WorkerChannel>(new GrpcWorkerChannel(ch, o_.secret, address));
   }
+  std::string LocalAddress(const std::string&) const override { return "127.0.0.1:0"; }
 
  private:
   StatusOr<std::unique_ptr<Server>> Serve(const std::string& address, std::unique_ptr<grpc::Service> service) {

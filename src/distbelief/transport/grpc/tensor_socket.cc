@@ -20,7 +20,6 @@
 #include <cstring>
 
 #include "distbelief/base/logging.h"
-#include "distbelief/ps/parameter_shard.h"
 
 namespace distbelief {
 namespace {
@@ -250,9 +249,7 @@ void TensorSocketServer::Serve(int fd, std::string peer) {
   }
   if (!reply(absl::StatusCode::kOk, "")) return;
 
-  std::string payload;  // reused: a push's bytes land here, then move into the request and back
-  rpc::PushRequest push;
-  rpc::PullReply pulled;
+  std::vector<float> floats;  // reused: a push's payload, or a pull's range
   while (!stopping_.load()) {
     RequestHeader h;
     if (RecvAll(fd, &h, sizeof(h), never) != Io::kOk) return;  // closed between requests
@@ -274,37 +271,38 @@ void TensorSocketServer::Serve(int fd, std::string peer) {
         reply(absl::StatusCode::kInvalidArgument, "a pull carries no payload");
         return;
       }
-      rpc::PullRequest req;
-      req.set_replica(static_cast<int32_t>(h.replica));
-      Status s = shard_->Pull(req, &pulled);
+      floats.resize(shard_->size());
+      const std::span<float> out(floats);
+      PullReply pulled;
+      Status s = shard_->Pull(static_cast<int32_t>(h.replica), std::span<const std::span<float>>(&out, 1), &pulled);
       if (!s.ok()) {
         if (!reply(s.code(), std::string(s.message()))) return;
         continue;
       }
       ReplyHeader r;
-      r.payload = pulled.values().size();
-      r.version = pulled.version();
-      r.min_replica_clock = pulled.min_replica_clock();
-      iovec v[2] = {{&r, sizeof(r)}, {pulled.mutable_values()->data(), pulled.values().size()}};
+      r.payload = floats.size() * sizeof(float);
+      r.version = pulled.version;
+      r.min_replica_clock = pulled.min_replica_clock;
+      iovec v[2] = {{&r, sizeof(r)}, {floats.data(), floats.size() * sizeof(float)}};
       if (SendAll(fd, v, 2, soon()) != Io::kOk) return;
       continue;
     }
-    payload.resize(h.payload);
-    if (RecvAll(fd, payload.data(), payload.size(), soon()) != Io::kOk) return;  // nothing applied
-    push.set_gradient(std::move(payload));
-    push.set_based_on_version(h.based_on_version);
-    push.set_replica(static_cast<int32_t>(h.replica));
-    push.set_replica_clock(h.replica_clock);
-    rpc::PushReply pr;
-    Status s = shard_->Push(push, &pr);
-    payload = std::move(*push.mutable_gradient());
+    if (h.payload % sizeof(float) != 0) {
+      reply(absl::StatusCode::kInvalidArgument, "a push of " + std::to_string(h.payload) +
+                                                    " bytes is not a whole number of floats");
+      return;
+    }
+    floats.resize(h.payload / sizeof(float));
+    if (RecvAll(fd, floats.data(), h.payload, soon()) != Io::kOk) return;  // nothing applied
+    PushReply pr;
+    Status s = shard_->Push({h.based_on_version, static_cast<int32_t>(h.replica), h.replica_clock}, floats, &pr);
     if (!s.ok()) {
       if (!reply(s.code(), std::string(s.message()))) return;
       continue;
     }
     ReplyHeader r;
-    r.version = pr.version();
-    r.staleness = pr.staleness();
+    r.version = pr.version;
+    r.staleness = pr.staleness;
     if (SendAll(fd, &r, sizeof(r), soon()) != Io::kOk) return;
   }
 }
@@ -402,13 +400,13 @@ Status ReadReply(int fd, ReplyHeader* r, Clock::time_point deadline, const std::
 
 }  // namespace
 
-Status TensorSocketClient::Pull(const rpc::PullRequest& req, rpc::PullReply* reply, Millis timeout) {
+Status TensorSocketClient::Pull(int32_t replica, FloatPieces out, PullReply* reply, Millis timeout) {
   const auto deadline = Clock::now() + timeout;
   const std::string what = "Pull to tensor socket " + host_ + ":" + std::to_string(port_);
   DB_ASSIGN_OR_RETURN(const int fd, Acquire(deadline));
   RequestHeader h;
   h.op = tensor_socket::kPull;
-  h.replica = req.replica();
+  h.replica = replica;
   if (Io io = SendAll(fd, &h, sizeof(h), deadline); io != Io::kOk) {
     close(fd);
     return Failed(io, what);
@@ -416,37 +414,37 @@ Status TensorSocketClient::Pull(const rpc::PullRequest& req, rpc::PullReply* rep
   ReplyHeader r;
   bool in_step = false;
   Status s = ReadReply(fd, &r, deadline, what, &in_step);
-  if (s.ok() && r.payload > static_cast<uint64_t>(max_bytes_)) {
-    s = absl::ResourceExhaustedError(what + ": reply of " + std::to_string(r.payload) + " bytes exceeds the limit");
+  uint64_t want = 0;
+  for (const auto& p : out) want += p.size() * sizeof(float);
+  if (s.ok() && r.payload != want) {
+    s = absl::DataLossError(what + ": the shard sent " + std::to_string(r.payload / sizeof(float)) +
+                            " floats, its range holds " + std::to_string(want / sizeof(float)));
     in_step = false;
   }
-  if (s.ok()) {
-    std::string* values = reply->mutable_values();
-    values->resize(r.payload);  // a reused reply keeps its buffer
-    if (Io io = RecvAll(fd, values->data(), values->size(), deadline); io != Io::kOk) {
+  // Straight into the caller's pieces: one receive each, no buffer in between.
+  for (size_t i = 0; s.ok() && i < out.size(); ++i)
+    if (Io io = RecvAll(fd, out[i].data(), out[i].size() * sizeof(float), deadline); io != Io::kOk) {
       s = Failed(io, what);
       in_step = false;
     }
-  }
   Release(fd, in_step);
   if (!s.ok()) return s;
-  reply->set_version(r.version);
-  reply->set_min_replica_clock(r.min_replica_clock);
+  reply->version = r.version;
+  reply->min_replica_clock = r.min_replica_clock;
   return absl::OkStatus();
 }
 
-Status TensorSocketClient::Push(const rpc::PushRequest& req, rpc::PushReply* reply, Millis timeout) {
-  if (req.accumulate()) return absl::InvalidArgumentError("tensor socket: accumulating pushes go through gRPC");
+Status TensorSocketClient::Push(const PushMeta& meta, std::span<const float> g, PushReply* reply, Millis timeout) {
   const auto deadline = Clock::now() + timeout;
   const std::string what = "Push to tensor socket " + host_ + ":" + std::to_string(port_);
   DB_ASSIGN_OR_RETURN(const int fd, Acquire(deadline));
   RequestHeader h;
   h.op = tensor_socket::kPush;
-  h.payload = req.gradient().size();
-  h.based_on_version = req.based_on_version();
-  h.replica = req.replica();
-  h.replica_clock = req.replica_clock();
-  iovec v[2] = {{&h, sizeof(h)}, {const_cast<char*>(req.gradient().data()), req.gradient().size()}};
+  h.payload = g.size() * sizeof(float);
+  h.based_on_version = meta.based_on_version;
+  h.replica = meta.replica;
+  h.replica_clock = meta.replica_clock;
+  iovec v[2] = {{&h, sizeof(h)}, {const_cast<float*>(g.data()), g.size() * sizeof(float)}};
   if (Io io = SendAll(fd, v, 2, deadline); io != Io::kOk) {
     close(fd);
     return Failed(io, what);
@@ -456,8 +454,8 @@ Status TensorSocketClient::Push(const rpc::PushRequest& req, rpc::PushReply* rep
   Status s = ReadReply(fd, &r, deadline, what, &in_step);
   Release(fd, in_step);
   if (!s.ok()) return s;
-  reply->set_version(r.version);
-  reply->set_staleness(r.staleness);
+  reply->version = r.version;
+  reply->staleness = r.staleness;
   return absl::OkStatus();
 }
 

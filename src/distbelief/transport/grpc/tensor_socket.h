@@ -31,12 +31,10 @@
 #include <vector>
 
 #include "distbelief/base/status.h"
-#include "distbelief/distbelief.pb.h"
-#include "distbelief/transport/transport.h"
+#include "distbelief/ps/parameter_shard.h"
+#include "distbelief/ps/shard_api.h"
 
 namespace distbelief {
-
-class ParameterShard;
 
 namespace tensor_socket {
 
@@ -102,8 +100,9 @@ class TensorSocketClient {
   TensorSocketClient(std::string host, int port, std::string secret, int64_t max_message_bytes)
       : host_(std::move(host)), port_(port), secret_(std::move(secret)), max_bytes_(max_message_bytes) {}
   ~TensorSocketClient();
-  Status Pull(const rpc::PullRequest& req, rpc::PullReply* reply, Millis timeout);
-  Status Push(const rpc::PushRequest& req, rpc::PushReply* reply, Millis timeout);
+  // The pulled range is received straight into `out`.
+  Status Pull(int32_t replica, FloatPieces out, PullReply* reply, Millis timeout);
+  Status Push(const PushMeta& meta, std::span<const float> gradient, PushReply* reply, Millis timeout);
 
  private:
   StatusOr<int> Acquire(std::chrono::steady_clock::time_point deadline);

@@ -1,0 +1,32 @@
+#include "distbelief/optim/projection.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace distbelief {
+
+void ProjectBlockNorms(std::span<float> v, const NormBound& bound) {
+  const KeyBlocks& r = bound.blocks;
+  const double max_sq = double(bound.max_norm) * bound.max_norm;
+  for (int64_t b = 0; b < r.count; ++b) {
+    float* x = v.data() + r.offset + b * r.block;
+    double sq = 0.0;
+    for (int64_t i = 0; i < r.block; ++i) sq += double(x[i]) * x[i];
+    if (sq > max_sq) {
+      const float scale = static_cast<float>(std::sqrt(max_sq / sq));
+      for (int64_t i = 0; i < r.block; ++i) x[i] *= scale;
+    }
+  }
+}
+
+NormBound RestrictToRange(const NormBound& bound, int64_t begin, int64_t end) {
+  const KeyBlocks& r = bound.blocks;
+  NormBound out{{0, r.block, 0}, bound.max_norm};
+  // First whole block at or after begin, last whole block ending at or before end.
+  const int64_t first = std::max<int64_t>(0, (begin - r.offset + r.block - 1) / r.block);
+  const int64_t last = std::min<int64_t>(r.count, (end - r.offset) / r.block);  // exclusive
+  if (last > first) out.blocks = {r.offset + first * r.block - begin, r.block, last - first};
+  return out;
+}
+
+}  // namespace distbelief

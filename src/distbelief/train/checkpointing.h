@@ -1,0 +1,34 @@
+// A model's checkpoint: its parameters by name, optionally the optimizer state of each
+// (`optimizer/NAME`), the step, and the config it was trained with, in the safetensors format of
+// io/checkpoint.h (atomic writes, checksummed). The local driver writes and resumes from these;
+// every driver writes one at the end; `distbelief eval` reads them.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "distbelief/base/status.h"
+#include "distbelief/nn/layer.h"
+#include "distbelief/tensor/tensor.h"
+
+namespace distbelief {
+
+struct ModelCheckpointInfo {
+  int64_t step = 0;
+  std::string config;      // the TOML the run was trained with
+  std::string optimizer;   // the update rule's name, "" without optimizer state
+};
+
+// Writes params (and, when `state` is given, state[i] as optimizer/<params[i]->name>).
+Status SaveModelCheckpoint(const std::string& path, const std::vector<Param*>& params,
+                           const std::vector<Tensor>* state, const ModelCheckpointInfo& info);
+
+// Loads a checkpoint into params (and state, when given and present). Everything is checked
+// before anything changes: a missing tensor or one of the wrong shape (kInvalidArgument naming
+// it), a value that is NaN or Inf, a missing or negative step (kDataLoss), a corrupt file
+// (kDataLoss). Optimizer state absent from the file (a distributed run keeps it on the shards)
+// leaves *state alone.
+StatusOr<ModelCheckpointInfo> LoadModelCheckpoint(const std::string& path, const std::vector<Param*>& params,
+                                                  std::vector<Tensor>* state = nullptr);
+
+}  // namespace distbelief

@@ -1,0 +1,338 @@
+// The gRPC transport and its tensor socket, byte by byte where it matters: the shared secret,
+// oversized messages, loopback binding and reconnecting to a restarted shard, malformed frames,
+// an unreachable data port, TLS; and the fault-injecting transport that tests use.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <limits>
+#include <thread>
+#include <tuple>
+
+#include "distbelief/ps/parameter_client.h"
+#include "distbelief/ps/parameter_shard.h"
+#include "distbelief/transport/fault_injection.h"
+#include "distbelief/transport/grpc/tensor_socket.h"
+#include "distbelief/transport/transport.h"
+
+namespace distbelief {
+namespace {
+
+std::vector<float> Range(int n) {
+  std::vector<float> v(n);
+  for (int i = 0; i < n; ++i) v[i] = 0.5f * i;
+  return v;
+}
+
+std::unique_ptr<ParameterClient> ClientOf(Transport* t, const std::string& address, int64_t size,
+                                          Millis retry_for = Millis(3000)) {
+  auto channels = ConnectShards(t, {address});
+  EXPECT_TRUE(channels.ok());
+  ClientOptions co;
+  co.retry_for = retry_for;
+  auto c = ParameterClient::Create(std::move(*channels), ShardMap(size, 1), co);
+  EXPECT_TRUE(c.ok());
+  return std::move(*c);
+}
+
+// One shard of `initial` served over gRPC, and a client of it.
+struct Served {
+  std::unique_ptr<Transport> transport;
+  std::unique_ptr<ParameterShard> shard;
+  std::unique_ptr<Transport::Server> server;
+  std::unique_ptr<ParameterClient> client;
+  std::string address() const { return server->address(); }
+};
+
+Served Serve(const std::vector<float>& initial, DataPlane plane, const std::string& secret = "") {
+  Served s;
+  TransportOptions to;
+  to.kind = TransportKind::kGrpc;
+  to.secret = secret;
+  to.max_message_bytes = 1 << 20;
+  to.data_plane = plane;
+  s.transport = MakeTransport(to);
+  auto shard = ParameterShard::Create(ShardOptions{}, initial);
+  EXPECT_TRUE(shard.ok());
+  s.shard = std::move(*shard);
+  auto server = s.transport->ServeShard("127.0.0.1:0", s.shard.get());
+  EXPECT_TRUE(server.ok()) << server.status();
+  s.server = std::move(*server);
+  s.client = ClientOf(s.transport.get(), s.address(), static_cast<int64_t>(initial.size()));
+  return s;
+}
+
+TEST(GrpcTransport, RefusesAMissingOrWrongSecret) {
+  for (DataPlane plane : {DataPlane::kSocket, DataPlane::kGrpc}) {
+    Served f = Serve(Range(4), plane, "s3cret");
+    std::vector<float> p(4);
+    ASSERT_TRUE(f.client->Pull(p).ok());  // the fixture's client has the secret
+    for (const std::string& secret : {std::string(""), std::string("wrong"), std::string("s3cret!")}) {
+      TransportOptions to;
+      to.secret = secret;
+      to.data_plane = plane;
+      auto other = MakeGrpcTransport(to);
+      auto c = ClientOf(other.get(), f.address(), 4, Millis(0));
+      Status s = c->Pull(p).status();
+      EXPECT_EQ(s.code(), absl::StatusCode::kUnauthenticated) << "secret '" << secret << "': " << s;
+      std::vector<float> g(4, 1.0f);
+      EXPECT_EQ(c->PushAsync(g, {0}, 1).Wait(Millis(5000)).status().code(), absl::StatusCode::kUnauthenticated);
+    }
+    EXPECT_EQ(f.shard->version(), 0u);
+  }
+}
+
+TEST(GrpcTransport, OversizedMessagesGetAClearStatus) {
+  Served f = Serve(Range(4), DataPlane::kGrpc);  // servers accept at most 1 MiB in this fixture
+  auto channel = f.transport->ConnectShard(f.address());
+  std::vector<float> big((2 << 20) / 4, 1.0f);
+  PushReply reply;
+  Status s = (*channel)->Push({}, big, &reply, Millis(5000));
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  std::vector<float> p(4);
+  ASSERT_TRUE(f.client->Pull(p).ok());
+  EXPECT_EQ(p, Range(4));
+}
+
+TEST(GrpcTransport, ServersBindLoopbackAndClientsReconnectAfterARestart) {
+  Served f = Serve(Range(4), DataPlane::kSocket);  // the restarted shard's tensor socket has a new port
+  EXPECT_EQ(f.address().rfind("127.0.0.1:", 0), 0u) << f.address();
+  const std::string address = f.address();
+  std::vector<float> p(4);
+  ASSERT_TRUE(f.client->Pull(p).ok());  // the client has found the shard's data port
+  f.server.reset();  // the shard's server goes away...
+  std::thread restart([&] {
+    std::this_thread::sleep_for(Millis(500));
+    auto server = f.transport->ServeShard(address, f.shard.get());  // ...and comes back
+    ASSERT_TRUE(server.ok()) << server.status();
+    f.server = std::move(*server);
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  Status s = f.client->Pull(p).status();  // retried with backoff until the shard is back
+  restart.join();
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, Millis(400));
+  EXPECT_EQ(p, Range(4));
+}
+
+// The tensor socket's own checks, byte by byte: a wrong secret, frames it cannot take, pushes the
+// shard refuses, a push cut off in the middle. Each gets its status; the shard never changes.
+int ConnectRaw(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  char hello[40], mac[32] = {};
+  EXPECT_EQ(recv(fd, hello, sizeof(hello), MSG_WAITALL), 40);
+  EXPECT_EQ(std::string(hello, 8), "DBTS0001");
+  EXPECT_EQ(send(fd, mac, sizeof(mac), 0), 32);  // no secret configured: any MAC is accepted
+  tensor_socket::ReplyHeader ok;
+  EXPECT_EQ(recv(fd, &ok, sizeof(ok), MSG_WAITALL), 48);
+  EXPECT_EQ(ok.code, 0u);
+  return fd;
+}
+
+// Sends a request, returns the reply's code and message ("" and code 99 if the server closed).
+std::pair<uint32_t, std::string> Exchange(int fd, const tensor_socket::RequestHeader& h, const std::string& payload) {
+  std::string out(reinterpret_cast<const char*>(&h), sizeof(h));
+  out += payload;
+  send(fd, out.data(), out.size(), MSG_NOSIGNAL);
+  tensor_socket::ReplyHeader r;
+  if (recv(fd, &r, sizeof(r), MSG_WAITALL) != sizeof(r)) return {99, ""};
+  std::string message(r.code ? r.payload : 0, '\0');
+  if (!message.empty()) recv(fd, message.data(), message.size(), MSG_WAITALL);
+  return {r.code, message};
+}
+
+TEST(TensorSocket, RefusesBadSecretsAndMalformedRequestsAndKeepsTheShard) {
+  auto shard = ParameterShard::Create(ShardOptions{}, Range(4));
+  ASSERT_TRUE(shard.ok());
+  auto server = TensorSocketServer::Start("127.0.0.1", shard->get(), "", 1 << 20);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  ASSERT_GT(port, 0);
+  {  // a wrong secret is refused (a secret-holding shard on its own port)
+    auto g = ParameterShard::Create(ShardOptions{}, Range(4));
+    auto gs = TensorSocketServer::Start("127.0.0.1", g->get(), "s3cret", 1 << 20);
+    ASSERT_TRUE(gs.ok());
+    std::vector<float> v(4);
+    const std::span<float> out(v);
+    PullReply pr;
+    TensorSocketClient wrong("127.0.0.1", (*gs)->port(), "wrong", 1 << 20);
+    EXPECT_EQ(wrong.Pull(-1, std::span<const std::span<float>>(&out, 1), &pr, Millis(5000)).code(),
+              absl::StatusCode::kUnauthenticated);
+    TensorSocketClient right("127.0.0.1", (*gs)->port(), "s3cret", 1 << 20);
+    EXPECT_TRUE(right.Pull(-1, std::span<const std::span<float>>(&out, 1), &pr, Millis(5000)).ok());
+    EXPECT_EQ(v, Range(4));
+  }
+  using tensor_socket::RequestHeader;
+  RequestHeader push;
+  push.op = tensor_socket::kPush;
+  const auto floats = [](std::vector<float> v) { return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4); };
+  int fd = ConnectRaw(port);
+  push.payload = 12;  // 3 floats for a range of 4: refused by the shard, connection kept
+  auto [code, message] = Exchange(fd, push, floats({1, 1, 1}));
+  EXPECT_EQ(code, uint32_t(absl::StatusCode::kInvalidArgument));
+  EXPECT_NE(message.find("holds 4"), std::string::npos) << message;
+  push.payload = 16;
+  std::tie(code, message) = Exchange(fd, push, floats({1, std::numeric_limits<float>::quiet_NaN(), 1, 1}));
+  EXPECT_EQ(code, uint32_t(absl::StatusCode::kInvalidArgument));
+  EXPECT_NE(message.find("NaN or Inf"), std::string::npos) << message;
+  RequestHeader bad = push;
+  bad.payload = 2 << 20;  // over the fixture's 1 MiB limit: refused before reading, then closed
+  std::tie(code, message) = Exchange(fd, bad, "");
+  EXPECT_EQ(code, uint32_t(absl::StatusCode::kResourceExhausted)) << message;
+  EXPECT_EQ(Exchange(fd, push, floats({1, 1, 1, 1})).first, 99u);  // closed
+  close(fd);
+  fd = ConnectRaw(port);
+  bad = push;
+  bad.magic = 0x12345678;
+  std::tie(code, message) = Exchange(fd, bad, "");
+  EXPECT_EQ(code, uint32_t(absl::StatusCode::kInvalidArgument));
+  EXPECT_NE(message.find("bad magic"), std::string::npos) << message;
+  close(fd);
+  fd = ConnectRaw(port);  // a push cut off after 8 of its 16 bytes: nothing applied
+  std::string half(reinterpret_cast<const char*>(&push), sizeof(push));
+  half += floats({1, 1});
+  send(fd, half.data(), half.size(), MSG_NOSIGNAL);
+  close(fd);
+  std::this_thread::sleep_for(Millis(100));
+  EXPECT_EQ((*shard)->version(), 0u);
+  // And a well-formed push through the same port is applied.
+  fd = ConnectRaw(port);
+  EXPECT_EQ(Exchange(fd, push, floats({1, 1, 1, 1})).first, 0u);
+  close(fd);
+  EXPECT_EQ((*shard)->version(), 1u);
+}
+
+// A data port nobody listens on: the client says so (the gRPC channel then falls back to gRPC)
+// within its 2 s connect bound, not after the call's whole deadline.
+TEST(TensorSocket, AnUnreachablePortIsReportedQuickly) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);  // a free port, closed
+  TensorSocketClient client("127.0.0.1", ntohs(a.sin_port), "", 1 << 20);
+  std::vector<float> v(4);
+  const std::span<float> out(v);
+  PullReply reply;
+  const auto t0 = std::chrono::steady_clock::now();
+  Status s = client.Pull(-1, std::span<const std::span<float>>(&out, 1), &reply, Millis(30000));
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find(kCannotConnect), std::string::npos) << s;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, Millis(3000));
+}
+
+TEST(GrpcTransport, ServesTlsWhenConfigured) {
+  const std::string dir = std::filesystem::temp_directory_path() / "ps_test_tls";
+  std::filesystem::create_directories(dir);
+  const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+                          "-addext subjectAltName=DNS:localhost -keyout " + dir + "/key.pem -out " + dir +
+                          "/cert.pem >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << "openssl is needed (scripts/setup.sh installs it)";
+  TransportOptions server_options;
+  server_options.kind = TransportKind::kGrpc;
+  server_options.tls_cert_file = dir + "/cert.pem";
+  server_options.tls_key_file = dir + "/key.pem";
+  server_options.secret = "tls-secret";
+  auto server_transport = MakeGrpcTransport(server_options);
+  std::vector<float> init = Range(4);
+  auto shard = ParameterShard::Create(ShardOptions{}, init);
+  ASSERT_TRUE(shard.ok());
+  auto server = server_transport->ServeShard("127.0.0.1:0", shard->get());
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::vector<float> p(4);
+  // A TLS client that trusts the certificate gets through.
+  TransportOptions tls_client;
+  tls_client.tls_root_file = dir + "/cert.pem";
+  tls_client.tls_target_name = "localhost";
+  tls_client.secret = "tls-secret";
+  auto t1 = MakeGrpcTransport(tls_client);
+  auto c1 = ClientOf(t1.get(), (*server)->address(), 4, Millis(0));
+  ASSERT_TRUE(c1->Pull(p).ok());
+  EXPECT_EQ(p, init);
+  // A plaintext client cannot talk to it.
+  TransportOptions plain;
+  plain.secret = "tls-secret";
+  auto t2 = MakeGrpcTransport(plain);
+  auto c2 = ClientOf(t2.get(), (*server)->address(), 4, Millis(0));
+  EXPECT_FALSE(c2->Pull(p).ok());
+}
+
+// The fault-injecting transport does what each fault says, to the calls it names, and no more.
+TEST(FaultInjection, FailsDropsDelaysAndDuplicatesTheCallsItIsTold) {
+  FaultInjectingTransport t(MakeInprocTransport({}));
+  auto shard = ParameterShard::Create(ShardOptions{}, Range(2));
+  auto server = t.ServeShard("shard", shard->get());
+  ASSERT_TRUE(server.ok());
+  auto ch = t.ConnectShard("shard");
+  ASSERT_TRUE(ch.ok());
+  std::vector<float> g(2, 1.0f);
+  PushReply reply;
+  auto push = [&] { return (*ch)->Push({}, g, &reply, Millis(1000)); };
+  // A dead peer: every call fails, nothing reaches the shard.
+  Fault dead;
+  dead.address = "shard";
+  dead.times = 2;
+  t.Inject(dead);
+  EXPECT_EQ(push().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(push().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ((*shard)->version(), 0u);
+  ASSERT_TRUE(push().ok());  // its two faults are spent
+  EXPECT_EQ((*shard)->version(), 1u);
+  t.Clear();
+  // A lost request: the shard never sees it. A lost reply: it does, the caller is not told.
+  Fault lost;
+  lost.kind = Fault::Kind::kDropRequest;
+  lost.times = 1;
+  t.Inject(lost);
+  EXPECT_EQ(push().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ((*shard)->version(), 1u);
+  t.Clear();
+  lost.kind = Fault::Kind::kDropReply;
+  t.Inject(lost);
+  EXPECT_EQ(push().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ((*shard)->version(), 2u);
+  t.Clear();
+  // A duplicated request arrives twice; a delayed one, late.
+  Fault twice;
+  twice.kind = Fault::Kind::kDuplicate;
+  twice.call = CallKind::kPush;
+  twice.times = 1;
+  t.Inject(twice);
+  ASSERT_TRUE(push().ok());
+  EXPECT_EQ((*shard)->version(), 4u);
+  t.Clear();
+  Fault late;
+  late.kind = Fault::Kind::kDelay;
+  late.delay = Millis(150);
+  late.after = 1;  // the first call goes through untouched
+  t.Inject(late);
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(push().ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, Millis(100));
+  t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(push().ok());
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, Millis(150));
+  EXPECT_EQ(t.faults_injected(), 6);
+  // Pulls are untouched by a push-only rule.
+  t.Clear();
+  t.Inject(twice);
+  std::vector<float> v(2);
+  const std::span<float> out(v);
+  PullReply pulled;
+  ASSERT_TRUE((*ch)->Pull(0, std::span<const std::span<float>>(&out, 1), &pulled, Millis(1000)).ok());
+  EXPECT_EQ(pulled.version, 6u);
+}
+
+}  // namespace
+}  // namespace distbelief

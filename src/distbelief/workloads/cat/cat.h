@@ -1,0 +1,91 @@
+// The cat network workload (Le et al. 2012, "Building high-level features using large scale
+// unsupervised learning"): the CatNet of models/cat_net.h trained stage by stage on random crops
+// of photos and video frames, then every pooled unit scored as a face detector (the paper's
+// table 1). Each stage is one engine job: a stage replica (CatStageReplica) draws its own crops
+// and computes eq. 1 for its stage with the stages below frozen; the engine trains it locally or
+// with Downpour (the stage's encoder and decoder on the shards, which apply Adagrad and the
+// decoder-basis norm bound). With `partitions` > 1 each replica is split by feature maps into
+// model partitions (mp/cat_partitions.h), one parameter group each.
+//
+// Config: [cat] (below), [train] seed and run_dir, and optionally [distributed].
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "distbelief/base/status.h"
+#include "distbelief/config/config.h"
+#include "distbelief/data/images.h"
+#include "distbelief/models/cat_net.h"
+#include "distbelief/train/engine.h"
+
+namespace distbelief {
+
+// [cat]. Every stage has the same shape.
+struct CatOptions {
+  CatNetOptions net;                // frame, stages x {maps, field, stride, pool, lcn_window}, lambda, init_scale
+  std::string train_dir = "data/cat/train";
+  std::string faces_dir = "data/cat/faces";
+  std::string nonfaces_dir = "data/cat/nonfaces";
+  int64_t steps_per_stage = 300;    // steps of all replicas together
+  int64_t batch = 32;               // crops per step of a replica
+  float learning_rate = 0.05f;      // Adagrad
+  int64_t max_side = 256;           // photos are scaled down to this short side when loaded
+  int partitions = 1;               // model partitions per replica, split by maps
+};
+StatusOr<CatOptions> ParseCatOptions(ConfigFile* file);
+
+struct NeuronScore {
+  int stage = -1;          // -1: a baseline
+  int64_t unit = -1;       // index within the stage's pooled output
+  double accuracy = 0.0;   // best single-threshold accuracy
+};
+
+struct FaceNeuronReport {
+  int64_t faces = 0, nonfaces = 0;
+  double chance = 0.0;                 // accuracy of always answering the larger class
+  NeuronScore best_pixel;              // best single pixel of the normalized input
+  std::vector<NeuronScore> best_per_stage;
+  NeuronScore best;                    // over every stage
+};
+
+struct CatTrainResult {
+  std::vector<std::pair<double, double>> first_loss, last_loss;  // per stage: {reconstruction, sparsity}
+  FaceNeuronReport report;
+  int64_t training_images = 0, unreadable = 0;
+  // Summed over the stages' runs (Downpour).
+  double seconds = 0.0, mean_staleness = 0.0;
+  int64_t replicas_failed = 0;
+};
+
+// Best accuracy of a single threshold on `scores` separating positives (label 1) from negatives,
+// either direction.
+double BestThresholdAccuracy(const std::vector<float>& scores, const std::vector<int>& labels);
+
+// Frames (N, 1, S, S) from every image of a folder: resized whole, normalized like the crops.
+StatusOr<Tensor> FramesFromFolder(const std::string& dir, int64_t frame, int64_t* count);
+
+// Scores every pooled unit of `net` on the faces and non-faces folders. With `per_unit`, also
+// fills every unit's accuracy, per stage.
+StatusOr<FaceNeuronReport> EvaluateFaceNeurons(CatNet* net, const CatOptions& o,
+                                               std::vector<std::vector<double>>* per_unit = nullptr);
+
+// Trains every stage of `net` with the engine as `e` says (its optimizer and schedule replaced by
+// the cat's Adagrad), then scores the face neurons. The photos are read once.
+StatusOr<CatTrainResult> TrainCatNet(CatNet* net, const CatOptions& o, const EngineOptions& e);
+
+// Saves every stage's parameters as a safetensors checkpoint, with the config text.
+Status SaveCatNet(CatNet* net, const std::string& path, const std::string& config_text);
+// Loads them back. kInvalidArgument naming the tensor if the checkpoint does not fit the network
+// (nothing is changed then); kDataLoss for a corrupt file.
+Status LoadCatNet(CatNet* net, const std::string& path);
+
+// The first stage's encoding filters as one picture: every `location_step`-th location along each
+// axis, all maps (a location's K maps side by side), in a near-square grid; each filter scaled to
+// [0, 1], one pixel of gap between tiles, every pixel drawn `zoom` x `zoom`.
+GreyImage FilterGrid(CatNet* net, int64_t location_step, int64_t zoom = 1);
+
+// [cat] selects this workload.
+StatusOr<std::unique_ptr<Workload>> MakeCatWorkload(ConfigFile* file);
+
+}  // namespace distbelief

@@ -1,0 +1,34 @@
+#include "distbelief/workloads/registry.h"
+
+#include "distbelief/workloads/cat/cat.h"
+#include "distbelief/workloads/lm/lm.h"
+#include "distbelief/workloads/mnist/mnist.h"
+#include "distbelief/workloads/scale/sweep.h"
+
+namespace distbelief {
+
+const std::vector<WorkloadEntry>& Workloads() {
+  static const std::vector<WorkloadEntry> all = {
+      {"mnist", "model", "the MNIST classifier or autoencoder (the default)", MakeMnistWorkload},
+      {"cat", "cat", "the cat network of Le et al. 2012, trained stage by stage, and its face neurons", MakeCatWorkload},
+      {"lm", "lm", "a GPT or LSTM language model on a token corpus", MakeLmWorkload},
+      {"scale", "scale", "a scaling-law sweep of language models or autoencoders", MakeScaleWorkload},
+  };
+  return all;
+}
+
+StatusOr<std::unique_ptr<Workload>> SelectWorkload(ConfigFile* file, std::string* name) {
+  const WorkloadEntry* chosen = nullptr;
+  for (const WorkloadEntry& w : Workloads()) {
+    if (!file->Has(w.section) || std::string(w.section) == "model") continue;
+    if (chosen)
+      return absl::InvalidArgumentError("config " + file->origin() + " has both [" + chosen->section + "] and [" +
+                                        w.section + "]: one workload per config");
+    chosen = &w;
+  }
+  if (!chosen) chosen = &Workloads().front();  // [model] or nothing: MNIST
+  if (name) *name = chosen->name;
+  return chosen->make(file);
+}
+
+}  // namespace distbelief
