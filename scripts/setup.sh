@@ -129,3 +129,20 @@ SUMS
   rm -rf data/.text-tmp
   touch data/text/.complete-v1
 fi
+
+# The example workload's CSV (examples/csv_classifier.cc): the UCI handwritten digits, 1,797 rows
+# of 8x8 pixels and the digit, from Debian's python3-sklearn (unpacked, not installed).
+if [ ! -f data/csv/.complete-v1 ]; then
+  echo "setup: unpacking the UCI digits (Debian python3-sklearn) for the example workload"
+  rm -rf data/csv
+  mkdir -p data/csv
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -q python3-sklearn >/dev/null 2>&1) || { echo "setup: apt-get download python3-sklearn failed" >&2; exit 1; }
+  dpkg-deb -x "$tmp"/python3-sklearn_*.deb "$tmp/root"
+  zcat "$tmp"/root/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz >data/csv/digits.csv
+  rm -rf "$tmp"
+  (cd data/csv && sha256sum --quiet -c - ) <<'SUMS' || { echo "setup: digits.csv checksum does not match" >&2; exit 1; }
+6ebb3d2fee246a4e99363262ddf8a00a3c41bee6014c373ed9d9216ba7f651b8  digits.csv
+SUMS
+  touch data/csv/.complete-v1
+fi
