@@ -15,6 +15,7 @@ for s in "${which[@]}"; do
   case $s in
     asan)
       flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g1"
+      unset GTEST_FILTER
       export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
       export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
       export LSAN_OPTIONS=suppressions=$PWD/testing/lsan.supp
@@ -24,6 +25,8 @@ for s in "${which[@]}"; do
       flags="-fsanitize=thread -g1"
       export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/testing/tsan.supp"
       tests=(-R "^(ps_test|transport_test|distributed_test|mp_test)$")
+      # Timing bounds (a straggler's cost) do not hold at TSan's 5-15x slowdown.
+      export GTEST_FILTER="-Sandblaster.BackupTasksKeepAStragglerFromHoldingTheBatch"
       threads=1;;
     *) echo "sanitize.sh: unknown sanitizer '$s' (asan or tsan)" >&2; exit 2;;
   esac
@@ -35,6 +38,6 @@ for s in "${which[@]}"; do
   fi
   # Only what the tests need: no benchmarks.
   targets=$(cd $dir && ninja -t targets all | grep -oE '^[a-z_]+_test:' | tr -d ':' | sort -u)
-  cmake --build $dir -- -j"$jobs" $targets distbelief distbelief_spm
+  cmake --build $dir -- -j"$jobs" $targets distbelief distbelief_spm csv_classifier
   (cd $dir && ctest --output-on-failure -j1 "${tests[@]}")
 done

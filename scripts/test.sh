@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Installs, builds and runs every test. With --quick the tests labelled "slow" are skipped.
+# Installs, builds and runs every test, then the tests again under the sanitizers
+# (scripts/sanitize.sh). With --quick: only the build's tests, without those labelled "slow".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh
-args=()
-if [ "${1:-}" = "--quick" ]; then args=(-LE slow); fi
-cd build && ctest --output-on-failure -j1 "${args[@]}"
+if [ "${1:-}" = "--quick" ]; then
+  (cd build && ctest --output-on-failure -j1 -LE slow)
+  exit 0
+fi
+(cd build && ctest --output-on-failure -j1)
+scripts/sanitize.sh

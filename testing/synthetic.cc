@@ -4,6 +4,8 @@
 #include <array>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -98,6 +100,20 @@ std::string SyntheticCorpus(const std::string& name, int docs, int words_per_doc
     }
   }
   return dir.string();
+}
+
+std::shared_ptr<const TokenCorpus> SyntheticTokens(const std::string& name) {
+  CorpusOptions o;
+  o.dir = SyntheticCorpus(name, 20, 2000);
+  o.cache_dir = (std::filesystem::temp_directory_path() / ("distbelief_tokens_" + name)).string();
+  o.vocab = 300;
+  o.holdout_every = 5;
+  auto c = LoadTokenCorpus(o);
+  if (!c.ok()) {
+    std::fprintf(stderr, "synthetic corpus: %s\n", std::string(c.status().message()).c_str());
+    std::abort();
+  }
+  return std::make_shared<const TokenCorpus>(std::move(*c));
 }
 
 }  // namespace distbelief::testing

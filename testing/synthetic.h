@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "distbelief/text/corpus.h"
 #include "distbelief/workloads/mnist/mnist.h"
 
 namespace distbelief::testing {
@@ -18,6 +19,10 @@ std::shared_ptr<const MnistData> SyntheticDigits(int64_t train, int64_t test, ui
 // has a few likely successors, so a language model has something to learn. Returns the folder
 // (created under the system's temporary directory, replaced if present). Deterministic by seed.
 std::string SyntheticCorpus(const std::string& name, int docs, int words, uint64_t seed = 11);
+
+// The corpus above (20 documents of 2,000 words, every 5th held out) tokenized with a vocabulary
+// of 300, cached under the temporary directory.
+std::shared_ptr<const TokenCorpus> SyntheticTokens(const std::string& name);
 
 // A sentence of the made-up language's words (for tokenizer round trips).
 std::string SyntheticSentence(uint64_t seed = 3);

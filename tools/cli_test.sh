@@ -32,12 +32,27 @@ printf '[train]\nepohcs = 3\n' >"$tmp/bad.toml"
 check "unknown key" 2 "unknown key 'train.epohcs'" -- "$bin" train --config "$tmp/bad.toml"
 check "wrong type" 2 "must be an integer" -- "$bin" train --config $cfg --set 'train.epochs="x"'
 check "out of range" 2 "outside" -- "$bin" train --config $cfg --set train.batch_size=0
+: >"$tmp/empty.toml"
+check "empty config" 2 "is empty" -- "$bin" train --config "$tmp/empty.toml"
+check "config is a folder" 2 "is a folder" -- "$bin" train --config "$tmp"
+check "train_limit under a batch" 2 "train.train_limit = 8 is smaller than train.batch_size" -- "$bin" train --config $cfg \
+  --set train.train_limit=8
+check "two workloads" 2 "one workload per config" -- "$bin" train --config configs/cat.toml --set 'scale.widths=[8]'
+check "conflicting options" 2 "distributed.warmstart_steps" -- "$bin" train --config configs/mnist_downpour.toml \
+  --set distributed.synchronous=true
+check "cat refuses sandblaster" 2 "sandblaster" -- "$bin" train --config configs/cat.toml \
+  --set 'distributed.mode="sandblaster"' --set cat.steps_per_stage=2 --set "train.run_dir=\"$tmp/catsb\""
+check "cat cannot be launched" 2 "stage by stage" -- "$bin" launch --config configs/cat.toml
 check "missing data" 2 "cannot open" -- "$bin" train --config $cfg --set 'train.data_dir="/nonexistent"'
 cp "$tmp/run/checkpoint.safetensors" "$tmp/keep.safetensors"
 head -c 100 "$tmp/keep.safetensors" >"$tmp/trunc.safetensors"
 check "truncated checkpoint" 2 "truncated" -- "$bin" eval --config $cfg --set 'model.hidden=[32]' --checkpoint "$tmp/trunc.safetensors"
 check "wrong model for checkpoint" 2 "shape" -- "$bin" eval --config $cfg --set 'model.hidden=[33]' --checkpoint "$tmp/keep.safetensors"
 check "unknown subcommand flag" 109 "" -- "$bin" train --config $cfg --bogus
+check "downpour run" 0 "test accuracy" -- "$bin" train --config configs/mnist_downpour.toml --set 'model.hidden=[32]' \
+  --set train.max_steps=80 --set "train.run_dir=\"$tmp/dp\""
+check "downpour checkpoint evaluates" 0 "test accuracy" -- "$bin" eval --config configs/mnist_downpour.toml \
+  --set 'model.hidden=[32]' --checkpoint "$tmp/dp/checkpoint.safetensors"
 # The cat network: a very short run, then its checkpoint scored by eval face-neuron.
 cat_run=(--set cat.steps_per_stage=5 --set cat.stages=1 --set "train.run_dir=\"$tmp/cat\"")
 check "cat network run" 0 "best neuron accuracy" -- "$bin" train --config configs/cat.toml "${cat_run[@]}"

@@ -32,6 +32,7 @@ StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(const ShardOpti
   DB_ASSIGN_OR_RETURN(auto rule, MakeUpdateRule(options.optimizer));
   std::unique_ptr<ParameterShard> s(new ParameterShard(options, std::move(rule)));
   s->values_.assign(initial.begin(), initial.end());
+  s->size_ = static_cast<int64_t>(initial.size());
   s->state_.assign(s->values_.size() * s->rule_->StatePerParam(), 0.0f);
   const KeyBlocks& r = options.norm_bound.blocks;
   if (r.offset < 0 || r.block < 1 || r.count < 0 || r.offset + r.block * r.count > static_cast<int64_t>(initial.size()))
@@ -88,13 +89,18 @@ Status ParameterShard::Pull(int32_t replica, FloatPieces out, PullReply* reply) 
   return absl::OkStatus();
 }
 
-Status ParameterShard::Push(const PushMeta& meta, std::span<const float> g, PushReply* reply) {
+Status ParameterShard::CheckGradient(std::span<const float> g, const char* what) const {
   if (static_cast<int64_t>(g.size()) != size())
-    return absl::InvalidArgumentError("push of " + std::to_string(g.size()) + " floats; shard " +
+    return absl::InvalidArgumentError(std::string(what) + " of " + std::to_string(g.size()) + " floats; shard " +
                                       std::to_string(o_.shard) + " holds " + std::to_string(size()));
   if (const int64_t bad = FirstNonFinite(g); bad >= 0)
     return absl::InvalidArgumentError("shard " + std::to_string(o_.shard) + ": gradient holds NaN or Inf at index " +
                                       std::to_string(bad) + "; not applied");
+  return absl::OkStatus();
+}
+
+Status ParameterShard::Push(const PushMeta& meta, std::span<const float> g, PushReply* reply) {
+  DB_RETURN_IF_ERROR(CheckGradient(g, "push"));
   std::lock_guard<std::mutex> lock(mu_);
   reply->staleness = version_ >= meta.based_on_version ? version_ - meta.based_on_version : 0;
   if (o_.total_updates > 0)
@@ -120,12 +126,7 @@ Status ParameterShard::Push(const PushMeta& meta, std::span<const float> g, Push
 }
 
 Status ParameterShard::Accumulate(const PortionKey& key, std::span<const float> g, AccumulateReply* reply) {
-  if (static_cast<int64_t>(g.size()) != size())
-    return absl::InvalidArgumentError("accumulate of " + std::to_string(g.size()) + " floats; shard " +
-                                      std::to_string(o_.shard) + " holds " + std::to_string(size()));
-  if (const int64_t bad = FirstNonFinite(g); bad >= 0)
-    return absl::InvalidArgumentError("shard " + std::to_string(o_.shard) + ": gradient holds NaN or Inf at index " +
-                                      std::to_string(bad) + "; not accumulated");
+  DB_RETURN_IF_ERROR(CheckGradient(g, "accumulate"));
   std::lock_guard<std::mutex> lock(mu_);
   if (key.batch != batch_)
     return absl::FailedPreconditionError("portion of batch " + std::to_string(key.batch) + " but shard " +

@@ -67,18 +67,21 @@ class ParameterShard {
   Status SaveCheckpoint();
   // The last checkpoint failure since the last success (OK if none).
   Status background_error();
-  int64_t size() const { return static_cast<int64_t>(values_.size()); }
+  int64_t size() const { return size_; }  // fixed at Create: safe to read without the lock
   uint64_t version();
 
  private:
   ParameterShard(const ShardOptions& o, std::unique_ptr<UpdateRule> rule)
       : o_(o), rule_(std::move(rule)) {}
   Status SaveLocked();
+  // kInvalidArgument unless g holds exactly the range's floats, all finite.
+  Status CheckGradient(std::span<const float> g, const char* what) const;
   std::vector<float>* FindVector(VectorId id);
 
   ShardOptions o_;
   std::unique_ptr<UpdateRule> rule_;
   std::mutex mu_;
+  int64_t size_ = 0;
   std::vector<float> values_;  // vector kParamsVector
   std::vector<float> state_;   // optimizer state, StatePerParam() * size
   uint64_t version_ = 0;

@@ -67,6 +67,17 @@ StatusOr<RunResult> Train(const EngineOptions& e, const MnistOptions& o = Mlp())
 
 double Accuracy(const RunResult& r) { return static_cast<MnistReplica*>(r.model.get())->Evaluate().accuracy; }
 
+// The accuracy a run must reach. Under ThreadSanitizer (5-15x slower, unfairly scheduled)
+// asynchronous replicas have been seen 15 updates stale, so there it only has to beat chance
+// (10%) by far: the sanitizer run checks the threads, the normal run checks the learning.
+double Learned(double normal) {
+#if defined(__SANITIZE_THREAD__)
+  return 0.3;
+#else
+  return normal;
+#endif
+}
+
 class DownpourTest : public ::testing::TestWithParam<TransportKind> {};
 INSTANTIATE_TEST_SUITE_P(Transports, DownpourTest, ::testing::Values(TransportKind::kInproc, TransportKind::kGrpc),
                          [](const auto& info) { return info.param == TransportKind::kGrpc ? "grpc" : "inproc"; });
@@ -75,7 +86,7 @@ TEST_P(DownpourTest, FourReplicasLearn) {
   const EngineOptions e = Downpour("dp", GetParam());
   auto r = Train(e);
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_GT(Accuracy(*r), 0.95);
+  EXPECT_GT(Accuracy(*r), Learned(0.95));
   EXPECT_EQ(r->replicas_failed, 0);
   EXPECT_EQ(r->examples, 4 * 2 * (2000 / 32) * 32);  // each replica: 2 epochs of its quarter
   EXPECT_GT(r->max_staleness, 0u);  // asynchronous replicas do compute from stale parameters
@@ -91,7 +102,7 @@ TEST_P(DownpourTest, FetchInBackgroundLearns) {
   e.distributed.downpour.fetch_in_background = true;
   auto r = Train(e);
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_GT(Accuracy(*r), 0.95);
+  EXPECT_GT(Accuracy(*r), Learned(0.95)) << "staleness mean " << r->mean_staleness << ", max " << r->max_staleness;
   EXPECT_EQ(r->replicas_failed, 0);
   EXPECT_GT(r->max_staleness, 0u);
 }
@@ -100,11 +111,11 @@ TEST(Downpour, NPushSumsStepsAndNFetchSkipsFetches) {
   EngineOptions e = Downpour("npush");
   e.distributed.downpour.n_push = 4;
   e.distributed.downpour.n_fetch = 4;
-  auto r = Train(e, Mlp(1));
+  auto r = Train(e, Mlp(3));
   ASSERT_TRUE(r.ok()) << r.status();
-  // 62 steps a replica: a push every 4th and one at the end, 16 each.
-  for (uint64_t v : r->shard_versions[0]) EXPECT_EQ(v, 4u * 16);
-  EXPECT_GT(Accuracy(*r), 0.9);
+  // 186 steps a replica: a push every 4th and one at the end, 47 each.
+  for (uint64_t v : r->shard_versions[0]) EXPECT_EQ(v, 4u * 47);
+  EXPECT_GT(Accuracy(*r), Learned(0.9));
 }
 
 TEST(Downpour, SynchronousModeBoundsStalenessByTheReplicaCount) {
@@ -150,7 +161,7 @@ TEST(Downpour, BoundedStalenessHoldsTheBoundItNames) {
   ASSERT_TRUE(bounded.ok()) << bounded.status();
   EXPECT_GE(bounded->max_clock_lead, 0);
   EXPECT_LE(bounded->max_clock_lead, 2);
-  EXPECT_GT(Accuracy(*bounded), 0.5);
+  EXPECT_GT(Accuracy(*bounded), Learned(0.5));
 }
 
 // A replica cut off from every shard past its retry window is dropped; the run goes on with the
@@ -168,7 +179,7 @@ TEST(Downpour, AReplicaCutOffIsDroppedAndTheRunGoesOn) {
   auto r = Train(e, Mlp(1));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->replicas_failed, 1);
-  EXPECT_GT(Accuracy(*r), 0.9);
+  EXPECT_GT(Accuracy(*r), Learned(0.9));
 }
 
 // The configuration is parsed once, with its cross-field checks, and every error names the key.

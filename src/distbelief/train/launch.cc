@@ -176,19 +176,24 @@ struct Cluster {
     for (std::string& a : RoleArgs(r)) args.push_back(std::move(a));
     return args;
   }
+  // Starts a serving role (shard, worker) and reads the address it prints.
+  StatusOr<std::pair<pid_t, std::string>> StartServing(RoleOptions r) {
+    int fd = -1;
+    DB_ASSIGN_OR_RETURN(pid_t pid, children.Spawn(Args(r), &fd));
+    StatusOr<std::string> address = ReadAddress(fd, pid, RoleName(r.role));
+    ::close(fd);
+    if (!address.ok()) return address.status();
+    LOG_INFO << "started " << RoleName(r.role) << " " << r.index << " pid " << pid << " at " << *address;
+    return std::pair<pid_t, std::string>{pid, *address};
+  }
   Status StartShard(int s, const std::string& listen) {
     RoleOptions r = common;
     r.role = Role::kShard;
     r.index = s;
     r.listen = listen;
-    int fd = -1;
-    DB_ASSIGN_OR_RETURN(pid_t pid, children.Spawn(Args(r), &fd));
-    StatusOr<std::string> address = ReadAddress(fd, pid, "shard");
-    ::close(fd);
-    if (!address.ok()) return address.status();
-    addresses[s] = *address;
-    shard_of[pid] = s;
-    LOG_INFO << "started shard " << s << " pid " << pid << " at " << *address;
+    DB_ASSIGN_OR_RETURN(auto started, StartServing(r));
+    shard_of[started.first] = s;
+    addresses[s] = started.second;
     return absl::OkStatus();
   }
   Status StartReplica(int index) {
@@ -206,12 +211,8 @@ struct Cluster {
     r.role = Role::kWorker;
     r.index = index;
     r.shards = addresses;
-    int fd = -1;
-    DB_ASSIGN_OR_RETURN(pid_t pid, children.Spawn(Args(r), &fd));
-    StatusOr<std::string> address = ReadAddress(fd, pid, "worker");
-    ::close(fd);
-    if (address.ok()) LOG_INFO << "started worker " << index << " pid " << pid << " at " << *address;
-    return address;
+    DB_ASSIGN_OR_RETURN(auto started, StartServing(r));
+    return started.second;
   }
 };
 
@@ -360,6 +361,7 @@ StatusOr<LaunchResult> Launch(const EngineOptions& e, const Job& job, const Laun
   Cluster c;  // its destructor stops every child still running, whatever the way out
   c.self = options.self;
   DB_ASSIGN_OR_RETURN(c.common, CommonRole(e));
+  g_stop = false;
   ::signal(SIGTERM, OnSignal);
   ::signal(SIGINT, OnSignal);
   c.addresses.resize(e.distributed.cluster.shards);

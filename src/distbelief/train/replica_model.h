@@ -14,7 +14,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/inlined_vector.h"
 #include "distbelief/base/status.h"
 #include "distbelief/io/metrics.h"
 #include "distbelief/nn/layer.h"
@@ -26,7 +25,7 @@ namespace distbelief {
 // network's reconstruction and sparsity terms), in the order of Job::loss_terms.
 struct StepLoss {
   double total = 0.0;
-  absl::InlinedVector<double, 2> terms;
+  std::vector<double> terms;
 };
 
 // One model replica as the drivers see it. A replica is driven by one thread at a time (the

@@ -224,86 +224,84 @@ void TensorSocketServer::AcceptLoop() {
   }
 }
 
-void TensorSocketServer::Serve(int fd, std::string peer) {
-  const auto never = Clock::time_point::max();
-  // A peer has 10 s to finish a handshake or a request it started; idle connections may wait.
-  auto soon = [] { return Clock::now() + std::chrono::seconds(10); };
-  auto reply = [&](absl::StatusCode code, const std::string& message) {
-    ReplyHeader h;
-    h.code = static_cast<uint32_t>(code);
-    h.payload = message.size();
-    iovec v[2] = {{&h, sizeof(h)}, {const_cast<char*>(message.data()), message.size()}};
-    return SendAll(fd, v, 2, soon()) == Io::kOk;
-  };
-  // Handshake: the client proves it holds the secret without sending it.
+namespace {
+
+// A peer has 10 s to finish a handshake or a request it started; idle connections may wait.
+Clock::time_point Soon() { return Clock::now() + std::chrono::seconds(10); }
+
+// Sends a reply that carries only a status (and its message). False: the connection is lost.
+bool SendStatus(int fd, absl::StatusCode code, const std::string& message) {
+  ReplyHeader h;
+  h.code = static_cast<uint32_t>(code);
+  h.payload = message.size();
+  iovec v[2] = {{&h, sizeof(h)}, {const_cast<char*>(message.data()), message.size()}};
+  return SendAll(fd, v, 2, Soon()) == Io::kOk;
+}
+
+}  // namespace
+
+// The client proves it holds the secret without sending it: HMAC of a fresh nonce.
+bool TensorSocketServer::Handshake(int fd, const std::string& peer) {
   unsigned char hello[sizeof(kHello) + kNonce];
   std::memcpy(hello, kHello, sizeof(kHello));
   RAND_bytes(hello + sizeof(kHello), kNonce);
   unsigned char mac[kMac], expected[kMac];
-  if (SendAll(fd, hello, sizeof(hello), soon()) != Io::kOk || RecvAll(fd, mac, kMac, soon()) != Io::kOk) return;
+  if (SendAll(fd, hello, sizeof(hello), Soon()) != Io::kOk || RecvAll(fd, mac, kMac, Soon()) != Io::kOk) return false;
   Mac(secret_, hello + sizeof(kHello), expected);
   if (!secret_.empty() && CRYPTO_memcmp(mac, expected, kMac) != 0) {
     LOG_WARN << "refused a tensor-socket connection from " << peer << ": wrong or missing secret";
-    reply(absl::StatusCode::kUnauthenticated, "missing or wrong shared secret");
-    return;
+    SendStatus(fd, absl::StatusCode::kUnauthenticated, "missing or wrong shared secret");
+    return false;
   }
-  if (!reply(absl::StatusCode::kOk, "")) return;
+  return SendStatus(fd, absl::StatusCode::kOk, "");
+}
 
+// One framed request: its reply, or an error reply and false when the connection must close.
+bool TensorSocketServer::Answer(int fd, const RequestHeader& h, std::vector<float>* floats) {
+  if (h.magic != kMagic)
+    return SendStatus(fd, absl::StatusCode::kInvalidArgument, "not a distbelief tensor-socket request (bad magic)"), false;
+  if (h.op != tensor_socket::kPull && h.op != tensor_socket::kPush)
+    return SendStatus(fd, absl::StatusCode::kInvalidArgument, "unknown tensor-socket operation " + std::to_string(h.op)), false;
+  if (h.payload > static_cast<uint64_t>(max_bytes_))
+    return SendStatus(fd, absl::StatusCode::kResourceExhausted, "request of " + std::to_string(h.payload) +
+                                                                    " bytes exceeds the limit of " + std::to_string(max_bytes_)),
+           false;
+  ReplyHeader r;
+  Status s;
+  if (h.op == tensor_socket::kPull) {
+    if (h.payload != 0) return SendStatus(fd, absl::StatusCode::kInvalidArgument, "a pull carries no payload"), false;
+    floats->resize(shard_->size());
+    const std::span<float> out(*floats);
+    PullReply pulled;
+    s = shard_->Pull(static_cast<int32_t>(h.replica), std::span<const std::span<float>>(&out, 1), &pulled);
+    r.payload = floats->size() * sizeof(float);
+    r.version = pulled.version;
+    r.min_replica_clock = pulled.min_replica_clock;
+  } else {
+    if (h.payload % sizeof(float) != 0)
+      return SendStatus(fd, absl::StatusCode::kInvalidArgument, "a push of " + std::to_string(h.payload) +
+                                                                    " bytes is not a whole number of floats"),
+             false;
+    floats->resize(h.payload / sizeof(float));
+    if (RecvAll(fd, floats->data(), h.payload, Soon()) != Io::kOk) return false;  // cut short: nothing applied
+    PushReply pushed;
+    s = shard_->Push({h.based_on_version, static_cast<int32_t>(h.replica), h.replica_clock}, *floats, &pushed);
+    r.version = pushed.version;
+    r.staleness = pushed.staleness;
+  }
+  // A call the shard refused gets its status; the connection stays open.
+  if (!s.ok()) return SendStatus(fd, s.code(), std::string(s.message()));
+  iovec v[2] = {{&r, sizeof(r)}, {floats->data(), h.op == tensor_socket::kPull ? r.payload : 0}};
+  return SendAll(fd, v, 2, Soon()) == Io::kOk;
+}
+
+void TensorSocketServer::Serve(int fd, std::string peer) {
+  if (!Handshake(fd, peer)) return;
   std::vector<float> floats;  // reused: a push's payload, or a pull's range
   while (!stopping_.load()) {
     RequestHeader h;
-    if (RecvAll(fd, &h, sizeof(h), never) != Io::kOk) return;  // closed between requests
-    if (h.magic != kMagic) {
-      reply(absl::StatusCode::kInvalidArgument, "not a distbelief tensor-socket request (bad magic)");
-      return;
-    }
-    if (h.op != tensor_socket::kPull && h.op != tensor_socket::kPush) {
-      reply(absl::StatusCode::kInvalidArgument, "unknown tensor-socket operation " + std::to_string(h.op));
-      return;
-    }
-    if (h.payload > static_cast<uint64_t>(max_bytes_)) {
-      reply(absl::StatusCode::kResourceExhausted, "request of " + std::to_string(h.payload) +
-                                                      " bytes exceeds the limit of " + std::to_string(max_bytes_));
-      return;
-    }
-    if (h.op == tensor_socket::kPull) {
-      if (h.payload != 0) {
-        reply(absl::StatusCode::kInvalidArgument, "a pull carries no payload");
-        return;
-      }
-      floats.resize(shard_->size());
-      const std::span<float> out(floats);
-      PullReply pulled;
-      Status s = shard_->Pull(static_cast<int32_t>(h.replica), std::span<const std::span<float>>(&out, 1), &pulled);
-      if (!s.ok()) {
-        if (!reply(s.code(), std::string(s.message()))) return;
-        continue;
-      }
-      ReplyHeader r;
-      r.payload = floats.size() * sizeof(float);
-      r.version = pulled.version;
-      r.min_replica_clock = pulled.min_replica_clock;
-      iovec v[2] = {{&r, sizeof(r)}, {floats.data(), floats.size() * sizeof(float)}};
-      if (SendAll(fd, v, 2, soon()) != Io::kOk) return;
-      continue;
-    }
-    if (h.payload % sizeof(float) != 0) {
-      reply(absl::StatusCode::kInvalidArgument, "a push of " + std::to_string(h.payload) +
-                                                    " bytes is not a whole number of floats");
-      return;
-    }
-    floats.resize(h.payload / sizeof(float));
-    if (RecvAll(fd, floats.data(), h.payload, soon()) != Io::kOk) return;  // nothing applied
-    PushReply pr;
-    Status s = shard_->Push({h.based_on_version, static_cast<int32_t>(h.replica), h.replica_clock}, floats, &pr);
-    if (!s.ok()) {
-      if (!reply(s.code(), std::string(s.message()))) return;
-      continue;
-    }
-    ReplyHeader r;
-    r.version = pr.version;
-    r.staleness = pr.staleness;
-    if (SendAll(fd, &r, sizeof(r), soon()) != Io::kOk) return;
+    if (RecvAll(fd, &h, sizeof(h), Clock::time_point::max()) != Io::kOk) return;  // closed between requests
+    if (!Answer(fd, h, &floats)) return;
   }
 }
 

@@ -75,6 +75,8 @@ class TensorSocketServer {
   TensorSocketServer() = default;
   void AcceptLoop();
   void Serve(int fd, std::string peer);
+  bool Handshake(int fd, const std::string& peer);
+  bool Answer(int fd, const tensor_socket::RequestHeader& h, std::vector<float>* floats);
   ParameterShard* shard_ = nullptr;
   std::string secret_;
   int64_t max_bytes_ = 0;

@@ -13,16 +13,7 @@
 namespace distbelief {
 namespace {
 
-std::shared_ptr<const TokenCorpus> Corpus() {
-  CorpusOptions o;
-  o.dir = testing::SyntheticCorpus("lm_test", 20, 2000);
-  o.cache_dir = (std::filesystem::temp_directory_path() / "distbelief_lm_test_cache").string();
-  o.vocab = 300;
-  o.holdout_every = 5;
-  auto c = LoadTokenCorpus(o);
-  EXPECT_TRUE(c.ok()) << c.status();
-  return std::make_shared<const TokenCorpus>(std::move(*c));
-}
+std::shared_ptr<const TokenCorpus> Corpus() { return testing::SyntheticTokens("lm_test"); }
 
 LmRunSpec Small() {
   LmRunSpec s;

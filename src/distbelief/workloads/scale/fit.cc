@@ -60,6 +60,16 @@ double Solve(const std::vector<Residual>& rs, double delta, double* p) {
   return summary.final_cost;
 }
 
+// Solves from every start; the best optimum and its cost.
+template <typename Residual, int kParams>
+std::pair<std::vector<double>, double> BestStart(const std::vector<Residual>& rs, double delta,
+                                                 std::vector<std::vector<double>> starts) {
+  std::pair<std::vector<double>, double> best{std::vector<double>(kParams, 0.0), INFINITY};
+  for (std::vector<double>& p : starts)
+    if (const double cost = Solve<Residual, kParams>(rs, delta, p.data()); cost < best.second) best = {p, cost};
+  return best;
+}
+
 Status CheckPoint(double x, const char* what) {
   if (!(std::isfinite(x) && x > 0))
     return absl::InvalidArgumentError(std::string("a point has ") + what + " = " + std::to_string(x) +
@@ -79,12 +89,7 @@ JointLaw FitJointOnce(std::span<const ScalePoint> pts, double delta, const std::
         for (double alpha : {0.1, 0.3, 0.6, 1.0})
           for (double b : {0.0, 5.0, 10.0, 20.0})
             for (double beta : {0.1, 0.3, 0.6, 1.0}) starts.push_back({e, a, alpha, b, beta});
-  double best_cost = INFINITY;
-  std::vector<double> best(5, 0.0);
-  for (auto p : starts) {
-    const double cost = Solve<JointResidual, 5>(rs, delta, p.data());
-    if (cost < best_cost) best_cost = cost, best = p;
-  }
+  const auto [best, best_cost] = BestStart<JointResidual, 5>(rs, delta, starts);
   JointLaw law;
   law.e = std::exp(best[0]);
   law.a = std::exp(best[1]);
@@ -105,12 +110,7 @@ PowerLaw FitPowerOnce(std::span<const double> x, std::span<const double> loss, d
     for (double e : {-1.0, 0.0, 0.5, 1.0, 1.5})
       for (double a : {0.0, 2.0, 5.0, 10.0, 20.0})
         for (double alpha : {0.05, 0.1, 0.3, 0.6, 1.0}) starts.push_back({e, a, alpha});
-  double best_cost = INFINITY;
-  std::vector<double> best(3, 0.0);
-  for (auto p : starts) {
-    const double cost = Solve<PowerResidual, 3>(rs, delta, p.data());
-    if (cost < best_cost) best_cost = cost, best = p;
-  }
+  const auto [best, best_cost] = BestStart<PowerResidual, 3>(rs, delta, starts);
   PowerLaw law;
   law.e = std::exp(best[0]);
   law.a = std::exp(best[1]);

@@ -214,14 +214,7 @@ TEST(SweepOnMnist, AutoencoderIsASweepableWorkload) {
 }
 
 TEST(LanguageModel, LstmWorkloadTrains) {
-  CorpusOptions o;
-  o.dir = SmallCorpus();
-  o.cache_dir = TempDir("cache_lstm");
-  o.vocab = 300;
-  o.holdout_every = 5;
-  auto loaded = LoadTokenCorpus(o);
-  ASSERT_TRUE(loaded.ok());
-  auto c = std::make_shared<const TokenCorpus>(std::move(*loaded));
+  auto c = testing::SyntheticTokens("scale_lstm");
   LmRunSpec s;
   s.workload = LmKind::kLstm;
   s.width = 32;

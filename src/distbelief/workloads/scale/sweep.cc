@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
 
 #include <nlohmann/json.hpp>
 
@@ -80,163 +82,190 @@ std::string FitJson(const SweepReport& r) {
   return j.dump(2);
 }
 
-StatusOr<SweepReport> RunSweep(const ScaleOptions& o) {
-  if (o.threads > 0) SetNumThreads(static_cast<int>(o.threads));
-  std::error_code ec;
-  std::filesystem::create_directories(o.out_dir, ec);
-  if (ec) return absl::UnavailableError("cannot create " + o.out_dir + ": " + ec.message());
+namespace {
 
-  // The data: a tokenized corpus for language models, MNIST for the autoencoder.
-  const bool images = o.workload == ScaleWorkload::kAutoencoder;
-  auto corpus_ptr = std::make_shared<TokenCorpus>();
-  TokenCorpus& corpus = *corpus_ptr;
-  std::shared_ptr<const MnistData> mnist;
-  if (images) {
-    DB_ASSIGN_OR_RETURN(mnist, MnistData::Load(o.corpus_dir, 0));
-    corpus.tokenizer_model = "mnist";
-  } else {
-    CorpusOptions co;
-    co.dir = o.corpus_dir;
-    co.cache_dir = o.cache_dir;
-    co.vocab = o.vocab;
-    co.holdout_every = o.holdout_every;
-    co.seed = o.seed;
-    DB_ASSIGN_OR_RETURN(corpus, LoadTokenCorpus(co));
-    LOG_INFO << "corpus " << o.corpus_dir << ": " << corpus.train.size() << " training tokens from "
-             << corpus.train_documents << " documents, " << corpus.heldout.size() << " held-out tokens from "
-             << corpus.heldout_documents << " documents, vocabulary " << corpus.vocab
-             << (corpus.from_cache ? " (cached)" : "");
+// One sweep: its data, its grid (largest run last), the database, and what it reports.
+class Sweep {
+ public:
+  explicit Sweep(const ScaleOptions& o) : o_(o), corpus_(std::make_shared<TokenCorpus>()) {}
+  Status LoadData();
+  void MakeGrid();
+  Status Run();
+  Status Fit();
+  Status WriteFiles();
+  SweepReport& report() { return report_; }
+
+ private:
+  bool images() const { return o_.workload == ScaleWorkload::kAutoencoder; }
+  std::string Key(size_t i) const { return RunKey(o_.workload, grid_[i], corpus_->tokenizer_model); }
+  Status Predict(size_t i);
+  StatusOr<RunRow> Train(size_t i, const std::function<void(int64_t, int64_t, double)>& progress);
+
+  const ScaleOptions& o_;
+  std::shared_ptr<TokenCorpus> corpus_;
+  std::shared_ptr<const MnistData> mnist_;
+  std::vector<LmRunSpec> grid_;
+  std::vector<int64_t> n_of_;  // N of each grid point
+  std::unique_ptr<RunDatabase> db_;
+  std::vector<ScalePoint> pts_;
+  SweepReport report_;
+};
+
+// The data: a tokenized corpus for language models, MNIST for the autoencoder.
+Status Sweep::LoadData() {
+  if (images()) {
+    DB_ASSIGN_OR_RETURN(mnist_, MnistData::Load(o_.corpus_dir, 0));
+    corpus_->tokenizer_model = "mnist";
+    return absl::OkStatus();
   }
+  CorpusOptions co;
+  co.dir = o_.corpus_dir;
+  co.cache_dir = o_.cache_dir;
+  co.vocab = o_.vocab;
+  co.holdout_every = o_.holdout_every;
+  co.seed = o_.seed;
+  DB_ASSIGN_OR_RETURN(*corpus_, LoadTokenCorpus(co));
+  LOG_INFO << "corpus " << o_.corpus_dir << ": " << corpus_->train.size() << " training tokens from "
+           << corpus_->train_documents << " documents, " << corpus_->heldout.size() << " held-out tokens from "
+           << corpus_->heldout_documents << " documents, vocabulary " << corpus_->vocab
+           << (corpus_->from_cache ? " (cached)" : "");
+  return absl::OkStatus();
+}
 
-  // The grid, with the largest run (most parameters, then most tokens) last.
-  std::vector<LmRunSpec> grid;
-  for (size_t i = 0; i < o.widths.size(); ++i)
-    for (int64_t d : o.tokens) {
+// The grid, with the largest run (most parameters, then most tokens) last.
+void Sweep::MakeGrid() {
+  for (size_t i = 0; i < o_.widths.size(); ++i)
+    for (int64_t d : o_.tokens) {
       LmRunSpec s;
-      s.workload = o.workload == ScaleWorkload::kLstm ? LmKind::kLstm : LmKind::kGpt;
-      s.width = o.widths[i];
-      s.layers = o.layers[i];
-      s.head_size = o.head_size;
-      s.context = o.context;
-      s.batch = o.batch;
+      s.workload = o_.workload == ScaleWorkload::kLstm ? LmKind::kLstm : LmKind::kGpt;
+      s.width = o_.widths[i];
+      s.layers = o_.layers[i];
+      s.head_size = o_.head_size;
+      s.context = o_.context;
+      s.batch = o_.batch;
       s.tokens = d;
-      s.eval_tokens = o.eval_tokens;
-      s.learning_rate = o.learning_rate;
-      s.warmup_steps = o.warmup_steps;
-      s.seed = o.seed;
-      grid.push_back(s);
+      s.eval_tokens = o_.eval_tokens;
+      s.learning_rate = o_.learning_rate;
+      s.warmup_steps = o_.warmup_steps;
+      s.seed = o_.seed;
+      grid_.push_back(s);
+      n_of_.push_back(images() ? CountAutoencoderParams(s) : CountParams(s, corpus_->vocab));
     }
-  std::vector<int64_t> n_of(grid.size());
-  for (size_t i = 0; i < grid.size(); ++i)
-    n_of[i] = images ? CountAutoencoderParams(grid[i]) : CountParams(grid[i], corpus.vocab);
   size_t largest = 0;
-  for (size_t i = 1; i < grid.size(); ++i)
-    if (std::make_pair(n_of[i], grid[i].tokens) > std::make_pair(n_of[largest], grid[largest].tokens)) largest = i;
-  std::rotate(grid.begin() + largest, grid.begin() + largest + 1, grid.end());
-  std::rotate(n_of.begin() + largest, n_of.begin() + largest + 1, n_of.end());
-  const std::string largest_key = RunKey(o.workload, grid.back(), corpus.tokenizer_model);
+  for (size_t i = 1; i < grid_.size(); ++i)
+    if (std::make_pair(n_of_[i], grid_[i].tokens) > std::make_pair(n_of_[largest], grid_[largest].tokens)) largest = i;
+  std::rotate(grid_.begin() + largest, grid_.begin() + largest + 1, grid_.end());
+  std::rotate(n_of_.begin() + largest, n_of_.begin() + largest + 1, n_of_.end());
+}
 
-  DB_ASSIGN_OR_RETURN(auto db, RunDatabase::Open(o.out_dir + "/scale.db"));
-  SweepReport report;
-  // Work still to do, in FLOPs, for the progress line's ETA.
-  double todo = 0.0;
-  std::vector<bool> cached(grid.size());
-  for (size_t i = 0; i < grid.size(); ++i) {
-    DB_ASSIGN_OR_RETURN(auto row, db->Find(RunKey(o.workload, grid[i], corpus.tokenizer_model)));
-    cached[i] = row.has_value();
-    if (!cached[i]) todo += 6.0 * n_of[i] * grid[i].tokens + 1.0;
+// Before the largest run: fit the others and record what they predict for it.
+Status Sweep::Predict(size_t i) {
+  const std::string key = Key(i);
+  DB_ASSIGN_OR_RETURN(auto earlier, db_->Prediction(key));
+  if (earlier) {
+    report_.predicted = *earlier;
+    return absl::OkStatus();
+  }
+  DB_ASSIGN_OR_RETURN(auto rows, db_->All());
+  const std::vector<ScalePoint> pts = Points(rows, key);
+  auto fit = FitJointLaw(pts, FitOptions{});
+  if (!fit.ok())
+    return absl::InvalidArgumentError("cannot predict the largest run: " + std::string(fit.status().message()) +
+                                      "; add sizes or token amounts to [scale]");
+  const LmRunSpec& s = grid_[i];
+  const int64_t unit = images() ? s.batch : s.batch * s.context;  // D is trained in whole batches
+  report_.predicted = fit->law.Predict(static_cast<double>(n_of_[i]),
+                                       static_cast<double>(std::max<int64_t>(1, s.tokens / unit) * unit));
+  DB_RETURN_IF_ERROR(db_->SetPrediction(key, *report_.predicted, static_cast<int64_t>(pts.size())));
+  LOG_INFO << "prediction for the largest run (N=" << n_of_[i] << ", D=" << s.tokens << ") from " << pts.size()
+           << " runs: loss " << *report_.predicted;
+  return absl::OkStatus();
+}
+
+// Trains grid point i once and records it.
+StatusOr<RunRow> Sweep::Train(size_t i, const std::function<void(int64_t, int64_t, double)>& progress) {
+  const LmRunSpec& s = grid_[i];
+  auto result = images() ? RunAutoencoder(s, mnist_, progress) : RunLanguageModel(s, corpus_, progress);
+  if (!result.ok()) return result.status();
+  RunRow r;
+  r.key = Key(i);
+  r.workload = Name(o_.workload);
+  r.width = s.width;
+  r.layers = s.layers;
+  r.params = result->params;
+  r.total_params = result->total_params;
+  r.tokens = result->tokens;
+  r.flops_6nd = result->flops_6nd;
+  r.flops_counted = result->flops_counted;
+  r.seconds = result->seconds;
+  r.loss = result->loss;
+  r.train_loss = result->final_train_loss;
+  r.status = result->diverged ? "diverged" : "done";
+  DB_RETURN_IF_ERROR(db_->Insert(r));
+  ++report_.runs_executed;
+  if (result->diverged) LOG_WARN << "run diverged (NaN loss), recorded and left out of the fits: " << r.key;
+  return r;
+}
+
+// Every grid point not yet in the database, the largest last (after its prediction).
+Status Sweep::Run() {
+  DB_ASSIGN_OR_RETURN(db_, RunDatabase::Open(o_.out_dir + "/scale.db"));
+  double todo = 0.0;  // work still to do, in FLOPs, for the progress line's ETA
+  for (size_t i = 0; i < grid_.size(); ++i) {
+    DB_ASSIGN_OR_RETURN(auto row, db_->Find(Key(i)));
+    if (!row) todo += 6.0 * n_of_[i] * grid_[i].tokens + 1.0;
   }
   Progress progress(static_cast<int64_t>(todo / 1e6) + 1, "MFLOP(6ND)");
   double done_flops = 0.0;
-
-  for (size_t i = 0; i < grid.size(); ++i) {
-    const LmRunSpec& s = grid[i];
-    const std::string key = RunKey(o.workload, s, corpus.tokenizer_model);
-    const bool is_largest = (i + 1 == grid.size());
-    if (is_largest && o.check_prediction) {
-      DB_ASSIGN_OR_RETURN(auto earlier, db->Prediction(key));
-      if (earlier) {
-        report.predicted = *earlier;
-      } else {
-        DB_ASSIGN_OR_RETURN(auto rows, db->All());
-        std::vector<ScalePoint> pts = Points(rows, key);
-        auto fit = FitJointLaw(pts, FitOptions{});
-        if (!fit.ok())
-          return absl::InvalidArgumentError("cannot predict the largest run: " + std::string(fit.status().message()) +
-                                            "; add sizes or token amounts to [scale]");
-        const int64_t unit = images ? s.batch : s.batch * s.context;  // D is trained in whole batches
-        report.predicted = fit->law.Predict(static_cast<double>(n_of[i]),
-                                            static_cast<double>(std::max<int64_t>(1, s.tokens / unit) * unit));
-        DB_RETURN_IF_ERROR(db->SetPrediction(key, *report.predicted, static_cast<int64_t>(pts.size())));
-        LOG_INFO << "prediction for the largest run (N=" << n_of[i] << ", D=" << s.tokens << ") from "
-                 << pts.size() << " runs: loss " << *report.predicted;
-      }
-    }
-    DB_ASSIGN_OR_RETURN(auto row, db->Find(key));
+  for (size_t i = 0; i < grid_.size(); ++i) {
+    if (i + 1 == grid_.size() && o_.check_prediction) DB_RETURN_IF_ERROR(Predict(i));
+    DB_ASSIGN_OR_RETURN(auto row, db_->Find(Key(i)));
     if (!row) {
-      const double run_flops = 6.0 * n_of[i] * s.tokens;
-      auto report_progress = [&](int64_t step, int64_t steps, double loss) {
+      const LmRunSpec& s = grid_[i];
+      const double run_flops = 6.0 * n_of_[i] * s.tokens;
+      DB_ASSIGN_OR_RETURN(row, Train(i, [&](int64_t step, int64_t steps, double loss) {
         char buf[160];
-        std::snprintf(buf, sizeof(buf), "run %zu/%zu %s w%lld L%lld D=%lld loss %.3f", i + 1, grid.size(),
-                      Name(o.workload), (long long)s.width, (long long)s.layers, (long long)s.tokens, loss);
+        std::snprintf(buf, sizeof(buf), "run %zu/%zu %s w%lld L%lld D=%lld loss %.3f", i + 1, grid_.size(),
+                      Name(o_.workload), (long long)s.width, (long long)s.layers, (long long)s.tokens, loss);
         progress.Update(static_cast<int64_t>((done_flops + run_flops * step / steps) / 1e6), buf);
-      };
-      auto result = images ? RunAutoencoder(s, mnist, report_progress)
-                           : RunLanguageModel(s, corpus_ptr, report_progress);
-      if (!result.ok()) return result.status();
+      }));
       done_flops += run_flops;
-      RunRow r;
-      r.key = key;
-      r.workload = Name(o.workload);
-      r.width = s.width;
-      r.layers = s.layers;
-      r.params = result->params;
-      r.total_params = result->total_params;
-      r.tokens = result->tokens;
-      r.flops_6nd = result->flops_6nd;
-      r.flops_counted = result->flops_counted;
-      r.seconds = result->seconds;
-      r.loss = result->loss;
-      r.train_loss = result->final_train_loss;
-      r.status = result->diverged ? "diverged" : "done";
-      DB_RETURN_IF_ERROR(db->Insert(r));
-      ++report.runs_executed;
-      if (result->diverged) LOG_WARN << "run diverged (NaN loss), recorded and left out of the fits: " << key;
-      row = r;
     }
-    report.runs.push_back(*row);
+    report_.runs.push_back(*row);
   }
   progress.Finish();
-  if (report.predicted && report.runs.back().status == "done") report.measured = report.runs.back().loss;
+  if (report_.predicted && report_.runs.back().status == "done") report_.measured = report_.runs.back().loss;
+  return absl::OkStatus();
+}
 
-  // Fits over this sweep's finished runs.
-  std::vector<ScalePoint> pts = Points(report.runs);
+// Fits over this sweep's finished runs: L(N, D), and L(N), L(D) at the largest D and N.
+Status Sweep::Fit() {
+  pts_ = Points(report_.runs);
   FitOptions fo;
-  fo.bootstrap = o.bootstrap;
-  fo.seed = o.seed;
-  auto joint = FitJointLaw(pts, fo);
+  fo.bootstrap = o_.bootstrap;
+  fo.seed = o_.seed;
+  auto joint = FitJointLaw(pts_, fo);
   if (!joint.ok())
     return absl::InvalidArgumentError("the sweep cannot be fitted: " + std::string(joint.status().message()) +
                                       " (diverged runs are not counted); add sizes or token amounts to [scale]");
-  report.joint = *joint;
-  const int64_t max_d = report.runs.back().tokens, max_n = report.runs.back().params;
+  report_.joint = *joint;
+  const int64_t max_d = report_.runs.back().tokens, max_n = report_.runs.back().params;
   std::vector<double> xn, ln, xd, ld;
-  for (const auto& p : pts) {
+  for (const auto& p : pts_) {
     if (p.d == max_d) xn.push_back(p.n), ln.push_back(p.loss);
     if (p.n == max_n) xd.push_back(p.d), ld.push_back(p.loss);
   }
-  if (auto f = FitPowerLaw(xn, ln, fo); f.ok()) report.by_n = *f;
+  if (auto f = FitPowerLaw(xn, ln, fo); f.ok()) report_.by_n = *f;
   else LOG_WARN << "L(N) at D=" << max_d << " not fitted: " << f.status().message();
-  if (auto f = FitPowerLaw(xd, ld, fo); f.ok()) report.by_d = *f;
+  if (auto f = FitPowerLaw(xd, ld, fo); f.ok()) report_.by_d = *f;
   else LOG_WARN << "L(D) at N=" << max_n << " not fitted: " << f.status().message();
+  return absl::OkStatus();
+}
 
-  // Files.
-  const std::string json_path = o.out_dir + "/fit.json", csv_path = o.out_dir + "/fit.csv",
-                    runs_path = o.out_dir + "/runs.csv";
-  {
-    std::ofstream out(json_path);
-    out << FitJson(report) << "\n";
-  }
+Status Sweep::WriteFiles() {
+  const std::string json_path = o_.out_dir + "/fit.json", csv_path = o_.out_dir + "/fit.csv",
+                    runs_path = o_.out_dir + "/runs.csv";
+  std::ofstream(json_path) << FitJson(report_) << "\n";
   {
     std::ofstream out(csv_path);
     out << "law,parameter,value,ci95_lo,ci95_hi\n";
@@ -246,22 +275,38 @@ StatusOr<SweepReport> RunSweep(const ScaleOptions& o) {
         out << law << ',' << names[i] << ',' << v[i] << ',' << (i < iv.size() ? std::to_string(iv[i].lo) : "") << ','
             << (i < iv.size() ? std::to_string(iv[i].hi) : "") << '\n';
     };
-    const JointLaw& l = report.joint.law;
-    rows("L(N,D)", {"E", "A", "alpha", "B", "beta"}, {l.e, l.a, l.alpha, l.b, l.beta}, report.joint.intervals);
-    if (report.by_n) rows("L(N)", {"E", "A", "alpha"}, {report.by_n->law.e, report.by_n->law.a, report.by_n->law.alpha}, report.by_n->intervals);
-    if (report.by_d) rows("L(D)", {"E", "B", "beta"}, {report.by_d->law.e, report.by_d->law.a, report.by_d->law.alpha}, report.by_d->intervals);
+    const JointLaw& l = report_.joint.law;
+    rows("L(N,D)", {"E", "A", "alpha", "B", "beta"}, {l.e, l.a, l.alpha, l.b, l.beta}, report_.joint.intervals);
+    if (const auto& f = report_.by_n) rows("L(N)", {"E", "A", "alpha"}, {f->law.e, f->law.a, f->law.alpha}, f->intervals);
+    if (const auto& f = report_.by_d) rows("L(D)", {"E", "B", "beta"}, {f->law.e, f->law.a, f->law.alpha}, f->intervals);
   }
   {
     std::ofstream out(runs_path);
     out << "workload,width,layers,params,tokens,flops_6nd,flops_counted,seconds,loss,status\n";
-    for (const auto& r : report.runs)
+    for (const auto& r : report_.runs)
       out << r.workload << ',' << r.width << ',' << r.layers << ',' << r.params << ',' << r.tokens << ','
           << r.flops_6nd << ',' << r.flops_counted << ',' << r.seconds << ',' << r.loss << ',' << r.status << '\n';
   }
-  report.files = {o.out_dir + "/scale.db", json_path, csv_path, runs_path};
-  DB_ASSIGN_OR_RETURN(auto plots, WriteScalePlots(pts, report.joint.law, o.out_dir));
-  for (auto& p : plots) report.files.push_back(p);
-  return report;
+  report_.files = {o_.out_dir + "/scale.db", json_path, csv_path, runs_path};
+  DB_ASSIGN_OR_RETURN(auto plots, WriteScalePlots(pts_, report_.joint.law, o_.out_dir));
+  for (auto& p : plots) report_.files.push_back(p);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+StatusOr<SweepReport> RunSweep(const ScaleOptions& o) {
+  if (o.threads > 0) SetNumThreads(static_cast<int>(o.threads));
+  std::error_code ec;
+  std::filesystem::create_directories(o.out_dir, ec);
+  if (ec) return absl::UnavailableError("cannot create " + o.out_dir + ": " + ec.message());
+  Sweep sweep(o);
+  DB_RETURN_IF_ERROR(sweep.LoadData());
+  sweep.MakeGrid();
+  DB_RETURN_IF_ERROR(sweep.Run());
+  DB_RETURN_IF_ERROR(sweep.Fit());
+  DB_RETURN_IF_ERROR(sweep.WriteFiles());
+  return std::move(sweep.report());
 }
 
 }  // namespace distbelief
