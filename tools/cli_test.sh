@@ -26,6 +26,17 @@ cfg=configs/mnist_mlp.toml
 run=(--set 'model.hidden=[32]' --set train.max_steps=30 --set "train.run_dir=\"$tmp/run\"")
 check "short run" 0 "test accuracy" -- "$bin" train --config $cfg "${run[@]}"
 check "eval checkpoint" 0 "test accuracy" -- "$bin" eval --config $cfg --set 'model.hidden=[32]' --checkpoint "$tmp/run/checkpoint.safetensors"
+# A second run into the same run_dir would overwrite the first one's checkpoint: refused, and the
+# checkpoint left as it was, unless the user says --overwrite or --resume.
+cp "$tmp/run/checkpoint.safetensors" "$tmp/first.safetensors"
+check "run_dir already used" 2 "already holds a run" -- "$bin" train --config $cfg "${run[@]}"
+if cmp -s "$tmp/run/checkpoint.safetensors" "$tmp/first.safetensors"; then pass=$((pass + 1)); else
+  fail=$((fail + 1)); echo "FAIL: the refused run changed the first run's checkpoint"; fi
+check "launch into a used run_dir" 2 "already holds a run" -- "$bin" launch --config configs/mnist_downpour.toml \
+  --set "train.run_dir=\"$tmp/run\""
+check "--overwrite replaces it" 0 "test accuracy" -- "$bin" train --config $cfg "${run[@]}" --overwrite
+check "--resume continues it" 0 "test accuracy" -- "$bin" train --config $cfg "${run[@]}" \
+  --resume "$tmp/run/checkpoint.safetensors"
 check "help" 0 "train" -- "$bin" --help
 check "missing config" 2 "not found" -- "$bin" train --config "$tmp/none.toml"
 printf '[train]\nepohcs = 3\n' >"$tmp/bad.toml"
@@ -43,6 +54,8 @@ check "conflicting options" 2 "distributed.warmstart_steps" -- "$bin" train --co
 check "cat refuses sandblaster" 2 "sandblaster" -- "$bin" train --config configs/cat.toml \
   --set 'distributed.mode="sandblaster"' --set cat.steps_per_stage=2 --set "train.run_dir=\"$tmp/catsb\""
 check "cat cannot be launched" 2 "stage by stage" -- "$bin" launch --config configs/cat.toml
+check "open shard without a secret" 2 "without a secret" -- env -u DISTBELIEF_SECRET "$bin" shard \
+  --config configs/mnist_downpour.toml --index 0 --listen 0.0.0.0:0
 check "missing data" 2 "cannot open" -- "$bin" train --config $cfg --set 'train.data_dir="/nonexistent"'
 cp "$tmp/run/checkpoint.safetensors" "$tmp/keep.safetensors"
 head -c 100 "$tmp/keep.safetensors" >"$tmp/trunc.safetensors"

@@ -1,10 +1,10 @@
 // The distbelief command line: flags -> a config file read once into typed options -> the
 // workload the config selects (workloads/registry.h) -> the engine. Nothing else.
-//   distbelief train  --config FILE [--set section.key=value]... [--resume CHECKPOINT]
+//   distbelief train  --config FILE [--set section.key=value]... [--resume CHECKPOINT | --overwrite]
 //   distbelief eval   --config FILE --checkpoint FILE
 //   distbelief eval face-neuron --config FILE --checkpoint FILE [--faces DIR --nonfaces DIR --csv F]
 //   distbelief scale  --config FILE          (a scaling-law sweep: `train` of a [scale] config)
-//   distbelief launch --config FILE          (the job as shard and replica processes over gRPC)
+//   distbelief launch --config FILE [--overwrite] (the job as shard and replica processes over gRPC)
 //   distbelief shard | replica | worker ...  (the process roles launch starts: train/launch.h)
 // Errors print "distbelief: error: ..." and exit with status 2.
 #include <unistd.h>
@@ -16,6 +16,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "distbelief/train/checkpointing.h"
 #include "distbelief/train/downpour.h"
 #include "distbelief/train/launch.h"
 #include "distbelief/train/sandblaster.h"
@@ -70,6 +71,8 @@ void AddRoleFlags(CLI::App* app, RoleOptions* r, std::string* shards) {
   if (r->role != Role::kShard) app->add_option("--shards", *shards, "The shards' addresses, comma-separated")->required();
   app->add_option("--threads", r->threads, "Threads of this process (0: the config's)");
   app->add_option("--secret-file", r->secret_file, "File holding the shared secret");
+  if (r->role != Role::kReplica)
+    app->add_flag("--insecure", r->insecure, "Serve a non-loopback address without a secret (anyone may connect)");
   if (r->role == Role::kShard) {
     app->add_option("--checkpoint-dir", r->shard_checkpoint_dir, "Where the shard checkpoints");
     app->add_option("--checkpoint-every", r->shard_checkpoint_every, "Updates between shard checkpoints");
@@ -105,9 +108,10 @@ Status RunRole(RoleOptions r, const ConfigFlags& flags, const std::string& shard
   return absl::InternalError("unknown role");
 }
 
-Status RunLaunch(const ConfigFlags& flags, const std::string& self) {
+Status RunLaunch(const ConfigFlags& flags, const std::string& self, bool overwrite) {
   DB_ASSIGN_OR_RETURN(Loaded l, Load(flags.path, flags.overrides));
   DB_ASSIGN_OR_RETURN(const Job job, l.workload->MakeJob(l.engine));
+  DB_RETURN_IF_ERROR(CheckRunDirFree(l.engine.train.run_dir, false, overwrite));
   DB_ASSIGN_OR_RETURN(LaunchResult r, Launch(l.engine, job, {self}));
   std::printf("cluster: %d shards, %d replicas; %d replicas died, %d shard restarts; %.1f s\n",
               l.engine.distributed.cluster.shards,
@@ -136,6 +140,8 @@ int main(int argc, char** argv) {
   CLI::App* train = app.add_subcommand("train", "Train the workload a config selects");
   train_flags.Add(train);
   train->add_option("--resume", resume, "Continue from this checkpoint (single-process runs)");
+  bool overwrite = false;
+  train->add_flag("--overwrite", overwrite, "Replace the run already in train.run_dir");
 
   CLI::App* eval = app.add_subcommand("eval", "Evaluate a checkpoint");
   eval_flags.Add(eval, false);
@@ -152,6 +158,7 @@ int main(int argc, char** argv) {
   scale_flags.Add(scale);
   CLI::App* launch = app.add_subcommand("launch", "Run the job as shard and replica processes over gRPC");
   launch_flags.Add(launch);
+  launch->add_flag("--overwrite", overwrite, "Replace the run already in train.run_dir");
 
   RoleOptions shard_role, replica_role, worker_role;
   shard_role.role = Role::kShard;
@@ -177,6 +184,7 @@ int main(int argc, char** argv) {
     if (!l.ok()) return Fail(l.status());
     if (scale->parsed() && l->name != "scale") return Fail(absl::InvalidArgumentError(f.path + " has no [scale] section"));
     l->engine.train.resume = resume;
+    if (Status free = CheckRunDirFree(l->engine.train.run_dir, !resume.empty(), overwrite); !free.ok()) return Fail(free);
     s = l->workload->Train(l->engine);
   } else if (face->parsed()) {
     StatusOr<Loaded> l = Load(face_flags.path, face_flags.overrides);
@@ -193,7 +201,7 @@ int main(int argc, char** argv) {
     if (!l.ok()) return Fail(l.status());
     s = l->workload->Evaluate(l->engine, {checkpoint, {}});
   } else if (launch->parsed()) {
-    s = RunLaunch(launch_flags, SelfPath(argv[0]));
+    s = RunLaunch(launch_flags, SelfPath(argv[0]), overwrite);
   } else if (shard->parsed()) {
     s = RunRole(shard_role, shard_flags, "");
   } else if (replica->parsed()) {

@@ -7,25 +7,47 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "distbelief/base/logging.h"
 
 namespace distbelief {
 namespace fs = std::filesystem;
 
-StatusOr<GreyImage> DecodeGrey(const std::string& path) {
-  if (!fs::exists(path)) return absl::NotFoundError("image " + path + " not found");
+StatusOr<GreyImage> DecodeGreyFromMemory(std::string_view bytes, const std::string& origin) {
+  const auto* p = reinterpret_cast<const stbi_uc*>(bytes.data());
+  if (bytes.size() > size_t{1} << 30) return absl::DataLossError("image " + origin + " is larger than 1 GiB");
+  const int n = static_cast<int>(bytes.size());
   int w = 0, h = 0, channels = 0;
-  unsigned char* data = stbi_load(path.c_str(), &w, &h, &channels, 1);
-  if (!data) return absl::DataLossError("cannot decode " + path + ": " + stbi_failure_reason());
+  // The header is read first, so a file that claims a huge image is refused before any allocation.
+  if (!stbi_info_from_memory(p, n, &w, &h, &channels))
+    return absl::DataLossError("cannot decode " + origin + ": " + stbi_failure_reason());
+  if (int64_t{w} * h > kMaxImagePixels)
+    return absl::DataLossError("image " + origin + " is " + std::to_string(w) + "x" + std::to_string(h) +
+                               " (more than " + std::to_string(kMaxImagePixels) + " pixels)");
+  unsigned char* data = stbi_load_from_memory(p, n, &w, &h, &channels, 1);
+  if (!data) return absl::DataLossError("cannot decode " + origin + ": " + stbi_failure_reason());
   GreyImage img;
   img.w = w;
   img.h = h;
-  img.path = path;
+  img.path = origin;
   img.pixels.resize(static_cast<size_t>(w) * h);
   for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = data[i] / 255.0f;
   stbi_image_free(data);
   return img;
+}
+
+StatusOr<GreyImage> DecodeGrey(const std::string& path) {
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (!fs::exists(st)) return absl::NotFoundError("image " + path + " not found");
+  if (!fs::is_regular_file(st)) return absl::DataLossError("image " + path + " is not a regular file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::DataLossError("cannot open image " + path);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  if (in.bad()) return absl::DataLossError("cannot read image " + path);
+  return DecodeGreyFromMemory(bytes, path);
 }
 
 GreyImage Resize(const GreyImage& src, int64_t w, int64_t h) {
@@ -42,15 +64,32 @@ GreyImage Resize(const GreyImage& src, int64_t w, int64_t h) {
 StatusOr<ImageFolder> LoadImageFolder(const std::string& dir, const ImageFolderOptions& o) {
   if (!fs::is_directory(dir)) return absl::NotFoundError("image folder " + dir + " not found");
   std::vector<std::string> paths;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (!e.is_regular_file()) continue;
-    std::string ext = e.path().extension().string();
+  ImageFolder folder;
+  // Entries that cannot be examined (a symlink loop, a folder without permission) are skipped and
+  // counted as unreadable; the iterator never throws.
+  std::error_code ec;
+  fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end;
+  if (ec) return absl::InvalidArgumentError("cannot list image folder " + dir + ": " + ec.message());
+  for (; it != end; it.increment(ec)) {
+    if (ec) {
+      LOG_WARN << "skipping an entry of " << dir << ": " << ec.message();
+      ++folder.unreadable;
+      ec.clear();
+      continue;
+    }
+    std::error_code type_ec;
+    const bool regular = it->is_regular_file(type_ec);
+    if (type_ec) {  // a symlink loop, a dangling link, an entry we may not examine
+      LOG_WARN << "skipping " << it->path().string() << ": " << type_ec.message();
+      ++folder.unreadable;
+      continue;
+    }
+    std::string ext = it->path().extension().string();
     std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
-    if (ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".pgm" || ext == ".ppm" || ext == ".bmp")
-      paths.push_back(e.path().string());
+    if (ext != ".jpg" && ext != ".jpeg" && ext != ".png" && ext != ".pgm" && ext != ".ppm" && ext != ".bmp") continue;
+    if (regular) paths.push_back(it->path().string());
   }
   std::sort(paths.begin(), paths.end());
-  ImageFolder folder;
   for (const auto& p : paths) {
     auto img = DecodeGrey(p);
     if (!img.ok()) {

@@ -9,6 +9,7 @@
 #include <deque>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -29,6 +30,11 @@ struct GreyImage {
 // it cannot be decoded (truncated, not an image).
 StatusOr<GreyImage> DecodeGrey(const std::string& path);
 
+// Decodes the bytes of an image file; `origin` names it in errors and becomes its path. kDataLoss
+// for bytes that do not decode or that claim more than kMaxImagePixels (checked before decoding).
+inline constexpr int64_t kMaxImagePixels = int64_t{1} << 26;  // 8192 x 8192
+StatusOr<GreyImage> DecodeGreyFromMemory(std::string_view bytes, const std::string& origin);
+
 // Resizes src to (h, w) by area-weighted filtering (stb_image_resize).
 GreyImage Resize(const GreyImage& src, int64_t w, int64_t h);
 
@@ -43,8 +49,9 @@ struct ImageFolder {
   int64_t too_small = 0;
 };
 
-// Reads every .jpg .jpeg .png .pgm .ppm .bmp file under `dir` (recursively). Unreadable files are
-// skipped with a warning and counted. kNotFound if `dir` does not exist; kInvalidArgument if it
+// Reads every .jpg .jpeg .png .pgm .ppm .bmp file under `dir` (recursively). Unreadable files and
+// entries that cannot be examined (symlink loops, dangling links, folders without permission) are
+// skipped with a warning and counted as unreadable. kNotFound if `dir` does not exist; kInvalidArgument if it
 // holds no usable image.
 StatusOr<ImageFolder> LoadImageFolder(const std::string& dir, const ImageFolderOptions& o = {});
 

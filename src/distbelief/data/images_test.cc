@@ -49,6 +49,35 @@ TEST(Images, PngRoundTripsAndBrokenFilesAreSkippedAndCounted) {
   EXPECT_EQ(folder->too_small, 1);
 }
 
+// Before, a symlink loop in a folder aborted the program (an uncaught filesystem_error).
+TEST(Images, SymlinkLoopsAndDanglingLinksAreSkippedAndCounted) {
+  const std::string dir = Dir("links");
+  ASSERT_TRUE(WritePng(dir + "/a.png", Gradient(40, 30)).ok());
+  std::filesystem::create_symlink("self.png", dir + "/self.png");  // loops on itself
+  std::filesystem::create_symlink("loop_b", dir + "/loop_a");       // a loop of two, no image name
+  std::filesystem::create_symlink("loop_a", dir + "/loop_b");
+  std::filesystem::create_symlink("missing.png", dir + "/dangling.png");
+  std::filesystem::create_directory_symlink(".", dir + "/again");  // a folder loop, not followed
+  auto folder = LoadImageFolder(dir);
+  ASSERT_TRUE(folder.ok()) << folder.status();
+  EXPECT_EQ(folder->images.size(), 1u);
+  EXPECT_EQ(folder->unreadable, 4);
+  EXPECT_EQ(DecodeGrey(dir + "/self.png").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(DecodeGrey(dir).status().code(), absl::StatusCode::kDataLoss);
+}
+
+// A header that claims a huge image is refused before anything is allocated for it.
+TEST(Images, HugeImagesAreRefusedFromTheirHeader) {
+  auto r = DecodeGreyFromMemory("P5\n100000 100000\n255\n\x01\x02", "huge.pgm");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(r.status().message().find("100000x100000"), std::string::npos) << r.status();
+  auto small = DecodeGreyFromMemory(std::string("P5\n2 1\n255\n\x00\xff", 13), "small.pgm");
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_EQ(small->w, 2);
+  EXPECT_FLOAT_EQ(small->pixels[1], 1.0f);
+}
+
 TEST(Images, MissingOrEmptyFolderIsAClearError) {
   EXPECT_EQ(LoadImageFolder("/nonexistent/photos").status().code(), absl::StatusCode::kNotFound);
   const std::string empty = Dir("empty");

@@ -4,7 +4,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -29,7 +31,7 @@ Status WriteAll(int fd, const void* data, size_t n, const std::string& path) {
   return absl::OkStatus();
 }
 
-uint32_t Crc32(const std::string& bytes) {
+uint32_t Crc32(std::string_view bytes) {
   uLong crc = crc32(0L, Z_NULL, 0);
   size_t done = 0;
   while (done < bytes.size()) {  // zlib takes uInt lengths
@@ -87,21 +89,32 @@ Status WriteCheckpoint(const std::string& path, const Checkpoint& ckpt) {
   return absl::OkStatus();
 }
 
-StatusOr<Checkpoint> ReadCheckpoint(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError("checkpoint " + path + " not found");
-  const std::string bytes((std::istreambuf_iterator<char>(in)), {});
-  auto bad = [&](const std::string& why) { return absl::DataLossError("checkpoint " + path + ": " + why); };
+namespace {
+
+// One tensor's entry in the header, checked but not yet copied.
+struct Entry {
+  std::string name;
+  Shape shape;
+  uint64_t begin = 0, end = 0;
+};
+
+constexpr uint64_t kMaxHeaderBytes = 100u << 20;  // as the safetensors reference reader
+
+}  // namespace
+
+StatusOr<Checkpoint> ParseCheckpoint(std::string_view bytes, const std::string& origin) {
+  auto bad = [&](const std::string& why) { return absl::DataLossError("checkpoint " + origin + ": " + why); };
   if (bytes.size() < 8) return bad("truncated (shorter than its 8-byte header length)");
   uint64_t hlen = 0;
   for (int i = 0; i < 8; ++i) hlen |= uint64_t{static_cast<unsigned char>(bytes[i])} << (8 * i);
   if (hlen > bytes.size() - 8) return bad("truncated (header length " + std::to_string(hlen) + " past the end)");
+  if (hlen > kMaxHeaderBytes) return bad("header of " + std::to_string(hlen) + " bytes (at most 100 MiB)");
   const nlohmann::json header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + hlen,
                                                       nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded() || !header.is_object()) return bad("header is not a JSON object");
-  const std::string data = bytes.substr(8 + hlen);
+  const std::string_view data = bytes.substr(8 + hlen);
   Checkpoint out;
-  std::string crc;
+  std::vector<Entry> entries;
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
       if (!entry.is_object()) return bad("__metadata__ is not an object");
@@ -118,24 +131,61 @@ StatusOr<Checkpoint> ReadCheckpoint(const std::string& path) {
     const auto& off = entry["data_offsets"];
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
       return bad("tensor '" + name + "' has malformed data_offsets");
-    const uint64_t begin = off[0], end = off[1];
-    if (begin > end || end > data.size()) return bad("tensor '" + name + "' lies outside the file (truncated?)");
-    Shape shape;
+    Entry e{name, {}, off[0].get<uint64_t>(), off[1].get<uint64_t>()};
+    if (e.begin > e.end || e.end > data.size()) return bad("tensor '" + name + "' lies outside the file (truncated?)");
     if (!entry["shape"].is_array()) return bad("tensor '" + name + "' has malformed shape");
+    uint64_t count = 1;
     for (const auto& d : entry["shape"]) {
       if (!d.is_number_unsigned()) return bad("tensor '" + name + "' has malformed shape");
-      shape.push_back(d.get<int64_t>());
+      const uint64_t n = d.get<uint64_t>();
+      // The product is checked against the bytes it claims before anything is allocated.
+      if (n > data.size() || (n > 0 && count > data.size() / n))
+        return bad("tensor '" + name + "' has a shape larger than the file");
+      count *= n;
+      e.shape.push_back(static_cast<int64_t>(n));
     }
-    Tensor t(shape);
-    if (static_cast<uint64_t>(t.size()) * sizeof(float) != end - begin)
-      return bad("tensor '" + name + "' size does not match its shape");
-    std::memcpy(t.data(), data.data() + begin, end - begin);
-    out.tensors.emplace(name, std::move(t));
+    if (count * sizeof(float) != e.end - e.begin) return bad("tensor '" + name + "' size does not match its shape");
+    entries.push_back(std::move(e));
   }
-  auto it = out.metadata.find("distbelief.crc32");
-  if (it != out.metadata.end() && it->second != std::to_string(Crc32(data)))
-    return bad("checksum mismatch (the file is corrupt)");
+  // The format's rule: the tensors index the whole data buffer, without holes or overlaps.
+  std::vector<const Entry*> order;
+  for (const Entry& e : entries) order.push_back(&e);
+  std::sort(order.begin(), order.end(), [](const Entry* a, const Entry* b) {
+    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
+  });
+  uint64_t covered = 0;
+  for (const Entry* e : order) {
+    if (e->begin < covered) return bad("tensor '" + e->name + "' overlaps another tensor's bytes");
+    if (e->begin > covered) return bad("bytes " + std::to_string(covered) + ".." + std::to_string(e->begin) +
+                                       " belong to no tensor");
+    covered = e->end;
+  }
+  if (covered != data.size()) return bad(std::to_string(data.size() - covered) + " bytes after the last tensor");
+  auto crc = out.metadata.find("distbelief.crc32");
+  if (crc == out.metadata.end())
+    return bad("no distbelief.crc32 checksum in its metadata (not written by distbelief, or edited)");
+  if (crc->second != std::to_string(Crc32(data))) return bad("checksum mismatch (the file is corrupt)");
+  for (const Entry& e : entries) {
+    Tensor t(e.shape);
+    std::memcpy(t.data(), data.data() + e.begin, e.end - e.begin);
+    for (int64_t i = 0; i < t.size(); ++i)
+      if (!std::isfinite(t[i])) return bad("tensor '" + e.name + "' holds NaN or Inf");
+    out.tensors.emplace(e.name, std::move(t));
+  }
   return out;
+}
+
+StatusOr<Checkpoint> ReadCheckpoint(const std::string& path) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (!std::filesystem::exists(status)) return absl::NotFoundError("checkpoint " + path + " not found");
+  if (!std::filesystem::is_regular_file(status))
+    return absl::InvalidArgumentError("checkpoint " + path + " is not a regular file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::PermissionDeniedError("checkpoint " + path + " cannot be opened");
+  const std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  if (in.bad()) return absl::DataLossError("checkpoint " + path + ": read error");
+  return ParseCheckpoint(bytes, path);
 }
 
 }  // namespace distbelief

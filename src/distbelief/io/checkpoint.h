@@ -7,6 +7,7 @@
 
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "distbelief/base/status.h"
@@ -23,9 +24,15 @@ struct Checkpoint {
 // `path`, fsync of the folder. On failure `path` is untouched and the temporary removed.
 Status WriteCheckpoint(const std::string& path, const Checkpoint& ckpt);
 
-// Reads a checkpoint. kNotFound if missing; kDataLoss naming the problem for a truncated file,
-// a bad header, offsets outside the file, an unsupported dtype or a checksum mismatch. Nothing
-// is returned unless the whole file checks out.
+// Reads a checkpoint file: kNotFound if missing, kInvalidArgument if not a regular file, else
+// as ParseCheckpoint.
 StatusOr<Checkpoint> ReadCheckpoint(const std::string& path);
+
+// Parses the bytes of a checkpoint; `origin` names it in errors. kDataLoss naming the problem for
+// a truncated file, a bad header, offsets outside the data, tensors that overlap or leave bytes
+// unindexed, a shape that does not match its bytes, an unsupported dtype, a missing or wrong
+// checksum (the CRC is mandatory), or a NaN or Inf value. Nothing is returned unless the whole
+// file checks out; nothing is allocated for a tensor before its size is checked against the file.
+StatusOr<Checkpoint> ParseCheckpoint(std::string_view bytes, const std::string& origin);
 
 }  // namespace distbelief

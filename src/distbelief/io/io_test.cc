@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -95,6 +96,66 @@ TEST(Checkpoint, TruncatedOrCorruptFilesAreDataLossAndNeverLoaded) {
     EXPECT_NE(r.status().message().find(c.expect), std::string::npos) << c.name << ": " << r.status();
   }
   EXPECT_EQ(ReadCheckpoint(dir + "/missing").status().code(), absl::StatusCode::kNotFound);
+}
+
+// The bytes of a checkpoint with one edit to its JSON header (the length prefix rewritten).
+std::string EditHeader(const std::string& bytes, const std::string& from, const std::string& to) {
+  uint64_t hlen = 0;
+  for (int i = 0; i < 8; ++i) hlen |= uint64_t{static_cast<unsigned char>(bytes[i])} << (8 * i);
+  std::string header = bytes.substr(8, hlen);
+  const size_t at = header.find(from);
+  EXPECT_NE(at, std::string::npos) << from << " not in " << header;
+  if (at == std::string::npos) return bytes;
+  header.replace(at, from.size(), to);
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(header.size() >> (8 * i));
+  return out + header + bytes.substr(8 + hlen);
+}
+
+// Each of these was accepted before (a deleted checksum turned the check off; overlapping
+// offsets loaded garbage; NaN weights loaded) or could exhaust memory (a shape larger than the
+// file was allocated before its size was checked).
+TEST(Checkpoint, HeadersThatLieAreRefused) {
+  const std::string dir = TempDir("lies");
+  ASSERT_TRUE(WriteCheckpoint(dir + "/good.safetensors", Sample()).ok());
+  const std::string bytes = ReadAll(dir + "/good.safetensors");
+  Checkpoint nan = Sample();
+  nan.tensors.at("layer.w")[3] = std::nanf("");
+  ASSERT_TRUE(WriteCheckpoint(dir + "/nan.safetensors", nan).ok());
+  Checkpoint inf = Sample();
+  inf.tensors.at("layer.b")[0] = -INFINITY;
+  ASSERT_TRUE(WriteCheckpoint(dir + "/inf.safetensors", inf).ok());
+  struct Case {
+    std::string name, bytes, expect;
+  };
+  // Sample's data: layer.b (20 bytes) at [0,20], then layer.w (24 bytes) at [20,44].
+  const std::vector<Case> cases = {
+      {"no checksum", EditHeader(bytes, "\"distbelief.crc32\"", "\"distbelief.note\""), "no distbelief.crc32"},
+      {"overlap", EditHeader(bytes, "[20,44]", "[16,40]"), "overlaps"},
+      {"offsets past the data", EditHeader(bytes, "[20,44]", "[24,48]"), "outside the file"},
+      {"huge shape", EditHeader(bytes, "[2,3]", "[4611686018427387904,4]"), "larger than the file"},
+      {"overflowing shape", EditHeader(bytes, "[2,3]", "[4294967296,4294967296]"), "larger than the file"},
+      {"shape and bytes disagree", EditHeader(bytes, "[2,3]", "[3,3]"), "does not match"},
+      {"nan", ReadAll(dir + "/nan.safetensors"), "NaN or Inf"},
+      {"inf", ReadAll(dir + "/inf.safetensors"), "NaN or Inf"},
+  };
+  for (const Case& c : cases) {
+    auto r = ParseCheckpoint(c.bytes, c.name);
+    ASSERT_FALSE(r.ok()) << c.name;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << c.name;
+    EXPECT_NE(r.status().message().find(c.expect), std::string::npos) << c.name << ": " << r.status();
+  }
+  // Tensors that leave bytes between them: layer.b shrunk to [0,16] leaves 16..20 unindexed.
+  Checkpoint gap = Sample();
+  ASSERT_TRUE(WriteCheckpoint(dir + "/gap.safetensors", gap).ok());
+  auto r = ParseCheckpoint(EditHeader(EditHeader(ReadAll(dir + "/gap.safetensors"), "[0,20]", "[0,16]"), "[5]", "[4]"),
+                           "gap");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("belong to no tensor"), std::string::npos) << r.status();
+  // A folder is not a checkpoint.
+  EXPECT_EQ(ReadCheckpoint(dir).status().code(), absl::StatusCode::kInvalidArgument);
+  // The unedited file still loads, so the cases above fail for their edit alone.
+  EXPECT_TRUE(ParseCheckpoint(bytes, "good").ok());
 }
 
 TEST(Checkpoint, FailedWriteLeavesTheOldFileAlone) {

@@ -1,5 +1,7 @@
 #include "distbelief/train/checkpointing.h"
 
+#include <filesystem>
+
 #include <algorithm>
 #include <cmath>
 
@@ -68,6 +70,18 @@ StatusOr<ModelCheckpointInfo> LoadModelCheckpoint(const std::string& path, const
     if (st != c.tensors.end()) std::copy(st->second.data(), st->second.data() + st->second.size(), (*state)[i].data());
   }
   return info;
+}
+
+std::string RunCheckpointPath(const std::string& run_dir) { return run_dir + "/checkpoint.safetensors"; }
+
+Status CheckRunDirFree(const std::string& run_dir, bool resuming, bool overwrite) {
+  if (resuming || overwrite) return absl::OkStatus();
+  const std::string path = RunCheckpointPath(run_dir);
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec) && !ec) return absl::OkStatus();
+  return absl::FailedPreconditionError("train.run_dir " + run_dir + " already holds a run (" + path +
+                                       "): pass --resume CHECKPOINT to continue it, --overwrite to replace it, "
+                                       "or set another train.run_dir");
 }
 
 }  // namespace distbelief

@@ -31,4 +31,12 @@ Status SaveModelCheckpoint(const std::string& path, const std::vector<Param*>& p
 StatusOr<ModelCheckpointInfo> LoadModelCheckpoint(const std::string& path, const std::vector<Param*>& params,
                                                   std::vector<Tensor>* state = nullptr);
 
+// Where a run's final checkpoint goes: run_dir/checkpoint.safetensors.
+std::string RunCheckpointPath(const std::string& run_dir);
+
+// A run may write into `run_dir` only if no earlier run's checkpoint is there, unless it resumes
+// (continues that run) or is told to overwrite: kFailedPrecondition naming the folder and both
+// flags otherwise, before anything is written.
+Status CheckRunDirFree(const std::string& run_dir, bool resuming, bool overwrite);
+
 }  // namespace distbelief

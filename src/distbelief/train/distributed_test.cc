@@ -434,5 +434,33 @@ TEST(Launch, RoleArgumentsCarryTypedOptions) {
   EXPECT_EQ(e.train.threads, 1);
 }
 
+// Before, a shard started without a secret accepted any client, silently, on any address.
+TEST(Launch, AShardBeyondLoopbackNeedsASecretOrInsecure) {
+  EXPECT_TRUE(IsLoopbackAddress("127.0.0.1:5000"));
+  EXPECT_TRUE(IsLoopbackAddress("localhost:0"));
+  EXPECT_TRUE(IsLoopbackAddress("[::1]:7"));
+  EXPECT_FALSE(IsLoopbackAddress("0.0.0.0:5000"));
+  EXPECT_FALSE(IsLoopbackAddress("node7:5000"));
+  for (Role role : {Role::kShard, Role::kWorker}) {
+    RoleOptions r;
+    r.role = role;
+    r.shards = {"127.0.0.1:1"};
+    r.listen = "0.0.0.0:0";
+    EngineOptions e;
+    const Status refused = ApplyRole(r, &e);
+    EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << RoleName(role);
+    EXPECT_NE(refused.message().find("--insecure"), std::string::npos) << refused;
+    r.insecure = true;
+    EXPECT_TRUE(ApplyRole(r, &e).ok()) << RoleName(role);
+    EXPECT_EQ(RoleArgs(r).back(), "--insecure");
+    r.insecure = false;
+    e.distributed.cluster.transport.secret = "s3cret";
+    EXPECT_TRUE(ApplyRole(r, &e).ok()) << RoleName(role);
+    r.listen = "127.0.0.1:0";
+    EngineOptions loopback;
+    EXPECT_TRUE(ApplyRole(r, &loopback).ok()) << RoleName(role);
+  }
+}
+
 }  // namespace
 }  // namespace distbelief

@@ -474,7 +474,7 @@ StatusOr<RunResult> RunDownpour(const EngineOptions& e, const Job& job, TrainObs
     std::vector<Param*> all;
     for (int g = 0; g < model->num_groups(); ++g)
       for (Param* p : model->params(g)) all.push_back(p);
-    DB_RETURN_IF_ERROR(SaveModelCheckpoint(e.train.run_dir + "/checkpoint.safetensors", all, nullptr,
+    DB_RETURN_IF_ERROR(SaveModelCheckpoint(RunCheckpointPath(e.train.run_dir), all, nullptr,
                                            {r.steps, e.train.config_text, ""}));
   }
   watch.metrics().Write(Metrics{{"examples", double(r.examples)}, {"seconds", r.seconds},

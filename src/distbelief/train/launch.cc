@@ -300,6 +300,7 @@ std::vector<std::string> RoleArgs(const RoleOptions& r) {
   }
   if (r.threads > 0) a.insert(a.end(), {"--threads", std::to_string(r.threads)});
   if (!r.secret_file.empty()) a.insert(a.end(), {"--secret-file", r.secret_file});
+  if (r.insecure && r.role != Role::kReplica) a.push_back("--insecure");
   if (r.role == Role::kShard && !r.shard_checkpoint_dir.empty())
     a.insert(a.end(), {"--checkpoint-dir", r.shard_checkpoint_dir});
   if (r.role == Role::kShard && r.shard_checkpoint_every >= 0)
@@ -321,7 +322,21 @@ Status ApplyRole(const RoleOptions& r, EngineOptions* e) {
   }
   if (!r.shard_checkpoint_dir.empty()) c.checkpoint_dir = r.shard_checkpoint_dir;
   if (r.shard_checkpoint_every >= 0) c.checkpoint_every = r.shard_checkpoint_every;
+  if (r.role != Role::kReplica && c.transport.secret.empty() && !IsLoopbackAddress(r.listen)) {
+    if (!r.insecure)
+      return absl::FailedPreconditionError(std::string(RoleName(r.role)) + " would listen on " + r.listen +
+                                           " without a secret, so anyone who reaches it could push: give "
+                                           "--secret-file (or transport.secret_file), or --insecure to allow it");
+    LOG_WARN << "INSECURE: " << RoleName(r.role) << " listens on " << r.listen
+             << " without a secret; any client that reaches it is accepted";
+  }
   return absl::OkStatus();
+}
+
+bool IsLoopbackAddress(const std::string& host_port) {
+  std::string host = host_port.substr(0, host_port.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
 Status RunShardRole(const EngineOptions& e, const Job& job, int index, const std::string& listen) {

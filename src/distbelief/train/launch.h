@@ -38,6 +38,7 @@ struct RoleOptions {
   std::string secret_file;              // "" = the config's (or DISTBELIEF_SECRET)
   std::string shard_checkpoint_dir;     // shard: "" = the config's
   int64_t shard_checkpoint_every = -1;  // shard: -1 = the config's
+  bool insecure = false;                // shard, worker: may serve a non-loopback address without a secret
 };
 
 const char* RoleName(Role r);  // "shard", "replica", "worker": the subcommand
@@ -45,8 +46,12 @@ const char* RoleName(Role r);  // "shard", "replica", "worker": the subcommand
 // same flags (tools/distbelief_main.cc) into a RoleOptions.
 std::vector<std::string> RoleArgs(const RoleOptions& r);
 // Applies a role's options to the engine options read from its config: gRPC, the shards'
-// addresses, threads, the secret, shard checkpoints. kNotFound for an unreadable secret file.
+// addresses, threads, the secret, shard checkpoints. kNotFound for an unreadable secret file;
+// kFailedPrecondition for a shard or worker that would listen beyond loopback without a secret
+// (unless r.insecure, which logs a warning).
 Status ApplyRole(const RoleOptions& r, EngineOptions* e);
+// True for 127.x.x.x, localhost and [::1] addresses ("HOST:PORT").
+bool IsLoopbackAddress(const std::string& host_port);
 
 // `distbelief shard`: serves shard `index` of the job's (single) parameter group at `listen`
 // until SIGTERM or SIGINT, then checkpoints (if configured). Prints "shard INDEX listening on

@@ -69,7 +69,7 @@ StatusOr<LocalRun> StartRun(const TrainOptions& t, const OptimizerOptions& optim
 }
 
 Status SaveCheckpoint(const TrainOptions& t, const LocalRun& run) {
-  return SaveModelCheckpoint(t.run_dir + "/checkpoint.safetensors", run.params, &run.state,
+  return SaveModelCheckpoint(RunCheckpointPath(t.run_dir), run.params, &run.state,
                              {run.step, t.config_text, run.rule->Name()});
 }
 

@@ -294,7 +294,7 @@ StatusOr<RunResult> RunSandblaster(const EngineOptions& e, const Job& job) {
   r.last_loss.total = lr.value;
   DB_RETURN_IF_ERROR(coordinator->Pull(ValuePieces(model->params(0))).status());
   if (job.write_checkpoint)
-    DB_RETURN_IF_ERROR(SaveModelCheckpoint(e.train.run_dir + "/checkpoint.safetensors", model->params(0), nullptr,
+    DB_RETURN_IF_ERROR(SaveModelCheckpoint(RunCheckpointPath(e.train.run_dir), model->params(0), nullptr,
                                            {r.steps, e.train.config_text, ""}));
   r.model = std::move(model);
   return r;

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "distbelief/base/parallel.h"
+#include "distbelief/train/checkpointing.h"
 #include "distbelief/workloads/cat/cat.h"
 #include "distbelief/workloads/cat/report.h"
 
@@ -43,8 +44,8 @@ class CatWorkload : public Workload {
     std::printf("  best single pixel        %.1f%%\n", 100 * f.best_pixel.accuracy);
     for (const auto& b : f.best_per_stage)
       std::printf("  best stage-%d neuron      %.1f%% (unit %ld)\n", b.stage + 1, 100 * b.accuracy, long(b.unit));
-    DB_RETURN_IF_ERROR(SaveCatNet(net.get(), e.train.run_dir + "/checkpoint.safetensors", e.train.config_text));
-    std::printf("checkpoint: %s/checkpoint.safetensors\n", e.train.run_dir.c_str());
+    DB_RETURN_IF_ERROR(SaveCatNet(net.get(), RunCheckpointPath(e.train.run_dir), e.train.config_text));
+    std::printf("checkpoint: %s\n", RunCheckpointPath(e.train.run_dir).c_str());
     DB_ASSIGN_OR_RETURN(const std::string report, WriteCatReport(net.get(), o_, r, e.train.run_dir));
     std::printf("report: %s\n", report.c_str());
     std::printf("best neuron accuracy: %.1f%%\n", 100 * f.best.accuracy);

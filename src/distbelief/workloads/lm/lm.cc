@@ -212,7 +212,7 @@ class LmWorkload : public Workload {
     if (e.distributed.mode == Mode::kDownpour)
       std::printf("downpour: %d replicas, mean staleness %.2f updates\n", e.distributed.downpour.replicas, r->mean_staleness);
     std::printf("held-out loss: %.4f nats/token\n", HeldOutLoss(r->model.get()));
-    std::printf("checkpoint: %s/checkpoint.safetensors\n", e.train.run_dir.c_str());
+    std::printf("checkpoint: %s\n", RunCheckpointPath(e.train.run_dir).c_str());
     return absl::OkStatus();
   }
   Status Evaluate(const EngineOptions& e, const EvalRequest& request) override {

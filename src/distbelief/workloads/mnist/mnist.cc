@@ -220,7 +220,7 @@ class MnistWorkload : public Workload {
     }
     for (const std::string& err : r->shard_errors) std::printf("shard error: %s\n", err.c_str());
     PrintEval(o_.model.kind, static_cast<MnistReplica*>(r->model.get())->Evaluate());
-    std::printf("checkpoint: %s/checkpoint.safetensors\n", e.train.run_dir.c_str());
+    std::printf("checkpoint: %s\n", RunCheckpointPath(e.train.run_dir).c_str());
     std::printf("metrics: %s/metrics.jsonl\n", e.train.run_dir.c_str());
     return absl::OkStatus();
   }
