@@ -189,6 +189,31 @@ TEST(Mnist, ReadsTheRealFilesAndRejectsBrokenOnes) {
   EXPECT_EQ(ReadMnist(dir, "train").status().code(), absl::StatusCode::kNotFound);
 }
 
+// Headers whose counts multiply past 64 bits (signed overflow before) or past the file are
+// refused without allocating; a tiny consistent pair parses.
+TEST(Mnist, HeadersAreCheckedAgainstTheBytesWithoutOverflow) {
+  auto header = [](uint32_t magic, std::vector<uint32_t> dims) {
+    std::string h;
+    dims.insert(dims.begin(), magic);
+    for (uint32_t v : dims)
+      for (int b = 3; b >= 0; --b) h.push_back(static_cast<char>(v >> (8 * b)));
+    return h;
+  };
+  const std::string labels = header(0x801, {2}) + std::string("\x03\x07", 2);
+  for (const auto& dims : std::vector<std::vector<uint32_t>>{
+           {0x80000000u, 0x80000000u, 2}, {0xffffffffu, 0xffffffffu, 0xffffffffu}, {2, 1u << 31, 1u << 31}, {2, 0, 5}}) {
+    auto r = ParseMnist(header(0x803, dims) + std::string(4, '\x10'), labels, "img", "lab");
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(r.status().message().find("truncated or oversized"), std::string::npos) << r.status();
+  }
+  auto good = ParseMnist(header(0x803, {2, 1, 2}) + std::string("\x00\xff\x10\x20", 4), labels, "img", "lab");
+  ASSERT_TRUE(good.ok()) << good.status();
+  EXPECT_EQ(good->images.shape(), (Shape{2, 2}));
+  EXPECT_FLOAT_EQ(good->images[1], 1.0f);
+  EXPECT_EQ(good->labels[1], 7.0f);
+}
+
 TEST(Progress, FormatsDurations) {
   EXPECT_EQ(Progress::FormatDuration(12.2), "12s");
   EXPECT_EQ(Progress::FormatDuration(185), "3m05s");

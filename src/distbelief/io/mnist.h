@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "distbelief/base/status.h"
 #include "distbelief/tensor/tensor.h"
@@ -19,5 +20,9 @@ struct LabelledImages {
 // "train" or "t10k". kNotFound for a missing file; kDataLoss for a bad magic number, a truncated
 // file or mismatched counts.
 StatusOr<LabelledImages> ReadMnist(const std::string& dir, const std::string& prefix);
+// The same from the two files' bytes; the paths name them in errors. Sizes are checked against
+// the bytes (without overflow) before anything is allocated.
+StatusOr<LabelledImages> ParseMnist(std::string_view images, std::string_view labels, const std::string& images_path,
+                                   const std::string& labels_path);
 
 }  // namespace distbelief

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -59,30 +60,8 @@ Status WriteTokens(const fs::path& p, const TokenCorpus& c) {
 
 // False when the cache is missing or damaged (then it is rebuilt).
 bool ReadTokens(const fs::path& p, TokenCorpus* c) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) return false;
-  char magic[8];
-  int64_t head[7];
-  in.read(magic, 8);
-  in.read(reinterpret_cast<char*>(head), sizeof(head));
-  if (!in || std::string(magic, 8) != std::string(kMagic, 8) || head[1] < 0 || head[2] < 0 ||
-      head[1] > (int64_t{1} << 34) || head[2] > (int64_t{1} << 34))
-    return false;
-  c->vocab = head[0];
-  c->train.resize(head[1]);
-  c->heldout.resize(head[2]);
-  c->train_documents = head[3];
-  c->heldout_documents = head[4];
-  c->train_bytes = head[5];
-  c->heldout_bytes = head[6];
-  in.read(reinterpret_cast<char*>(c->train.data()), c->train.size() * 2);
-  in.read(reinterpret_cast<char*>(c->heldout.data()), c->heldout.size() * 2);
-  uint64_t stored = 0, sum = 0;
-  in.read(reinterpret_cast<char*>(&stored), 8);
-  if (!in) return false;
-  for (uint16_t t : c->train) sum = sum * 31 + t;
-  for (uint16_t t : c->heldout) sum = sum * 31 + t;
-  return sum == stored;
+  StatusOr<std::string> bytes = ReadFile(p);
+  return bytes.ok() && ParseTokenCache(*bytes, c);
 }
 
 // Pieces in the model: the lines of its .vocab file, written next to it by the trainer.
@@ -144,6 +123,33 @@ Status RunHelper(const std::vector<std::string>& args, const std::string& out_fi
 }
 
 }  // namespace
+
+bool ParseTokenCache(std::string_view bytes, TokenCorpus* c) {
+  int64_t head[7];
+  constexpr size_t kHead = 8 + sizeof(head);
+  if (bytes.size() < kHead + 8 || bytes.substr(0, 8) != std::string_view(kMagic, 8)) return false;
+  std::memcpy(head, bytes.data() + 8, sizeof(head));
+  // Both counts are checked against the bytes there are before anything is allocated.
+  const uint64_t tokens = (bytes.size() - kHead - 8) / 2;
+  if (head[1] < 0 || head[2] < 0 || static_cast<uint64_t>(head[1]) > tokens ||
+      static_cast<uint64_t>(head[2]) != tokens - static_cast<uint64_t>(head[1]) || (bytes.size() - kHead - 8) % 2 != 0)
+    return false;
+  c->vocab = head[0];
+  c->train.resize(head[1]);
+  c->heldout.resize(head[2]);
+  c->train_documents = head[3];
+  c->heldout_documents = head[4];
+  c->train_bytes = head[5];
+  c->heldout_bytes = head[6];
+  const char* at = bytes.data() + kHead;
+  std::memcpy(c->train.data(), at, c->train.size() * 2);
+  std::memcpy(c->heldout.data(), at + c->train.size() * 2, c->heldout.size() * 2);
+  uint64_t stored = 0, sum = 0;
+  std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
+  for (uint16_t t : c->train) sum = sum * 31 + t;
+  for (uint16_t t : c->heldout) sum = sum * 31 + t;
+  return sum == stored;
+}
 
 StatusOr<TokenCorpus> LoadTokenCorpus(const CorpusOptions& o) {
   if (!fs::is_directory(o.dir)) return absl::NotFoundError("corpus folder " + o.dir + " does not exist");

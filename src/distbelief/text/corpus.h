@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "distbelief/base/status.h"
@@ -37,6 +38,11 @@ struct TokenCorpus {
 // kNotFound for a missing folder; kInvalidArgument for a folder without text, too few documents to
 // hold one out, a vocabulary above 65536 or paths with spaces (sentencepiece takes flags as text).
 StatusOr<TokenCorpus> LoadTokenCorpus(const CorpusOptions& o);
+
+// Parses the bytes of a token cache (magic, counts, the train and held-out ids, a checksum) into
+// *c. False for anything damaged or inconsistent, which makes the caller rebuild the cache; the
+// counts are checked against the bytes before anything is allocated.
+bool ParseTokenCache(std::string_view bytes, TokenCorpus* c);
 
 // Encodes and decodes with a cached model (for inspection and tests).
 StatusOr<std::vector<int>> EncodeText(const std::string& model_file, const std::string& text);

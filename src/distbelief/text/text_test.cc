@@ -50,6 +50,29 @@ TEST(Corpus, HoldsOutWholeDocumentsAndRoundTrips) {
   EXPECT_EQ(again->heldout, c->heldout);
 }
 
+// A damaged token cache is rebuilt, never trusted: counts larger than the file (which the
+// reader used to allocate, up to 32 GiB, before reading) or a wrong checksum are refused.
+TEST(Corpus, ADamagedTokenCacheIsRefused) {
+  auto cache = [](int64_t train, int64_t heldout, const std::vector<uint16_t>& ids, uint64_t sum) {
+    std::string b = "DBTOKEN1";
+    const int64_t head[7] = {100, train, heldout, 1, 1, 10, 10};
+    b.append(reinterpret_cast<const char*>(head), sizeof(head));
+    b.append(reinterpret_cast<const char*>(ids.data()), ids.size() * 2);
+    b.append(reinterpret_cast<const char*>(&sum), 8);
+    return b;
+  };
+  const uint64_t sum = ((0 * 31 + 5) * 31 + 6) * 31 + 7;
+  TokenCorpus c;
+  ASSERT_TRUE(ParseTokenCache(cache(2, 1, {5, 6, 7}, sum), &c));
+  EXPECT_EQ(c.train, (std::vector<uint16_t>{5, 6}));
+  EXPECT_EQ(c.heldout, (std::vector<uint16_t>{7}));
+  EXPECT_FALSE(ParseTokenCache(cache(int64_t{1} << 34, 1, {5, 6, 7}, sum), &c));
+  EXPECT_FALSE(ParseTokenCache(cache(2, int64_t{1} << 40, {5, 6, 7}, sum), &c));
+  EXPECT_FALSE(ParseTokenCache(cache(-1, 4, {5, 6, 7}, sum), &c));
+  EXPECT_FALSE(ParseTokenCache(cache(2, 1, {5, 6, 7}, sum + 1), &c));
+  EXPECT_FALSE(ParseTokenCache(cache(2, 1, {5, 6, 7}, sum).substr(0, 40), &c));
+}
+
 TEST(Corpus, EmptyOrMissingFolderIsAClearError) {
   CorpusOptions o;
   o.dir = TempDir("empty");
