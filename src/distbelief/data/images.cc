@@ -5,6 +5,7 @@
 #include <stb_image_write.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -15,7 +16,39 @@
 namespace distbelief {
 namespace fs = std::filesystem;
 
-StatusOr<GreyImage> DecodeGreyFromMemory(std::string_view bytes, const std::string& origin) {
+namespace {
+
+// The maximum value of a binary PNM (P5/P6) header, or -1 if the header does not parse. Debian's
+// stb_image (2022-09) converts 16-bit P6 pixels to grey as if they were 8-bit and reads past its
+// buffer (found by fuzz/image_fuzz), so 16-bit PNMs are refused before stb sees them.
+int64_t PnmMaxValue(std::string_view b) {
+  size_t at = 2;
+  int64_t fields[3] = {0, 0, 0};
+  for (int64_t& f : fields) {
+    for (;;) {  // whitespace and # comments, as stb skips them
+      while (at < b.size() && std::isspace(static_cast<unsigned char>(b[at]))) ++at;
+      if (at < b.size() && b[at] == '#') {
+        while (at < b.size() && b[at] != '\n' && b[at] != '\r') ++at;
+        continue;
+      }
+      break;
+    }
+    if (at >= b.size() || !std::isdigit(static_cast<unsigned char>(b[at]))) return -1;
+    while (at < b.size() && std::isdigit(static_cast<unsigned char>(b[at])) && f < (int64_t{1} << 32))
+      f = f * 10 + (b[at++] - '0');
+  }
+  return fields[2];
+}
+
+}  // namespace
+
+StatusOr<GreyImage> DecodeGreyFromMemory(std::string_view bytes, const std::string& origin, int64_t max_pixels) {
+  if (bytes.size() >= 2 && bytes[0] == 'P' && (bytes[1] == '5' || bytes[1] == '6')) {
+    const int64_t maxval = PnmMaxValue(bytes);
+    if (maxval < 1 || maxval > 255)
+      return absl::DataLossError("image " + origin + ": only 8-bit binary PNM is read (header maxval " +
+                                 std::to_string(maxval) + ")");
+  }
   const auto* p = reinterpret_cast<const stbi_uc*>(bytes.data());
   if (bytes.size() > size_t{1} << 30) return absl::DataLossError("image " + origin + " is larger than 1 GiB");
   const int n = static_cast<int>(bytes.size());
@@ -23,11 +56,15 @@ StatusOr<GreyImage> DecodeGreyFromMemory(std::string_view bytes, const std::stri
   // The header is read first, so a file that claims a huge image is refused before any allocation.
   if (!stbi_info_from_memory(p, n, &w, &h, &channels))
     return absl::DataLossError("cannot decode " + origin + ": " + stbi_failure_reason());
-  if (int64_t{w} * h > kMaxImagePixels)
+  if (int64_t{w} * h > max_pixels)
     return absl::DataLossError("image " + origin + " is " + std::to_string(w) + "x" + std::to_string(h) +
-                               " (more than " + std::to_string(kMaxImagePixels) + " pixels)");
+                               " (more than " + std::to_string(max_pixels) + " pixels)");
   unsigned char* data = stbi_load_from_memory(p, n, &w, &h, &channels, 1);
   if (!data) return absl::DataLossError("cannot decode " + origin + ": " + stbi_failure_reason());
+  if (w < 1 || h < 1) {  // stb decodes a PNM header of zero rows
+    stbi_image_free(data);
+    return absl::DataLossError("image " + origin + " has no pixels (" + std::to_string(w) + "x" + std::to_string(h) + ")");
+  }
   GreyImage img;
   img.w = w;
   img.h = h;

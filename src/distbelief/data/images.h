@@ -31,9 +31,11 @@ struct GreyImage {
 StatusOr<GreyImage> DecodeGrey(const std::string& path);
 
 // Decodes the bytes of an image file; `origin` names it in errors and becomes its path. kDataLoss
-// for bytes that do not decode or that claim more than kMaxImagePixels (checked before decoding).
+// for bytes that do not decode, that decode to no pixels, or that claim more than max_pixels
+// (checked from the header, before decoding).
 inline constexpr int64_t kMaxImagePixels = int64_t{1} << 26;  // 8192 x 8192
-StatusOr<GreyImage> DecodeGreyFromMemory(std::string_view bytes, const std::string& origin);
+StatusOr<GreyImage> DecodeGreyFromMemory(std::string_view bytes, const std::string& origin,
+                                         int64_t max_pixels = kMaxImagePixels);
 
 // Resizes src to (h, w) by area-weighted filtering (stb_image_resize).
 GreyImage Resize(const GreyImage& src, int64_t w, int64_t h);

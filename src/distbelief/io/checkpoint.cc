@@ -167,7 +167,7 @@ StatusOr<Checkpoint> ParseCheckpoint(std::string_view bytes, const std::string& 
   if (crc->second != std::to_string(Crc32(data))) return bad("checksum mismatch (the file is corrupt)");
   for (const Entry& e : entries) {
     Tensor t(e.shape);
-    std::memcpy(t.data(), data.data() + e.begin, e.end - e.begin);
+    if (e.end > e.begin) std::memcpy(t.data(), data.data() + e.begin, e.end - e.begin);
     for (int64_t i = 0; i < t.size(); ++i)
       if (!std::isfinite(t[i])) return bad("tensor '" + e.name + "' holds NaN or Inf");
     out.tensors.emplace(e.name, std::move(t));

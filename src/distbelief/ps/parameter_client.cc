@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <random>
 
 #include "distbelief/ps/parameter_shard.h"
 
@@ -32,6 +33,9 @@ int64_t Total(const std::vector<std::span<T>>& pieces) {
 }  // namespace
 
 ParameterClient::ParameterClient(const ShardMap& map, ClientOptions o) : map_(map), o_(o) {
+  // A random id per client (a restarted replica is a new client), never 0 (0 = no id).
+  std::random_device rd;
+  while (client_id_ == 0) client_id_ = uint64_t{rd()} << 32 | rd();
   for (int s = 1; s < map_.num_shards(); ++s) threads_.emplace_back([this] { FanOutLoop(); });
   threads_.emplace_back([this] { PushLoop(); });
 }
@@ -204,6 +208,8 @@ PendingPush ParameterClient::PushAsync(const std::vector<std::span<const float>>
     job->ranges.resize(n);
     job->meta.resize(n);
   }
+  // One number for this push on every shard; its retries resend the same meta (gaps are fine).
+  const uint64_t sequence = next_sequence_.fetch_add(1) + 1;
   for (int s = 0; s < n; ++s) {
     std::vector<float>& range = job->ranges[s];
     range.resize(map_.size(s));  // same size as last time: no fill, no allocation
@@ -220,7 +226,7 @@ PendingPush ParameterClient::PushAsync(const std::vector<std::span<const float>>
       return Finished(absl::InvalidArgumentError("gradient holds NaN or Inf at index " +
                                                  std::to_string(map_.begin(s) + bad) + "; nothing pushed"));
     }
-    job->meta[s] = PushMeta{based_on[s], o_.replica, clock};
+    job->meta[s] = PushMeta{based_on[s], o_.replica, clock, client_id_, sequence};
   }
   job->done = std::promise<StatusOr<PushResult>>();
   PendingPush op(job->done.get_future().share());

@@ -2,8 +2,9 @@
 // vector. It splits the flat vector by the ShardMap, talks to every shard concurrently through
 // its ShardChannel, and retries a shard that is unavailable or slow with exponential backoff
 // (100 ms doubling to 1 s) until `retry_for` runs out, so a restarted shard or a network that
-// comes back is picked up without the caller knowing. A push that timed out may be retried and so
-// applied twice (at least once); a push the shard refuses (bad size, NaN) is not retried.
+// comes back is picked up without the caller knowing. Each push carries the client's random id and
+// a sequence number (shard_api.h: PushMeta), so a push retried after a timeout or a lost reply is
+// applied once; a push the shard refuses (bad size, NaN) is not retried.
 // Thread-compatible: one client per replica; a pull and a push in flight may overlap.
 //
 // The flat vector may live in pieces laid end to end (a model's parameter tensors in order), so
@@ -13,6 +14,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -119,6 +121,8 @@ class ParameterClient {
   std::deque<std::unique_ptr<PushJob>> pushes_;  // waiting for the push thread
   std::vector<std::unique_ptr<PushJob>> spare_pushes_;
   std::vector<std::thread> threads_;  // fan-out threads, then the push thread
+  uint64_t client_id_ = 0;                  // this client's push id (shard_api.h: PushMeta)
+  std::atomic<uint64_t> next_sequence_{0};  // pushes numbered so far
 };
 
 // Calls fn(piece_part, at) for each part of `pieces` (laid end to end as one flat vector) inside

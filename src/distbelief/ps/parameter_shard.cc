@@ -1,11 +1,14 @@
 #include "distbelief/ps/parameter_shard.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "distbelief/base/logging.h"
 #include "distbelief/io/checkpoint.h"
 
@@ -55,6 +58,18 @@ StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(const ShardOpti
     if (!s->state_.empty()) s->state_.assign(st->second.data(), st->second.data() + st->second.size());
     if (!absl::SimpleAtoi(c.metadata["version"], &s->version_))
       return absl::DataLossError("shard checkpoint " + options.checkpoint_path + " has no valid version");
+    for (absl::string_view entry : absl::StrSplit(c.metadata["push_ids"], ' ', absl::SkipEmpty())) {
+      std::vector<absl::string_view> f = absl::StrSplit(entry, ':');
+      LastPush last;
+      uint64_t client = 0;
+      if (f.size() != 4 || !absl::SimpleAtoi(f[0], &client) || client == 0 || !absl::SimpleAtoi(f[1], &last.sequence) ||
+          !absl::SimpleAtoi(f[2], &last.reply.version) || !absl::SimpleAtoi(f[3], &last.reply.staleness) ||
+          last.reply.version > s->version_)
+        return absl::DataLossError("shard checkpoint " + options.checkpoint_path + " has a malformed push id '" +
+                                   std::string(entry) + "'");
+      last.used = last.reply.version;
+      s->last_push_[client] = last;
+    }
   }
   return s;
 }
@@ -102,6 +117,24 @@ Status ParameterShard::CheckGradient(std::span<const float> g, const char* what)
 Status ParameterShard::Push(const PushMeta& meta, std::span<const float> g, PushReply* reply) {
   DB_RETURN_IF_ERROR(CheckGradient(g, "push"));
   std::lock_guard<std::mutex> lock(mu_);
+  LastPush* last = nullptr;
+  if (meta.client != 0) {
+    auto it = last_push_.find(meta.client);
+    if (it != last_push_.end() && meta.sequence <= it->second.sequence) {
+      ++duplicate_pushes_;
+      *reply = it->second.reply;
+      reply->duplicate = true;
+      if (meta.sequence < it->second.sequence) reply->version = version_;  // older than the last: no reply kept
+      return absl::OkStatus();
+    }
+    if (it == last_push_.end() && last_push_.size() >= kMaxPushClients) {
+      auto oldest = std::min_element(last_push_.begin(), last_push_.end(),
+                                     [](const auto& a, const auto& b) { return a.second.used < b.second.used; });
+      last_push_.erase(oldest);
+    }
+    last = &last_push_[meta.client];
+  }
+  reply->duplicate = false;
   reply->staleness = version_ >= meta.based_on_version ? version_ - meta.based_on_version : 0;
   if (o_.total_updates > 0)
     rule_->SetLearningRate(ScheduledRate(o_.schedule, o_.optimizer.learning_rate, static_cast<int64_t>(version_),
@@ -110,6 +143,7 @@ Status ParameterShard::Push(const PushMeta& meta, std::span<const float> g, Push
   ProjectBlockNorms(values_, o_.norm_bound);
   ++version_;
   reply->version = version_;
+  if (last) *last = {meta.sequence, *reply, version_};
   if (meta.replica >= 0) replicas_[meta.replica] = {meta.replica_clock, std::chrono::steady_clock::now()};
   if (o_.checkpoint_every > 0 && !o_.checkpoint_path.empty() && version_ % o_.checkpoint_every == 0) {
     // The update stands whatever happens to the checkpoint: see the header.
@@ -217,6 +251,7 @@ ShardInfo ParameterShard::Info() {
   info.version = version_;
   info.update_rule = rule_->Name();
   info.background_error = background_error_.ok() ? "" : std::string(background_error_.message());
+  info.duplicate_pushes = duplicate_pushes_;
   return info;
 }
 
@@ -241,6 +276,11 @@ Status ParameterShard::SaveLocked() {
   c.metadata["version"] = std::to_string(version_);
   c.metadata["shard"] = std::to_string(o_.shard);
   c.metadata["update_rule"] = rule_->Name();
+  std::string ids;  // "client:sequence:version:staleness" per client, space-separated
+  for (const auto& [client, last] : last_push_)
+    ids += absl::StrCat(ids.empty() ? "" : " ", client, ":", last.sequence, ":", last.reply.version, ":",
+                        last.reply.staleness);
+  c.metadata["push_ids"] = ids;
   return WriteCheckpoint(o_.checkpoint_path, c);
 }
 

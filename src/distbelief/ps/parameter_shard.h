@@ -93,6 +93,16 @@ class ParameterShard {
     std::chrono::steady_clock::time_point when;
   };
   std::map<int32_t, ReplicaSeen> replicas_;
+  // Push ids: each client's last applied sequence and its reply (see PushMeta). At most
+  // kMaxPushClients entries; the one least recently used goes first.
+  struct LastPush {
+    uint64_t sequence = 0;
+    PushReply reply;
+    uint64_t used = 0;  // version_ when it was last used
+  };
+  static constexpr size_t kMaxPushClients = 4096;
+  std::map<uint64_t, LastPush> last_push_;
+  uint64_t duplicate_pushes_ = 0;
   Status background_error_;
 };
 

@@ -1,8 +1,8 @@
 // Behavioural tests of the parameter server, run identically over the in-process transport, gRPC
 // and gRPC's tensor socket: pull and push with versions and staleness, refusal of malformed pushes
 // with the shard untouched, Sandblaster's vector operations and first-result-wins accumulation,
-// shard checkpoints, a failing checkpoint that must not turn one push into two, and a push whose
-// caller stops waiting.
+// shard checkpoints, a failing checkpoint that must not turn one push into two, push ids that make
+// a retried or duplicated push apply once, and a push whose caller stops waiting.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -273,6 +273,96 @@ TEST_P(PsTest, APushThatOutlivesItsWaitWritesNothingOfTheCallers) {
   auto done = op.Wait(Millis(10000));  // the push finishes in the background, into itself
   ASSERT_TRUE(done.ok()) << done.status();
   EXPECT_EQ(done->versions, (std::vector<uint64_t>{1, 1}));
+}
+
+// Exactly once: a push carries its client's id and sequence number, and a shard applies an id
+// at most once; a retried or duplicated push is acknowledged (with the original's version), not
+// applied again. Older sequences are duplicates too; another client's pushes are its own.
+TEST_P(PsTest, APushIdIsAppliedAtMostOnce) {
+  Fixture f = Start(GetParam(), Range(4), 1);
+  auto ch = f.transport->ConnectShard(f.addresses[0]);
+  ASSERT_TRUE(ch.ok());
+  std::vector<float> g(4, 1.0f);
+  auto push = [&](uint64_t client, uint64_t seq) {
+    PushReply r;
+    PushMeta meta;
+    meta.client = client;
+    meta.sequence = seq;
+    EXPECT_TRUE((*ch)->Push(meta, g, &r, Millis(5000)).ok());
+    return r;
+  };
+  PushReply first = push(42, 1);
+  EXPECT_FALSE(first.duplicate);
+  EXPECT_EQ(first.version, 1u);
+  PushReply again = push(42, 1);
+  EXPECT_TRUE(again.duplicate);
+  EXPECT_EQ(again.version, 1u);
+  EXPECT_EQ(push(42, 2).version, 2u);
+  EXPECT_TRUE(push(42, 1).duplicate);  // a late copy of an older push
+  EXPECT_EQ(push(43, 1).version, 3u);  // another client
+  EXPECT_EQ(f.shards[0]->version(), 3u);
+  EXPECT_FLOAT_EQ(f.shards[0]->Info().version, 3u);
+  EXPECT_EQ(f.shards[0]->Info().duplicate_pushes, 2u);
+  auto infos = f.client->Info();
+  ASSERT_TRUE(infos.ok());
+  EXPECT_EQ((*infos)[0].duplicate_pushes, 2u);
+  // Without an id (client 0) every push applies, as a coordinator's do.
+  EXPECT_EQ(push(0, 0).version, 4u);
+  EXPECT_EQ(push(0, 0).version, 5u);
+}
+
+// The client's own retries: a reply lost on the way back (the shard applied the push, the client
+// times out and sends it again) or a request delivered twice is applied once. Before push ids
+// both were applied twice.
+TEST_P(PsTest, ARetriedOrDuplicatedPushIsAppliedOnce) {
+  Fixture f = Start(GetParam(), Range(4), 2);
+  std::vector<float> g(4, 1.0f);
+  for (Fault::Kind kind : {Fault::Kind::kDropReply, Fault::Kind::kDuplicate}) {
+    f.transport->Clear();
+    Fault fault;
+    fault.kind = kind;
+    fault.call = CallKind::kPush;
+    fault.times = 1;
+    f.transport->Inject(fault);
+    const int faults_before = f.transport->faults_injected();
+    const uint64_t before = f.shards[0]->version();
+    auto pushed = f.client->PushAsync(g, {before, before}, 1).Wait(Millis(20000));
+    ASSERT_TRUE(pushed.ok()) << pushed.status();
+    EXPECT_EQ(f.transport->faults_injected() - faults_before, 1);
+    EXPECT_EQ(f.shards[0]->version() + f.shards[1]->version(), 2 * before + 2) << "each shard applied it once";
+    EXPECT_EQ(pushed->versions, (std::vector<uint64_t>{before + 1, before + 1}));
+  }
+  EXPECT_EQ(f.shards[0]->Info().duplicate_pushes + f.shards[1]->Info().duplicate_pushes, 2u);
+}
+
+// The table of applied ids lives in the shard's checkpoint: a shard restarted from it still
+// refuses to apply a push it had applied before the checkpoint.
+TEST(ParameterShard, RemembersAppliedPushIdsAcrossARestart) {
+  const std::string dir = TempDir("push_ids");
+  ShardOptions so;
+  so.checkpoint_path = dir + "/shard.safetensors";
+  so.checkpoint_every = 1;
+  std::vector<float> g(4, 1.0f);
+  PushMeta meta;
+  meta.client = 7;
+  meta.sequence = 3;
+  PushReply r;
+  {
+    auto shard = ParameterShard::Create(so, Range(4));
+    ASSERT_TRUE(shard.ok());
+    ASSERT_TRUE((*shard)->Push(meta, g, &r).ok());
+    EXPECT_FALSE(r.duplicate);
+  }
+  auto restarted = ParameterShard::Create(so, Range(4));
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  ASSERT_EQ((*restarted)->version(), 1u);
+  ASSERT_TRUE((*restarted)->Push(meta, g, &r).ok());
+  EXPECT_TRUE(r.duplicate);
+  EXPECT_EQ(r.version, 1u);
+  EXPECT_EQ((*restarted)->version(), 1u);
+  meta.sequence = 4;
+  ASSERT_TRUE((*restarted)->Push(meta, g, &r).ok());
+  EXPECT_EQ((*restarted)->version(), 2u);
 }
 
 TEST(PendingPush, WaitHonoursItsDeadline) {

@@ -26,15 +26,23 @@ struct PullReply {
   int64_t min_replica_clock = -1;  // the slowest live replica's clock seen by the shard (-1: none)
 };
 
-// What travels with a pushed gradient.
+// What travels with a pushed gradient. A push with an id (client != 0) is applied at most once:
+// the shard remembers each client's last applied sequence number, and a push whose sequence is
+// not above it (a retry after a lost reply, a duplicated packet, a late copy) is acknowledged as
+// a duplicate without being applied. A client therefore numbers its pushes 1, 2, 3, ... and sends
+// them one after another, each (with its retries) before the next; a restarted client takes a new
+// client id. The table survives in the shard's checkpoint.
 struct PushMeta {
   uint64_t based_on_version = 0;  // the version of the parameters the gradient was computed from
   int32_t replica = -1;           // -1 for a coordinator
   int64_t replica_clock = 0;      // the replica's step count after this push
+  uint64_t client = 0;            // the pushing client's random id; 0 = no id (applied every time)
+  uint64_t sequence = 0;          // the client's push number, from 1
 };
 struct PushReply {
-  uint64_t version = 0;    // after the update
+  uint64_t version = 0;    // after the update (for a duplicate: after the original's update)
   uint64_t staleness = 0;  // versions applied between based_on_version and this update
+  bool duplicate = false;  // this push id was applied before; nothing was applied now
 };
 
 // Sandblaster (§4.2): a work portion's gradient is added to the shard's accumulator, once per
@@ -81,6 +89,7 @@ struct ShardInfo {
   std::string update_rule;
   // The shard's sticky background error (a checkpoint it could not write), "" if none.
   std::string background_error;
+  uint64_t duplicate_pushes = 0;  // pushes acknowledged as duplicates (not applied) since start
 };
 
 // One shard as a caller reaches it. Every call takes a timeout and returns the shard's status or

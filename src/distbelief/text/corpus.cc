@@ -142,8 +142,8 @@ bool ParseTokenCache(std::string_view bytes, TokenCorpus* c) {
   c->train_bytes = head[5];
   c->heldout_bytes = head[6];
   const char* at = bytes.data() + kHead;
-  std::memcpy(c->train.data(), at, c->train.size() * 2);
-  std::memcpy(c->heldout.data(), at + c->train.size() * 2, c->heldout.size() * 2);
+  if (!c->train.empty()) std::memcpy(c->train.data(), at, c->train.size() * 2);
+  if (!c->heldout.empty()) std::memcpy(c->heldout.data(), at + c->train.size() * 2, c->heldout.size() * 2);
   uint64_t stored = 0, sum = 0;
   std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
   for (uint16_t t : c->train) sum = sum * 31 + t;

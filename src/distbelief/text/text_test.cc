@@ -71,6 +71,9 @@ TEST(Corpus, ADamagedTokenCacheIsRefused) {
   EXPECT_FALSE(ParseTokenCache(cache(-1, 4, {5, 6, 7}, sum), &c));
   EXPECT_FALSE(ParseTokenCache(cache(2, 1, {5, 6, 7}, sum + 1), &c));
   EXPECT_FALSE(ParseTokenCache(cache(2, 1, {5, 6, 7}, sum).substr(0, 40), &c));
+  // Found by fuzz/readers_fuzz: a cache of no tokens copied from a null pointer (undefined).
+  ASSERT_TRUE(ParseTokenCache(cache(0, 0, {}, 0), &c));
+  EXPECT_TRUE(c.train.empty() && c.heldout.empty());
 }
 
 TEST(Corpus, EmptyOrMissingFolderIsAClearError) {

@@ -1,6 +1,7 @@
 #include "distbelief/train/options.h"
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -115,6 +116,9 @@ Status ParseDistributed(Section& d, DistributedOptions* o) {
 }  // namespace
 
 StatusOr<std::string> ReadSecretFile(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return absl::NotFoundError("secret file " + path + " is not a readable file");
+  if (std::filesystem::file_size(path, ec) > 4096) return absl::InvalidArgumentError("secret file " + path + " is over 4 KiB");
   std::ifstream in(path);
   if (!in) return absl::NotFoundError("cannot read secret file " + path);
   std::stringstream ss;

@@ -103,9 +103,11 @@ class ShardServiceImpl final : public rpc::ParameterShard::Service {
     auto g = wire::FloatsView(req->gradient(), -1, &scratch);
     if (!g.ok()) return ToGrpc(g.status());
     PushReply r;
-    Status s = shard_->Push({req->based_on_version(), req->replica(), req->replica_clock()}, *g, &r);
+    Status s = shard_->Push({req->based_on_version(), req->replica(), req->replica_clock(), req->client(), req->sequence()},
+                            *g, &r);
     reply->set_version(r.version);
     reply->set_staleness(r.staleness);
+    reply->set_duplicate(r.duplicate);
     return ToGrpc(s);
   }
   grpc::Status Accumulate(grpc::ServerContext* ctx, const rpc::AccumulateRequest* req,
@@ -142,6 +144,7 @@ class ShardServiceImpl final : public rpc::ParameterShard::Service {
     reply->set_version(info.version);
     reply->set_update_rule(info.update_rule);
     reply->set_background_error(info.background_error);
+    reply->set_duplicate_pushes(info.duplicate_pushes);
     reply->set_data_port(static_cast<uint32_t>(data_port_));
     return grpc::Status::OK;
   }
@@ -257,10 +260,13 @@ class GrpcShardChannel : public ShardChannel, Client<rpc::ParameterShard> {
     req.set_based_on_version(meta.based_on_version);
     req.set_replica(meta.replica);
     req.set_replica_clock(meta.replica_clock);
+    req.set_client(meta.client);
+    req.set_sequence(meta.sequence);
     rpc::PushReply r;
     DB_RETURN_IF_ERROR(Call(&S::Push, req, &r, t, "Push"));
     reply->version = r.version();
     reply->staleness = r.staleness();
+    reply->duplicate = r.duplicate();
     return absl::OkStatus();
   }
   Status Accumulate(const PortionKey& key, std::span<const float> g, AccumulateReply* reply, Millis t) override {
@@ -296,6 +302,7 @@ class GrpcShardChannel : public ShardChannel, Client<rpc::ParameterShard> {
     info->version = r.version();
     info->update_rule = r.update_rule();
     info->background_error = r.background_error();
+    info->duplicate_pushes = r.duplicate_pushes();
     return absl::OkStatus();
   }
 
@@ -318,7 +325,7 @@ class GrpcShardChannel : public ShardChannel, Client<rpc::ParameterShard> {
     return absl::OkStatus();
   }
   // After a tensor-socket call: true if it failed for want of a connection, so the call goes
-  // through gRPC instead (a push may then be applied twice, as with any retry). A lost connection
+  // through gRPC instead (with the same push id, so it is applied once). A lost connection
   // may mean a restarted shard on a new data port: ask for the port again next time. A port that
   // cannot be reached at all (a firewall letting only gRPC through) is left alone for 10 s.
   bool FallBack(const Status& s) {

@@ -31,7 +31,7 @@ using tensor_socket::ReplyHeader;
 using tensor_socket::RequestHeader;
 using Clock = std::chrono::steady_clock;
 
-constexpr char kHello[8] = {'D', 'B', 'T', 'S', '0', '0', '0', '1'};
+constexpr char kHello[8] = {'D', 'B', 'T', 'S', '0', '0', '0', '2'};
 constexpr size_t kNonce = 32, kMac = 32;
 
 // How an I/O step ended: done, the peer closed or failed, or the deadline passed.
@@ -285,9 +285,11 @@ bool TensorSocketServer::Answer(int fd, const RequestHeader& h, std::vector<floa
     floats->resize(h.payload / sizeof(float));
     if (RecvAll(fd, floats->data(), h.payload, Soon()) != Io::kOk) return false;  // cut short: nothing applied
     PushReply pushed;
-    s = shard_->Push({h.based_on_version, static_cast<int32_t>(h.replica), h.replica_clock}, *floats, &pushed);
+    s = shard_->Push({h.based_on_version, static_cast<int32_t>(h.replica), h.replica_clock, h.client, h.sequence},
+                     *floats, &pushed);
     r.version = pushed.version;
     r.staleness = pushed.staleness;
+    r.flags = pushed.duplicate ? tensor_socket::kDuplicate : 0;
   }
   // A call the shard refused gets its status; the connection stays open.
   if (!s.ok()) return SendStatus(fd, s.code(), std::string(s.message()));
@@ -435,6 +437,9 @@ Status TensorSocketClient::Pull(int32_t replica, FloatPieces out, PullReply* rep
 Status TensorSocketClient::Push(const PushMeta& meta, std::span<const float> g, PushReply* reply, Millis timeout) {
   const auto deadline = Clock::now() + timeout;
   const std::string what = "Push to tensor socket " + host_ + ":" + std::to_string(port_);
+  if (static_cast<int64_t>(g.size() * sizeof(float)) > max_bytes_)  // the server would refuse it
+    return absl::ResourceExhaustedError(what + ": " + std::to_string(g.size() * sizeof(float)) +
+                                        " bytes exceed the message limit of " + std::to_string(max_bytes_));
   DB_ASSIGN_OR_RETURN(const int fd, Acquire(deadline));
   RequestHeader h;
   h.op = tensor_socket::kPush;
@@ -442,6 +447,8 @@ Status TensorSocketClient::Push(const PushMeta& meta, std::span<const float> g, 
   h.based_on_version = meta.based_on_version;
   h.replica = meta.replica;
   h.replica_clock = meta.replica_clock;
+  h.client = meta.client;
+  h.sequence = meta.sequence;
   iovec v[2] = {{&h, sizeof(h)}, {const_cast<float*>(g.data()), g.size() * sizeof(float)}};
   if (Io io = SendAll(fd, v, 2, deadline); io != Io::kOk) {
     close(fd);
@@ -454,6 +461,7 @@ Status TensorSocketClient::Push(const PushMeta& meta, std::span<const float> g, 
   if (!s.ok()) return s;
   reply->version = r.version;
   reply->staleness = r.staleness;
+  reply->duplicate = (r.flags & tensor_socket::kDuplicate) != 0;
   return absl::OkStatus();
 }
 

@@ -7,13 +7,14 @@
 //
 // Wire protocol (little-endian; one request at a time per connection; a client keeps a few
 // connections per shard so a pull and a push in flight do not queue behind each other):
-//   server -> client  "DBTS0001" + 32-byte random nonce
+//   server -> client  "DBTS0002" + 32-byte random nonce
 //   client -> server  HMAC-SHA256(shared secret, nonce) (32 bytes)
 //   server -> client  ReplyHeader: code 0, or kUnauthenticated and the connection closes
 //   then repeatedly:
-//   client -> server  RequestHeader{magic, op, payload bytes, based_on_version, replica, clock}
+//   client -> server  RequestHeader{magic, op, payload bytes, based_on_version, replica, clock,
+//                     push id: client, sequence}
 //                     + payload (push: the gradient's floats; pull: none)
-//   server -> client  ReplyHeader{magic, code, payload bytes, version, staleness, min clock}
+//   server -> client  ReplyHeader{magic, code, payload bytes, version, staleness, min clock, flags}
 //                     + payload (ok pull: the range's floats; error: the message)
 // A request the server cannot frame (wrong magic, unknown op, a payload over the message limit)
 // gets its error reply and the connection is closed; a push the shard refuses (wrong size, NaN)
@@ -48,7 +49,8 @@ struct RequestHeader {
   uint64_t based_on_version = 0;
   int64_t replica = -1;
   int64_t replica_clock = 0;
-  uint64_t reserved = 0;
+  uint64_t client = 0;    // push id (ps/shard_api.h: PushMeta)
+  uint64_t sequence = 0;
 };
 struct ReplyHeader {
   uint32_t magic = kMagic;
@@ -57,9 +59,10 @@ struct ReplyHeader {
   uint64_t version = 0;
   uint64_t staleness = 0;
   int64_t min_replica_clock = -1;
-  uint64_t reserved = 0;
+  uint64_t flags = 0;    // push: kDuplicate when the push id had been applied before
 };
-static_assert(sizeof(RequestHeader) == 48 && sizeof(ReplyHeader) == 48);
+constexpr uint64_t kDuplicate = 1;
+static_assert(sizeof(RequestHeader) == 56 && sizeof(ReplyHeader) == 48);
 
 }  // namespace tensor_socket
 
