@@ -58,7 +58,7 @@ pids+=($launcher)
 ckpt=$tmp/run2/shards/mnist.shard-1.safetensors
 if wait_for "$log" "started replica 2 pid" 60; then
   for ((i = 0; i < 600; i++)); do
-    v=$(head -c 200 "$ckpt" 2>/dev/null | grep -ao '"version":"[0-9]*"' | grep -o '[0-9]*')
+    v=$(head -c 4096 "$ckpt" 2>/dev/null | grep -ao '"version":"[0-9]*"' | grep -o '[0-9]*')
     [ -n "$v" ] && [ "$v" -ge 100 ] && break
     sleep 0.05
   done
