@@ -110,6 +110,8 @@ def main():
     for f in sorted(os.listdir(os.path.join(ROOT, "configs"))):
         with open(os.path.join(ROOT, "configs", f), "rb") as src:
             put("config", f, src.read())
+    # Once crashed config_fuzz (Debian's toml11 reads past its buffer on invalid UTF-8 in a string).
+    put("config", "regression-not-utf8", b"'2" + b"\xff" * 16 + b"'2" + b"\xff" * 30)
     # tensor_socket: byte 0 odd = the harness authenticates; then frames (56-byte headers).
     def request(op, payload=b"", version=0, replica=0, clock=1, client=0, sequence=0):
         return struct.pack("<IIQQqqQQ", 0x31544244, op, len(payload), version, replica, clock, client,

@@ -63,7 +63,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(s.server->port()));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) std::abort();
+  // Closed with a reset, not TIME_WAIT: a minute of fuzzing opens more connections than there
+  // are ephemeral ports.
+  const linger reset{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+  int connected;
+  do connected = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  while (connected != 0 && errno == EINTR);
+  if (connected != 0) std::abort();  // the server must accept every connection
   timeval tv{20, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   unsigned char hello[40];

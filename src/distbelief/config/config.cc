@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 #include <toml.hpp>
 
@@ -19,7 +20,44 @@ std::string Show(const toml::value& v) {
 }
 
 // Applies "section.key=value" onto the parsed document.
+// The offset of the first byte that is not well-formed UTF-8 (overlong forms, surrogates and code
+// points past U+10FFFF included), or npos. TOML is UTF-8, and Debian's toml11 3.7.1 reads past
+// its buffer on some invalid bytes inside a string (found by fuzz/config_fuzz), so text is
+// checked before toml11 sees it.
+size_t FirstInvalidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    int n = 0;
+    uint32_t cp = 0;
+    if (c < 0x80) { ++i; continue; }
+    if (c >= 0xc2 && c <= 0xdf) { n = 1; cp = c & 0x1f; }
+    else if (c >= 0xe0 && c <= 0xef) { n = 2; cp = c & 0x0f; }
+    else if (c >= 0xf0 && c <= 0xf4) { n = 3; cp = c & 0x07; }
+    else return i;
+    for (int k = 1; k <= n; ++k) {
+      if (i + k >= s.size()) return i;
+      const auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xc0) != 0x80) return i;
+      cp = cp << 6 | (d & 0x3f);
+    }
+    if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+      return i;
+    i += n + 1;
+  }
+  return std::string_view::npos;
+}
+
+Status CheckUtf8(std::string_view text, const std::string& what) {
+  const size_t bad = FirstInvalidUtf8(text);
+  if (bad == std::string_view::npos) return absl::OkStatus();
+  const int64_t line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n');
+  return absl::InvalidArgumentError(what + " is not valid UTF-8 (line " + std::to_string(line) + ", byte " +
+                                    std::to_string(bad) + ")");
+}
+
 Status ApplyOverride(toml::value* doc, const std::string& spec) {
+  DB_RETURN_IF_ERROR(CheckUtf8(spec, "--set '" + spec + "'"));
   const auto eq = spec.find('=');
   const auto dot = spec.find('.');
   if (eq == std::string::npos || dot == std::string::npos || dot > eq)
@@ -157,6 +195,7 @@ Status Section::IntList(std::string_view key, std::vector<int64_t>* out, int64_t
 StatusOr<ConfigFile> ConfigFile::Parse(const std::string& text, const std::string& origin,
                                        const std::vector<std::string>& overrides) {
   auto impl = std::make_shared<Impl>();
+  DB_RETURN_IF_ERROR(CheckUtf8(text, "config " + origin));
   try {
     std::istringstream in(text);
     impl->doc = toml::parse(in, origin);

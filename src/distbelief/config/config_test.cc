@@ -84,5 +84,27 @@ TEST(Config, MissingFilesAndFoldersAreClearErrors) {
   EXPECT_EQ(ConfigFile::Load("/dev/null").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// TOML is UTF-8. Found by fuzz/config_fuzz: Debian's toml11 reads past its buffer on invalid
+// bytes inside a literal string, so such text is refused, naming the line, before it parses.
+TEST(Config, TextThatIsNotUtf8IsRefusedBeforeParsing) {
+  std::string crash = "'2" + std::string(16, '\xff') + "'2" + std::string(30, '\xff');
+  for (const std::string& bad : {crash, std::string("[train]\nepochs = 3\ndir = \"\xc3\x28\"\n"),
+                                 std::string("[train]\ndir = \"\xed\xa0\x80\"\n"),  // a surrogate
+                                 std::string("[train]\ndir = \"\xc0\xaf\"\n"),      // overlong '/'
+                                 std::string("[train]\ndir = \"\xf4\x90\x80\x80\"\n"),  // past U+10FFFF
+                                 std::string("[train]\ndir = \"\xe2\x82\"\n")}) {  // cut short
+    auto r = ParseOptions(bad);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find("not valid UTF-8"), std::string::npos) << r.status();
+  }
+  auto line = ParseOptions("[train]\nepochs = 3\ndir = \"\xff\"\n");
+  EXPECT_NE(line.status().message().find("line 3"), std::string::npos) << line.status();
+  auto set = ParseOptions("[train]\nepochs = 3\n", {"train.dir=\"\xff\""});
+  EXPECT_NE(set.status().message().find("not valid UTF-8"), std::string::npos) << set.status();
+  auto ok = ParseOptions("[train]\ndir = \"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"\n");  // 2, 3, 4 bytes
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->dir, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+}
+
 }  // namespace
 }  // namespace distbelief

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -212,6 +213,53 @@ TEST(TensorSocket, RefusesBadSecretsAndMalformedRequestsAndKeepsTheShard) {
 
 // A data port nobody listens on: the client says so (the gRPC channel then falls back to gRPC)
 // within its 2 s connect bound, not after the call's whole deadline.
+// Resource bounds: 1,000 connections opened and abandoned (no handshake, or authenticated and
+// idle) neither exhaust the shard nor lock out a correct client, which is still served on the
+// socket itself; abandoned handshakes are evicted at the cap and time out; idle ones time out.
+TEST(TensorSocket, AbandonedConnectionsLeaveCorrectClientsServed) {
+  rlimit files{};
+  getrlimit(RLIMIT_NOFILE, &files);
+  files.rlim_cur = files.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &files);
+  if (files.rlim_cur < 2600) GTEST_SKIP() << "needs 2,600 open files, the limit is " << files.rlim_cur;
+  auto shard = ParameterShard::Create(ShardOptions{}, Range(4));
+  ASSERT_TRUE(shard.ok());
+  TensorSocketLimits limits;
+  limits.max_connections = 64;
+  limits.handshake_timeout = Millis(1500);
+  limits.idle_timeout = Millis(1500);
+  auto server = TensorSocketServer::Start("127.0.0.1", shard->get(), "", 1 << 20, limits);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  std::vector<int> abandoned;
+  for (int i = 0; i < 10; ++i) abandoned.push_back(ConnectRaw(port));  // authenticated, then idle
+  for (int i = 0; i < 990; ++i) {  // connected, never a handshake
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    abandoned.push_back(fd);
+  }
+  std::this_thread::sleep_for(Millis(200));
+  EXPECT_LE((*server)->connections(), limits.max_connections);
+  TensorSocketClient client("127.0.0.1", port, "", 1 << 20);
+  std::vector<float> v(4), g(4, 1.0f);
+  const std::span<float> out(v);
+  for (int i = 0; i < 200; ++i) {  // each within its 2 s, on the socket itself (no gRPC to fall back to)
+    PullReply pr;
+    PushReply pu;
+    ASSERT_TRUE(client.Pull(0, std::span<const std::span<float>>(&out, 1), &pr, Millis(2000)).ok()) << i;
+    ASSERT_TRUE(client.Push({}, g, &pu, Millis(2000)).ok()) << i;
+  }
+  EXPECT_EQ((*shard)->version(), 200u);
+  // Every abandoned connection is closed by the server within its timeouts.
+  std::this_thread::sleep_for(Millis(2500));
+  EXPECT_LE((*server)->connections(), 1);  // the client's own, if its idle connection is still open
+  for (int fd : abandoned) close(fd);
+}
+
 TEST(TensorSocket, AnUnreachablePortIsReportedQuickly) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};

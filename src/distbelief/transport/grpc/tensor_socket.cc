@@ -149,7 +149,8 @@ StatusOr<Addresses> Lookup(const std::string& host, int port, bool passive) {
 // ---- server ----
 
 StatusOr<std::unique_ptr<TensorSocketServer>> TensorSocketServer::Start(const std::string& host, ParameterShard* shard,
-                                                                        std::string secret, int64_t max_message_bytes) {
+                                                                        std::string secret, int64_t max_message_bytes,
+                                                                        TensorSocketLimits limits) {
   StatusOr<Addresses> found = Lookup(host, 0, /*passive=*/true);
   if (!found.ok()) return absl::InvalidArgumentError(found.status().message());  // a bad listen address
   Addresses res = std::move(*found);
@@ -157,10 +158,11 @@ StatusOr<std::unique_ptr<TensorSocketServer>> TensorSocketServer::Start(const st
   s->shard_ = shard;
   s->secret_ = std::move(secret);
   s->max_bytes_ = max_message_bytes;
+  s->limits_ = limits;
   for (addrinfo* a = res.get(); a && s->listen_fd_ < 0; a = a->ai_next) {
     const int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) continue;
-    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 64) == 0) {
+    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) {
       s->listen_fd_ = fd;
     } else {
       close(fd);
@@ -189,6 +191,37 @@ TensorSocketServer::~TensorSocketServer() {
   }
 }
 
+void TensorSocketServer::Reap() {
+  for (auto it = conns_.begin(); it != conns_.end();)
+    if (it->done.load()) {
+      it->thread.join();
+      close(it->fd);
+      it = conns_.erase(it);
+    } else {
+      ++it;
+    }
+}
+
+bool TensorSocketServer::MakeRoom() {
+  int open = 0;
+  for (const Conn& c : conns_) open += !c.evicted;
+  if (open < limits_.max_connections) return true;
+  for (Conn& c : conns_)  // oldest first
+    if (!c.evicted && !c.authenticated.load()) {
+      c.evicted = true;
+      shutdown(c.fd, SHUT_RDWR);  // its thread sees the end and finishes; reaped later
+      return true;
+    }
+  return false;
+}
+
+int TensorSocketServer::connections() {
+  std::lock_guard<std::mutex> lock(mu_);
+  int open = 0;
+  for (const Conn& c : conns_) open += !c.evicted && !c.done.load();
+  return open;
+}
+
 void TensorSocketServer::AcceptLoop() {
   while (!stopping_.load()) {
     sockaddr_storage peer{};
@@ -202,22 +235,21 @@ void TensorSocketServer::AcceptLoop() {
     }
     Tune(fd);
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto it = conns_.begin(); it != conns_.end();)  // reap finished connections
-      if (it->done.load()) {
-        it->thread.join();
-        close(it->fd);
-        it = conns_.erase(it);
-      } else {
-        ++it;
-      }
+    Reap();
     if (stopping_.load()) {
       close(fd);
       return;
     }
+    if (!MakeRoom()) {
+      LOG_WARN << "tensor socket: " << limits_.max_connections << " authenticated connections already; refused "
+               << Peer(peer);
+      close(fd);
+      continue;
+    }
     Conn& c = conns_.emplace_back();
     c.fd = fd;
-    c.thread = std::thread([this, fd, peer_name = Peer(peer), done = &c.done] {
-      Serve(fd, peer_name);
+    c.thread = std::thread([this, fd, peer_name = Peer(peer), done = &c.done, auth = &c.authenticated] {
+      Serve(fd, peer_name, auth);
       shutdown(fd, SHUT_RDWR);  // the peer sees the end now; the descriptor closes when reaped
       done->store(true);
     });
@@ -246,7 +278,8 @@ bool TensorSocketServer::Handshake(int fd, const std::string& peer) {
   std::memcpy(hello, kHello, sizeof(kHello));
   RAND_bytes(hello + sizeof(kHello), kNonce);
   unsigned char mac[kMac], expected[kMac];
-  if (SendAll(fd, hello, sizeof(hello), Soon()) != Io::kOk || RecvAll(fd, mac, kMac, Soon()) != Io::kOk) return false;
+  const Clock::time_point deadline = Clock::now() + limits_.handshake_timeout;
+  if (SendAll(fd, hello, sizeof(hello), deadline) != Io::kOk || RecvAll(fd, mac, kMac, deadline) != Io::kOk) return false;
   Mac(secret_, hello + sizeof(kHello), expected);
   if (!secret_.empty() && CRYPTO_memcmp(mac, expected, kMac) != 0) {
     LOG_WARN << "refused a tensor-socket connection from " << peer << ": wrong or missing secret";
@@ -297,12 +330,14 @@ bool TensorSocketServer::Answer(int fd, const RequestHeader& h, std::vector<floa
   return SendAll(fd, v, 2, Soon()) == Io::kOk;
 }
 
-void TensorSocketServer::Serve(int fd, std::string peer) {
+void TensorSocketServer::Serve(int fd, std::string peer, std::atomic<bool>* authenticated) {
   if (!Handshake(fd, peer)) return;
+  authenticated->store(true);
   std::vector<float> floats;  // reused: a push's payload, or a pull's range
   while (!stopping_.load()) {
     RequestHeader h;
-    if (RecvAll(fd, &h, sizeof(h), Clock::time_point::max()) != Io::kOk) return;  // closed between requests
+    // Closed between requests, or idle too long (the client reconnects when it needs to).
+    if (RecvAll(fd, &h, sizeof(h), Clock::now() + limits_.idle_timeout) != Io::kOk) return;
     if (!Answer(fd, h, &floats)) return;
   }
 }

@@ -66,23 +66,37 @@ static_assert(sizeof(RequestHeader) == 56 && sizeof(ReplyHeader) == 48);
 
 }  // namespace tensor_socket
 
+// Resource bounds of one server. A connection must finish its handshake within
+// `handshake_timeout` and may sit idle between requests for `idle_timeout`; beyond
+// `max_connections`, a new connection evicts the oldest one still in its handshake, or is closed
+// at once if every slot is authenticated (its client then goes through gRPC). Each connection
+// holds one request's payload at most (the message limit).
+struct TensorSocketLimits {
+  int max_connections = 512;
+  Millis handshake_timeout{5000};
+  Millis idle_timeout{300000};
+};
+
 // Serves one shard's pulls and pushes on host:0 (a free port) until destroyed.
 class TensorSocketServer {
  public:
   static StatusOr<std::unique_ptr<TensorSocketServer>> Start(const std::string& host, ParameterShard* shard,
-                                                             std::string secret, int64_t max_message_bytes);
+                                                             std::string secret, int64_t max_message_bytes,
+                                                             TensorSocketLimits limits = {});
   ~TensorSocketServer();
   int port() const { return port_; }
+  int connections();  // open now, handshaking or authenticated
 
  private:
   TensorSocketServer() = default;
   void AcceptLoop();
-  void Serve(int fd, std::string peer);
+  void Serve(int fd, std::string peer, std::atomic<bool>* authenticated);
   bool Handshake(int fd, const std::string& peer);
   bool Answer(int fd, const tensor_socket::RequestHeader& h, std::vector<float>* floats);
   ParameterShard* shard_ = nullptr;
   std::string secret_;
   int64_t max_bytes_ = 0;
+  TensorSocketLimits limits_;
   int listen_fd_ = -1;
   int port_ = 0;
   std::atomic<bool> stopping_{false};
@@ -91,7 +105,12 @@ class TensorSocketServer {
     int fd;
     std::thread thread;
     std::atomic<bool> done{false};
+    std::atomic<bool> authenticated{false};
+    bool evicted = false;
   };
+  // Under mu_: joins finished connections; makes room for one more (see TensorSocketLimits).
+  void Reap();
+  bool MakeRoom();
   std::mutex mu_;
   std::list<Conn> conns_;
 };
