@@ -112,15 +112,16 @@ def main():
             put("config", f, src.read())
     # Once crashed config_fuzz (Debian's toml11 reads past its buffer on invalid UTF-8 in a string).
     put("config", "regression-not-utf8", b"'2" + b"\xff" * 16 + b"'2" + b"\xff" * 30)
-    # tensor_socket: byte 0 odd = the harness authenticates; then frames (56-byte headers).
-    def request(op, payload=b"", version=0, replica=0, clock=1, client=0, sequence=0):
-        return struct.pack("<IIQQqqQQ", 0x31544244, op, len(payload), version, replica, clock, client,
-                           sequence) + payload
+    # tensor_socket: byte 0 odd = the harness authenticates; then frames (64-byte headers).
+    def request(op, payload=b"", version=0, replica=0, clock=1, client=0, sequence=0, incarnation=0):
+        return struct.pack("<IIQQqqQQQ", 0x31544244, op, len(payload), version, replica, clock, client,
+                           sequence, incarnation) + payload
     grad = struct.pack("<64f", *([0.01] * 64))
     put("tensor_socket", "pull", b"\x01" + request(1))
     put("tensor_socket", "push_pull", b"\x01" + request(2, grad) + request(1))
     put("tensor_socket", "push_twice_with_id", b"\x01" + request(2, grad, client=7, sequence=1) +
         request(2, grad, client=7, sequence=1) + request(2, grad, client=7, sequence=2))
+    put("tensor_socket", "push_to_another_incarnation", b"\x01" + request(2, grad, client=7, sequence=1, incarnation=5))
     put("tensor_socket", "wrong_size_push", b"\x01" + request(2, grad[:40]) + request(1))
     put("tensor_socket", "bad_mac", b"\x00" + b"\x00" * 32 + request(1))
     # rpc: byte 0 = method (0 Pull, 1 Push, 2 Accumulate, 3 VectorOp, 4 Info, 5 RunPortion,
@@ -135,6 +136,8 @@ def main():
     put("rpc", "deliver", b"\x06" + field(1, 0, 0) + field(2, 0, 0) + field(3, 0, 1) + field(4, 0, 3) +
         field(7, 0, 0) + field(8, 0, 4) + field(9, 2, struct.pack("<4f", 1, 2, 3, 4)))
     put("rpc", "push_with_id", b"\x01" + field(1, 2, grad) + field(5, 0, 9) + field(6, 0, 1))
+    put("rpc", "push_to_another_incarnation", b"\x01" + field(1, 2, grad) + field(5, 0, 9) + field(6, 0, 2) +
+        field(7, 0, 12345))
     put("rpc", "push_without_secret", b"\x81" + field(1, 2, grad))
 
 

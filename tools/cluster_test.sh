@@ -70,7 +70,8 @@ status=$?
 restored=$(grep -o "shard 1 of 2 ([0-9]* parameters, version [0-9]*)" "$log" | tail -1 | grep -o "version [0-9]*")
 if [ $status = 0 ] && grep -q "shard 1 died (killed by signal 9); restarting" "$log" && grep -q "test accuracy" "$log" &&
    [ -n "$restored" ] && [ "$restored" != "version 0" ]; then
-  ok "a shard killed with -9: restarted at $restored from its checkpoint, the run completes"
+  replayed=$(grep -o "pushing [0-9]* kept update" "$log" | awk '{s += $2} END {print s + 0}')
+  ok "a shard killed with -9: restarted at $restored from its checkpoint, replicas pushed $replayed kept updates again, the run completes"
 else
   bad "shard kill (launcher status $status, restored '$restored')" "$log"
 fi

@@ -5,6 +5,8 @@
 #include <random>
 
 #include "distbelief/ps/parameter_shard.h"
+#include "distbelief/base/logging.h"
+#include "absl/strings/match.h"
 
 namespace distbelief {
 
@@ -63,6 +65,7 @@ StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Create(std::vector<s
                                       std::to_string(map.num_shards()) + " shards");
   std::unique_ptr<ParameterClient> c(new ParameterClient(map, o));
   c->shards_ = std::move(shards);
+  c->logs_.resize(map.num_shards());
   return c;
 }
 
@@ -96,7 +99,7 @@ void ParameterClient::PushLoop() {
     result.staleness.assign(map_.num_shards(), 0);
     Status st = ForEachShard([&](int s) {
       PushReply reply;
-      DB_RETURN_IF_ERROR(shards_[s]->Push(j->meta[s], j->ranges[s], &reply, o_.call_timeout));
+      DB_RETURN_IF_ERROR(PushToShard(s, j->meta[s], j->ranges[s], &reply));
       result.versions[s] = reply.version;
       result.staleness[s] = reply.staleness;
       return absl::OkStatus();
@@ -110,6 +113,56 @@ void ParameterClient::PushLoop() {
     if (st.ok()) done.set_value(std::move(result));
     else done.set_value(std::move(st));
   }
+}
+
+Status ParameterClient::PushToShard(int s, const PushMeta& meta, std::span<const float> range, PushReply* reply) {
+  ShardLog& log = logs_[s];
+  PushMeta m = meta;
+  m.incarnation = log.incarnation;
+  Status st = shards_[s]->Push(m, range, reply, o_.call_timeout);
+  if (absl::IsAborted(st) && absl::StrContains(st.message(), kShardRestarted)) {
+    // The shard restarted from its checkpoint: what it acknowledged since may be gone. Push again
+    // everything kept, in order, to the new process (ids it holds come back as duplicates).
+    ShardInfo info;
+    DB_RETURN_IF_ERROR(shards_[s]->Info(&info, o_.call_timeout));
+    LOG_WARN << "shard " << s << " restarted at version " << info.version << "; pushing " << log.kept.size()
+             << " kept update(s) again";
+    for (Kept& k : log.kept) {
+      PushMeta again = k.meta;
+      again.incarnation = info.incarnation;
+      PushReply r;
+      DB_RETURN_IF_ERROR(shards_[s]->Push(again, k.range, &r, o_.call_timeout));
+      if (!r.duplicate) replayed_.fetch_add(1);
+      k.applied_version = r.version;
+    }
+    log.incarnation = info.incarnation;
+    m.incarnation = info.incarnation;
+    st = shards_[s]->Push(m, range, reply, o_.call_timeout);
+  }
+  if (st.ok()) Keep(log, meta, range, *reply);
+  return st;
+}
+
+void ParameterClient::Keep(ShardLog& log, const PushMeta& meta, std::span<const float> range, const PushReply& reply) {
+  log.incarnation = reply.incarnation;
+  while (!log.kept.empty() && log.kept.front().applied_version <= reply.durable_version) {
+    log.spare.push_back(std::move(log.kept.front().range));
+    log.kept.pop_front();
+  }
+  if (reply.version <= reply.durable_version || meta.client == 0) return;  // already durable
+  if (log.kept.size() >= kMaxKept) {
+    log.spare.push_back(std::move(log.kept.front().range));
+    log.kept.pop_front();
+  }
+  Kept k;
+  k.meta = meta;
+  if (!log.spare.empty()) {
+    k.range = std::move(log.spare.back());
+    log.spare.pop_back();
+  }
+  k.range.assign(range.begin(), range.end());
+  k.applied_version = reply.version;
+  log.kept.push_back(std::move(k));
 }
 
 Status ParameterClient::WithRetry(const std::function<Status()>& call) {

@@ -93,6 +93,8 @@ class ParameterClient {
   [[nodiscard]] StatusOr<std::vector<ShardInfo>> Info();
 
   const ShardMap& map() const { return map_; }
+  // Pushes sent again to a restarted shard so far (shard_api.h: durability).
+  int64_t replayed_pushes() const { return replayed_.load(); }
 
  private:
   struct PushJob {
@@ -123,6 +125,26 @@ class ParameterClient {
   std::vector<std::thread> threads_;  // fan-out threads, then the push thread
   uint64_t client_id_ = 0;                  // this client's push id (shard_api.h: PushMeta)
   std::atomic<uint64_t> next_sequence_{0};  // pushes numbered so far
+
+  // Durability (shard_api.h): per shard, the incarnation last seen and the pushes its checkpoints
+  // do not hold yet, oldest first. Touched only by the push thread (and its fan-out of one push).
+  struct Kept {
+    PushMeta meta;
+    std::vector<float> range;
+    uint64_t applied_version = 0;
+  };
+  struct ShardLog {
+    uint64_t incarnation = 0;
+    std::deque<Kept> kept;
+    std::vector<std::vector<float>> spare;  // buffers of dropped entries, reused
+  };
+  static constexpr size_t kMaxKept = 4096;  // a shard that never checkpoints keeps nothing anyway
+  std::vector<ShardLog> logs_;
+  std::atomic<int64_t> replayed_{0};
+  // One push to shard s: sent with the incarnation expected; after a restart, what was kept is
+  // pushed again first; on success it is kept until the shard's checkpoint holds it.
+  Status PushToShard(int s, const PushMeta& meta, std::span<const float> range, PushReply* reply);
+  void Keep(ShardLog& log, const PushMeta& meta, std::span<const float> range, const PushReply& reply);
 };
 
 // Calls fn(piece_part, at) for each part of `pieces` (laid end to end as one flat vector) inside

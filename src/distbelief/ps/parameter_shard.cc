@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <random>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -34,6 +35,8 @@ StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(const ShardOpti
                                                                  std::span<const float> initial) {
   DB_ASSIGN_OR_RETURN(auto rule, MakeUpdateRule(options.optimizer));
   std::unique_ptr<ParameterShard> s(new ParameterShard(options, std::move(rule)));
+  std::random_device rd;
+  while (s->incarnation_ == 0) s->incarnation_ = uint64_t{rd()} << 32 | rd();
   s->values_.assign(initial.begin(), initial.end());
   s->size_ = static_cast<int64_t>(initial.size());
   s->state_.assign(s->values_.size() * s->rule_->StatePerParam(), 0.0f);
@@ -70,6 +73,7 @@ StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(const ShardOpti
       last.used = last.reply.version;
       s->last_push_[client] = last;
     }
+    s->durable_version_ = s->version_;
   }
   return s;
 }
@@ -117,6 +121,10 @@ Status ParameterShard::CheckGradient(std::span<const float> g, const char* what)
 Status ParameterShard::Push(const PushMeta& meta, std::span<const float> g, PushReply* reply) {
   DB_RETURN_IF_ERROR(CheckGradient(g, "push"));
   std::lock_guard<std::mutex> lock(mu_);
+  if (meta.incarnation != 0 && meta.incarnation != incarnation_)
+    return absl::AbortedError(absl::StrCat("shard ", o_.shard, ": ", kShardRestarted, " (its checkpoint holds version ",
+                                           durable_version_, "); push again what it does not hold"));
+  reply->incarnation = incarnation_;
   LastPush* last = nullptr;
   if (meta.client != 0) {
     auto it = last_push_.find(meta.client);
@@ -124,6 +132,8 @@ Status ParameterShard::Push(const PushMeta& meta, std::span<const float> g, Push
       ++duplicate_pushes_;
       *reply = it->second.reply;
       reply->duplicate = true;
+      reply->incarnation = incarnation_;
+      reply->durable_version = DurableLocked();
       if (meta.sequence < it->second.sequence) reply->version = version_;  // older than the last: no reply kept
       return absl::OkStatus();
     }
@@ -156,6 +166,7 @@ Status ParameterShard::Push(const PushMeta& meta, std::span<const float> g, Push
       background_error_ = absl::OkStatus();
     }
   }
+  reply->durable_version = DurableLocked();
   return absl::OkStatus();
 }
 
@@ -252,6 +263,8 @@ ShardInfo ParameterShard::Info() {
   info.update_rule = rule_->Name();
   info.background_error = background_error_.ok() ? "" : std::string(background_error_.message());
   info.duplicate_pushes = duplicate_pushes_;
+  info.incarnation = incarnation_;
+  info.durable_version = DurableLocked();
   return info;
 }
 
@@ -281,7 +294,9 @@ Status ParameterShard::SaveLocked() {
     ids += absl::StrCat(ids.empty() ? "" : " ", client, ":", last.sequence, ":", last.reply.version, ":",
                         last.reply.staleness);
   c.metadata["push_ids"] = ids;
-  return WriteCheckpoint(o_.checkpoint_path, c);
+  DB_RETURN_IF_ERROR(WriteCheckpoint(o_.checkpoint_path, c));
+  durable_version_ = version_;
+  return absl::OkStatus();
 }
 
 }  // namespace distbelief

@@ -103,6 +103,9 @@ class ParameterShard {
   static constexpr size_t kMaxPushClients = 4096;
   std::map<uint64_t, LastPush> last_push_;
   uint64_t duplicate_pushes_ = 0;
+  uint64_t incarnation_ = 0;      // random, never 0
+  uint64_t durable_version_ = 0;  // the version the last written (or restored) checkpoint holds
+  uint64_t DurableLocked() const { return o_.checkpoint_path.empty() ? version_ : durable_version_; }
   Status background_error_;
 };
 

@@ -335,6 +335,56 @@ TEST_P(PsTest, ARetriedOrDuplicatedPushIsAppliedOnce) {
   EXPECT_EQ(f.shards[0]->Info().duplicate_pushes + f.shards[1]->Info().duplicate_pushes, 2u);
 }
 
+// Durability: a shard killed and restarted from its checkpoint (here at version 4 of 5) has lost
+// the push it acknowledged after it. The client kept that push, learns of the restart from its
+// next push (a new incarnation), pushes the kept one again, then its own: the shard ends holding
+// every acknowledged push exactly once. Before, the restarted shard ended at version 5 of 6.
+TEST_P(PsTest, AShardRestartedFromItsCheckpointLosesNoAcknowledgedPush) {
+  FixtureOptions fo;
+  fo.ckpt_dir = TempDir("restart" + std::to_string(GetParam()));
+  fo.checkpoint_every = 2;
+  fo.opt.learning_rate = 0.1f;
+  Fixture f = Start(GetParam(), Range(4), 1, fo);
+  auto push = [&](int k) {
+    std::vector<float> g(4, static_cast<float>(k));
+    return f.client->PushAsync(g, {0}, k).Wait(Millis(20000));
+  };
+  for (int k = 1; k <= 5; ++k) {
+    auto r = push(k);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->versions[0], static_cast<uint64_t>(k));
+  }
+  EXPECT_EQ(f.shards[0]->Info().durable_version, 4u);
+  // kill -9: the process and everything since its last checkpoint are gone.
+  f.servers[0].reset();
+  f.shards[0].reset();
+  ShardOptions so;
+  so.optimizer = fo.opt;
+  so.checkpoint_path = fo.ckpt_dir + "/shard-0.safetensors";
+  so.checkpoint_every = fo.checkpoint_every;
+  auto restarted = ParameterShard::Create(so, Range(4));
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  ASSERT_EQ((*restarted)->version(), 4u);
+  auto server = f.transport->ServeShard(f.addresses[0], restarted->get());
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto sixth = push(6);
+  ASSERT_TRUE(sixth.ok()) << sixth.status();
+  EXPECT_EQ((*restarted)->version(), 6u) << "pushes 5 and 6, each once";
+  EXPECT_EQ(f.client->replayed_pushes(), 1);
+  std::vector<float> v(4);
+  const std::span<float> out(v);
+  PullReply pr;
+  auto ch = f.transport->ConnectShard(f.addresses[0]);
+  ASSERT_TRUE(ch.ok());
+  ASSERT_TRUE((*ch)->Pull(-1, std::span<const std::span<float>>(&out, 1), &pr, Millis(5000)).ok());
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(v[i], Range(4)[i] - 0.1f * (1 + 2 + 3 + 4 + 5 + 6), 1e-4) << i;
+  // A shard without checkpoints tells its clients everything is durable: they keep nothing.
+  Fixture plain = Start(GetParam(), Range(4), 1);
+  std::vector<float> g(4, 1.0f);
+  ASSERT_TRUE(plain.client->PushAsync(g, {0}, 1).Wait(Millis(5000)).ok());
+  EXPECT_EQ(plain.shards[0]->Info().durable_version, 1u);
+}
+
 // The table of applied ids lives in the shard's checkpoint: a shard restarted from it still
 // refuses to apply a push it had applied before the checkpoint.
 TEST(ParameterShard, RemembersAppliedPushIdsAcrossARestart) {

@@ -32,17 +32,29 @@ struct PullReply {
 // a duplicate without being applied. A client therefore numbers its pushes 1, 2, 3, ... and sends
 // them one after another, each (with its retries) before the next; a restarted client takes a new
 // client id. The table survives in the shard's checkpoint.
+//
+// Durability: a shard restarted from its checkpoint has lost the pushes it applied after it.
+// Each shard process has a random incarnation, and replies carry it and the durable version (the
+// version its last checkpoint holds). A client keeps each push the shard's checkpoints do not yet
+// cover and names the incarnation it expects; a restarted shard refuses such a push with
+// kAborted (kShardRestarted in the message), and the client pushes what it kept again (the ids
+// make the ones the checkpoint holds duplicates) before going on. So every acknowledged push ends
+// up applied once, also across a kill -9 of the shard, while the pushing client lives.
+inline constexpr char kShardRestarted[] = "shard restarted";
 struct PushMeta {
   uint64_t based_on_version = 0;  // the version of the parameters the gradient was computed from
   int32_t replica = -1;           // -1 for a coordinator
   int64_t replica_clock = 0;      // the replica's step count after this push
   uint64_t client = 0;            // the pushing client's random id; 0 = no id (applied every time)
   uint64_t sequence = 0;          // the client's push number, from 1
+  uint64_t incarnation = 0;       // the shard process the client expects; 0 = any
 };
 struct PushReply {
   uint64_t version = 0;    // after the update (for a duplicate: after the original's update)
   uint64_t staleness = 0;  // versions applied between based_on_version and this update
   bool duplicate = false;  // this push id was applied before; nothing was applied now
+  uint64_t incarnation = 0;      // the shard process that answered
+  uint64_t durable_version = 0;  // the shard's last checkpoint holds every update up to this one
 };
 
 // Sandblaster (§4.2): a work portion's gradient is added to the shard's accumulator, once per
@@ -90,6 +102,8 @@ struct ShardInfo {
   // The shard's sticky background error (a checkpoint it could not write), "" if none.
   std::string background_error;
   uint64_t duplicate_pushes = 0;  // pushes acknowledged as duplicates (not applied) since start
+  uint64_t incarnation = 0;       // random per shard process
+  uint64_t durable_version = 0;   // as in PushReply
 };
 
 // One shard as a caller reaches it. Every call takes a timeout and returns the shard's status or

@@ -130,10 +130,10 @@ int ConnectRaw(int port) {
   EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
   char hello[40], mac[32] = {};
   EXPECT_EQ(recv(fd, hello, sizeof(hello), MSG_WAITALL), 40);
-  EXPECT_EQ(std::string(hello, 8), "DBTS0002");
+  EXPECT_EQ(std::string(hello, 8), "DBTS0003");
   EXPECT_EQ(send(fd, mac, sizeof(mac), 0), 32);  // no secret configured: any MAC is accepted
   tensor_socket::ReplyHeader ok;
-  EXPECT_EQ(recv(fd, &ok, sizeof(ok), MSG_WAITALL), 48);
+  EXPECT_EQ(recv(fd, &ok, sizeof(ok), MSG_WAITALL), 64);
   EXPECT_EQ(ok.code, 0u);
   return fd;
 }

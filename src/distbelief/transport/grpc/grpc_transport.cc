@@ -103,11 +103,14 @@ class ShardServiceImpl final : public rpc::ParameterShard::Service {
     auto g = wire::FloatsView(req->gradient(), -1, &scratch);
     if (!g.ok()) return ToGrpc(g.status());
     PushReply r;
-    Status s = shard_->Push({req->based_on_version(), req->replica(), req->replica_clock(), req->client(), req->sequence()},
-                            *g, &r);
+    Status s = shard_->Push(
+        {req->based_on_version(), req->replica(), req->replica_clock(), req->client(), req->sequence(), req->incarnation()},
+        *g, &r);
     reply->set_version(r.version);
     reply->set_staleness(r.staleness);
     reply->set_duplicate(r.duplicate);
+    reply->set_incarnation(r.incarnation);
+    reply->set_durable_version(r.durable_version);
     return ToGrpc(s);
   }
   grpc::Status Accumulate(grpc::ServerContext* ctx, const rpc::AccumulateRequest* req,
@@ -145,6 +148,8 @@ class ShardServiceImpl final : public rpc::ParameterShard::Service {
     reply->set_update_rule(info.update_rule);
     reply->set_background_error(info.background_error);
     reply->set_duplicate_pushes(info.duplicate_pushes);
+    reply->set_incarnation(info.incarnation);
+    reply->set_durable_version(info.durable_version);
     reply->set_data_port(static_cast<uint32_t>(data_port_));
     return grpc::Status::OK;
   }
@@ -262,11 +267,14 @@ class GrpcShardChannel : public ShardChannel, Client<rpc::ParameterShard> {
     req.set_replica_clock(meta.replica_clock);
     req.set_client(meta.client);
     req.set_sequence(meta.sequence);
+    req.set_incarnation(meta.incarnation);
     rpc::PushReply r;
     DB_RETURN_IF_ERROR(Call(&S::Push, req, &r, t, "Push"));
     reply->version = r.version();
     reply->staleness = r.staleness();
     reply->duplicate = r.duplicate();
+    reply->incarnation = r.incarnation();
+    reply->durable_version = r.durable_version();
     return absl::OkStatus();
   }
   Status Accumulate(const PortionKey& key, std::span<const float> g, AccumulateReply* reply, Millis t) override {
@@ -303,6 +311,8 @@ class GrpcShardChannel : public ShardChannel, Client<rpc::ParameterShard> {
     info->update_rule = r.update_rule();
     info->background_error = r.background_error();
     info->duplicate_pushes = r.duplicate_pushes();
+    info->incarnation = r.incarnation();
+    info->durable_version = r.durable_version();
     return absl::OkStatus();
   }
 

@@ -31,7 +31,7 @@ using tensor_socket::ReplyHeader;
 using tensor_socket::RequestHeader;
 using Clock = std::chrono::steady_clock;
 
-constexpr char kHello[8] = {'D', 'B', 'T', 'S', '0', '0', '0', '2'};
+constexpr char kHello[8] = {'D', 'B', 'T', 'S', '0', '0', '0', '3'};
 constexpr size_t kNonce = 32, kMac = 32;
 
 // How an I/O step ended: done, the peer closed or failed, or the deadline passed.
@@ -318,11 +318,14 @@ bool TensorSocketServer::Answer(int fd, const RequestHeader& h, std::vector<floa
     floats->resize(h.payload / sizeof(float));
     if (RecvAll(fd, floats->data(), h.payload, Soon()) != Io::kOk) return false;  // cut short: nothing applied
     PushReply pushed;
-    s = shard_->Push({h.based_on_version, static_cast<int32_t>(h.replica), h.replica_clock, h.client, h.sequence},
+    s = shard_->Push({h.based_on_version, static_cast<int32_t>(h.replica), h.replica_clock, h.client, h.sequence,
+                      h.incarnation},
                      *floats, &pushed);
     r.version = pushed.version;
     r.staleness = pushed.staleness;
     r.flags = pushed.duplicate ? tensor_socket::kDuplicate : 0;
+    r.incarnation = pushed.incarnation;
+    r.durable_version = pushed.durable_version;
   }
   // A call the shard refused gets its status; the connection stays open.
   if (!s.ok()) return SendStatus(fd, s.code(), std::string(s.message()));
@@ -484,6 +487,7 @@ Status TensorSocketClient::Push(const PushMeta& meta, std::span<const float> g, 
   h.replica_clock = meta.replica_clock;
   h.client = meta.client;
   h.sequence = meta.sequence;
+  h.incarnation = meta.incarnation;
   iovec v[2] = {{&h, sizeof(h)}, {const_cast<float*>(g.data()), g.size() * sizeof(float)}};
   if (Io io = SendAll(fd, v, 2, deadline); io != Io::kOk) {
     close(fd);
@@ -497,6 +501,8 @@ Status TensorSocketClient::Push(const PushMeta& meta, std::span<const float> g, 
   reply->version = r.version;
   reply->staleness = r.staleness;
   reply->duplicate = (r.flags & tensor_socket::kDuplicate) != 0;
+  reply->incarnation = r.incarnation;
+  reply->durable_version = r.durable_version;
   return absl::OkStatus();
 }
 

@@ -7,14 +7,15 @@
 //
 // Wire protocol (little-endian; one request at a time per connection; a client keeps a few
 // connections per shard so a pull and a push in flight do not queue behind each other):
-//   server -> client  "DBTS0002" + 32-byte random nonce
+//   server -> client  "DBTS0003" + 32-byte random nonce
 //   client -> server  HMAC-SHA256(shared secret, nonce) (32 bytes)
 //   server -> client  ReplyHeader: code 0, or kUnauthenticated and the connection closes
 //   then repeatedly:
 //   client -> server  RequestHeader{magic, op, payload bytes, based_on_version, replica, clock,
-//                     push id: client, sequence}
+//                     push id: client, sequence; incarnation}
 //                     + payload (push: the gradient's floats; pull: none)
-//   server -> client  ReplyHeader{magic, code, payload bytes, version, staleness, min clock, flags}
+//   server -> client  ReplyHeader{magic, code, payload bytes, version, staleness, min clock, flags,
+//                     incarnation, durable version}
 //                     + payload (ok pull: the range's floats; error: the message)
 // A request the server cannot frame (wrong magic, unknown op, a payload over the message limit)
 // gets its error reply and the connection is closed; a push the shard refuses (wrong size, NaN)
@@ -51,6 +52,7 @@ struct RequestHeader {
   int64_t replica_clock = 0;
   uint64_t client = 0;    // push id (ps/shard_api.h: PushMeta)
   uint64_t sequence = 0;
+  uint64_t incarnation = 0;  // the shard process expected (0: any)
 };
 struct ReplyHeader {
   uint32_t magic = kMagic;
@@ -60,9 +62,11 @@ struct ReplyHeader {
   uint64_t staleness = 0;
   int64_t min_replica_clock = -1;
   uint64_t flags = 0;    // push: kDuplicate when the push id had been applied before
+  uint64_t incarnation = 0;      // push: the shard process that answered
+  uint64_t durable_version = 0;  // push: what the shard's last checkpoint holds
 };
 constexpr uint64_t kDuplicate = 1;
-static_assert(sizeof(RequestHeader) == 56 && sizeof(ReplyHeader) == 48);
+static_assert(sizeof(RequestHeader) == 64 && sizeof(ReplyHeader) == 64);
 
 }  // namespace tensor_socket
 
