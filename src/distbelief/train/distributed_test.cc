@@ -176,7 +176,7 @@ TEST(Downpour, AReplicaCutOffIsDroppedAndTheRunGoesOn) {
   cut.replica = 2;
   cut.after = 20;
   t.Inject(cut);
-  auto r = Train(e, Mlp(1));
+  auto r = Train(e, Mlp(2));  // 2 epochs: 1 left the accuracy within a point of the bar (0.891 once)
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->replicas_failed, 1);
   EXPECT_GT(Accuracy(*r), Learned(0.9));
