@@ -119,15 +119,22 @@ TEST(GrpcTransport, ServersBindLoopbackAndClientsReconnectAfterARestart) {
   EXPECT_EQ(p, Range(4));
 }
 
-// The tensor socket's own checks, byte by byte: a wrong secret, frames it cannot take, pushes the
-// shard refuses, a push cut off in the middle. Each gets its status; the shard never changes.
-int ConnectRaw(int port) {
+// A TCP connection to a loopback port, nothing sent (-1 if it fails).
+int Dial(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port));
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) return fd;
+  close(fd);
+  return -1;
+}
+
+// A connection past the handshake (the server has no secret, so any MAC passes).
+int ConnectRaw(int port) {
+  const int fd = Dial(port);
+  EXPECT_GE(fd, 0);
   char hello[40], mac[32] = {};
   EXPECT_EQ(recv(fd, hello, sizeof(hello), MSG_WAITALL), 40);
   EXPECT_EQ(std::string(hello, 8), "DBTS0003");
@@ -150,6 +157,8 @@ std::pair<uint32_t, std::string> Exchange(int fd, const tensor_socket::RequestHe
   return {r.code, message};
 }
 
+// The tensor socket's own checks, byte by byte: a wrong secret, frames it cannot take, pushes the
+// shard refuses, a push cut off in the middle. Each gets its status; the shard never changes.
 TEST(TensorSocket, RefusesBadSecretsAndMalformedRequestsAndKeepsTheShard) {
   auto shard = ParameterShard::Create(ShardOptions{}, Range(4));
   ASSERT_TRUE(shard.ok());
@@ -234,13 +243,8 @@ TEST(TensorSocket, AbandonedConnectionsLeaveCorrectClientsServed) {
   std::vector<int> abandoned;
   for (int i = 0; i < 10; ++i) abandoned.push_back(ConnectRaw(port));  // authenticated, then idle
   for (int i = 0; i < 990; ++i) {  // connected, never a handshake
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-    abandoned.push_back(fd);
+    abandoned.push_back(Dial(port));
+    ASSERT_GE(abandoned.back(), 0);
   }
   std::this_thread::sleep_for(Millis(200));
   EXPECT_LE((*server)->connections(), limits.max_connections);
