@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <random>
 
 namespace distbelief {
 
@@ -39,5 +40,14 @@ class Random {
  private:
   uint64_t state_;
 };
+
+// A fresh 64-bit id from the OS's random source, never 0 (0 means "none" where ids are used:
+// a parameter client's push id, a shard process's incarnation).
+inline uint64_t RandomNonZeroId() {
+  std::random_device rd;
+  uint64_t id = 0;
+  while (id == 0) id = uint64_t{rd()} << 32 | rd();
+  return id;
+}
 
 }  // namespace distbelief

@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <cstring>
-#include <random>
 
-#include "distbelief/ps/parameter_shard.h"
-#include "distbelief/base/logging.h"
 #include "absl/strings/match.h"
+#include "distbelief/base/logging.h"
+#include "distbelief/base/random.h"
+#include "distbelief/ps/parameter_shard.h"
 
 namespace distbelief {
 
@@ -34,10 +34,8 @@ int64_t Total(const std::vector<std::span<T>>& pieces) {
 
 }  // namespace
 
-ParameterClient::ParameterClient(const ShardMap& map, ClientOptions o) : map_(map), o_(o) {
-  // A random id per client (a restarted replica is a new client), never 0 (0 = no id).
-  std::random_device rd;
-  while (client_id_ == 0) client_id_ = uint64_t{rd()} << 32 | rd();
+ParameterClient::ParameterClient(const ShardMap& map, ClientOptions o)
+    : map_(map), o_(o), client_id_(RandomNonZeroId()) {  // a restarted replica is a new client
   for (int s = 1; s < map_.num_shards(); ++s) threads_.emplace_back([this] { FanOutLoop(); });
   threads_.emplace_back([this] { PushLoop(); });
 }

@@ -5,12 +5,12 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <random>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "distbelief/base/logging.h"
+#include "distbelief/base/random.h"
 #include "distbelief/io/checkpoint.h"
 
 namespace distbelief {
@@ -35,8 +35,7 @@ StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(const ShardOpti
                                                                  std::span<const float> initial) {
   DB_ASSIGN_OR_RETURN(auto rule, MakeUpdateRule(options.optimizer));
   std::unique_ptr<ParameterShard> s(new ParameterShard(options, std::move(rule)));
-  std::random_device rd;
-  while (s->incarnation_ == 0) s->incarnation_ = uint64_t{rd()} << 32 | rd();
+  s->incarnation_ = RandomNonZeroId();
   s->values_.assign(initial.begin(), initial.end());
   s->size_ = static_cast<int64_t>(initial.size());
   s->state_.assign(s->values_.size() * s->rule_->StatePerParam(), 0.0f);
