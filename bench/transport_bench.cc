@@ -15,6 +15,7 @@
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <openssl/evp.h>
 
 #include <algorithm>
 #include <chrono>
@@ -80,15 +81,26 @@ struct Rates {
 
 // Push and pull of one 1 Mi-float (4 MiB) shard with plain SGD through the gRPC transport, its
 // bulk calls over the shard's tensor socket (as replicas send them) or all on gRPC.
-Rates MeasureGrpc(double seconds, bool tensor_socket) {
+// tls_dir: "" for plain TCP, else a directory holding a self-signed localhost.pem / localhost.key
+// that the shard serves and the client trusts (TLS on gRPC and on the tensor socket).
+Rates MeasureGrpc(double seconds, bool tensor_socket, const std::string& tls_dir = "") {
   const int64_t n = kBytes / sizeof(float);
   std::vector<float> init(n, 0.5f), grad(n, 1e-6f);
   auto shard = ParameterShard::Create(ShardOptions{}, init);
   TransportOptions to;
   to.secret = "bench";
   to.data_plane = tensor_socket ? DataPlane::kSocket : DataPlane::kGrpc;
+  if (!tls_dir.empty()) {
+    to.tls_cert_file = to.tls_root_file = tls_dir + "/localhost.pem";
+    to.tls_key_file = tls_dir + "/localhost.key";
+    to.tls_target_name = "localhost";
+  }
   auto transport = MakeGrpcTransport(to);
   auto srv = transport->ServeShard("127.0.0.1:0", shard->get());
+  if (!srv.ok()) {
+    std::fprintf(stderr, "%s\n", srv.status().ToString().c_str());
+    std::exit(1);
+  }
   auto ch = transport->ConnectShard((*srv)->address());
   PushReply push_reply;
   PullReply pull_reply;
@@ -214,6 +226,27 @@ Rates MeasureGrpcCeiling(double seconds) {
   return r;
 }
 
+// AES-128-GCM on one core as the encrypted socket uses it: 256 KiB records sealed from a 4 MiB
+// tensor into a record buffer (GB/s).
+double MeasureAesGcm(double seconds) {
+  const unsigned char key[16] = {1}, iv[12] = {2};
+  EVP_CIPHER_CTX* c = EVP_CIPHER_CTX_new();
+  EVP_EncryptInit_ex(c, EVP_aes_128_gcm(), nullptr, key, nullptr);
+  constexpr size_t kRecord = 256 << 10;
+  std::vector<unsigned char> src(kBytes, 3), dst(kRecord + 16);
+  const double rate = Rate(seconds, [&] {
+    for (size_t off = 0; off < kBytes; off += kRecord) {
+      int n = 0;
+      EVP_EncryptInit_ex(c, nullptr, nullptr, nullptr, iv);
+      EVP_EncryptUpdate(c, dst.data(), &n, src.data() + off, kRecord);
+      EVP_EncryptFinal_ex(c, dst.data() + n, &n);
+      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, dst.data() + kRecord);
+    }
+  });
+  EVP_CIPHER_CTX_free(c);
+  return rate;
+}
+
 // Raw TCP push and pull over one loopback connection.
 Rates MeasureTcp(double seconds) {
   // Server on a loopback port: 'P' = receive 4 MiB then ack; 'L' = send 4 MiB.
@@ -269,12 +302,25 @@ int main(int argc, char** argv) {
   const int rounds = argc > 2 ? std::atoi(argv[2]) : 3;
   // The second core is shared and noisy: the two transports take turns, round after round, and
   // each keeps its best round.
-  Rates tcp, transport, grpc, ceiling, client[3];
+  // A throwaway self-signed certificate for the TLS measurements.
+  const std::string tls_dir = "/tmp/transport_bench_tls";
+  const std::string cmd = "mkdir -p " + tls_dir + " && openssl req -x509 -newkey rsa:2048 -nodes -days 1 "
+                          "-subj /CN=localhost -addext subjectAltName=DNS:localhost -keyout " + tls_dir +
+                          "/localhost.key -out " + tls_dir + "/localhost.pem >/dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0) {
+    std::fprintf(stderr, "openssl could not make a certificate in %s\n", tls_dir.c_str());
+    return 1;
+  }
+  Rates tcp, transport, grpc, ceiling, tls, grpc_tls, client[3];
+  double aes = 0;
   const int shard_counts[3] = {1, 2, 4};
   for (int i = 0; i < rounds; ++i) {
     tcp.Best(MeasureTcp(seconds));
     transport.Best(MeasureGrpc(seconds, true));
+    tls.Best(MeasureGrpc(seconds, true, tls_dir));
     grpc.Best(MeasureGrpc(seconds, false));
+    grpc_tls.Best(MeasureGrpc(seconds, false, tls_dir));
+    aes = std::max(aes, MeasureAesGcm(seconds));
     ceiling.Best(MeasureGrpcCeiling(seconds));
     for (int c = 0; c < 3; ++c) client[c].Best(MeasureClient(seconds, shard_counts[c]));
   }
@@ -291,6 +337,21 @@ int main(int argc, char** argv) {
               " tensor socket (HMAC handshake with the secret), push includes the shard's NaN check and SGD\n"
               " update of 1 Mi floats; gRPC only: the same calls with data_plane = \"grpc\"; gRPC ceiling: raw\n"
               " bytes through gRPC's generic API, zero-copy slices, one copy per side)\n\n");
+  std::printf("Encrypted: TLS 1.3 on gRPC and on the shard's tensor socket (AES-128-GCM)\n");
+  std::printf("%-6s %9s %10s %6s %11s %6s\n", "", "raw TCP", "TLS socket", "ratio", "TLS gRPC", "ratio");
+  for (int k = 0; k < 2; ++k) {
+    const auto get = [&](const Rates& r) { return k == 0 ? r.push : r.pull; };
+    std::printf("%-6s %9.2f %10.2f %5.0f%% %11.2f %5.0f%%\n", k == 0 ? "push" : "pull", get(tcp), get(tls),
+                100 * get(tls) / get(tcp), get(grpc_tls), 100 * get(grpc_tls) / get(tcp));
+  }
+  // The sender seals each record and then sends it, one after the other on one thread: its rate
+  // cannot beat 1 / (1/AES + 1/TCP), whatever the receiver does.
+  const double bound = 1 / (1 / aes + 1 / tcp.push);
+  std::printf("AES-128-GCM on one core %.2f GB/s; a sender that seals then sends: at most %.2f GB/s = %.0f%% of raw TCP\n",
+              aes, bound, 100 * bound / tcp.push);
+  std::printf("(GB/s. TLS socket: the transport with a certificate, pulls and pushes over the tensor socket\n"
+              " under TLS 1.3 then AES-128-GCM records keyed from it; TLS gRPC: the same calls with\n"
+              " data_plane = \"grpc\", all through gRPC's TLS)\n\n");
   std::printf("ParameterClient over the transport, the same 4 MiB split over S shards (all at once)\n");
   std::printf("%-8s %9s %14s %8s %14s %8s\n", "shards", "", "push GB/s", "of TCP", "pull GB/s", "of TCP");
   for (int c = 0; c < 3; ++c)

@@ -80,7 +80,7 @@ struct TransportOptions {
   std::string tls_root_file;    // gRPC: CA the client trusts (PEM); set to use TLS as a client
   std::string tls_target_name;  // gRPC: expected server name in the certificate ("" = host)
   int max_message_bytes = 256 << 20;  // larger requests are refused with kResourceExhausted
-  // gRPC: the shards' data plane (off when either side uses TLS: the socket is not encrypted).
+  // gRPC: the shards' data plane (under TLS when gRPC is: the same certificate and root).
   DataPlane data_plane = DataPlane::kSocket;
 };
 

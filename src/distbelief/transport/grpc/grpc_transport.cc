@@ -233,10 +233,11 @@ class Client {
 class GrpcShardChannel : public ShardChannel, Client<rpc::ParameterShard> {
  public:
   using S = rpc::ParameterShard::Stub;
+  // tls: the client context for the tensor socket under TLS (nullptr: plain TCP).
   GrpcShardChannel(std::shared_ptr<grpc::Channel> channel, std::string secret, std::string address,
-                   bool tensor_socket, int64_t max_bytes)
+                   bool tensor_socket, int64_t max_bytes, std::shared_ptr<TlsContext> tls)
       : Client(std::move(channel), std::move(secret), std::move(address)), use_socket_(tensor_socket),
-        max_bytes_(max_bytes) {}
+        max_bytes_(max_bytes), tls_(std::move(tls)) {}
   Status Pull(int32_t replica, FloatPieces out, PullReply* reply, Millis t) override {
     std::shared_ptr<TensorSocketClient> socket;
     DB_RETURN_IF_ERROR(Socket(t, &socket));
@@ -328,7 +329,7 @@ class GrpcShardChannel : public ShardChannel, Client<rpc::ParameterShard> {
       DB_RETURN_IF_ERROR(InfoReply(&info, t));
       if (info.data_port() != 0)
         socket_ = std::make_shared<TensorSocketClient>(address_.substr(0, address_.rfind(':')),
-                                                       static_cast<int>(info.data_port()), secret_, max_bytes_);
+                                                       static_cast<int>(info.data_port()), secret_, max_bytes_, tls_);
       resolved_ = true;
     }
     *out = socket_;
@@ -352,6 +353,7 @@ class GrpcShardChannel : public ShardChannel, Client<rpc::ParameterShard> {
   }
   const bool use_socket_;
   const int64_t max_bytes_;
+  const std::shared_ptr<TlsContext> tls_;
   std::mutex mu_;
   bool resolved_ = false;
   std::shared_ptr<TensorSocketClient> socket_;
@@ -394,11 +396,15 @@ class GrpcTransport : public Transport {
   explicit GrpcTransport(const TransportOptions& o) : o_(o) {}
 
   StatusOr<std::unique_ptr<Server>> ServeShard(const std::string& address, ParameterShard* shard) override {
-    // The data plane listens on the same host as gRPC; never beside TLS (it is not encrypted).
+    // The data plane listens on the same host as gRPC, under TLS when gRPC is.
     std::unique_ptr<TensorSocketServer> socket;
-    if (o_.data_plane == DataPlane::kSocket && o_.tls_cert_file.empty() && o_.tls_key_file.empty()) {
+    if (o_.data_plane == DataPlane::kSocket) {
+      std::shared_ptr<TlsContext> tls;
+      if (!o_.tls_cert_file.empty() || !o_.tls_key_file.empty()) {
+        DB_ASSIGN_OR_RETURN(tls, TlsContext::ForServer(o_.tls_cert_file, o_.tls_key_file));
+      }
       DB_ASSIGN_OR_RETURN(socket, TensorSocketServer::Start(address.substr(0, address.rfind(':')), shard, o_.secret,
-                                                            o_.max_message_bytes));
+                                                            o_.max_message_bytes, {}, std::move(tls)));
     }
     const int port = socket ? socket->port() : 0;
     DB_ASSIGN_OR_RETURN(auto server, Serve(address, std::make_unique<ShardServiceImpl>(shard, o_.secret, port)));
@@ -410,10 +416,14 @@ class GrpcTransport : public Transport {
   }
   StatusOr<std::shared_ptr<ShardChannel>> ConnectShard(const std::string& address) override {
     DB_ASSIGN_OR_RETURN(auto ch, Channel(address));
-    // A client that trusts a TLS root wants every byte encrypted: no tensor socket.
-    return std::shared_ptr<ShardChannel>(
-        new GrpcShardChannel(ch, o_.secret, address, o_.data_plane == DataPlane::kSocket && o_.tls_root_file.empty(),
-                             o_.max_message_bytes));
+    // A client that trusts a TLS root speaks TLS on the tensor socket too.
+    std::shared_ptr<TlsContext> tls;
+    if (o_.data_plane == DataPlane::kSocket && !o_.tls_root_file.empty()) {
+      DB_ASSIGN_OR_RETURN(tls, ClientTls());
+    }
+    return std::shared_ptr<ShardChannel>(new GrpcShardChannel(ch, o_.secret, address,
+                                                              o_.data_plane == DataPlane::kSocket,
+                                                              o_.max_message_bytes, std::move(tls)));
   }
   StatusOr<std::shared_ptr<WorkerChannel>> ConnectWorker(const std::string& address) override {
     DB_ASSIGN_OR_RETURN(auto ch, Channel(address));
@@ -466,9 +476,19 @@ class GrpcTransport : public Transport {
     return ch;
   }
 
+  // One client TLS context per transport, shared by every shard's tensor socket.
+  StatusOr<std::shared_ptr<TlsContext>> ClientTls() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!client_tls_) {
+      DB_ASSIGN_OR_RETURN(client_tls_, TlsContext::ForClient(o_.tls_root_file, o_.tls_target_name));
+    }
+    return client_tls_;
+  }
+
   TransportOptions o_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<grpc::Channel>> channels_;
+  std::shared_ptr<TlsContext> client_tls_;
 };
 
 }  // namespace

@@ -3,7 +3,13 @@
 // of a plain TCP socket on one machine (bench/transport_bench); a shard served over gRPC therefore
 // also listens on a plain TCP port of the same host and announces it in its Info reply. Clients
 // send pulls and pushes there; everything else (Sandblaster's vector operations, Info, workers)
-// stays on gRPC. Off under TLS (the socket is not encrypted): then everything goes through gRPC.
+// stays on gRPC.
+//
+// Under TLS (the shard has a certificate, its clients a CA to trust), every connection first
+// completes a TLS 1.3 handshake (OpenSSL; the client checks the certificate's name) and the
+// protocol below runs inside it: the bytes on the wire are encrypted and authenticated per
+// record with per-connection keys, so a captured push replayed on a new connection (or a record
+// replayed, dropped or altered inside one) fails TLS and is never applied.
 //
 // Wire protocol (little-endian; one request at a time per connection; a client keeps a few
 // connections per shard so a pull and a push in flight do not queue behind each other):
@@ -36,7 +42,31 @@
 #include "distbelief/ps/parameter_shard.h"
 #include "distbelief/ps/shard_api.h"
 
+struct ssl_ctx_st;  // OpenSSL's SSL_CTX
+
 namespace distbelief {
+
+// An OpenSSL context for tensor-socket connections: TLS 1.3 only, made once per transport and
+// shared (thread-safe) by every connection. Errors: a certificate, key or CA that cannot be read
+// or does not match comes back as kInvalidArgument naming the file.
+class TlsContext {
+ public:
+  // A server's: its certificate chain and private key (PEM files).
+  static StatusOr<std::shared_ptr<TlsContext>> ForServer(const std::string& cert_file, const std::string& key_file);
+  // A client's: the CA certificates it trusts (PEM file) and the name the server's certificate
+  // must carry ("": the host it connects to).
+  static StatusOr<std::shared_ptr<TlsContext>> ForClient(const std::string& root_file, const std::string& target_name);
+  ~TlsContext();
+  TlsContext(const TlsContext&) = delete;
+  TlsContext& operator=(const TlsContext&) = delete;
+  ssl_ctx_st* get() const { return ctx_; }
+  const std::string& target_name() const { return target_name_; }
+
+ private:
+  TlsContext() = default;
+  ssl_ctx_st* ctx_ = nullptr;
+  std::string target_name_;
+};
 
 namespace tensor_socket {
 
@@ -66,6 +96,8 @@ struct ReplyHeader {
   uint64_t durable_version = 0;  // push: what the shard's last checkpoint holds
 };
 constexpr uint64_t kDuplicate = 1;
+
+class Link;  // one connection, plain TCP or TLS (tensor_socket.cc)
 static_assert(sizeof(RequestHeader) == 64 && sizeof(ReplyHeader) == 64);
 
 }  // namespace tensor_socket
@@ -84,9 +116,11 @@ struct TensorSocketLimits {
 // Serves one shard's pulls and pushes on host:0 (a free port) until destroyed.
 class TensorSocketServer {
  public:
+  // tls: a server context (TlsContext::ForServer) to serve TLS only; nullptr: plain TCP.
   static StatusOr<std::unique_ptr<TensorSocketServer>> Start(const std::string& host, ParameterShard* shard,
                                                              std::string secret, int64_t max_message_bytes,
-                                                             TensorSocketLimits limits = {});
+                                                             TensorSocketLimits limits = {},
+                                                             std::shared_ptr<TlsContext> tls = nullptr);
   ~TensorSocketServer();
   int port() const { return port_; }
   int connections();  // open now, handshaking or authenticated
@@ -95,9 +129,10 @@ class TensorSocketServer {
   TensorSocketServer() = default;
   void AcceptLoop();
   void Serve(int fd, std::string peer, std::atomic<bool>* authenticated);
-  bool Handshake(int fd, const std::string& peer);
-  bool Answer(int fd, const tensor_socket::RequestHeader& h, std::vector<float>* floats);
+  bool Handshake(tensor_socket::Link& link, const std::string& peer);
+  bool Answer(tensor_socket::Link& link, const tensor_socket::RequestHeader& h, std::vector<float>* floats);
   ParameterShard* shard_ = nullptr;
+  std::shared_ptr<TlsContext> tls_;
   std::string secret_;
   int64_t max_bytes_ = 0;
   TensorSocketLimits limits_;
@@ -122,26 +157,29 @@ class TensorSocketServer {
 // The client side for one shard: connections made on demand (connect, handshake), kept while they
 // work and dropped on any error, which comes back as kUnavailable (retry) or kDeadlineExceeded.
 // A port that cannot be reached within 2 s gives kUnavailable with kCannotConnect in its message.
+// tls: a client context (TlsContext::ForClient) to speak TLS only; nullptr: plain TCP. A server
+// whose certificate does not verify gives kUnauthenticated.
 inline constexpr char kCannotConnect[] = "cannot connect";
 class TensorSocketClient {
  public:
-  TensorSocketClient(std::string host, int port, std::string secret, int64_t max_message_bytes)
-      : host_(std::move(host)), port_(port), secret_(std::move(secret)), max_bytes_(max_message_bytes) {}
-  ~TensorSocketClient();
+  TensorSocketClient(std::string host, int port, std::string secret, int64_t max_message_bytes,
+                     std::shared_ptr<TlsContext> tls = nullptr);
+  ~TensorSocketClient();  // closes the idle connections
   // The pulled range is received straight into `out`.
   Status Pull(int32_t replica, FloatPieces out, PullReply* reply, Millis timeout);
   Status Push(const PushMeta& meta, std::span<const float> gradient, PushReply* reply, Millis timeout);
 
  private:
-  StatusOr<int> Acquire(std::chrono::steady_clock::time_point deadline);
-  // Keeps fd for the next call if the exchange left it in step, else closes it.
-  void Release(int fd, bool reusable);
+  StatusOr<tensor_socket::Link> Acquire(std::chrono::steady_clock::time_point deadline);
+  // Keeps the connection for the next call if the exchange left it in step, else closes it.
+  void Release(tensor_socket::Link link, bool reusable);
   std::string host_;
   int port_;
   std::string secret_;
   int64_t max_bytes_;
+  std::shared_ptr<TlsContext> tls_;
   std::mutex mu_;
-  std::vector<int> idle_;
+  std::vector<tensor_socket::Link> idle_;
 };
 
 }  // namespace distbelief
