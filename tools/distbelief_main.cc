@@ -6,6 +6,8 @@
 //   distbelief scale  --config FILE          (a scaling-law sweep: `train` of a [scale] config)
 //   distbelief launch --config FILE [--overwrite] (the job as shard and replica processes over gRPC)
 //   distbelief shard | replica | worker ...  (the process roles launch starts: train/launch.h)
+//   distbelief collect --config FILE --shards A,B [--overwrite] (pull, evaluate and save what
+//                      shards hold: the end of a job whose roles a cluster scheduler started)
 // Errors print "distbelief: error: ..." and exit with status 2.
 #include <unistd.h>
 
@@ -125,6 +127,24 @@ Status RunLaunch(const ConfigFlags& flags, const std::string& self, bool overwri
   return absl::OkStatus();
 }
 
+// What the shards hold, evaluated and saved by the workload as at the end of `launch`.
+Status RunCollect(RoleOptions r, const ConfigFlags& flags, const std::string& shards, bool overwrite) {
+  r.shards = SplitCommas(shards);
+  r.config_path = flags.path;
+  DB_ASSIGN_OR_RETURN(Loaded l, Load(flags.path, flags.overrides));
+  if (l.engine.distributed.mode != Mode::kDownpour)
+    return absl::InvalidArgumentError(flags.path + " is not a Downpour job ([distributed] mode = \"downpour\")");
+  DB_RETURN_IF_ERROR(ApplyRole(r, &l.engine));
+  DB_ASSIGN_OR_RETURN(const Job job, l.workload->MakeJob(l.engine));
+  DB_RETURN_IF_ERROR(CheckRunDirFree(l.engine.train.run_dir, false, overwrite));
+  RunResult run;
+  DB_ASSIGN_OR_RETURN(run.model, PullFromShards(l.engine, job));
+  std::printf("collected the parameters from %zu shards\n", r.shards.size());
+  EngineOptions local = l.engine;
+  local.distributed.mode = Mode::kLocal;
+  return l.workload->Report(local, &run);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -134,7 +154,7 @@ int main(int argc, char** argv) {
   for (const WorkloadEntry& w : Workloads()) workloads += "\n  [" + std::string(w.section) + "]  " + w.name + ": " + w.summary;
   app.footer("A config's section selects the workload:" + workloads);
 
-  ConfigFlags train_flags, eval_flags, face_flags, scale_flags, launch_flags, shard_flags, replica_flags, worker_flags;
+  ConfigFlags train_flags, eval_flags, face_flags, scale_flags, launch_flags, shard_flags, replica_flags, worker_flags, collect_flags;
   std::string resume, checkpoint, face_checkpoint;
   std::map<std::string, std::string> face_extra;
   CLI::App* train = app.add_subcommand("train", "Train the workload a config selects");
@@ -174,6 +194,14 @@ int main(int argc, char** argv) {
   CLI::App* worker = app.add_subcommand("worker", "Serve Sandblaster work portions over gRPC");
   worker_flags.Add(worker);
   AddRoleFlags(worker, &worker_role, &worker_shards);
+  RoleOptions collect_role;
+  collect_role.role = Role::kReplica;
+  std::string collect_shards;
+  CLI::App* collect = app.add_subcommand("collect", "Pull, evaluate and save the parameters a Downpour job's shards hold");
+  collect_flags.Add(collect);
+  collect->add_option("--shards", collect_shards, "The shards' addresses, comma-separated")->required();
+  collect->add_option("--secret-file", collect_role.secret_file, "File holding the shared secret");
+  collect->add_flag("--overwrite", overwrite, "Replace the run already in train.run_dir");
 
   CLI11_PARSE(app, argc, argv);
 
@@ -208,6 +236,8 @@ int main(int argc, char** argv) {
     s = RunRole(replica_role, replica_flags, replica_shards);
   } else if (worker->parsed()) {
     s = RunRole(worker_role, worker_flags, worker_shards);
+  } else if (collect->parsed()) {
+    s = RunCollect(collect_role, collect_flags, collect_shards, overwrite);
   }
   return s.ok() ? 0 : Fail(s);
 }

@@ -369,6 +369,14 @@ Status RunShardRole(const EngineOptions& e, const Job& job, int index, const std
   return absl::OkStatus();
 }
 
+StatusOr<std::unique_ptr<ReplicaModel>> PullFromShards(const EngineOptions& e, const Job& job) {
+  DB_ASSIGN_OR_RETURN(std::unique_ptr<ReplicaModel> model, job.make_replica(0, e.distributed.downpour.replicas));
+  DB_ASSIGN_OR_RETURN(auto ps, ParameterServer::Start(e.distributed.cluster, ShardPlan{}, GroupsOf(model.get())));
+  DB_ASSIGN_OR_RETURN(auto client, ps->Connect(0, -1));
+  DB_RETURN_IF_ERROR(client->Pull(ValuePieces(model->params(0))).status());
+  return model;
+}
+
 StatusOr<LaunchResult> Launch(const EngineOptions& e, const Job& job, const LaunchOptions& options) {
   if (e.distributed.mode == Mode::kLocal) return absl::InvalidArgumentError("launch needs a [distributed] section");
   LaunchResult result;
@@ -391,12 +399,7 @@ StatusOr<LaunchResult> Launch(const EngineOptions& e, const Job& job, const Laun
     DB_ASSIGN_OR_RETURN(result.run, RunSandblaster(coordinator, job));
   } else {
     DB_RETURN_IF_ERROR(WatchDownpour(e, &c, &result));
-    // The parameters the shards hold at the end.
-    DB_ASSIGN_OR_RETURN(result.run.model, job.make_replica(0, e.distributed.downpour.replicas));
-    DB_ASSIGN_OR_RETURN(auto ps, ParameterServer::Start(coordinator.distributed.cluster, ShardPlan{},
-                                                        GroupsOf(result.run.model.get())));
-    DB_ASSIGN_OR_RETURN(auto client, ps->Connect(0, -1));
-    DB_RETURN_IF_ERROR(client->Pull(ValuePieces(result.run.model->params(0))).status());
+    DB_ASSIGN_OR_RETURN(result.run.model, PullFromShards(coordinator, job));  // what the shards hold at the end
   }
   result.run.replicas_failed = result.replicas_failed;
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();

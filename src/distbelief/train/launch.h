@@ -58,6 +58,11 @@ bool IsLoopbackAddress(const std::string& host_port);
 // ADDRESS" once serving.
 Status RunShardRole(const EngineOptions& e, const Job& job, int index, const std::string& listen);
 
+// The job's parameters as the shards at e.distributed.cluster.shard_addresses hold them now
+// (one pull, as replica 0 would); kUnavailable if a shard cannot be reached. `distbelief
+// collect` and the end of Launch.
+StatusOr<std::unique_ptr<ReplicaModel>> PullFromShards(const EngineOptions& e, const Job& job);
+
 struct LaunchOptions {
   std::string self;  // the distbelief binary the roles run with
 };
