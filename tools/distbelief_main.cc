@@ -75,6 +75,8 @@ void AddRoleFlags(CLI::App* app, RoleOptions* r, std::string* shards) {
   app->add_option("--secret-file", r->secret_file, "File holding the shared secret");
   if (r->role != Role::kReplica)
     app->add_flag("--insecure", r->insecure, "Serve a non-loopback address without a secret (anyone may connect)");
+  if (r->role == Role::kReplica)
+    app->add_option("--progress-file", r->progress_file, "Record finished steps here, and resume from it");
   if (r->role == Role::kShard) {
     app->add_option("--checkpoint-dir", r->shard_checkpoint_dir, "Where the shard checkpoints");
     app->add_option("--checkpoint-every", r->shard_checkpoint_every, "Updates between shard checkpoints");
@@ -104,7 +106,7 @@ Status RunRole(RoleOptions r, const ConfigFlags& flags, const std::string& shard
   DB_ASSIGN_OR_RETURN(const Job job, l.workload->MakeJob(l.engine));
   switch (r.role) {
     case Role::kShard: return RunShardRole(l.engine, job, r.index, r.listen);
-    case Role::kReplica: return RunDownpourReplica(l.engine, job, r.index);
+    case Role::kReplica: return RunDownpourReplica(l.engine, job, r.index, r.progress_file);
     case Role::kWorker: return RunSandblasterWorker(l.engine, job, r.index, r.listen);
   }
   return absl::InternalError("unknown role");
@@ -115,11 +117,11 @@ Status RunLaunch(const ConfigFlags& flags, const std::string& self, bool overwri
   DB_ASSIGN_OR_RETURN(const Job job, l.workload->MakeJob(l.engine));
   DB_RETURN_IF_ERROR(CheckRunDirFree(l.engine.train.run_dir, false, overwrite));
   DB_ASSIGN_OR_RETURN(LaunchResult r, Launch(l.engine, job, {self}));
-  std::printf("cluster: %d shards, %d replicas; %d replicas died, %d shard restarts; %.1f s\n",
+  std::printf("cluster: %d shards, %d replicas; %d replicas died, %d replica restarts, %d shard restarts; %.1f s\n",
               l.engine.distributed.cluster.shards,
               l.engine.distributed.mode == Mode::kSandblaster ? l.engine.distributed.sandblaster.replicas
                                                                : l.engine.distributed.downpour.replicas,
-              r.replicas_failed, r.shard_restarts, r.seconds);
+              r.replicas_failed, r.replica_restarts, r.shard_restarts, r.seconds);
   // The parameters the shards ended with, evaluated and saved by the workload.
   EngineOptions local = l.engine;
   local.distributed.mode = Mode::kLocal;

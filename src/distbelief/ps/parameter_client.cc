@@ -1,9 +1,14 @@
 #include "distbelief/ps/parameter_client.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "distbelief/base/logging.h"
 #include "distbelief/base/random.h"
 #include "distbelief/ps/parameter_shard.h"
@@ -54,6 +59,7 @@ ParameterClient::~ParameterClient() {
   }
   cv_.notify_all();
   for (size_t i = 0; i + 1 < threads_.size(); ++i) threads_[i].join();
+  if (ledger_fd_ >= 0) ::close(ledger_fd_);
 }
 
 StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Create(std::vector<std::shared_ptr<ShardChannel>> shards,
@@ -64,6 +70,12 @@ StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Create(std::vector<s
   std::unique_ptr<ParameterClient> c(new ParameterClient(map, o));
   c->shards_ = std::move(shards);
   c->logs_.resize(map.num_shards());
+  if (!o.ledger_dir.empty()) {
+    const std::string path = absl::StrCat(o.ledger_dir, "/replica-", o.replica, "-",
+                                          absl::Hex(c->client_id_, absl::kZeroPad16), ".tsv");
+    c->ledger_fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (c->ledger_fd_ < 0) return absl::UnavailableError("push ledger " + path + ": " + std::strerror(errno));
+  }
   return c;
 }
 
@@ -119,26 +131,69 @@ Status ParameterClient::PushToShard(int s, const PushMeta& meta, std::span<const
   m.incarnation = log.incarnation;
   Status st = shards_[s]->Push(m, range, reply, o_.call_timeout);
   if (absl::IsAborted(st) && absl::StrContains(st.message(), kShardRestarted)) {
-    // The shard restarted from its checkpoint: what it acknowledged since may be gone. Push again
-    // everything kept, in order, to the new process (ids it holds come back as duplicates).
+    // The shard restarted from its checkpoint: what it acknowledged since may be gone.
     ShardInfo info;
     DB_RETURN_IF_ERROR(shards_[s]->Info(&info, o_.call_timeout));
-    LOG_WARN << "shard " << s << " restarted at version " << info.version << "; pushing " << log.kept.size()
-             << " kept update(s) again";
-    for (Kept& k : log.kept) {
-      PushMeta again = k.meta;
-      again.incarnation = info.incarnation;
-      PushReply r;
-      DB_RETURN_IF_ERROR(shards_[s]->Push(again, k.range, &r, o_.call_timeout));
-      if (!r.duplicate) replayed_.fetch_add(1);
-      k.applied_version = r.version;
-    }
-    log.incarnation = info.incarnation;
+    DB_RETURN_IF_ERROR(Replay(s, info));
     m.incarnation = info.incarnation;
     st = shards_[s]->Push(m, range, reply, o_.call_timeout);
   }
-  if (st.ok()) Keep(log, meta, range, *reply);
+  if (st.ok()) {
+    Ledger("ack", s, meta, *reply);
+    Keep(log, meta, range, *reply);
+  }
   return st;
+}
+
+Status ParameterClient::Replay(int s, const ShardInfo& info) {
+  ShardLog& log = logs_[s];
+  LOG_WARN << "shard " << s << " restarted at version " << info.version << "; pushing " << log.kept.size()
+           << " kept update(s) again";
+  // In order, to the new process (ids its checkpoint holds come back as duplicates).
+  for (Kept& k : log.kept) {
+    PushMeta again = k.meta;
+    again.incarnation = info.incarnation;
+    PushReply r;
+    DB_RETURN_IF_ERROR(shards_[s]->Push(again, k.range, &r, o_.call_timeout));
+    if (!r.duplicate) replayed_.fetch_add(1);
+    Ledger("replay", s, k.meta, r);
+    k.applied_version = r.version;
+  }
+  log.incarnation = info.incarnation;
+  return absl::OkStatus();
+}
+
+Status ParameterClient::Settle(Millis timeout) {
+  const auto give_up = std::chrono::steady_clock::now() + timeout;
+  for (int s = 0; s < map_.num_shards(); ++s) {
+    ShardLog& log = logs_[s];
+    while (!log.kept.empty()) {
+      ShardInfo info;
+      if (shards_[s]->Info(&info, o_.call_timeout).ok()) {
+        if (info.incarnation != log.incarnation) {
+          if (Status st = Replay(s, info); !st.ok() && !absl::IsUnavailable(st) && !absl::IsDeadlineExceeded(st))
+            return st;
+        } else {
+          while (!log.kept.empty() && log.kept.front().applied_version <= info.durable_version) log.kept.pop_front();
+        }
+      }
+      if (log.kept.empty()) break;
+      if (std::chrono::steady_clock::now() > give_up)
+        return absl::DeadlineExceededError("shard " + std::to_string(s) + ": " + std::to_string(log.kept.size()) +
+                                           " acknowledged push(es) not yet in its checkpoint after " +
+                                           std::to_string(timeout.count()) + " ms");
+      std::this_thread::sleep_for(Millis(100));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void ParameterClient::Ledger(const char* what, int s, const PushMeta& meta, const PushReply& reply) {
+  if (ledger_fd_ < 0) return;
+  const std::string line = absl::StrCat(what, " ", s, " ", absl::Hex(meta.client), " ", meta.sequence, " ",
+                                        reply.version, " ", reply.duplicate ? 1 : 0, "\n");
+  if (::write(ledger_fd_, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+    LOG_WARN << "cannot write the push ledger: " << std::strerror(errno);
 }
 
 void ParameterClient::Keep(ShardLog& log, const PushMeta& meta, std::span<const float> range, const PushReply& reply) {

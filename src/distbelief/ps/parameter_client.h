@@ -35,6 +35,11 @@ struct ClientOptions {
   Millis call_timeout{10000};  // one call to one shard
   Millis retry_for{30000};     // keep retrying an unavailable shard this long
   int replica = -1;            // sent with pulls and pushes; -1 for a coordinator
+  // "" = none; else a line per push a shard acknowledged goes to
+  // ledger_dir/replica-REPLICA-CLIENT.tsv: "ack SHARD CLIENT SEQUENCE VERSION DUPLICATE", and
+  // "replay ..." for one pushed again to a restarted shard (ids in hex). tools/chaos checks them
+  // against the shards' ledgers (ShardOptions::ledger_dir).
+  std::string ledger_dir;
 };
 
 struct PullResult {
@@ -91,6 +96,13 @@ class ParameterClient {
   [[nodiscard]] Status Accumulate(std::span<const float> grad, int64_t batch, int64_t portion);
   // Every shard's state, in shard order.
   [[nodiscard]] StatusOr<std::vector<ShardInfo>> Info();
+  // With no push in flight (after the last one finished): waits until every shard's checkpoint
+  // holds this client's acknowledged pushes, pushing them again to a shard that restarted
+  // meanwhile, so that a replica may end without taking updates with it that only it could
+  // restore. Needs shards that checkpoint by time (ShardOptions::checkpoint_interval); OK at
+  // once for shards without checkpoints. kDeadlineExceeded, naming what is not durable, after
+  // `timeout`.
+  [[nodiscard]] Status Settle(Millis timeout);
 
   const ShardMap& map() const { return map_; }
   // Pushes sent again to a restarted shard so far (shard_api.h: durability).
@@ -144,6 +156,10 @@ class ParameterClient {
   // One push to shard s: sent with the incarnation expected; after a restart, what was kept is
   // pushed again first; on success it is kept until the shard's checkpoint holds it.
   Status PushToShard(int s, const PushMeta& meta, std::span<const float> range, PushReply* reply);
+  // Pushes everything kept for shard s again, in order, to its new process `info` describes.
+  Status Replay(int s, const ShardInfo& info);
+  void Ledger(const char* what, int s, const PushMeta& meta, const PushReply& reply);
+  int ledger_fd_ = -1;
   void Keep(ShardLog& log, const PushMeta& meta, std::span<const float> range, const PushReply& reply);
 };
 

@@ -1,5 +1,8 @@
 #include "distbelief/ps/parameter_shard.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -74,7 +77,55 @@ StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(const ShardOpti
     }
     s->durable_version_ = s->version_;
   }
+  if (!options.ledger_dir.empty()) {
+    const std::string path = absl::StrCat(options.ledger_dir, "/shard-", options.shard, "-",
+                                          absl::Hex(s->incarnation_, absl::kZeroPad16), ".tsv");
+    s->ledger_fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (s->ledger_fd_ < 0) return absl::UnavailableError("shard ledger " + path + ": " + std::strerror(errno));
+    s->Ledger(absl::StrCat("start ", s->version_, "\n"));
+  }
+  if (options.checkpoint_interval.count() > 0 && !options.checkpoint_path.empty())
+    s->saver_ = std::thread([p = s.get()] { p->TimedCheckpoints(); });
   return s;
+}
+
+ParameterShard::~ParameterShard() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (saver_.joinable()) saver_.join();
+  if (ledger_fd_ >= 0) ::close(ledger_fd_);
+}
+
+// One write per line: whole lines reach the file even if the process is killed (kill -9 loses
+// nothing the kernel has; a machine crash may).
+void ParameterShard::Ledger(const std::string& line) {
+  if (ledger_fd_ >= 0 && ::write(ledger_fd_, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+    LOG_WARN << "shard " << o_.shard << ": cannot write its ledger: " << std::strerror(errno);
+}
+
+void ParameterShard::TimedCheckpoints() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    wake_.wait_for(lock, o_.checkpoint_interval / 4);
+    if (stopping_) return;
+    if (version_ > durable_version_ && std::chrono::steady_clock::now() - first_unsaved_ >= o_.checkpoint_interval)
+      SaveInBackgroundLocked();
+  }
+}
+
+void ParameterShard::SaveInBackgroundLocked() {
+  // The update stands whatever happens to the checkpoint: see the header.
+  if (Status saved = SaveLocked(); !saved.ok()) {
+    if (background_error_.ok())
+      LOG_WARN << "shard " << o_.shard << ": checkpoint failed at version " << version_ << ": " << saved.message()
+               << " (training goes on; the error is kept until a checkpoint succeeds)";
+    background_error_ = saved;
+  } else {
+    background_error_ = absl::OkStatus();
+  }
 }
 
 uint64_t ParameterShard::version() {
@@ -150,21 +201,15 @@ Status ParameterShard::Push(const PushMeta& meta, std::span<const float> g, Push
                                          o_.total_updates));
   rule_->Apply(values_, g, state_, static_cast<int64_t>(version_) + 1);
   ProjectBlockNorms(values_, o_.norm_bound);
+  if (version_ == durable_version_) first_unsaved_ = std::chrono::steady_clock::now();
   ++version_;
   reply->version = version_;
   if (last) *last = {meta.sequence, *reply, version_};
+  if (ledger_fd_ >= 0)
+    Ledger(absl::StrCat(absl::Hex(meta.client), " ", meta.sequence, " ", version_, "\n"));
   if (meta.replica >= 0) replicas_[meta.replica] = {meta.replica_clock, std::chrono::steady_clock::now()};
-  if (o_.checkpoint_every > 0 && !o_.checkpoint_path.empty() && version_ % o_.checkpoint_every == 0) {
-    // The update stands whatever happens to the checkpoint: see the header.
-    if (Status saved = SaveLocked(); !saved.ok()) {
-      if (background_error_.ok())
-        LOG_WARN << "shard " << o_.shard << ": checkpoint failed at version " << version_ << ": " << saved.message()
-                 << " (training goes on; the error is kept until a checkpoint succeeds)";
-      background_error_ = saved;
-    } else {
-      background_error_ = absl::OkStatus();
-    }
-  }
+  if (o_.checkpoint_every > 0 && !o_.checkpoint_path.empty() && version_ % o_.checkpoint_every == 0)
+    SaveInBackgroundLocked();
   reply->durable_version = DurableLocked();
   return absl::OkStatus();
 }

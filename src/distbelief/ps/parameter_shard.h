@@ -9,16 +9,19 @@
 // turns an applied push into an error, which a client would retry and so apply twice: it becomes
 // the shard's sticky background error (background_error(), ShardInfo), as LevelDB keeps a failed
 // background write, and later checkpoints are still attempted; a successful one clears it.
-// Thread-safe: calls are serialized by an internal mutex.
+// Thread-safe: calls are serialized by an internal mutex. With a checkpoint interval, one
+// background thread of the shard's own writes the checkpoints that time calls for.
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "distbelief/base/status.h"
@@ -38,6 +41,14 @@ struct ShardOptions {
   int64_t total_updates = 0;
   std::string checkpoint_path;           // "" = no checkpoints; else restored at Create if present
   int64_t checkpoint_every = 0;          // updates between checkpoints; 0 = only on request
+  // Also checkpoint updates left unsaved this long (0: by count only), so a replica's last pushes
+  // become durable when no more come (ParameterClient::Settle waits for that).
+  std::chrono::milliseconds checkpoint_interval{0};
+  // "" = none; else the shard appends a line per applied push to
+  // ledger_dir/shard-INDEX-INCARNATION.tsv: "start VERSION" first (0, or what the checkpoint held),
+  // then "CLIENT SEQUENCE VERSION" (ids in hex, the version after applying). tools/chaos checks
+  // them against the replicas' ledgers (ParameterClient).
+  std::string ledger_dir;
   std::chrono::milliseconds replica_silence{10000};  // replicas silent longer are not waited for
   // Blocks of this shard's range (offsets relative to its start) rescaled to L2 norm at most
   // norm_bound.max_norm after every applied update: a projection run where the parameters live,
@@ -52,6 +63,7 @@ class ParameterShard {
   // kDataLoss for a corrupt checkpoint; kInvalidArgument for a bad update rule or size mismatch.
   static StatusOr<std::unique_ptr<ParameterShard>> Create(const ShardOptions& options,
                                                           std::span<const float> initial);
+  ~ParameterShard();  // stops the checkpoint thread (without a last checkpoint)
 
   // Copies the range into `out` (pieces adding up to size()).
   Status Pull(int32_t replica, FloatPieces out, PullReply* reply);
@@ -74,6 +86,10 @@ class ParameterShard {
   ParameterShard(const ShardOptions& o, std::unique_ptr<UpdateRule> rule)
       : o_(o), rule_(std::move(rule)) {}
   Status SaveLocked();
+  // A checkpoint by count or by time, after an update: its failure is kept, not returned.
+  void SaveInBackgroundLocked();
+  void TimedCheckpoints();  // the checkpoint thread
+  void Ledger(const std::string& line);
   // kInvalidArgument unless g holds exactly the range's floats, all finite.
   Status CheckGradient(std::span<const float> g, const char* what) const;
   std::vector<float>* FindVector(VectorId id);
@@ -107,6 +123,11 @@ class ParameterShard {
   uint64_t durable_version_ = 0;  // the version the last written (or restored) checkpoint holds
   uint64_t DurableLocked() const { return o_.checkpoint_path.empty() ? version_ : durable_version_; }
   Status background_error_;
+  std::chrono::steady_clock::time_point first_unsaved_{};  // the oldest update not in a checkpoint
+  int ledger_fd_ = -1;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::thread saver_;
 };
 
 // Index of the first NaN or Inf in v, or -1. Fast path: a vectorized sum of v * 0, which is NaN

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <sstream>
 #include <limits>
 #include <thread>
 
@@ -35,6 +37,8 @@ struct FixtureOptions {
   OptimizerOptions opt;
   std::string ckpt_dir;
   int64_t checkpoint_every = 0;
+  Millis checkpoint_interval{0};
+  std::string ledger_dir;
   Millis retry_for{3000};
 };
 
@@ -52,6 +56,8 @@ Fixture Start(int way, const std::vector<float>& initial, int num_shards, const 
     so.optimizer = fo.opt;
     if (!fo.ckpt_dir.empty()) so.checkpoint_path = fo.ckpt_dir + "/shard-" + std::to_string(s) + ".safetensors";
     so.checkpoint_every = fo.checkpoint_every;
+    so.checkpoint_interval = fo.checkpoint_interval;
+    so.ledger_dir = fo.ledger_dir;
     auto shard = ParameterShard::Create(so, std::span<const float>(initial).subspan(f.map->begin(s), f.map->size(s)));
     EXPECT_TRUE(shard.ok()) << shard.status();
     auto server = f.transport->ServeShard(f.transport->LocalAddress(""), shard->get());
@@ -63,6 +69,7 @@ Fixture Start(int way, const std::vector<float>& initial, int num_shards, const 
   ClientOptions co;
   co.replica = 0;
   co.retry_for = fo.retry_for;
+  co.ledger_dir = fo.ledger_dir;
   auto channels = ConnectShards(f.transport.get(), f.addresses);
   EXPECT_TRUE(channels.ok());
   auto c = ParameterClient::Create(std::move(*channels), *f.map, co);
@@ -383,6 +390,60 @@ TEST_P(PsTest, AShardRestartedFromItsCheckpointLosesNoAcknowledgedPush) {
   std::vector<float> g(4, 1.0f);
   ASSERT_TRUE(plain.client->PushAsync(g, {0}, 1).Wait(Millis(5000)).ok());
   EXPECT_EQ(plain.shards[0]->Info().durable_version, 1u);
+}
+
+// A replica that ends waits until the shards' checkpoints hold its pushes (a shard checkpoints
+// updates left unsaved for its interval), pushing them again to a shard that restarted after its
+// last push; both sides' ledgers name every push id.
+TEST_P(PsTest, SettleWaitsUntilTheCheckpointsHoldThePushesAndLedgersRecordThem) {
+  FixtureOptions fo;
+  fo.ckpt_dir = TempDir("settle" + std::to_string(GetParam()));
+  fo.ledger_dir = TempDir("ledger" + std::to_string(GetParam()));
+  fo.checkpoint_every = 1000;             // never by count here
+  fo.checkpoint_interval = Millis(300);  // by time
+  Fixture f = Start(GetParam(), Range(4), 1, fo);
+  std::vector<float> g(4, 1.0f);
+  for (int k = 1; k <= 3; ++k) ASSERT_TRUE(f.client->PushAsync(g, {0}, k).Wait(Millis(5000)).ok());
+  EXPECT_EQ(f.shards[0]->Info().durable_version, 0u) << "not by count";
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(f.client->Settle(Millis(5000)).ok());
+  EXPECT_EQ(f.shards[0]->Info().durable_version, 3u);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, Millis(2000));
+  // A push, then the shard dies before its timed checkpoint and restarts from the last one:
+  // Settle pushes it again.
+  ASSERT_TRUE(f.client->PushAsync(g, {0}, 4).Wait(Millis(5000)).ok());
+  f.servers[0].reset();
+  f.shards[0].reset();
+  ShardOptions so;
+  so.checkpoint_path = fo.ckpt_dir + "/shard-0.safetensors";
+  so.checkpoint_every = fo.checkpoint_every;
+  so.checkpoint_interval = fo.checkpoint_interval;
+  so.ledger_dir = fo.ledger_dir;
+  auto restarted = ParameterShard::Create(so, Range(4));
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  ASSERT_EQ((*restarted)->version(), 3u);
+  auto server = f.transport->ServeShard(f.addresses[0], restarted->get());
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE(f.client->Settle(Millis(10000)).ok());
+  EXPECT_EQ((*restarted)->version(), 4u);
+  EXPECT_EQ((*restarted)->Info().durable_version, 4u);
+  // The ledgers: the client acknowledged sequences 1-4 and replayed 4; the first shard process
+  // applied 1-4, the second started at 3 and applied 4.
+  std::map<std::string, std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(fo.ledger_dir)) {
+    std::ifstream in(entry.path());
+    std::stringstream ss;
+    ss << in.rdbuf();
+    files[entry.path().filename().string().substr(0, 7)] += ss.str();
+  }
+  ASSERT_EQ(files.size(), 2u) << "replica- and shard- files";
+  const std::string client = files["replica"];
+  EXPECT_EQ(std::count(client.begin(), client.end(), '\n'), 5) << client;
+  EXPECT_NE(client.find("replay 0 "), std::string::npos) << client;
+  const std::string shard = files["shard-0"];
+  EXPECT_NE(shard.find("start 0\n"), std::string::npos) << shard;
+  EXPECT_NE(shard.find("start 3\n"), std::string::npos) << shard;
+  EXPECT_EQ(std::count(shard.begin(), shard.end(), '\n'), 2 + 4 + 1) << shard;
 }
 
 // The table of applied ids lives in the shard's checkpoint: a shard restarted from it still

@@ -31,6 +31,8 @@ ShardOptions ParameterServer::OptionsFor(const ClusterOptions& c, const ShardPla
                          ".safetensors";
   }
   so.checkpoint_every = c.checkpoint_every;
+  so.checkpoint_interval = c.checkpoint_interval;
+  so.ledger_dir = c.ledger_dir;
   // This shard's whole blocks of the bound, relative to its start (MapFor never cuts a block).
   so.norm_bound = RestrictToRange(bound, map.begin(shard), map.end(shard));
   return so;

@@ -1,11 +1,17 @@
 #include "distbelief/train/downpour.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -72,7 +78,14 @@ class Replica {
  public:
   Replica(const EngineOptions& e, const Job& job, const ParameterServer* ps, Shared* shared, int index)
       : e_(e), job_(job), ps_(ps), shared_(shared), r_(index) {}
+  // Begins at `first` (a restarted replica process); `done(step)` after every finished step.
+  void ResumeAt(int64_t first, std::function<void(int64_t)> done) {
+    first_step_ = first;
+    on_step_ = std::move(done);
+  }
   Status Run();
+  // After Run: waits (up to `timeout`) until the shards' checkpoints hold this replica's pushes.
+  Status Settle(Millis timeout);
 
  private:
   Status Build();
@@ -95,6 +108,8 @@ class Replica {
   std::unique_ptr<ReplicaModel> model_;
   std::vector<GroupLink> groups_;
   bool need_fetch_ = true;  // a (re)built model holds no parameters yet
+  int64_t first_step_ = 0;
+  std::function<void(int64_t)> on_step_;
 };
 
 Status Replica::Build() {
@@ -270,10 +285,11 @@ Status Replica::Run() {
   DB_RETURN_IF_ERROR(Build());
   AwaitWarmstart();
   Status status;
-  for (int64_t step = 0; step < shared_->steps_each && !shared_->stop.load() && status.ok(); ++step) {
+  for (int64_t step = first_step_; step < shared_->steps_each && !shared_->stop.load() && status.ok(); ++step) {
     ParkIfPaused();
     if (shared_->sync) shared_->sync->arrive_and_wait();
     status = Step(step);
+    if (status.ok() && on_step_) on_step_(step + 1);
   }
   // Whatever way the steps ended, the push and the fetches in flight finish before the clients go.
   Status pushed = FinishAll();
@@ -282,6 +298,43 @@ Status Replica::Run() {
   if (status.ok()) status = pushed;
   return status;
 }
+
+Status Replica::Settle(Millis timeout) {
+  for (GroupLink& g : groups_) DB_RETURN_IF_ERROR(g.client->Settle(timeout));
+  return absl::OkStatus();
+}
+
+// A replica process's progress: the steps it finished, as one fixed-width line rewritten in
+// place (one pwrite: a kill leaves the old line or the new one).
+class ProgressFile {
+ public:
+  explicit ProgressFile(const std::string& path) : path_(path) {}
+  ~ProgressFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  // The steps recorded by an earlier process (0 if none); kDataLoss for a file that is not one.
+  StatusOr<int64_t> Read() const {
+    std::ifstream in(path_);
+    if (!in) return 0;
+    int64_t steps = -1;
+    if (!(in >> steps) || steps < 0) return absl::DataLossError("progress file " + path_ + " holds no step count");
+    return steps;
+  }
+  Status Open() {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) return absl::UnavailableError("progress file " + path_ + ": " + std::strerror(errno));
+    return absl::OkStatus();
+  }
+  void Write(int64_t steps) {
+    char line[21];
+    std::snprintf(line, sizeof(line), "%19lld\n", static_cast<long long>(steps));
+    if (::pwrite(fd_, line, 20, 0) != 20) LOG_WARN << "cannot record progress in " << path_;
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
 
 }  // namespace
 
@@ -485,7 +538,7 @@ StatusOr<RunResult> RunDownpour(const EngineOptions& e, const Job& job, TrainObs
   return r;
 }
 
-Status RunDownpourReplica(const EngineOptions& e, const Job& job, int index) {
+Status RunDownpourReplica(const EngineOptions& e, const Job& job, int index, const std::string& progress_file) {
   const int R = e.distributed.downpour.replicas;
   if (index < 0 || index >= R)
     return absl::InvalidArgumentError("replica index " + std::to_string(index) + " outside [0, " + std::to_string(R) + ")");
@@ -500,10 +553,27 @@ Status RunDownpourReplica(const EngineOptions& e, const Job& job, int index) {
   EngineOptions one = e;
   one.distributed.downpour.warmstart_steps = 0;
   Shared shared(one.distributed.downpour, 1, R, steps_each);
+  int64_t first = 0;
+  std::unique_ptr<ProgressFile> record;
+  if (!progress_file.empty()) {
+    record = std::make_unique<ProgressFile>(progress_file);
+    DB_ASSIGN_OR_RETURN(first, record->Read());
+    first = std::min(first, steps_each);
+    DB_RETURN_IF_ERROR(record->Open());
+    if (first > 0) LOG_INFO << "replica " << index << " resumes at step " << first << " of " << steps_each;
+  }
+  shared.examples = first * job.examples_per_step;
+  // Pushes become durable by time only if the shards checkpoint by time: then wait for that.
+  const ClusterOptions& c = e.distributed.cluster;
+  const bool settle = c.checkpoint_interval.count() > 0;
+  const Millis settle_for = 4 * std::chrono::duration_cast<Millis>(c.checkpoint_interval) + c.client.retry_for;
   Threads t;
   std::thread runner([&] {
     Replica replica(one, job, ps.get(), &shared, index);
-    t.status.push_back(replica.Run());
+    if (record) replica.ResumeAt(first, [&](int64_t steps) { record->Write(steps); });
+    Status s = replica.Run();
+    if (s.ok() && settle) s = replica.Settle(settle_for);
+    t.status.push_back(s);
     t.finished++;
   });
   Progress progress(steps_each * job.examples_per_step, "examples");

@@ -32,6 +32,10 @@ ShardPlan DownpourShardPlan(const EngineOptions& e, const Job& job);
 // One replica as its own process (`distbelief replica`): replica `index` of the job against the
 // shards at e.distributed.cluster.shard_addresses, with a progress line. Returns when its steps
 // are done; an error if the shards stay unreachable past the client's retry window.
-Status RunDownpourReplica(const EngineOptions& e, const Job& job, int index);
+// progress_file ("" = none): the replica writes the number of steps it has finished there after
+// each step and, if the file exists when it starts, begins at that step (a replica process
+// started again after it died). With shard checkpoints by time (shard_checkpoint_seconds), it
+// ends only once the shards' checkpoints hold its pushes (ParameterClient::Settle).
+Status RunDownpourReplica(const EngineOptions& e, const Job& job, int index, const std::string& progress_file = "");
 
 }  // namespace distbelief

@@ -170,6 +170,11 @@ struct Cluster {
   std::string self;
   std::vector<std::string> addresses;  // of the shards
   std::map<pid_t, int> shard_of, replica_of;
+  std::string run_dir;
+
+  std::string ProgressFile(int replica) const {
+    return run_dir + "/launch/replica-" + std::to_string(replica) + ".progress";
+  }
 
   std::vector<std::string> Args(RoleOptions r) const {
     std::vector<std::string> args = {self};
@@ -201,6 +206,7 @@ struct Cluster {
     r.role = Role::kReplica;
     r.index = index;
     r.shards = addresses;
+    r.progress_file = ProgressFile(index);
     DB_ASSIGN_OR_RETURN(pid_t pid, children.Spawn(Args(r), nullptr));
     replica_of[pid] = index;
     LOG_INFO << "started replica " << index << " pid " << pid;
@@ -233,8 +239,14 @@ EngineOptions Coordinator(const EngineOptions& e, const Cluster& c) {
 // updates; dead shards restarted; until every replica has ended.
 Status WatchDownpour(const EngineOptions& e, Cluster* c, LaunchResult* result) {
   const DownpourOptions& d = e.distributed.downpour;
+  for (int r = 0; r < d.replicas; ++r) std::filesystem::remove(c->ProgressFile(r));  // a new run starts at 0
+  if (!e.distributed.cluster.ledger_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(e.distributed.cluster.ledger_dir, ec);
+  }
   DB_RETURN_IF_ERROR(c->StartReplica(0));
   int started = 1, running = 1;
+  int restarts_left = d.replica_restarts;
   auto transport = MakeGrpcTransport(Coordinator(e, *c).distributed.cluster.transport);
   DB_ASSIGN_OR_RETURN(auto shard0, transport->ConnectShard(c->addresses[0]));
   while (running > 0 || started < d.replicas) {
@@ -254,14 +266,21 @@ Status WatchDownpour(const EngineOptions& e, Cluster* c, LaunchResult* result) {
     }
     c->children.Reaped(pid);
     if (auto it = c->replica_of.find(pid); it != c->replica_of.end()) {
-      --running;
-      if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-        ++result->replicas_failed;
-        LOG_WARN << "replica " << it->second << " died (" << Describe(status) << "); the run goes on without it";
-      } else {
-        LOG_INFO << "replica " << it->second << " finished";
-      }
+      const int r = it->second;
       c->replica_of.erase(it);
+      --running;
+      if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        LOG_INFO << "replica " << r << " finished";
+      } else if (restarts_left > 0) {
+        --restarts_left;
+        ++result->replica_restarts;
+        LOG_WARN << "replica " << r << " died (" << Describe(status) << "); starting it again where it was";
+        DB_RETURN_IF_ERROR(c->StartReplica(r));
+        ++running;
+      } else {
+        ++result->replicas_failed;
+        LOG_WARN << "replica " << r << " died (" << Describe(status) << "); the run goes on without it";
+      }
     } else if (auto sh = c->shard_of.find(pid); sh != c->shard_of.end()) {
       const int s = sh->second;
       c->shard_of.erase(sh);
@@ -305,6 +324,7 @@ std::vector<std::string> RoleArgs(const RoleOptions& r) {
     a.insert(a.end(), {"--checkpoint-dir", r.shard_checkpoint_dir});
   if (r.role == Role::kShard && r.shard_checkpoint_every >= 0)
     a.insert(a.end(), {"--checkpoint-every", std::to_string(r.shard_checkpoint_every)});
+  if (r.role == Role::kReplica && !r.progress_file.empty()) a.insert(a.end(), {"--progress-file", r.progress_file});
   return a;
 }
 
@@ -383,6 +403,7 @@ StatusOr<LaunchResult> Launch(const EngineOptions& e, const Job& job, const Laun
   const auto start = Clock::now();
   Cluster c;  // its destructor stops every child still running, whatever the way out
   c.self = options.self;
+  c.run_dir = e.train.run_dir;
   DB_ASSIGN_OR_RETURN(c.common, CommonRole(e));
   g_stop = false;
   ::signal(SIGTERM, OnSignal);

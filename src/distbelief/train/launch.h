@@ -6,8 +6,9 @@
 //   launch   starts the shards, then replica 0 and, once the shards have taken warmstart_steps
 //            updates, the other replicas (or the workers, with this process as Sandblaster's
 //            coordinator), and watches them: a shard that dies is restarted on the same address
-//            from its last checkpoint (the updates since are lost); a replica that dies is reported
-//            and the run goes on. At the end it pulls the parameters from the shards.
+//            from its last checkpoint (its clients push again what it lost); a replica that dies is
+//            started again at the step it had reached while distributed.replica_restarts last,
+//            else reported, and the run goes on. At the end it pulls the parameters from the shards.
 //
 // Children get typed options (RoleOptions, turned into flags by one function and read back by
 // the command line into the same struct) and the config the launcher resolved, written to
@@ -39,6 +40,7 @@ struct RoleOptions {
   std::string shard_checkpoint_dir;     // shard: "" = the config's
   int64_t shard_checkpoint_every = -1;  // shard: -1 = the config's
   bool insecure = false;                // shard, worker: may serve a non-loopback address without a secret
+  std::string progress_file;            // replica: where it records the steps it finished, and resumes
 };
 
 const char* RoleName(Role r);  // "shard", "replica", "worker": the subcommand
@@ -69,7 +71,8 @@ struct LaunchOptions {
 
 struct LaunchResult {
   RunResult run;  // run.model: the parameters the shards held at the end
-  int replicas_failed = 0;
+  int replicas_failed = 0;   // died with no restart left
+  int replica_restarts = 0;  // replica processes started again after dying
   int shard_restarts = 0;
   double seconds = 0.0;
 };

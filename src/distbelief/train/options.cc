@@ -82,6 +82,11 @@ Status ParseDistributed(Section& d, DistributedOptions* o) {
   DB_RETURN_IF_ERROR(d.StringList("shard_addresses", &c.shard_addresses));
   DB_RETURN_IF_ERROR(d.String("shard_checkpoint_dir", &c.checkpoint_dir));
   DB_RETURN_IF_ERROR(d.Int("shard_checkpoint_every", &c.checkpoint_every, 0, int64_t{1} << 40));
+  float checkpoint_seconds = 0.0f;
+  DB_RETURN_IF_ERROR(d.Float("shard_checkpoint_seconds", &checkpoint_seconds, 0.0, 86400.0));
+  c.checkpoint_interval = std::chrono::milliseconds(static_cast<int64_t>(checkpoint_seconds * 1000.0));
+  DB_RETURN_IF_ERROR(d.String("ledger_dir", &c.ledger_dir));
+  c.client.ledger_dir = c.ledger_dir;
   DB_RETURN_IF_ERROR(ParseTransport(d, &c.transport));
 
   // Combinations that cannot work, named here rather than discovered mid-run.

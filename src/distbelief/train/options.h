@@ -55,7 +55,9 @@ struct DownpourOptions {
   // parameters that hold its last gradient (false: the paper's fully decoupled threads).
   bool fetch_after_push = true;
   // A replica whose step fails (a dead model partition) is rebuilt and refetches the parameters,
-  // up to this many times in all; past that it is dropped and the run goes on without it.
+  // up to this many times in all; past that it is dropped and the run goes on without it. Under
+  // `launch`, a replica process that dies is started again (at the step it had reached) as long
+  // as restarts are left.
   int replica_restarts = 0;
 };
 
@@ -77,6 +79,11 @@ struct ClusterOptions {
   Transport* injected_transport = nullptr;
   std::string checkpoint_dir;    // shard_checkpoint_dir: shards checkpoint here ("" = never)
   int64_t checkpoint_every = 0;  // shard_checkpoint_every: updates between shard checkpoints
+  // shard_checkpoint_seconds: also checkpoint updates unsaved this long (0 = by count only)
+  std::chrono::milliseconds checkpoint_interval{0};
+  // ledger_dir: every shard and replica client writes a ledger of push ids there (ShardOptions,
+  // ClientOptions; tools/chaos reads them). "" = none.
+  std::string ledger_dir;
   ClientOptions client;          // call timeout and retry window of every replica's client
 };
 
