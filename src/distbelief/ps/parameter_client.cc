@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -71,6 +72,8 @@ StatusOr<std::unique_ptr<ParameterClient>> ParameterClient::Create(std::vector<s
   c->shards_ = std::move(shards);
   c->logs_.resize(map.num_shards());
   if (!o.ledger_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(o.ledger_dir, ec);  // an error shows in open()
     const std::string path = absl::StrCat(o.ledger_dir, "/replica-", o.replica, "-",
                                           absl::Hex(c->client_id_, absl::kZeroPad16), ".tsv");
     c->ledger_fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);

@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "distbelief/base/logging.h"
 #include "distbelief/base/random.h"
 #include "distbelief/io/checkpoint.h"
@@ -78,11 +79,13 @@ StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(const ShardOpti
     s->durable_version_ = s->version_;
   }
   if (!options.ledger_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(options.ledger_dir, ec);  // an error shows in open()
     const std::string path = absl::StrCat(options.ledger_dir, "/shard-", options.shard, "-",
                                           absl::Hex(s->incarnation_, absl::kZeroPad16), ".tsv");
     s->ledger_fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (s->ledger_fd_ < 0) return absl::UnavailableError("shard ledger " + path + ": " + std::strerror(errno));
-    s->Ledger(absl::StrCat("start ", s->version_, "\n"));
+    s->Ledger(absl::StrCat("start ", s->version_, " ", absl::ToUnixNanos(absl::Now()), "\n"));
   }
   if (options.checkpoint_interval.count() > 0 && !options.checkpoint_path.empty())
     s->saver_ = std::thread([p = s.get()] { p->TimedCheckpoints(); });
@@ -206,7 +209,8 @@ Status ParameterShard::Push(const PushMeta& meta, std::span<const float> g, Push
   reply->version = version_;
   if (last) *last = {meta.sequence, *reply, version_};
   if (ledger_fd_ >= 0)
-    Ledger(absl::StrCat(absl::Hex(meta.client), " ", meta.sequence, " ", version_, "\n"));
+    Ledger(absl::StrCat(absl::Hex(meta.client), " ", meta.sequence, " ", version_, " ", absl::ToUnixNanos(absl::Now()),
+                        "\n"));
   if (meta.replica >= 0) replicas_[meta.replica] = {meta.replica_clock, std::chrono::steady_clock::now()};
   if (o_.checkpoint_every > 0 && !o_.checkpoint_path.empty() && version_ % o_.checkpoint_every == 0)
     SaveInBackgroundLocked();

@@ -45,9 +45,10 @@ struct ShardOptions {
   // become durable when no more come (ParameterClient::Settle waits for that).
   std::chrono::milliseconds checkpoint_interval{0};
   // "" = none; else the shard appends a line per applied push to
-  // ledger_dir/shard-INDEX-INCARNATION.tsv: "start VERSION" first (0, or what the checkpoint held),
-  // then "CLIENT SEQUENCE VERSION" (ids in hex, the version after applying). tools/chaos checks
-  // them against the replicas' ledgers (ParameterClient).
+  // ledger_dir/shard-INDEX-INCARNATION.tsv: "start VERSION TIME" first (0, or what the
+  // checkpoint held), then "CLIENT SEQUENCE VERSION TIME" (ids in hex, the version after
+  // applying, Unix nanoseconds). tools/chaos checks them against the replicas' ledgers
+  // (ParameterClient).
   std::string ledger_dir;
   std::chrono::milliseconds replica_silence{10000};  // replicas silent longer are not waited for
   // Blocks of this shard's range (offsets relative to its start) rescaled to L2 norm at most

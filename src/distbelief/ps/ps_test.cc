@@ -441,8 +441,8 @@ TEST_P(PsTest, SettleWaitsUntilTheCheckpointsHoldThePushesAndLedgersRecordThem) 
   EXPECT_EQ(std::count(client.begin(), client.end(), '\n'), 5) << client;
   EXPECT_NE(client.find("replay 0 "), std::string::npos) << client;
   const std::string shard = files["shard-0"];
-  EXPECT_NE(shard.find("start 0\n"), std::string::npos) << shard;
-  EXPECT_NE(shard.find("start 3\n"), std::string::npos) << shard;
+  EXPECT_NE(shard.find("start 0 "), std::string::npos) << shard;
+  EXPECT_NE(shard.find("start 3 "), std::string::npos) << shard;
   EXPECT_EQ(std::count(shard.begin(), shard.end(), '\n'), 2 + 4 + 1) << shard;
 }
 

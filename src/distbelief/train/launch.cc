@@ -240,10 +240,6 @@ EngineOptions Coordinator(const EngineOptions& e, const Cluster& c) {
 Status WatchDownpour(const EngineOptions& e, Cluster* c, LaunchResult* result) {
   const DownpourOptions& d = e.distributed.downpour;
   for (int r = 0; r < d.replicas; ++r) std::filesystem::remove(c->ProgressFile(r));  // a new run starts at 0
-  if (!e.distributed.cluster.ledger_dir.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(e.distributed.cluster.ledger_dir, ec);
-  }
   DB_RETURN_IF_ERROR(c->StartReplica(0));
   int started = 1, running = 1;
   int restarts_left = d.replica_restarts;
