@@ -14,7 +14,7 @@ PACKAGES=(
   libdnnl-dev libopenblas-dev libabsl-dev nlohmann-json3-dev libtoml11-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev libstb-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libssl-dev iproute2 openssl procps
-  libsentencepiece-dev libceres-dev libsqlite3-dev gnuplot-nox ffmpeg
+  libsentencepiece-dev libceres-dev libsqlite3-dev libxxhash-dev gnuplot-nox ffmpeg
   clang-14 libclang-rt-14-dev libfuzzer-14-dev libomp-14-dev
   python3 python3-numpy
   slurm-wlm munge

@@ -31,8 +31,9 @@ Status WriteAll(int fd, const void* data, size_t n, const std::string& path) {
   return absl::OkStatus();
 }
 
-uint32_t Crc32(std::string_view bytes) {
-  uLong crc = crc32(0L, Z_NULL, 0);
+}  // namespace
+
+uint32_t Crc32(std::string_view bytes, uint32_t crc) {
   size_t done = 0;
   while (done < bytes.size()) {  // zlib takes uInt lengths
     const size_t chunk = std::min<size_t>(bytes.size() - done, 1u << 30);
@@ -41,8 +42,6 @@ uint32_t Crc32(std::string_view bytes) {
   }
   return static_cast<uint32_t>(crc);
 }
-
-}  // namespace
 
 Status WriteCheckpoint(const std::string& path, const Checkpoint& ckpt) {
   std::string data;

@@ -20,6 +20,9 @@ struct Checkpoint {
   std::map<std::string, std::string> metadata;
 };
 
+// The CRC-32 (zlib's, as in gzip and PNG) of `bytes`, continuing from `crc` (0 to start).
+uint32_t Crc32(std::string_view bytes, uint32_t crc = 0);
+
 // Writes `ckpt` to `path` atomically: a temporary file in the same folder, fsync, rename over
 // `path`, fsync of the folder. On failure `path` is untouched and the temporary removed.
 Status WriteCheckpoint(const std::string& path, const Checkpoint& ckpt);

@@ -35,6 +35,15 @@ int64_t TotalSize(FloatPieces pieces) {
   return n;
 }
 
+std::string PushLogPath(const ShardOptions& o) {
+  if (o.push_log_sync.count() > 0 || o.push_log_dir.empty()) return o.checkpoint_path + ".wal";
+  std::error_code ec;
+  const std::filesystem::path abs = std::filesystem::absolute(o.checkpoint_path, ec);
+  const std::string key = ec ? o.checkpoint_path : abs.lexically_normal().string();
+  return absl::StrCat(o.push_log_dir, "/distbelief-", abs.filename().string(), "-",
+                      absl::Hex(Crc32(key), absl::kZeroPad8), ".wal");
+}
+
 StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(const ShardOptions& options,
                                                                  std::span<const float> initial) {
   DB_ASSIGN_OR_RETURN(auto rule, MakeUpdateRule(options.optimizer));
@@ -77,7 +86,11 @@ StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(const ShardOpti
       s->last_push_[client] = last;
     }
     s->durable_version_ = s->version_;
+    (void)absl::SimpleHexAtoi(c.metadata["push_log_lineage"], &s->lineage_);
   }
+  if (options.push_log && options.checkpoint_path.empty())
+    return absl::InvalidArgumentError("shard " + std::to_string(options.shard) +
+                                      ": a push log needs a checkpoint path (it lives beside the checkpoint)");
   if (!options.ledger_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(options.ledger_dir, ec);  // an error shows in open()
@@ -86,6 +99,40 @@ StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(const ShardOpti
     s->ledger_fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (s->ledger_fd_ < 0) return absl::UnavailableError("shard ledger " + path + ": " + std::strerror(errno));
     s->Ledger(absl::StrCat("start ", s->version_, " ", absl::ToUnixNanos(absl::Now()), "\n"));
+  }
+  if (options.push_log) {
+    // What the checkpoint lacks, applied again in order; the ledger records it as applied now.
+    const uint64_t held = s->version_;
+    int64_t replayed = 0;
+    ParameterShard* p = s.get();
+    if (s->lineage_ == 0) {
+      // A new lineage (a fresh shard, or a checkpoint written without a log) is in a checkpoint
+      // before any record of it: a restart finds it and so trusts exactly this log's records.
+      s->lineage_ = RandomNonZeroId();
+      DB_RETURN_IF_ERROR(s->SaveLocked());
+    }
+    const std::string path = PushLogPath(options);
+    std::error_code ec;  // the folder may not exist yet; an error shows in Open
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+    DB_ASSIGN_OR_RETURN(s->push_log_, PushLog::Open(path, s->size_, options.push_log_sync.count() > 0, s->lineage_, held,
+                                                    std::min<int64_t>(options.checkpoint_every, 4096),
+                                                    [&](const PushLog::Record& r) -> Status {
+      if (r.version != p->version_ + 1)
+        return absl::DataLossError(absl::StrCat("push log ", path, ": update ", r.version,
+                                                " follows version ", p->version_,
+                                                ": the log does not continue the checkpoint"));
+      if (const int64_t bad = FirstNonFinite(r.gradient); bad >= 0)
+        return absl::DataLossError("push log " + path + ": a gradient holds NaN or Inf");
+      PushReply reply;
+      p->ApplyLocked(r.meta, r.gradient, &reply);
+      ++replayed;
+      return absl::OkStatus();
+    }));
+    if (replayed > 0)
+      LOG_INFO << "shard " << options.shard << ": applied " << replayed << " push(es) from its log after the "
+               << "checkpoint's version " << held << "; now at version " << s->version_;
+    s->synced_version_ = held;  // what the log holds beyond the checkpoint may not be on the disk
+    if (options.push_log_sync.count() > 0) s->syncer_ = std::thread([p] { p->SyncPushLog(); });
   }
   if (options.checkpoint_interval.count() > 0 && !options.checkpoint_path.empty())
     s->saver_ = std::thread([p = s.get()] { p->TimedCheckpoints(); });
@@ -99,6 +146,12 @@ ParameterShard::~ParameterShard() {
   }
   wake_.notify_all();
   if (saver_.joinable()) saver_.join();
+  if (syncer_.joinable()) syncer_.join();
+  if (push_log_ && version_ == durable_version_) {  // the checkpoint holds it all: the log is spent
+    push_log_.reset();
+    std::error_code ec;
+    std::filesystem::remove(PushLogPath(o_), ec);
+  }
   if (ledger_fd_ >= 0) ::close(ledger_fd_);
 }
 
@@ -116,6 +169,24 @@ void ParameterShard::TimedCheckpoints() {
     if (stopping_) return;
     if (version_ > durable_version_ && std::chrono::steady_clock::now() - first_unsaved_ >= o_.checkpoint_interval)
       SaveInBackgroundLocked();
+  }
+}
+
+void ParameterShard::SyncPushLog() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    wake_.wait_for(lock, o_.push_log_sync);
+    if (stopping_) return;
+    const uint64_t v = version_;
+    lock.unlock();  // pushes go on while the disk syncs
+    const Status synced = push_log_->Sync();
+    lock.lock();
+    if (synced.ok()) {
+      synced_version_ = std::max(synced_version_, v);
+    } else if (background_error_.ok()) {
+      LOG_WARN << "shard " << o_.shard << ": " << synced.message();
+      background_error_ = synced;
+    }
   }
 }
 
@@ -177,8 +248,6 @@ Status ParameterShard::Push(const PushMeta& meta, std::span<const float> g, Push
   if (meta.incarnation != 0 && meta.incarnation != incarnation_)
     return absl::AbortedError(absl::StrCat("shard ", o_.shard, ": ", kShardRestarted, " (its checkpoint holds version ",
                                            durable_version_, "); push again what it does not hold"));
-  reply->incarnation = incarnation_;
-  LastPush* last = nullptr;
   if (meta.client != 0) {
     auto it = last_push_.find(meta.client);
     if (it != last_push_.end() && meta.sequence <= it->second.sequence) {
@@ -190,13 +259,18 @@ Status ParameterShard::Push(const PushMeta& meta, std::span<const float> g, Push
       if (meta.sequence < it->second.sequence) reply->version = version_;  // older than the last: no reply kept
       return absl::OkStatus();
     }
-    if (it == last_push_.end() && last_push_.size() >= kMaxPushClients) {
-      auto oldest = std::min_element(last_push_.begin(), last_push_.end(),
-                                     [](const auto& a, const auto& b) { return a.second.used < b.second.used; });
-      last_push_.erase(oldest);
-    }
-    last = &last_push_[meta.client];
   }
+  // Logged before applied: a failed write leaves the push unapplied and the client retries it.
+  if (push_log_) DB_RETURN_IF_ERROR(push_log_->Append(meta, version_ + 1, g));
+  ApplyLocked(meta, g, reply);
+  if (o_.checkpoint_every > 0 && !o_.checkpoint_path.empty() && version_ % o_.checkpoint_every == 0)
+    SaveInBackgroundLocked();
+  reply->incarnation = incarnation_;
+  reply->durable_version = DurableLocked();
+  return absl::OkStatus();
+}
+
+void ParameterShard::ApplyLocked(const PushMeta& meta, std::span<const float> g, PushReply* reply) {
   reply->duplicate = false;
   reply->staleness = version_ >= meta.based_on_version ? version_ - meta.based_on_version : 0;
   if (o_.total_updates > 0)
@@ -207,15 +281,19 @@ Status ParameterShard::Push(const PushMeta& meta, std::span<const float> g, Push
   if (version_ == durable_version_) first_unsaved_ = std::chrono::steady_clock::now();
   ++version_;
   reply->version = version_;
-  if (last) *last = {meta.sequence, *reply, version_};
+  if (meta.client != 0) {
+    auto it = last_push_.find(meta.client);
+    if (it == last_push_.end() && last_push_.size() >= kMaxPushClients) {
+      auto oldest = std::min_element(last_push_.begin(), last_push_.end(),
+                                     [](const auto& a, const auto& b) { return a.second.used < b.second.used; });
+      last_push_.erase(oldest);
+    }
+    last_push_[meta.client] = {meta.sequence, *reply, version_};
+  }
   if (ledger_fd_ >= 0)
     Ledger(absl::StrCat(absl::Hex(meta.client), " ", meta.sequence, " ", version_, " ", absl::ToUnixNanos(absl::Now()),
                         "\n"));
   if (meta.replica >= 0) replicas_[meta.replica] = {meta.replica_clock, std::chrono::steady_clock::now()};
-  if (o_.checkpoint_every > 0 && !o_.checkpoint_path.empty() && version_ % o_.checkpoint_every == 0)
-    SaveInBackgroundLocked();
-  reply->durable_version = DurableLocked();
-  return absl::OkStatus();
 }
 
 Status ParameterShard::Accumulate(const PortionKey& key, std::span<const float> g, AccumulateReply* reply) {
@@ -342,8 +420,10 @@ Status ParameterShard::SaveLocked() {
     ids += absl::StrCat(ids.empty() ? "" : " ", client, ":", last.sequence, ":", last.reply.version, ":",
                         last.reply.staleness);
   c.metadata["push_ids"] = ids;
+  if (lineage_ != 0) c.metadata["push_log_lineage"] = absl::StrCat(absl::Hex(lineage_));
   DB_RETURN_IF_ERROR(WriteCheckpoint(o_.checkpoint_path, c));
   durable_version_ = version_;
+  if (push_log_) push_log_->Rewind();  // the checkpoint holds everything logged
   return absl::OkStatus();
 }
 

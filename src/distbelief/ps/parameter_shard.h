@@ -10,7 +10,8 @@
 // the shard's sticky background error (background_error(), ShardInfo), as LevelDB keeps a failed
 // background write, and later checkpoints are still attempted; a successful one clears it.
 // Thread-safe: calls are serialized by an internal mutex. With a checkpoint interval, one
-// background thread of the shard's own writes the checkpoints that time calls for.
+// background thread of the shard's own writes the checkpoints that time calls for; with a synced
+// push log, another syncs it.
 #pragma once
 
 #include <chrono>
@@ -28,6 +29,7 @@
 #include "distbelief/optim/projection.h"
 #include "distbelief/optim/schedule.h"
 #include "distbelief/optim/update_rules.h"
+#include "distbelief/ps/push_log.h"
 #include "distbelief/ps/shard_api.h"
 
 namespace distbelief {
@@ -44,6 +46,18 @@ struct ShardOptions {
   // Also checkpoint updates left unsaved this long (0: by count only), so a replica's last pushes
   // become durable when no more come (ParameterClient::Settle waits for that).
   std::chrono::milliseconds checkpoint_interval{0};
+  // A write-ahead log of pushes (ps/push_log.h): each push is appended before it is applied and
+  // acknowledged, the log is rewound after each checkpoint, and a shard created again applies
+  // what the checkpoint lacks. Then a kill -9 of the shard process loses no acknowledged push,
+  // with no help from the clients (who still keep copies until a checkpoint or a sync, against a
+  // crash of the machine). Needs a checkpoint path. The log is PushLogPath(options); a shard
+  // destroyed with everything in its checkpoint removes it.
+  bool push_log = false;
+  // push_log: fdatasync the log this often, so pushes survive a crash of the machine too; replies
+  // then count a push durable once synced (clients keep it until then). 0: never sync.
+  std::chrono::milliseconds push_log_sync{0};
+  // push_log without sync: the folder of the log, memory that outlives the process (tmpfs).
+  std::string push_log_dir = "/dev/shm";
   // "" = none; else the shard appends a line per applied push to
   // ledger_dir/shard-INDEX-INCARNATION.tsv: "start VERSION TIME" first (0, or what the
   // checkpoint held), then "CLIENT SEQUENCE VERSION TIME" (ids in hex, the version after
@@ -56,6 +70,10 @@ struct ShardOptions {
   // such as the cat network's decoder-basis bound. The blocks must lie inside the range.
   NormBound norm_bound{{0, 1, 0}, 1.0f};
 };
+
+// Where a shard keeps its push log: synced, beside its checkpoint (CHECKPOINT.wal); else in
+// push_log_dir, named after the checkpoint's absolute path (so two runs never share one).
+std::string PushLogPath(const ShardOptions& o);
 
 class ParameterShard {
  public:
@@ -89,6 +107,10 @@ class ParameterShard {
   Status SaveLocked();
   // A checkpoint by count or by time, after an update: its failure is kept, not returned.
   void SaveInBackgroundLocked();
+  // Applies a push that passed every check (a new id, a finite gradient of the right size);
+  // fills the reply's version and staleness.
+  void ApplyLocked(const PushMeta& meta, std::span<const float> g, PushReply* reply);
+  void SyncPushLog();  // the push log's sync thread
   void TimedCheckpoints();  // the checkpoint thread
   void Ledger(const std::string& line);
   // kInvalidArgument unless g holds exactly the range's floats, all finite.
@@ -122,13 +144,22 @@ class ParameterShard {
   uint64_t duplicate_pushes_ = 0;
   uint64_t incarnation_ = 0;      // random, never 0
   uint64_t durable_version_ = 0;  // the version the last written (or restored) checkpoint holds
-  uint64_t DurableLocked() const { return o_.checkpoint_path.empty() ? version_ : durable_version_; }
+  std::unique_ptr<PushLog> push_log_;
+  uint64_t lineage_ = 0;          // push_log: the log's id, kept in the checkpoints
+  uint64_t synced_version_ = 0;   // push_log_sync: every update up to this one is synced
+  // What survives a crash of the machine: a checkpoint, or a synced push log. (An unsynced log
+  // survives the process only, so clients still keep their copies until a checkpoint.)
+  uint64_t DurableLocked() const {
+    if (o_.checkpoint_path.empty()) return version_;
+    return push_log_ && o_.push_log_sync.count() > 0 ? std::max(durable_version_, synced_version_) : durable_version_;
+  }
   Status background_error_;
   std::chrono::steady_clock::time_point first_unsaved_{};  // the oldest update not in a checkpoint
   int ledger_fd_ = -1;
   std::condition_variable wake_;
   bool stopping_ = false;
   std::thread saver_;
+  std::thread syncer_;
 };
 
 // Index of the first NaN or Inf in v, or -1. Fast path: a vectorized sum of v * 0, which is NaN

@@ -476,6 +476,151 @@ TEST(ParameterShard, RemembersAppliedPushIdsAcrossARestart) {
   EXPECT_EQ((*restarted)->version(), 2u);
 }
 
+// The push log: a shard killed between checkpoints comes back with every push it acknowledged,
+// bit for bit the state of a shard that was never killed (Adagrad's state too), its push ids
+// still remembered, and with no help from any client.
+TEST(ParameterShard, APushLogRestoresWhatTheCheckpointLacks) {
+  const std::string dir = TempDir("push_log");
+  ShardOptions so;
+  so.optimizer.name = Optimizer::kAdagrad;
+  so.optimizer.learning_rate = 0.1f;
+  so.checkpoint_path = dir + "/shard.safetensors";
+  so.checkpoint_every = 3;
+  so.push_log = true;
+  auto gradient = [](int k) {
+    std::vector<float> g(6);
+    for (int i = 0; i < 6; ++i) g[i] = std::sin(1.0f + k * 7 + i);
+    return g;
+  };
+  PushMeta meta;
+  meta.client = 9;
+  PushReply r;
+  ShardOptions plain = so;
+  plain.checkpoint_path.clear();
+  plain.push_log = false;
+  auto never_killed = ParameterShard::Create(plain, Range(6));
+  ASSERT_TRUE(never_killed.ok());
+  {
+    auto shard = ParameterShard::Create(so, Range(6));
+    ASSERT_TRUE(shard.ok()) << shard.status();
+    for (int k = 1; k <= 5; ++k) {
+      meta.sequence = k;
+      PushReply twin;
+      ASSERT_TRUE((*never_killed)->Push(meta, gradient(k), &twin).ok());
+      ASSERT_TRUE((*shard)->Push(meta, gradient(k), &r).ok());
+    }
+    // The log survives the process, not the machine: clients keep their copies until a checkpoint.
+    EXPECT_EQ(r.durable_version, 3u);
+  }  // killed: no checkpoint after update 3; the log's run holds 4 and 5 over the old 1 and 2
+  auto restarted = ParameterShard::Create(so, Range(6));
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  EXPECT_EQ((*restarted)->version(), 5u);
+  std::vector<float> a(6), b(6);
+  std::span<float> pa(a), pb(b);
+  PullReply pr;
+  ASSERT_TRUE((*restarted)->Pull(-1, std::span<const std::span<float>>(&pa, 1), &pr).ok());
+  ASSERT_TRUE((*never_killed)->Pull(-1, std::span<const std::span<float>>(&pb, 1), &pr).ok());
+  EXPECT_EQ(a, b);
+  meta.sequence = 5;  // a retry of the last push: remembered from the log
+  ASSERT_TRUE((*restarted)->Push(meta, gradient(5), &r).ok());
+  EXPECT_TRUE(r.duplicate);
+  EXPECT_EQ(r.version, 5u);
+  meta.sequence = 6;  // and the next one goes on from the same Adagrad state
+  PushReply twin;
+  ASSERT_TRUE((*never_killed)->Push(meta, gradient(6), &twin).ok());
+  ASSERT_TRUE((*restarted)->Push(meta, gradient(6), &r).ok());
+  ASSERT_TRUE((*restarted)->Pull(-1, std::span<const std::span<float>>(&pa, 1), &pr).ok());
+  ASSERT_TRUE((*never_killed)->Pull(-1, std::span<const std::span<float>>(&pb, 1), &pr).ok());
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(pr.version, 6u);
+  EXPECT_EQ(r.durable_version, 6u);
+  restarted->reset();
+  // The checkpoint at 6 holds everything; the log's older records are not applied again.
+  auto again = ParameterShard::Create(so, Range(6));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*again)->version(), 6u);
+  ASSERT_TRUE((*again)->Pull(-1, std::span<const std::span<float>>(&pa, 1), &pr).ok());
+  EXPECT_EQ(a, b);
+  // Destroyed with everything in its checkpoint, a shard removes its spent log.
+  EXPECT_TRUE(std::filesystem::exists(PushLogPath(so)));
+  again->reset();
+  EXPECT_FALSE(std::filesystem::exists(PushLogPath(so)));
+}
+
+// What a crash can leave in a log, and what a restarted shard makes of it: a record whose magic
+// was never stored (a process killed inside Append) ends the log; so does a record that fails its
+// hash (a synced log: pages lost with the machine) or an unsynced record written before a reboot.
+// A log of another lineage (its checkpoint lost) is not trusted; one that does not continue its
+// checkpoint (an older one put back) is refused.
+TEST(ParameterShard, APushLogEndsAtWhatACrashLeftAndRefusesALogThatDoesNotFit) {
+  const std::string dir = TempDir("push_log_torn");
+  ShardOptions so;
+  so.optimizer.learning_rate = 1.0f;
+  so.checkpoint_path = dir + "/shard.safetensors";
+  so.push_log = true;
+  std::string wal = PushLogPath(so);
+  EXPECT_EQ(wal.rfind("/dev/shm/distbelief-shard.safetensors-", 0), 0u) << wal;
+  const std::streamoff record = 88 + 4 * sizeof(float);
+  std::vector<float> g(4, 1.0f);
+  PushMeta meta;
+  PushReply r;
+  auto fill = [&](const ShardOptions& o) {
+    wal = PushLogPath(o);
+    std::filesystem::remove(wal);
+    auto shard = ParameterShard::Create(o, Range(4));
+    ASSERT_TRUE(shard.ok()) << shard.status();
+    for (int k = 0; k < 3; ++k) ASSERT_TRUE((*shard)->Push(meta, g, &r).ok());
+  };
+  auto poke = [&](std::streamoff at, char byte) {
+    std::fstream f(wal, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(at);
+    f.put(byte);
+  };
+  auto version_after_restart = [&](const ShardOptions& o) -> int64_t {
+    auto shard = ParameterShard::Create(o, Range(4));
+    EXPECT_TRUE(shard.ok()) << shard.status();
+    return shard.ok() ? static_cast<int64_t>((*shard)->version()) : -1;
+  };
+  fill(so);
+  EXPECT_EQ(version_after_restart(so), 3);
+  poke(2 * record, 0);  // the third record's magic never stored
+  EXPECT_EQ(version_after_restart(so), 2);
+  poke(0 * record + 16, 0x55);  // the first record's boot is another one
+  EXPECT_EQ(version_after_restart(so), 0);
+  ShardOptions synced = so;
+  synced.push_log_sync = Millis(50);
+  fill(synced);
+  EXPECT_EQ(wal, synced.checkpoint_path + ".wal");
+  poke(1 * record + 88 + 5, 0x7f);  // a byte of the second record's gradient
+  EXPECT_EQ(version_after_restart(synced), 1);
+  {  // the checkpoint lost: a fresh shard with a new lineage, the old log not trusted
+    fill(so);
+    std::filesystem::remove(so.checkpoint_path);
+    EXPECT_EQ(version_after_restart(so), 0);
+  }
+  {  // an older checkpoint of the same lineage put back: updates 4-5 do not continue version 1
+    std::filesystem::remove(PushLogPath(so));
+    auto shard = ParameterShard::Create(so, Range(4));
+    ASSERT_TRUE(shard.ok());
+    ASSERT_TRUE((*shard)->Push(meta, g, &r).ok());
+    ASSERT_TRUE((*shard)->SaveCheckpoint().ok());
+    std::filesystem::copy_file(so.checkpoint_path, dir + "/old.safetensors");
+    for (int k = 0; k < 2; ++k) ASSERT_TRUE((*shard)->Push(meta, g, &r).ok());
+    ASSERT_TRUE((*shard)->SaveCheckpoint().ok());  // version 3; the log rewound
+    for (int k = 0; k < 2; ++k) ASSERT_TRUE((*shard)->Push(meta, g, &r).ok());
+  }
+  std::filesystem::copy_file(dir + "/old.safetensors", so.checkpoint_path,
+                             std::filesystem::copy_options::overwrite_existing);
+  auto gap = ParameterShard::Create(so, Range(4));
+  ASSERT_FALSE(gap.ok());
+  EXPECT_EQ(gap.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(gap.status().message().find("update 4 follows version 1"), std::string::npos) << gap.status();
+  // A push log needs a checkpoint beside it.
+  ShardOptions nowhere;
+  nowhere.push_log = true;
+  EXPECT_FALSE(ParameterShard::Create(nowhere, Range(4)).ok());
+}
+
 TEST(PendingPush, WaitHonoursItsDeadline) {
   FixtureOptions fo;
   fo.retry_for = Millis(3000);

@@ -32,6 +32,8 @@ ShardOptions ParameterServer::OptionsFor(const ClusterOptions& c, const ShardPla
   }
   so.checkpoint_every = c.checkpoint_every;
   so.checkpoint_interval = c.checkpoint_interval;
+  so.push_log = c.push_log;
+  so.push_log_sync = c.push_log_sync;
   so.ledger_dir = c.ledger_dir;
   // This shard's whole blocks of the bound, relative to its start (MapFor never cuts a block).
   so.norm_bound = RestrictToRange(bound, map.begin(shard), map.end(shard));
@@ -40,6 +42,9 @@ ShardOptions ParameterServer::OptionsFor(const ClusterOptions& c, const ShardPla
 
 StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(const ClusterOptions& c, const ShardPlan& plan,
                                                                    const std::vector<GroupSpec>& groups) {
+  if (c.push_log && c.checkpoint_dir.empty())
+    return absl::InvalidArgumentError("distributed.shard_push_log needs distributed.shard_checkpoint_dir (the log "
+                                      "lives beside the checkpoints; under launch it defaults to RUN_DIR/shards)");
   std::unique_ptr<ParameterServer> ps(new ParameterServer());
   ps->client_ = c.client;
   if (c.injected_transport) {

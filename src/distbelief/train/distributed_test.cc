@@ -112,6 +112,29 @@ TEST_P(DownpourTest, FetchInBackgroundLearns) {
   EXPECT_GT(r->max_staleness, 0u);
 }
 
+// distributed.shard_push_log: each shard's log beside its checkpoint, emptied by the last one;
+// without shard checkpoints it is refused by name.
+TEST(Downpour, ShardPushLogsLiveBesideTheCheckpoints) {
+  EngineOptions e = Downpour("push_log");
+  e.distributed.cluster.push_log = true;
+  auto refused = Train(e);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("shard_push_log needs"), std::string::npos) << refused.status();
+  e.distributed.cluster.checkpoint_dir = e.train.run_dir + "/shards";
+  e.distributed.cluster.checkpoint_every = 100;
+  auto r = Train(e, Mlp(1));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(Accuracy(*r), Learned(0.9));
+  int logs = 0;
+  for (const auto& f : fs::directory_iterator(e.distributed.cluster.checkpoint_dir))
+    if (f.path().extension() == ".wal") {
+      ++logs;
+      // 4 x 62 updates, a checkpoint every 100: the log holds the updates after the last one.
+      EXPECT_GT(fs::file_size(f.path()), 0u) << f.path();
+    }
+  EXPECT_EQ(logs, 3);
+}
+
 TEST(Downpour, NPushSumsStepsAndNFetchSkipsFetches) {
   EngineOptions e = Downpour("npush");
   e.distributed.downpour.n_push = 4;
@@ -220,6 +243,7 @@ TEST(EngineOptions, ParsesTypedAndRefusesConflictsByName) {
       {{"distributed.lbfgs_history=4"}, "lbfgs_history is a Sandblaster option"},
       {{"optimizer.name=\"rmsprop\""}, "optimizer.name"},
       {{"train.lr_schedule=\"step\""}, "train.lr_schedule"},
+      {{"distributed.shard_push_log_sync_seconds=0.5"}, "needs distributed.shard_push_log"},
   };
   for (const Case& c : cases) {
     auto r = Parse(base, c.set);

@@ -563,9 +563,10 @@ Status RunDownpourReplica(const EngineOptions& e, const Job& job, int index, con
     if (first > 0) LOG_INFO << "replica " << index << " resumes at step " << first << " of " << steps_each;
   }
   shared.examples = first * job.examples_per_step;
-  // Pushes become durable by time only if the shards checkpoint by time: then wait for that.
+  // Pushes become durable by time only if the shards checkpoint by time or log pushes: then wait
+  // for that.
   const ClusterOptions& c = e.distributed.cluster;
-  const bool settle = c.checkpoint_interval.count() > 0;
+  const bool settle = c.checkpoint_interval.count() > 0 || c.push_log;
   const Millis settle_for = 4 * std::chrono::duration_cast<Millis>(c.checkpoint_interval) + c.client.retry_for;
   Threads t;
   std::thread runner([&] {

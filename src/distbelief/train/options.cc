@@ -85,6 +85,12 @@ Status ParseDistributed(Section& d, DistributedOptions* o) {
   float checkpoint_seconds = 0.0f;
   DB_RETURN_IF_ERROR(d.Float("shard_checkpoint_seconds", &checkpoint_seconds, 0.0, 86400.0));
   c.checkpoint_interval = std::chrono::milliseconds(static_cast<int64_t>(checkpoint_seconds * 1000.0));
+  DB_RETURN_IF_ERROR(d.Bool("shard_push_log", &c.push_log));
+  float sync_seconds = 0.0f;
+  DB_RETURN_IF_ERROR(d.Float("shard_push_log_sync_seconds", &sync_seconds, 0.0, 3600.0));
+  c.push_log_sync = std::chrono::milliseconds(static_cast<int64_t>(sync_seconds * 1000.0));
+  if (d.Has("shard_push_log_sync_seconds") && !c.push_log)
+    return d.Error("shard_push_log_sync_seconds", "needs distributed.shard_push_log = true");
   DB_RETURN_IF_ERROR(d.String("ledger_dir", &c.ledger_dir));
   c.client.ledger_dir = c.ledger_dir;
   DB_RETURN_IF_ERROR(ParseTransport(d, &c.transport));

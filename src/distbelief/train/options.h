@@ -81,6 +81,10 @@ struct ClusterOptions {
   int64_t checkpoint_every = 0;  // shard_checkpoint_every: updates between shard checkpoints
   // shard_checkpoint_seconds: also checkpoint updates unsaved this long (0 = by count only)
   std::chrono::milliseconds checkpoint_interval{0};
+  // shard_push_log: each shard logs pushes ahead of applying them (ShardOptions::push_log);
+  // shard_push_log_sync_seconds: and fdatasyncs the log this often (0 = never)
+  bool push_log = false;
+  std::chrono::milliseconds push_log_sync{0};
   // ledger_dir: every shard and replica client writes a ledger of push ids there (ShardOptions,
   // ClientOptions; tools/chaos reads them). "" = none.
   std::string ledger_dir;
