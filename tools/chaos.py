@@ -7,14 +7,15 @@ accuracy of a fault-free run of the same job (within --tolerance points), which 
 
 Ledgers. Each replica client writes "ack SHARD CLIENT SEQ VERSION DUP" per push a shard
 acknowledged (and "replay ..." per push it sent again to a restarted shard); each shard process
-writes "start VERSION TIME" and then "CLIENT SEQ VERSION TIME" per push it applied. A shard's
+writes "start VERSION TIME" and then "CLIENT SEQ VERSION TIME" per push it applied (" log" added
+for one applied again from its push log after a restart). A shard's
 state at the end is its last process's applies on top of the checkpoint it started from, which
 holds its predecessor's applies up to that version, and so on back to version 0: that chain must
 hold versions 1..N exactly once each, every (client, seq) at most once, and every acknowledged
 (client, seq) of that shard.
 
 Usage (from the repository root):
-  tools/chaos.py --bin build/tools/distbelief [--minutes 5] [--epochs 30] [--out runs/chaos]
+  tools/chaos.py --bin build/tools/distbelief [--minutes 5] [--epochs 30] [--out runs/chaos] [--cover]
 Prints a report (also written to OUT/report.md) and exits non-zero if any check fails.
 """
 import argparse
@@ -69,8 +70,8 @@ def read_ledgers(ledger_dir):
             assert head[0] == "start", f"{name}: no start line"
             applied = []
             for line in lines[1:]:
-                c, q, v, t = line.split()
-                applied.append((c, int(q), int(v), int(t)))
+                f = line.split()  # CLIENT SEQ VERSION TIME [log]
+                applied.append((f[0], int(f[1]), int(f[2]), int(f[3]), len(f) > 4))
             shards[s].append((int(head[1]), int(head[2]), applied))
         elif name.startswith("replica-"):
             for line in lines:
@@ -84,7 +85,7 @@ def read_ledgers(ledger_dir):
 def check_ledgers(ledger_dir, report):
     shards, acks, counts = read_ledgers(ledger_dir)
     ok = True
-    total_applied = total_lost_branch = 0
+    total_applied = total_lost_branch = total_from_log = 0
     for s in sorted(shards):
         incs = sorted(shards[s], key=lambda inc: inc[1])  # by start time
         chain, bound = [], None
@@ -95,6 +96,7 @@ def check_ledgers(ledger_dir, report):
             bound = start if bound is None else min(bound, start)
             if bound == 0:
                 break
+        total_from_log += sum(1 for a in chain if a[4])
         versions = sorted(a[2] for a in chain)
         ids = collections.Counter((a[0], a[1]) for a in chain)
         doubled = [i for i, n in ids.items() if n > 1 and i[0] != "0"]
@@ -109,8 +111,8 @@ def check_ledgers(ledger_dir, report):
             report.append(f"  FAIL: lost {lost[:5]} doubled {doubled[:5]} gaps {gaps} first start {incs[0][0]}")
     report.append(f"- replicas: {counts['ack']} acknowledgements ({counts['duplicate ack']} as duplicates), "
                   f"{counts['replay']} pushes sent again to restarted shards ({counts['duplicate replay']} "
-                  f"already held by the checkpoint); {total_lost_branch} applies undone by shard restarts "
-                  f"and redone from the replicas' copies")
+                  f"already held by the restarted shard); {total_lost_branch} applies undone by shard restarts "
+                  f"and redone ({total_from_log} from the shards' push logs, the rest from the replicas' copies)")
     return ok, shards
 
 
@@ -124,6 +126,8 @@ def main():
     ap.add_argument("--tolerance", type=float, default=1.0, help="accuracy points the chaos run may lose")
     ap.add_argument("--out", default="runs/chaos")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--cover", action="store_true",
+                    help="the first four faults are one of each kind (kill -9 / SIGSTOP of a shard / a replica)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     lo, hi = (float(x) for x in args.interval.split(","))
@@ -172,6 +176,14 @@ def main():
             continue
         (role, index), pid = rng.choice(sorted(live.items()))
         kind = rng.choice(["kill -9", "SIGSTOP"])
+        if args.cover and len(events) < 4:  # one of each kind first
+            want_role, kind = [("shard", "kill -9"), ("replica", "kill -9"), ("shard", "SIGSTOP"),
+                               ("replica", "SIGSTOP")][len(events)]
+            of_role = sorted((k, p) for k, p in live.items() if k[0] == want_role)
+            if not of_role:
+                next_fault = now + 1
+                continue
+            (role, index), pid = rng.choice(of_role)
         if kind == "kill -9":
             os.kill(pid, signal.SIGKILL)
             if role == "shard":
@@ -226,9 +238,10 @@ def main():
     for s, times in kills.items():
         starts = sorted(shards[s], key=lambda inc: inc[1])
         for t in times:
-            later = [inc for inc in starts if inc[1] / 1e9 > t and inc[2]]
+            # The first push a replica made to a later process (not one it applied from its log).
+            later = [a for inc in starts if inc[1] / 1e9 > t for a in inc[2] if not a[4]]
             if later:
-                waits.append(later[0][2][0][3] / 1e9 - t)
+                waits.append(min(a[3] for a in later) / 1e9 - t)
     if waits:
         report.append(f"- a killed shard took its first push again {min(waits):.2f}-{max(waits):.2f} s after the "
                       f"kill (median {sorted(waits)[len(waits) // 2]:.2f} s; the launcher restarts it, the "

@@ -229,7 +229,7 @@ Status ParameterClient::WithRetry(const std::function<Status()>& call) {
     const bool transient = absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s);
     if (!transient || std::chrono::steady_clock::now() + backoff > give_up) return s;
     std::this_thread::sleep_for(backoff);
-    backoff = std::min(backoff * 2, Millis(1000));
+    backoff = std::min(backoff * 2, Millis(250));
   }
 }
 

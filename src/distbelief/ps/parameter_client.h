@@ -1,8 +1,8 @@
 // ParameterClient: a replica's (or a coordinator's) typed view of all shards of one parameter
 // vector. It splits the flat vector by the ShardMap, talks to every shard concurrently through
-// its ShardChannel, and retries a shard that is unavailable or slow with exponential backoff
-// (100 ms doubling to 1 s) until `retry_for` runs out, so a restarted shard or a network that
-// comes back is picked up without the caller knowing. Each push carries the client's random id and
+// its ShardChannel, and retries a shard that is unavailable or slow (after 100 ms, 200 ms, then
+// every 250 ms) until `retry_for` runs out, so a restarted shard or a network that comes back is
+// picked up soon without the caller knowing. Each push carries the client's random id and
 // a sequence number (shard_api.h: PushMeta), so a push retried after a timeout or a lost reply is
 // applied once; a push the shard refuses (bad size, NaN) is not retried.
 // Thread-compatible: one client per replica; a pull and a push in flight may overlap.

@@ -124,7 +124,7 @@ StatusOr<std::unique_ptr<ParameterShard>> ParameterShard::Create(const ShardOpti
       if (const int64_t bad = FirstNonFinite(r.gradient); bad >= 0)
         return absl::DataLossError("push log " + path + ": a gradient holds NaN or Inf");
       PushReply reply;
-      p->ApplyLocked(r.meta, r.gradient, &reply);
+      p->ApplyLocked(r.meta, r.gradient, &reply, /*from_log=*/true);
       ++replayed;
       return absl::OkStatus();
     }));
@@ -262,7 +262,7 @@ Status ParameterShard::Push(const PushMeta& meta, std::span<const float> g, Push
   }
   // Logged before applied: a failed write leaves the push unapplied and the client retries it.
   if (push_log_) DB_RETURN_IF_ERROR(push_log_->Append(meta, version_ + 1, g));
-  ApplyLocked(meta, g, reply);
+  ApplyLocked(meta, g, reply, /*from_log=*/false);
   if (o_.checkpoint_every > 0 && !o_.checkpoint_path.empty() && version_ % o_.checkpoint_every == 0)
     SaveInBackgroundLocked();
   reply->incarnation = incarnation_;
@@ -270,7 +270,7 @@ Status ParameterShard::Push(const PushMeta& meta, std::span<const float> g, Push
   return absl::OkStatus();
 }
 
-void ParameterShard::ApplyLocked(const PushMeta& meta, std::span<const float> g, PushReply* reply) {
+void ParameterShard::ApplyLocked(const PushMeta& meta, std::span<const float> g, PushReply* reply, bool from_log) {
   reply->duplicate = false;
   reply->staleness = version_ >= meta.based_on_version ? version_ - meta.based_on_version : 0;
   if (o_.total_updates > 0)
@@ -292,7 +292,7 @@ void ParameterShard::ApplyLocked(const PushMeta& meta, std::span<const float> g,
   }
   if (ledger_fd_ >= 0)
     Ledger(absl::StrCat(absl::Hex(meta.client), " ", meta.sequence, " ", version_, " ", absl::ToUnixNanos(absl::Now()),
-                        "\n"));
+                        from_log ? " log\n" : "\n"));
   if (meta.replica >= 0) replicas_[meta.replica] = {meta.replica_clock, std::chrono::steady_clock::now()};
 }
 

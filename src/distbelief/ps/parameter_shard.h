@@ -61,7 +61,7 @@ struct ShardOptions {
   // "" = none; else the shard appends a line per applied push to
   // ledger_dir/shard-INDEX-INCARNATION.tsv: "start VERSION TIME" first (0, or what the
   // checkpoint held), then "CLIENT SEQUENCE VERSION TIME" (ids in hex, the version after
-  // applying, Unix nanoseconds). tools/chaos checks them against the replicas' ledgers
+  // applying, Unix nanoseconds; " log" appended for a push applied again from the push log). tools/chaos checks them against the replicas' ledgers
   // (ParameterClient).
   std::string ledger_dir;
   std::chrono::milliseconds replica_silence{10000};  // replicas silent longer are not waited for
@@ -109,7 +109,7 @@ class ParameterShard {
   void SaveInBackgroundLocked();
   // Applies a push that passed every check (a new id, a finite gradient of the right size);
   // fills the reply's version and staleness.
-  void ApplyLocked(const PushMeta& meta, std::span<const float> g, PushReply* reply);
+  void ApplyLocked(const PushMeta& meta, std::span<const float> g, PushReply* reply, bool from_log);
   void SyncPushLog();  // the push log's sync thread
   void TimedCheckpoints();  // the checkpoint thread
   void Ledger(const std::string& line);

@@ -42,7 +42,7 @@ ShardOptions ParameterServer::OptionsFor(const ClusterOptions& c, const ShardPla
 
 StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(const ClusterOptions& c, const ShardPlan& plan,
                                                                    const std::vector<GroupSpec>& groups) {
-  if (c.push_log && c.checkpoint_dir.empty())
+  if (c.push_log && c.checkpoint_dir.empty() && c.shard_addresses.empty())  // shards started here
     return absl::InvalidArgumentError("distributed.shard_push_log needs distributed.shard_checkpoint_dir (the log "
                                       "lives beside the checkpoints; under launch it defaults to RUN_DIR/shards)");
   std::unique_ptr<ParameterServer> ps(new ParameterServer());
