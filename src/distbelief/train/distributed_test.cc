@@ -12,6 +12,7 @@
 #include <numeric>
 #include <thread>
 
+#include "distbelief/io/checkpoint.h"
 #include "distbelief/optim/lbfgs.h"
 #include "distbelief/train/downpour.h"
 #include "distbelief/train/engine.h"
@@ -112,8 +113,8 @@ TEST_P(DownpourTest, FetchInBackgroundLearns) {
   EXPECT_GT(r->max_staleness, 0u);
 }
 
-// distributed.shard_push_log: each shard's log beside its checkpoint, emptied by the last one;
-// without shard checkpoints it is refused by name.
+// distributed.shard_push_log: each shard keeps a log tied to its checkpoints; without shard
+// checkpoints it is refused by name.
 TEST(Downpour, ShardPushLogsLiveBesideTheCheckpoints) {
   EngineOptions e = Downpour("push_log");
   e.distributed.cluster.push_log = true;
@@ -125,14 +126,16 @@ TEST(Downpour, ShardPushLogsLiveBesideTheCheckpoints) {
   auto r = Train(e, Mlp(1));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_GT(Accuracy(*r), Learned(0.9));
-  int logs = 0;
-  for (const auto& f : fs::directory_iterator(e.distributed.cluster.checkpoint_dir))
-    if (f.path().extension() == ".wal") {
-      ++logs;
-      // 4 x 62 updates, a checkpoint every 100: the log holds the updates after the last one.
-      EXPECT_GT(fs::file_size(f.path()), 0u) << f.path();
-    }
-  EXPECT_EQ(logs, 3);
+  // Each shard's checkpoints carry the lineage its log is tied to.
+  int shards = 0;
+  for (const auto& f : fs::directory_iterator(e.distributed.cluster.checkpoint_dir)) {
+    if (f.path().extension() != ".safetensors") continue;
+    auto c = ReadCheckpoint(f.path().string());
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_FALSE(c->metadata["push_log_lineage"].empty()) << f.path();
+    ++shards;
+  }
+  EXPECT_EQ(shards, 3);
 }
 
 TEST(Downpour, NPushSumsStepsAndNFetchSkipsFetches) {
