@@ -4,13 +4,12 @@
 // (2) Downpour training throughput on MNIST (MLP 784-512-10, 2 replicas, 2 shards, 3 epochs, a shard
 // checkpoint every 100 updates in every row) without and with the log, in process and over gRPC.
 // Rows alternate within each repeat (the second core is shared); medians are printed.
-// Usage: push_log_bench [repeats]
+// Usage: push_log_bench [repeats]   (PUSH_LOG_BENCH_SHARD_ONLY=1: the shard table only)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <stdlib.h>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -119,7 +118,7 @@ int main(int argc, char** argv) {
   for (const Row& row : rows)
     std::printf("%-34s %14.1f %9.1f%% %14.1f %9.1f%%\n", row.name, Median(row.first), 100.0 * Median(row.first) / f0,
                 Median(row.steady), 100.0 * Median(row.steady) / s0);
-  if (getenv("PUSH_LOG_BENCH_SHARD_ONLY")) return 0;
+  if (std::getenv("PUSH_LOG_BENCH_SHARD_ONLY")) return 0;
   std::printf("\nDownpour, MNIST MLP 784-512-10, 2 replicas, 2 shards, 3 epochs, shard checkpoint every 100 updates\n");
   std::printf("%-34s %12s %12s %10s\n", "", "no log ex/s", "log ex/s", "cost");
   for (bool grpc : {false, true}) {

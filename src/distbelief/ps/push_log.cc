@@ -84,7 +84,7 @@ uint64_t BootTag() {
 }  // namespace
 
 // Reads exactly n bytes at `at`; false at end of file or on error.
-bool ReadFull(int fd, void* data, size_t n, int64_t at) {
+static bool ReadFull(int fd, void* data, size_t n, int64_t at) {
   char* p = static_cast<char*>(data);
   while (n > 0) {
     const ssize_t r = ::pread(fd, p, n, at);
@@ -98,7 +98,7 @@ bool ReadFull(int fd, void* data, size_t n, int64_t at) {
 }
 
 // Writes exactly n bytes at `at`, or says why not.
-Status WriteFull(int fd, const void* data, size_t n, int64_t at, const std::string& path) {
+static Status WriteFull(int fd, const void* data, size_t n, int64_t at, const std::string& path) {
   const char* p = static_cast<const char*>(data);
   while (n > 0) {
     const ssize_t w = ::pwrite(fd, p, n, at);
