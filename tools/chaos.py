@@ -126,6 +126,8 @@ def main():
     ap.add_argument("--tolerance", type=float, default=1.0, help="accuracy points the chaos run may lose")
     ap.add_argument("--out", default="runs/chaos")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--max-resume", type=float, default=2.0,
+                    help="seconds from a shard's kill -9 to its next pushed update, at most")
     ap.add_argument("--cover", action="store_true",
                     help="the first four faults are one of each kind (kill -9 / SIGSTOP of a shard / a replica)")
     args = ap.parse_args()
@@ -246,6 +248,10 @@ def main():
         report.append(f"- a killed shard took its first push again {min(waits):.2f}-{max(waits):.2f} s after the "
                       f"kill (median {sorted(waits)[len(waits) // 2]:.2f} s; the launcher restarts it, the "
                       "replicas' clients find it)")
+        if max(waits) > args.max_resume:
+            ok = False
+            report.append(f"FAIL: replicas took {max(waits):.2f} s to push to a restarted shard (more than "
+                          f"--max-resume {args.max_resume:g} s)")
     report.append("")
     report.append("PASS" if ok else "FAIL")
     text = "\n".join(report)

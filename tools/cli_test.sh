@@ -34,6 +34,14 @@ if cmp -s "$tmp/run/checkpoint.safetensors" "$tmp/first.safetensors"; then pass=
   fail=$((fail + 1)); echo "FAIL: the refused run changed the first run's checkpoint"; fi
 check "launch into a used run_dir" 2 "already holds a run" -- "$bin" launch --config configs/mnist_downpour.toml \
   --set "train.run_dir=\"$tmp/run\""
+# A launch that ended early leaves only its shards' checkpoints: they hold a run too, and a launch
+# told to --overwrite starts its shards at version 0, not from them (here: from garbage).
+mkdir -p "$tmp/l/shards" && echo garbage >"$tmp/l/shards/mnist.shard-0.safetensors"
+lrun=(--set "train.run_dir=\"$tmp/l\"" --set 'model.hidden=[16]' --set train.max_steps=20
+      --set distributed.replicas=1 --set distributed.warmstart_steps=0)
+check "launch beside old shard checkpoints" 2 "already holds a run" -- "$bin" launch --config configs/mnist_downpour.toml "${lrun[@]}"
+check "launch --overwrite starts its shards afresh" 0 "version 0) listening" -- "$bin" launch \
+  --config configs/mnist_downpour.toml "${lrun[@]}" --overwrite
 check "--overwrite replaces it" 0 "test accuracy" -- "$bin" train --config $cfg "${run[@]}" --overwrite
 check "--resume continues it" 0 "test accuracy" -- "$bin" train --config $cfg "${run[@]}" \
   --resume "$tmp/run/checkpoint.safetensors"

@@ -73,12 +73,17 @@ StatusOr<ModelCheckpointInfo> LoadModelCheckpoint(const std::string& path, const
 }
 
 std::string RunCheckpointPath(const std::string& run_dir) { return run_dir + "/checkpoint.safetensors"; }
+std::string ShardCheckpointDir(const std::string& run_dir) { return run_dir + "/shards"; }
 
 Status CheckRunDirFree(const std::string& run_dir, bool resuming, bool overwrite) {
   if (resuming || overwrite) return absl::OkStatus();
-  const std::string path = RunCheckpointPath(run_dir);
+  std::string path = RunCheckpointPath(run_dir);
   std::error_code ec;
-  if (!std::filesystem::exists(path, ec) && !ec) return absl::OkStatus();
+  if (!std::filesystem::exists(path, ec) && !ec) {
+    // A launch that ended early leaves only its shards' checkpoints.
+    path = ShardCheckpointDir(run_dir);
+    if (!std::filesystem::exists(path, ec) && !ec) return absl::OkStatus();
+  }
   return absl::FailedPreconditionError("train.run_dir " + run_dir + " already holds a run (" + path +
                                        "): pass --resume CHECKPOINT to continue it, --overwrite to replace it, "
                                        "or set another train.run_dir");

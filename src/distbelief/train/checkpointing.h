@@ -33,8 +33,12 @@ StatusOr<ModelCheckpointInfo> LoadModelCheckpoint(const std::string& path, const
 
 // Where a run's final checkpoint goes: run_dir/checkpoint.safetensors.
 std::string RunCheckpointPath(const std::string& run_dir);
+// Where `launch` keeps its shards' checkpoints unless distributed.shard_checkpoint_dir says
+// otherwise: run_dir/shards. A new launch clears it.
+std::string ShardCheckpointDir(const std::string& run_dir);
 
-// A run may write into `run_dir` only if no earlier run's checkpoint is there, unless it resumes
+// A run may write into `run_dir` only if no earlier run's checkpoint (nor a launch's shard
+// checkpoints) is there, unless it resumes
 // (continues that run) or is told to overwrite: kFailedPrecondition naming the folder and both
 // flags otherwise, before anything is written.
 Status CheckRunDirFree(const std::string& run_dir, bool resuming, bool overwrite);

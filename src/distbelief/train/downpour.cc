@@ -578,12 +578,25 @@ Status RunDownpourReplica(const EngineOptions& e, const Job& job, int index, con
     t.finished++;
   });
   Progress progress(steps_each * job.examples_per_step, "examples");
+  double last_loss = -1;  // none yet
+  auto last_step = std::chrono::steady_clock::now();
   while (t.finished.load() == 0) {
     std::this_thread::sleep_for(Millis(200));
-    char status[64];
+    char status[96];
     std::lock_guard<std::mutex> lock(shared.mu);
-    std::snprintf(status, sizeof(status), "replica %d loss %.4f", index,
-                  shared.window.size() ? shared.window.LastMean(1.0).total : 0.0);
+    const auto now = std::chrono::steady_clock::now();
+    if (shared.window.size()) {
+      last_loss = shared.window.LastMean(1.0).total;
+      last_step = now;
+    }
+    // A replica waiting for a shard (a restart, a cut) says so instead of showing a loss of 0.
+    const double idle = std::chrono::duration<double>(now - last_step).count();
+    if (last_loss < 0)
+      std::snprintf(status, sizeof(status), "replica %d starting", index);
+    else if (idle >= 1.0)
+      std::snprintf(status, sizeof(status), "replica %d waiting %.0f s (last loss %.4f)", index, idle, last_loss);
+    else
+      std::snprintf(status, sizeof(status), "replica %d loss %.4f", index, last_loss);
     shared.window = LossLog();
     progress.Update(shared.examples.load(), status);
   }

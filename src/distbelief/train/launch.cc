@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "distbelief/base/logging.h"
+#include "distbelief/train/checkpointing.h"
 #include "distbelief/train/cluster.h"
 #include "distbelief/train/downpour.h"
 #include "distbelief/train/sandblaster.h"
@@ -152,7 +153,7 @@ StatusOr<RoleOptions> CommonRole(const EngineOptions& e) {
   r.secret_file = dir + "/secret";
   DB_RETURN_IF_ERROR(WritePrivate(r.secret_file, secret));
   const ClusterOptions& c = e.distributed.cluster;
-  r.shard_checkpoint_dir = c.checkpoint_dir.empty() ? e.train.run_dir + "/shards" : c.checkpoint_dir;
+  r.shard_checkpoint_dir = c.checkpoint_dir.empty() ? ShardCheckpointDir(e.train.run_dir) : c.checkpoint_dir;
   r.shard_checkpoint_every = c.checkpoint_every > 0 ? c.checkpoint_every : 50;
   const int replicas = e.distributed.mode == Mode::kSandblaster ? e.distributed.sandblaster.replicas
                                                                  : e.distributed.downpour.replicas;
@@ -405,6 +406,14 @@ StatusOr<LaunchResult> Launch(const EngineOptions& e, const Job& job, const Laun
   ::signal(SIGTERM, OnSignal);
   ::signal(SIGINT, OnSignal);
   c.addresses.resize(e.distributed.cluster.shards);
+  // A launch is a new run: shards must not resume the checkpoints an earlier run left in its
+  // RUN_DIR/shards (CheckRunDirFree has refused to get here unless told --overwrite). A
+  // shard_checkpoint_dir set by hand is the user's to manage.
+  if (e.distributed.cluster.checkpoint_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(ShardCheckpointDir(e.train.run_dir), ec);
+    if (ec) return absl::FailedPreconditionError("cannot clear " + ShardCheckpointDir(e.train.run_dir) + ": " + ec.message());
+  }
   for (int s = 0; s < e.distributed.cluster.shards; ++s) DB_RETURN_IF_ERROR(c.StartShard(s, "127.0.0.1:0"));
   EngineOptions coordinator = Coordinator(e, c);
   if (e.distributed.mode == Mode::kSandblaster) {

@@ -82,6 +82,15 @@ struct TransportOptions {
   int max_message_bytes = 256 << 20;  // larger requests are refused with kResourceExhausted
   // gRPC: the shards' data plane (under TLS when gRPC is: the same certificate and root).
   DataPlane data_plane = DataPlane::kSocket;
+  // gRPC servers' bounds, so connections opened and abandoned cannot exhaust a shard: a peer
+  // gets `handshake_timeout` to finish its HTTP/2 (and TLS) handshake, a connection without calls
+  // for `idle_timeout` is closed, at most `max_streams` calls run on one connection, and the
+  // server's buffers share `max_memory_bytes` (0: 4 x max_message_bytes, at least 256 MiB);
+  // beyond it gRPC closes idle connections first. The tensor socket has its own (tensor_socket.h).
+  Millis handshake_timeout{10000};
+  Millis idle_timeout{300000};
+  int max_streams = 64;
+  int64_t max_memory_bytes = 0;
 };
 
 class Transport {
