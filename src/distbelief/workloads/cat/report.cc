@@ -90,31 +90,26 @@ StatusOr<std::string> WriteCatReport(CatNet* net, const CatOptions& o, const Cat
                                      const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  const FaceNeuronReport& f = r.report;
-  const int best_stage = f.best.stage;
-  const int top_stage = net->num_stages() - 1;
-  // The best neuron's activations on the test images.
-  int64_t nf = 0, nn = 0;
-  DB_ASSIGN_OR_RETURN(Tensor faces, FramesFromFolder(o.faces_dir, o.net.frame, &nf));
-  DB_ASSIGN_OR_RETURN(Tensor nonfaces, FramesFromFolder(o.nonfaces_dir, o.net.frame, &nn));
-  Tensor all({nf + nn, 1, o.net.frame, o.net.frame});
-  std::copy(faces.data(), faces.data() + faces.size(), all.data());
-  std::copy(nonfaces.data(), nonfaces.data() + nonfaces.size(), all.data() + faces.size());
+  // The top-stage neuron the face test chose on its selection half; its activations on all test images.
+  const FaceRow& best = r.table.top;
+  const int best_stage = best.stage;
+  const Tensor& all = r.test.frames;
+  const int64_t n = all.dim(0);
   const std::vector<Tensor> feats = net->Features(all);
   const Tensor& fb = feats[best_stage];
-  const int64_t units = fb.size() / (nf + nn);
+  const int64_t units = fb.size() / n;
   std::vector<float> act_faces, act_nonfaces;
-  std::vector<int64_t> order(nf + nn);
-  for (int64_t i = 0; i < nf + nn; ++i) (i < nf ? act_faces : act_nonfaces).push_back(fb[i * units + f.best.unit]);
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) (r.test.labels[i] ? act_faces : act_nonfaces).push_back(fb[i * units + best.unit]);
   std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return fb[a * units + f.best.unit] > fb[b * units + f.best.unit]; });
-  order.resize(std::min<int64_t>(16, nf + nn));
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return fb[a * units + best.unit] > fb[b * units + best.unit]; });
+  order.resize(std::min<int64_t>(16, n));
   int64_t faces_in_top = 0;
-  for (int64_t i : order) faces_in_top += i < nf;
+  for (int64_t i : order) faces_in_top += r.test.labels[i];
 
   DB_RETURN_IF_ERROR(WritePng(dir + "/filters.png", FilterGrid(net, 3, 3)));
   DB_RETURN_IF_ERROR(WritePng(dir + "/histogram.png", Histogram(act_faces, act_nonfaces)));
-  DB_RETURN_IF_ERROR(WritePng(dir + "/optimal_stimulus.png", Resize(OptimalStimulus(net, best_stage, f.best.unit, o.net.frame), 4 * o.net.frame, 4 * o.net.frame)));
+  DB_RETURN_IF_ERROR(WritePng(dir + "/optimal_stimulus.png", Resize(OptimalStimulus(net, best_stage, best.unit, o.net.frame), 4 * o.net.frame, 4 * o.net.frame)));
   DB_RETURN_IF_ERROR(WritePng(dir + "/top_images.png", Tiles(all, order, 8)));
 
   const std::string path = dir + "/report.md";
@@ -126,24 +121,20 @@ StatusOr<std::string> WriteCatReport(CatNet* net, const CatOptions& o, const Cat
         "non-faces. This run is far smaller, and says so: random " << o.net.frame << "x" << o.net.frame
      << " grey crops of " << r.training_images << " photos and video frames from Debian and npm packages ("
      << o.steps_per_stage * o.batch << " crops per stage, " << net->num_stages()
-     << " stages), tested on " << f.faces << " faces and " << f.nonfaces << " non-faces.\n\n";
-  md << "| | accuracy |\n|---|---|\n";
-  std::snprintf(line, sizeof(line), "| chance (always the larger class) | %.1f%% |\n", 100 * f.chance);
-  md << line;
-  std::snprintf(line, sizeof(line), "| best single input pixel with a threshold | %.1f%% |\n", 100 * f.best_pixel.accuracy);
-  md << line;
-  for (const auto& b : f.best_per_stage) {
-    std::snprintf(line, sizeof(line), "| best stage-%d neuron%s | %.1f%% |\n", b.stage + 1,
-                  b.stage == 0 ? " (first stage)" : (b.stage == top_stage ? " (top stage)" : ""), 100 * b.accuracy);
-    md << line;
-  }
-  std::snprintf(line, sizeof(line), "\nThe best neuron is unit %ld of stage %d: %.1f%%.\n\n", long(f.best.unit),
-                best_stage + 1, 100 * f.best.accuracy);
+     << " stages).\n\n## The face test\n\n";
+  md << r.table.Markdown() << "\nSources:";
+  for (size_t i = 0; i < r.test.sources.size(); ++i) md << (i ? ", " : " ") << r.test.sources[i];
+  std::snprintf(line, sizeof(line),
+                ".\n\nThe top-stage neuron (unit %ld of stage %d) is %+.1f points in held-out accuracy and %+.3f in AUC "
+                "from the best of the single pixel, the linear filter and the random network: %s.\n\n",
+                long(best.unit), best_stage + 1, 100 * r.table.top_margin_accuracy, r.table.top_margin_auc,
+                r.table.top_margin_accuracy > 0 && r.table.top_margin_auc > 0 ? "it beats them"
+                                                                             : "it does **not** beat them");
   md << line;
   md << "## First-stage filters\n\nEvery third location, row by row; the maps of one location side by side; each filter "
         "scaled to black-white.\n\n"
         "![filters](filters.png)\n\n";
-  md << "## The best neuron\n\nActivations on faces (dark, upward) and non-faces (light, downward):\n\n"
+  md << "## The top-stage neuron\n\nActivations on faces (dark, upward) and non-faces (light, downward):\n\n"
         "![histogram](histogram.png)\n\n";
   md << "Its optimal stimulus (gradient ascent on an input of fixed norm):\n\n![stimulus](optimal_stimulus.png)\n\n";
   md << "The 16 test images that excite it most (" << faces_in_top << " of them faces):\n\n![top](top_images.png)\n\n";

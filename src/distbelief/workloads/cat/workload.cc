@@ -2,6 +2,8 @@
 // the checkpoint and report; `distbelief eval face-neuron` scores a checkpoint on any two folders.
 #include <cstdio>
 
+#include "absl/strings/str_split.h"
+
 #include "distbelief/base/parallel.h"
 #include "distbelief/train/checkpointing.h"
 #include "distbelief/workloads/cat/cat.h"
@@ -9,6 +11,16 @@
 
 namespace distbelief {
 namespace {
+
+std::vector<std::string> SplitList(const std::string& s) {
+  return absl::StrSplit(s, ',', absl::SkipEmpty());
+}
+
+void PrintFaceTest(const FaceSet& set, const FaceTable& t) {
+  std::printf("face test set:");
+  for (size_t i = 0; i < set.sources.size(); ++i) std::printf("%s %s", i ? "," : "", set.sources[i].c_str());
+  std::printf("\n%s", t.Markdown().c_str());
+}
 
 class CatWorkload : public Workload {
  public:
@@ -38,49 +50,53 @@ class CatWorkload : public Workload {
     for (size_t s = 0; s < r.first_loss.size(); ++s)
       std::printf("stage %zu: reconstruction %.2f -> %.2f, sparsity %.2f -> %.2f\n", s + 1, r.first_loss[s].first,
                   r.last_loss[s].first, r.first_loss[s].second, r.last_loss[s].second);
-    const FaceNeuronReport& f = r.report;
-    std::printf("face test set: %ld faces, %ld non-faces\n", long(f.faces), long(f.nonfaces));
-    std::printf("  chance (all one class)   %.1f%%\n", 100 * f.chance);
-    std::printf("  best single pixel        %.1f%%\n", 100 * f.best_pixel.accuracy);
-    for (const auto& b : f.best_per_stage)
-      std::printf("  best stage-%d neuron      %.1f%% (unit %ld)\n", b.stage + 1, 100 * b.accuracy, long(b.unit));
+    PrintFaceTest(r.test, r.table);
     DB_RETURN_IF_ERROR(SaveCatNet(net.get(), RunCheckpointPath(e.train.run_dir), e.train.config_text));
     std::printf("checkpoint: %s\n", RunCheckpointPath(e.train.run_dir).c_str());
     DB_ASSIGN_OR_RETURN(const std::string report, WriteCatReport(net.get(), o_, r, e.train.run_dir));
     std::printf("report: %s\n", report.c_str());
-    std::printf("best neuron accuracy: %.1f%%\n", 100 * f.best.accuracy);
+    std::printf("top-stage neuron: %.1f%% held out (AUC %.3f), %+.1f points (AUC %+.3f) against the best baseline\n",
+                100 * r.table.top.accuracy, r.table.top.auc, 100 * r.table.top_margin_accuracy, r.table.top_margin_auc);
     return absl::OkStatus();
   }
 
-  // Every neuron's best single-threshold accuracy on two folders (--faces, --nonfaces; default the
-  // config's), optionally each unit's to --csv.
+  // The face test of a checkpoint on any folders (--faces, --nonfaces: comma-separated; default
+  // the config's); with --csv, every unit's selection and held-out scores.
   Status Evaluate(const EngineOptions& e, const EvalRequest& request) override {
     CatOptions o = o_;
     for (const auto& [flag, value] : request.flags) {
-      if (flag == "faces") o.faces_dir = value;
-      else if (flag == "nonfaces") o.nonfaces_dir = value;
+      if (flag == "faces") o.faces_dirs = SplitList(value);
+      else if (flag == "nonfaces") o.nonfaces_dirs = SplitList(value);
       else if (flag != "csv") return absl::InvalidArgumentError("face-neuron eval takes no flag --" + flag);
     }
     DB_ASSIGN_OR_RETURN(auto net, CatNet::Create(o.net, e.train.seed));
     DB_RETURN_IF_ERROR(LoadCatNet(net.get(), request.checkpoint));
-    std::vector<std::vector<double>> per_unit;
-    DB_ASSIGN_OR_RETURN(const FaceNeuronReport r, EvaluateFaceNeurons(net.get(), o, &per_unit));
+    DB_ASSIGN_OR_RETURN(const FaceSet set, LoadFaceSet(o.faces_dirs, o.nonfaces_dirs, o.net.frame));
+    DB_ASSIGN_OR_RETURN(auto random, RandomCatNet(o, e.train.seed + 1));
+    const FaceTable table = FaceNeuronTable(net.get(), random.get(), set, e.train.seed);
     if (auto csv = request.flags.find("csv"); csv != request.flags.end()) {
       std::FILE* f = std::fopen(csv->second.c_str(), "w");
       if (!f) return absl::UnavailableError("cannot write " + csv->second);
-      std::fprintf(f, "stage,unit,accuracy\n");
-      for (size_t st = 0; st < per_unit.size(); ++st)
-        for (size_t u = 0; u < per_unit[st].size(); ++u) std::fprintf(f, "%zu,%zu,%.4f\n", st + 1, u, per_unit[st][u]);
+      std::fprintf(f, "stage,unit,selection_accuracy,held_out_accuracy,held_out_auc\n");
+      const FaceHalves h = SplitFaceSet(set.labels, e.train.seed);
+      const std::vector<Tensor> features = net->Features(set.frames);
+      const int64_t n = set.frames.dim(0);
+      for (size_t st = 0; st < features.size(); ++st) {
+        const int64_t units = features[st].size() / n;
+        for (int64_t u = 0; u < units; ++u) {
+          double sel = 0.0;
+          const float* x = features[st].data() + u;
+          const ScoreCut cut = BestCut(x, units, set.labels, h.selection, &sel);
+          std::fprintf(f, "%zu,%ld,%.4f,%.4f,%.4f\n", st + 1, long(u), sel, CutAccuracy(x, units, set.labels, h.report, cut),
+                       RocAuc(x, units, set.labels, h.report, cut.faces_above));
+        }
+      }
       std::fclose(f);
       std::printf("every neuron: %s\n", csv->second.c_str());
     }
-    std::printf("face test set: %ld faces (%s), %ld non-faces (%s)\n", long(r.faces), o.faces_dir.c_str(),
-                long(r.nonfaces), o.nonfaces_dir.c_str());
-    std::printf("chance %.1f%%, best single pixel %.1f%%\n", 100 * r.chance, 100 * r.best_pixel.accuracy);
-    for (const auto& b : r.best_per_stage)
-      std::printf("best stage-%d neuron: unit %ld, %.1f%%\n", b.stage + 1, long(b.unit), 100 * b.accuracy);
-    std::printf("best neuron accuracy: %.1f%% (stage %d, unit %ld)\n", 100 * r.best.accuracy, r.best.stage + 1,
-                long(r.best.unit));
+    PrintFaceTest(set, table);
+    std::printf("top-stage neuron: %.1f%% held out (AUC %.3f), %+.1f points (AUC %+.3f) against the best baseline\n",
+                100 * table.top.accuracy, table.top.auc, 100 * table.top_margin_accuracy, table.top_margin_auc);
     return absl::OkStatus();
   }
 
