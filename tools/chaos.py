@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The chaos soak: a Downpour run as real processes (distbelief launch, gRPC, 2 shards, 3 replicas)
 while this script, every 10-20 s for --minutes, kills -9 or SIGSTOPs (2-8 s) a random shard or
-replica. Then it proves from the push ledgers (distributed.ledger_dir) that no acknowledged push
+replica, or cuts a shard off the network for 4-10 s (nftables drops every packet to and from its
+ports; skipped where nft is missing or not permitted). Then it proves from the push ledgers (distributed.ledger_dir) that no acknowledged push
 was lost or applied twice, that no process hung or survived, and that the run reached the
 accuracy of a fault-free run of the same job (within --tolerance points), which it runs first.
 
@@ -55,6 +56,58 @@ def children(log_path):
     for m in re.finditer(r"started (shard|replica) (\d+) pid (\d+)", open(log_path).read()):
         live[(m.group(1), int(m.group(2)))] = int(m.group(3))
     return {k: p for k, p in live.items() if alive(p)}
+
+
+def listening_ports(pid):
+    """The TCP ports process `pid` listens on (its gRPC port and its tensor socket)."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return []
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # LISTEN
+                ports.append(int(f[1].rsplit(":", 1)[1], 16))
+    return sorted(set(ports))
+
+
+NFT_TABLE = "distbelief_chaos"
+
+
+def nft(*args):
+    return subprocess.run(["nft", *args], capture_output=True, text=True).returncode == 0
+
+
+def can_cut():
+    """Network cuts need nftables and the right to use it: a table made and removed."""
+    if not nft("add", "table", "inet", NFT_TABLE + "_probe"):
+        return False
+    nft("delete", "table", "inet", NFT_TABLE + "_probe")
+    return True
+
+
+def cut(ports, seconds):
+    """Every packet to or from `ports` dropped for `seconds` (a shard cut off the network: its
+    peers see silence, not a refused connection), then the rules removed."""
+    spec = "{ " + ", ".join(str(p) for p in ports) + " }"
+    nft("add", "table", "inet", NFT_TABLE)
+    nft("add", "chain", "inet", NFT_TABLE, "input", "{ type filter hook input priority 0; }")
+    nft("add", "rule", "inet", NFT_TABLE, "input", "tcp", "dport", spec, "drop")
+    nft("add", "rule", "inet", NFT_TABLE, "input", "tcp", "sport", spec, "drop")
+    try:
+        time.sleep(seconds)
+    finally:
+        nft("delete", "table", "inet", NFT_TABLE)
 
 
 def read_ledgers(ledger_dir):
@@ -129,7 +182,8 @@ def main():
     ap.add_argument("--max-resume", type=float, default=2.0,
                     help="seconds from a shard's kill -9 to its next pushed update, at most")
     ap.add_argument("--cover", action="store_true",
-                    help="the first four faults are one of each kind (kill -9 / SIGSTOP of a shard / a replica)")
+                    help="the first faults are one of each kind (kill -9 / SIGSTOP of a shard / a replica, a "
+                         "shard's network cut)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     lo, hi = (float(x) for x in args.interval.split(","))
@@ -157,6 +211,9 @@ def main():
     log_path = os.path.join(args.out, "run.log")
     t0 = time.time()
     p, log = launch(args, chaos_dir, ["--set", f'distributed.ledger_dir="{ledger}"'], log_path)
+    cuts = can_cut()
+    if not cuts:
+        report.append("(no network cuts: nftables is missing or not permitted here)")
     events = []
     kills = {}  # shard index -> time of its last kill -9 (for the resume time)
     deadline = t0 + args.minutes * 60
@@ -177,10 +234,13 @@ def main():
             next_fault = now + 1
             continue
         (role, index), pid = rng.choice(sorted(live.items()))
-        kind = rng.choice(["kill -9", "SIGSTOP"])
-        if args.cover and len(events) < 4:  # one of each kind first
-            want_role, kind = [("shard", "kill -9"), ("replica", "kill -9"), ("shard", "SIGSTOP"),
-                               ("replica", "SIGSTOP")][len(events)]
+        kinds = ["kill -9", "SIGSTOP"] + (["cut"] if cuts and role == "shard" else [])
+        kind = rng.choice(kinds)
+        cover = [("shard", "kill -9"), ("replica", "kill -9"), ("shard", "SIGSTOP"), ("replica", "SIGSTOP")]
+        if cuts:
+            cover.append(("shard", "cut"))
+        if args.cover and len(events) < len(cover):  # one of each kind first
+            want_role, kind = cover[len(events)]
             of_role = sorted((k, p) for k, p in live.items() if k[0] == want_role)
             if not of_role:
                 next_fault = now + 1
@@ -191,6 +251,10 @@ def main():
             if role == "shard":
                 kills.setdefault(index, []).append(now)
             events.append((now - t0, role, index, kind, 0.0))
+        elif kind == "cut":
+            pause = rng.uniform(4, 10)
+            cut(listening_ports(pid), pause)
+            events.append((now - t0, role, index, kind, pause))
         else:
             pause = rng.uniform(2, 8)
             os.kill(pid, signal.SIGSTOP)

@@ -12,6 +12,7 @@
 #include <iterator>
 
 #include "distbelief/base/logging.h"
+#include "distbelief/base/parallel.h"
 
 namespace distbelief {
 namespace fs = std::filesystem;
@@ -127,22 +128,34 @@ StatusOr<ImageFolder> LoadImageFolder(const std::string& dir, const ImageFolderO
     if (regular) paths.push_back(it->path().string());
   }
   std::sort(paths.begin(), paths.end());
-  for (const auto& p : paths) {
-    auto img = DecodeGrey(p);
+  // Decoded on the process's pool (in order: slot i is path i); counted and warned about after.
+  std::vector<StatusOr<GreyImage>> decoded(paths.size(), absl::UnknownError("not decoded"));
+  ParallelFor(static_cast<int64_t>(paths.size()), 8, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      StatusOr<GreyImage> img = DecodeGrey(paths[i]);
+      if (img.ok() && o.max_side > 0 && std::min(img->w, img->h) > o.max_side) {
+        const double s = double(o.max_side) / std::min(img->w, img->h);
+        *img = Resize(*img, std::max<int64_t>(1, std::lround(img->w * s)), std::max<int64_t>(1, std::lround(img->h * s)));
+      }
+      decoded[i] = std::move(img);
+    }
+  });
+  for (size_t i = 0; i < paths.size(); ++i) {
+    StatusOr<GreyImage>& img = decoded[i];
     if (!img.ok()) {
       LOG_WARN << "skipping " << img.status().message();
       ++folder.unreadable;
       continue;
     }
-    const int64_t short_side = std::min(img->w, img->h);
-    if (short_side < o.min_side) {
+    if (std::min(img->w, img->h) < o.min_side) {
       ++folder.too_small;
       continue;
     }
-    if (o.max_side > 0 && short_side > o.max_side) {
-      const double s = double(o.max_side) / short_side;
-      *img = Resize(*img, std::max<int64_t>(1, std::lround(img->w * s)), std::max<int64_t>(1, std::lround(img->h * s)));
-    }
+    // The first folder below `dir` the image is in ("" for one directly in `dir`).
+    const fs::path rel = fs::path(paths[i]).lexically_relative(dir);
+    const std::string source = std::distance(rel.begin(), rel.end()) > 1 ? rel.begin()->string() : "";
+    if (folder.per_source.empty() || folder.per_source.back().first != source) folder.per_source.push_back({source, 0});
+    folder.per_source.back().second++;
     folder.images.push_back(std::move(*img));
   }
   if (folder.images.empty())

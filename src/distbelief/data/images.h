@@ -9,6 +9,7 @@
 #include <deque>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <string_view>
 #include <thread>
 #include <vector>
@@ -49,9 +50,13 @@ struct ImageFolder {
   std::vector<GreyImage> images;  // sorted by path
   int64_t unreadable = 0;         // files that looked like images but did not decode
   int64_t too_small = 0;
+  // Usable images per first-level subfolder (its name; "" for files directly in the folder), in
+  // path order: the sources of a training stream kept one per folder.
+  std::vector<std::pair<std::string, int64_t>> per_source;
 };
 
-// Reads every .jpg .jpeg .png .pgm .ppm .bmp file under `dir` (recursively). Unreadable files and
+// Reads every .jpg .jpeg .png .pgm .ppm .bmp file under `dir` (recursively), decoding on the
+// process's thread pool. Unreadable files and
 // entries that cannot be examined (symlink loops, dangling links, folders without permission) are
 // skipped with a warning and counted as unreadable. kNotFound if `dir` does not exist; kInvalidArgument if it
 // holds no usable image.

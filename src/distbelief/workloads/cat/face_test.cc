@@ -230,6 +230,7 @@ FaceTable FaceNeuronTable(CatNet* trained, CatNet* random_weights, const FaceSet
   t.faces = set.faces;
   t.nonfaces = set.nonfaces;
   const FaceHalves h = SplitFaceSet(set.labels, seed);
+  t.seed = seed;
   t.selection = static_cast<int64_t>(h.selection.size());
   t.report = static_cast<int64_t>(h.report.size());
   const int64_t n = set.frames.dim(0);

@@ -82,6 +82,7 @@ FaceRow LinearFilterRow(const FaceSet& set, const FaceHalves& h);
 
 struct FaceTable {
   int64_t faces = 0, nonfaces = 0, selection = 0, report = 0;
+  uint64_t seed = 0;          // of the split (SplitFaceSet)
   std::vector<FaceRow> rows;  // chance, pixel, linear filter, random network, stage 1 .. top
   FaceRow top;                // the trained network's top-stage row
   // Held-out points the top-stage neuron is ahead of the best of pixel, linear filter and random
