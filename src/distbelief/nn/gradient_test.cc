@@ -2,6 +2,7 @@
 // sizes and batch 1.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <memory>
 
 #include "distbelief/nn/dense.h"
@@ -113,6 +114,73 @@ TEST_P(BatchTest, L2Pool) {
 TEST_P(BatchTest, LocalContrastNorm) {
   LocalContrastNorm lcn(5, 1.5f);
   ExpectGradientsMatch(&lcn, RandomTensor({GetParam(), 2, 6, 7}, 16));
+}
+
+TEST(L2Pool, ForwardIsTheDefinition) {
+  for (int64_t stride : {1, 2}) {
+    L2Pool pool(3, stride, 1e-4f);
+    const Tensor x = RandomTensor({2, 3, 8, 9}, 22);
+    Tensor y;
+    pool.Forward(x, &y);
+    const int64_t oh = (8 - 3) / stride + 1, ow = (9 - 3) / stride + 1;
+    ASSERT_EQ(y.dim(2), oh);
+    ASSERT_EQ(y.dim(3), ow);
+    for (int64_t pl = 0; pl < 6; ++pl)
+      for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          double s = 1e-4;
+          for (int64_t a = 0; a < 3; ++a)
+            for (int64_t b = 0; b < 3; ++b) {
+              const double v = x[(pl * 8 + oy * stride + a) * 9 + ox * stride + b];
+              s += v * v;
+            }
+          EXPECT_NEAR(y[(pl * oh + oy) * ow + ox], std::sqrt(s), 1e-5) << stride;
+        }
+  }
+}
+
+// The forward pass against its definition, written the slow way: a 2-D Gaussian over all maps,
+// zero padding, subtract, divide.
+TEST(LocalContrastNorm, ForwardIsTheDefinition) {
+  const int64_t b = 2, c = 3, h = 7, w = 9, g = 5, r = 2;
+  const float sigma = 1.5f, c0 = 1e-2f;
+  LocalContrastNorm lcn(g, sigma, c0);
+  const Tensor x = RandomTensor({b, c, h, w}, 21);
+  Tensor y;
+  lcn.Forward(x, &y);
+  std::vector<double> k(g * g);
+  double total = 0.0;
+  for (int64_t i = 0; i < g * g; ++i)
+    total += k[i] = std::exp(-double((i / g - r) * (i / g - r) + (i % g - r) * (i % g - r)) / (2.0 * sigma * sigma));
+  auto smooth = [&](const std::vector<double>& in, int64_t bi, int64_t yy, int64_t xx) {
+    double s = 0.0;
+    for (int64_t ci = 0; ci < c; ++ci)
+      for (int64_t a = -r; a <= r; ++a)
+        for (int64_t d = -r; d <= r; ++d) {
+          const int64_t py = yy + a, px = xx + d;
+          if (py >= 0 && py < h && px >= 0 && px < w)
+            s += k[(a + r) * g + d + r] / total / c * in[((bi * c + ci) * h + py) * w + px];
+        }
+    return s;
+  };
+  std::vector<double> xs(x.data(), x.data() + x.size()), v(x.size()), v2(x.size());
+  for (int64_t bi = 0; bi < b; ++bi)
+    for (int64_t i = 0; i < h * w; ++i) {
+      const double m = smooth(xs, bi, i / w, i % w);
+      for (int64_t ci = 0; ci < c; ++ci) {
+        const int64_t j = (bi * c + ci) * h * w + i;
+        v[j] = xs[j] - m;
+        v2[j] = v[j] * v[j];
+      }
+    }
+  for (int64_t bi = 0; bi < b; ++bi)
+    for (int64_t i = 0; i < h * w; ++i) {
+      const double den = std::sqrt(c0 + smooth(v2, bi, i / w, i % w));
+      for (int64_t ci = 0; ci < c; ++ci) {
+        const int64_t j = (bi * c + ci) * h * w + i;
+        EXPECT_NEAR(y[j], v[j] / den, 1e-4) << j;
+      }
+    }
 }
 
 TEST_P(BatchTest, Lstm) {

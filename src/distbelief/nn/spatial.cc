@@ -454,20 +454,26 @@ void L2Pool::Forward(const Tensor& x, Tensor* y) {
   const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
   const int64_t oh = (h - p_) / s_ + 1, ow = (w - p_) / s_ + 1;
   y->Resize({x.dim(0), x.dim(1), oh, ow});
+  // Row by row of the output, the window's taps outermost: the innermost loop runs along a row
+  // (contiguous when the stride is 1, so it vectorizes).
   ParallelFor(planes, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t pl = lo; pl < hi; ++pl) {
       const float* xp = x.data() + pl * h * w;
       float* yp = y->data() + pl * oh * ow;
-      for (int64_t oy = 0; oy < oh; ++oy)
-        for (int64_t ox = 0; ox < ow; ++ox) {
-          float s = eps_;
-          for (int64_t dy = 0; dy < p_; ++dy)
-            for (int64_t dx = 0; dx < p_; ++dx) {
-              const float v = xp[(oy * s_ + dy) * w + ox * s_ + dx];
-              s += v * v;
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        float* yr = yp + oy * ow;
+        std::fill(yr, yr + ow, eps_);
+        for (int64_t dy = 0; dy < p_; ++dy)
+          for (int64_t dx = 0; dx < p_; ++dx) {
+            const float* xr = xp + (oy * s_ + dy) * w + dx;
+            if (s_ == 1) {
+              for (int64_t ox = 0; ox < ow; ++ox) yr[ox] += xr[ox] * xr[ox];
+            } else {
+              for (int64_t ox = 0; ox < ow; ++ox) yr[ox] += xr[ox * s_] * xr[ox * s_];
             }
-          yp[oy * ow + ox] = std::sqrt(s);
-        }
+          }
+        for (int64_t ox = 0; ox < ow; ++ox) yr[ox] = std::sqrt(yr[ox]);
+      }
     }
   });
   y_ = *y;
@@ -482,18 +488,24 @@ void L2Pool::Backward(const Tensor& dy, Tensor* dx) {
   dx->Resize(x.shape());
   dx->Zero();
   ParallelFor(planes, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> ratio(ow);
     for (int64_t pl = lo; pl < hi; ++pl) {
       const float* xp = x.data() + pl * h * w;
       float* dp = dx->data() + pl * h * w;
-      for (int64_t oy = 0; oy < oh; ++oy)
-        for (int64_t ox = 0; ox < ow; ++ox) {
-          const float r = dy[pl * oh * ow + oy * ow + ox] / y_[pl * oh * ow + oy * ow + ox];
-          for (int64_t a = 0; a < p_; ++a)
-            for (int64_t c = 0; c < p_; ++c) {
-              const int64_t i = (oy * s_ + a) * w + ox * s_ + c;
-              dp[i] += r * xp[i];
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        const float* dyr = dy.data() + pl * oh * ow + oy * ow;
+        const float* yr = y_.data() + pl * oh * ow + oy * ow;
+        for (int64_t ox = 0; ox < ow; ++ox) ratio[ox] = dyr[ox] / yr[ox];
+        for (int64_t a = 0; a < p_; ++a)
+          for (int64_t c = 0; c < p_; ++c) {
+            const int64_t row = (oy * s_ + a) * w + c;
+            if (s_ == 1) {
+              for (int64_t ox = 0; ox < ow; ++ox) dp[row + ox] += ratio[ox] * xp[row + ox];
+            } else {
+              for (int64_t ox = 0; ox < ow; ++ox) dp[row + ox * s_] += ratio[ox] * xp[row + ox * s_];
             }
-        }
+          }
+      }
     }
   });
 }
@@ -503,41 +515,52 @@ void L2Pool::Backward(const Tensor& dy, Tensor* dx) {
 
 LocalContrastNorm::LocalContrastNorm(int64_t window, float sigma, float c0) : g_(window), c0_(c0) {
   CHECK(window % 2 == 1) << "lcn window must be odd";
-  kernel_.resize(window * window);
-  double total = 0.0;
+  // The normalized 2-D Gaussian is the outer product of this 1-D one with itself.
   const int64_t r = window / 2;
+  kernel1_.resize(window);
+  double total = 0.0;
+  for (int64_t a = 0; a < window; ++a) total += std::exp(-double((a - r) * (a - r)) / (2.0 * sigma * sigma));
   for (int64_t a = 0; a < window; ++a)
-    for (int64_t b = 0; b < window; ++b) {
-      const double d2 = double((a - r) * (a - r) + (b - r) * (b - r));
-      kernel_[a * window + b] = static_cast<float>(std::exp(-d2 / (2.0 * sigma * sigma)));
-      total += kernel_[a * window + b];
-    }
-  for (float& k : kernel_) k = static_cast<float>(k / total);
+    kernel1_[a] = static_cast<float>(std::exp(-double((a - r) * (a - r)) / (2.0 * sigma * sigma)) / total);
 }
 
 void LocalContrastNorm::Smooth(const float* in, int64_t nb, int64_t c, int64_t h, int64_t w,
                                float* out) const {
-  const int64_t r = g_ / 2;
+  // The Gaussian is separable (g[a][d] = k1[a] k1[d]) and zero padding commutes with that:
+  // the channel sum, then a horizontal and a vertical pass of G taps.
+  const int64_t r = g_ / 2, hw = h * w;
+  const float inv_c = 1.0f / static_cast<float>(c);
+  const float* k1 = kernel1_.data();
   ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<float> sum(h * w);
+    std::vector<float> sum(hw), row(hw);
     for (int64_t b = lo; b < hi; ++b) {
-      std::fill(sum.begin(), sum.end(), 0.0f);
-      for (int64_t ci = 0; ci < c; ++ci)
-        for (int64_t i = 0; i < h * w; ++i) sum[i] += in[(b * c + ci) * h * w + i];
-      float* o = out + b * h * w;
-      for (int64_t y = 0; y < h; ++y)
+      const float* src = in + b * c * hw;
+      std::copy(src, src + hw, sum.begin());
+      for (int64_t ci = 1; ci < c; ++ci) {
+        const float* sc = src + ci * hw;
+        for (int64_t i = 0; i < hw; ++i) sum[i] += sc[i];
+      }
+      for (int64_t y = 0; y < h; ++y) {
+        const float* sr = sum.data() + y * w;
+        float* rr = row.data() + y * w;
         for (int64_t x = 0; x < w; ++x) {
-          float s = 0.0f;
-          for (int64_t a = -r; a <= r; ++a) {
-            const int64_t yy = y + a;
-            if (yy < 0 || yy >= h) continue;
-            for (int64_t d = -r; d <= r; ++d) {
-              const int64_t xx = x + d;
-              if (xx >= 0 && xx < w) s += kernel_[(a + r) * g_ + d + r] * sum[yy * w + xx];
-            }
-          }
-          o[y * w + x] = s / c;
+          float acc = 0.0f;
+          const int64_t d0 = std::max<int64_t>(-r, -x), d1 = std::min<int64_t>(r, w - 1 - x);
+          for (int64_t d = d0; d <= d1; ++d) acc += k1[d + r] * sr[x + d];
+          rr[x] = acc;
         }
+      }
+      float* o = out + b * hw;
+      for (int64_t y = 0; y < h; ++y) {
+        float* orow = o + y * w;
+        std::fill(orow, orow + w, 0.0f);
+        const int64_t a0 = std::max<int64_t>(-r, -y), a1 = std::min<int64_t>(r, h - 1 - y);
+        for (int64_t a = a0; a <= a1; ++a) {
+          const float k = k1[a + r] * inv_c;
+          const float* rr = row.data() + (y + a) * w;
+          for (int64_t x = 0; x < w; ++x) orow[x] += k * rr[x];
+        }
+      }
     }
   });
 }
@@ -547,27 +570,37 @@ void LocalContrastNorm::Forward(const Tensor& x, Tensor* y) {
   CHECK(x.ndim() == 4) << "lcn: input " << x.ShapeString();
   x_ = &x;
   const int64_t nb = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3), hw = h * w;
-  Tensor m({nb, h, w});
-  Smooth(x.data(), nb, c, h, w, m.data());
+  m_.Resize({nb, h, w});
+  Smooth(x.data(), nb, c, h, w, m_.data());
   v_.Resize(x.shape());
-  Tensor v2(x.shape());
-  for (int64_t b = 0; b < nb; ++b)
-    for (int64_t ci = 0; ci < c; ++ci)
-      for (int64_t i = 0; i < hw; ++i) {
-        const int64_t j = (b * c + ci) * hw + i;
-        v_[j] = x[j] - m[b * hw + i];
-        v2[j] = v_[j] * v_[j];
+  v2_.Resize(x.shape());
+  ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t b = lo; b < hi; ++b)
+      for (int64_t ci = 0; ci < c; ++ci) {
+        const float* xs = x.data() + (b * c + ci) * hw;
+        const float* ms = m_.data() + b * hw;
+        float* vs = v_.data() + (b * c + ci) * hw;
+        float* v2s = v2_.data() + (b * c + ci) * hw;
+        for (int64_t i = 0; i < hw; ++i) {
+          vs[i] = xs[i] - ms[i];
+          v2s[i] = vs[i] * vs[i];
+        }
       }
+  });
   den_.Resize({nb, h, w});
-  Smooth(v2.data(), nb, c, h, w, den_.data());
-  for (float& d : den_.span()) d = std::sqrt(c0_ + d);
+  Smooth(v2_.data(), nb, c, h, w, den_.data());
   y->Resize(x.shape());
-  for (int64_t b = 0; b < nb; ++b)
-    for (int64_t ci = 0; ci < c; ++ci)
-      for (int64_t i = 0; i < hw; ++i) {
-        const int64_t j = (b * c + ci) * hw + i;
-        (*y)[j] = v_[j] / den_[b * hw + i];
+  ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t b = lo; b < hi; ++b) {
+      float* d = den_.data() + b * hw;
+      for (int64_t i = 0; i < hw; ++i) d[i] = std::sqrt(c0_ + d[i]);
+      for (int64_t ci = 0; ci < c; ++ci) {
+        const float* vs = v_.data() + (b * c + ci) * hw;
+        float* ys = y->data() + (b * c + ci) * hw;
+        for (int64_t i = 0; i < hw; ++i) ys[i] = vs[i] / d[i];
       }
+    }
+  });
 }
 
 // With s = Smooth(v^2), den = sqrt(c0 + s):
@@ -578,34 +611,44 @@ void LocalContrastNorm::Backward(const Tensor& dy, Tensor* dx) {
   const int64_t nb = v_.dim(0), c = v_.dim(1), h = v_.dim(2), w = v_.dim(3), hw = h * w;
   // ds per (b, pixel), then spread back: Smooth of a single-map tensor acts as Smooth^T / C.
   Tensor ds({nb, 1, h, w});
-  for (int64_t b = 0; b < nb; ++b)
-    for (int64_t i = 0; i < hw; ++i) {
-      float s = 0.0f;
+  ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t b = lo; b < hi; ++b) {
+      float* dsb = ds.data() + b * hw;
+      std::fill(dsb, dsb + hw, 0.0f);
       for (int64_t ci = 0; ci < c; ++ci) {
-        const int64_t j = (b * c + ci) * hw + i;
-        s += dy[j] * v_[j];
+        const float* dys = dy.data() + (b * c + ci) * hw;
+        const float* vs = v_.data() + (b * c + ci) * hw;
+        for (int64_t i = 0; i < hw; ++i) dsb[i] += dys[i] * vs[i];
       }
-      const float d = den_[b * hw + i];
-      ds[b * hw + i] = -s / (d * d) * 0.5f / d;
+      const float* d = den_.data() + b * hw;
+      for (int64_t i = 0; i < hw; ++i) dsb[i] = -dsb[i] / (d[i] * d[i]) * 0.5f / d[i];
     }
+  });
   Tensor ds_spread({nb, h, w});
   Smooth(ds.data(), nb, 1, h, w, ds_spread.data());  // = Smooth^T(ds) * C ... divided below
-  Tensor dv(v_.shape());
-  for (int64_t b = 0; b < nb; ++b)
-    for (int64_t ci = 0; ci < c; ++ci)
-      for (int64_t i = 0; i < hw; ++i) {
-        const int64_t j = (b * c + ci) * hw + i;
-        dv[j] = dy[j] / den_[b * hw + i] + 2.0f * v_[j] * ds_spread[b * hw + i] / c;
+  dx->Resize(v_.shape());  // holds dv until the last pass
+  const float inv_c = 1.0f / static_cast<float>(c);
+  ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t b = lo; b < hi; ++b)
+      for (int64_t ci = 0; ci < c; ++ci) {
+        const float* dys = dy.data() + (b * c + ci) * hw;
+        const float* vs = v_.data() + (b * c + ci) * hw;
+        const float* d = den_.data() + b * hw;
+        const float* sp = ds_spread.data() + b * hw;
+        float* dv = dx->data() + (b * c + ci) * hw;
+        for (int64_t i = 0; i < hw; ++i) dv[i] = dys[i] / d[i] + 2.0f * vs[i] * sp[i] * inv_c;
       }
+  });
   Tensor dm({nb, h, w});
-  Smooth(dv.data(), nb, c, h, w, dm.data());  // (1/C) g * sum_c dv
-  dx->Resize(v_.shape());
-  for (int64_t b = 0; b < nb; ++b)
-    for (int64_t ci = 0; ci < c; ++ci)
-      for (int64_t i = 0; i < hw; ++i) {
-        const int64_t j = (b * c + ci) * hw + i;
-        (*dx)[j] = dv[j] - dm[b * hw + i];
+  Smooth(dx->data(), nb, c, h, w, dm.data());  // (1/C) g * sum_c dv
+  ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t b = lo; b < hi; ++b)
+      for (int64_t ci = 0; ci < c; ++ci) {
+        float* dv = dx->data() + (b * c + ci) * hw;
+        const float* m = dm.data() + b * hw;
+        for (int64_t i = 0; i < hw; ++i) dv[i] -= m[i];
       }
+  });
 }
 
 }  // namespace distbelief

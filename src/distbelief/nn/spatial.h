@@ -114,9 +114,10 @@ class LocalContrastNorm : public Layer {
   void Smooth(const float* in, int64_t b, int64_t c, int64_t h, int64_t w, float* out) const;
   int64_t g_;
   float c0_;
-  std::vector<float> kernel_;  // (G, G), sums to 1
+  std::vector<float> kernel1_;  // (G): g = kernel1_ kernel1_^T, which sums to 1
   const Tensor* x_ = nullptr;
-  Tensor v_, den_;  // v (B, C, H, W), den (B, H, W)
+  Tensor v_, den_;   // v (B, C, H, W), den (B, H, W)
+  Tensor m_, v2_;    // scratch kept between calls: the local mean, v^2
 };
 
 }  // namespace distbelief
