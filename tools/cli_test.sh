@@ -75,9 +75,10 @@ check "downpour run" 0 "test accuracy" -- "$bin" train --config configs/mnist_do
 check "downpour checkpoint evaluates" 0 "test accuracy" -- "$bin" eval --config configs/mnist_downpour.toml \
   --set 'model.hidden=[32]' --checkpoint "$tmp/dp/checkpoint.safetensors"
 # The cat network: a very short run, then its checkpoint scored by eval face-neuron.
-cat_run=(--set cat.steps_per_stage=5 --set cat.stages=1 --set "train.run_dir=\"$tmp/cat\"")
-check "cat network run" 0 "best neuron accuracy" -- "$bin" train --config configs/cat.toml "${cat_run[@]}"
-check "face-neuron eval" 0 "best neuron accuracy" -- "$bin" eval face-neuron --config configs/cat.toml \
+cat_run=(--set cat.steps_per_stage=5 --set cat.stages=1 --set "train.run_dir=\"$tmp/cat\""
+         --set 'cat.train_dir="data/cat/train/photos"')  # the photos alone: a short load
+check "cat network run" 0 "top-stage neuron: " -- "$bin" train --config configs/cat.toml "${cat_run[@]}"
+check "face-neuron eval" 0 "top-stage neuron: " -- "$bin" eval face-neuron --config configs/cat.toml \
   --set cat.stages=1 --checkpoint "$tmp/cat/checkpoint.safetensors" --csv "$tmp/cat/neurons.csv"
 check "face-neuron eval, wrong network" 2 "the network wants" -- "$bin" eval face-neuron --config configs/cat.toml \
   --set cat.stages=1 --set cat.maps=4 --checkpoint "$tmp/cat/checkpoint.safetensors"

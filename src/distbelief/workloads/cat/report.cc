@@ -72,7 +72,7 @@ std::vector<double> ResponseCurve(CatNet* net, int stage, int64_t unit, const Fa
     for (int64_t k = 0; k < nf; ++k)
       TransformFrame(set.frames.data() + faces[k] * s * s, s, which == 0 ? v : 1.0, which == 1 ? v : 0.0,
                      which == 2 ? v : 0.0, batch.data() + k * s * s);
-    const Tensor& f = net->Features(batch)[stage];
+    const Tensor f = net->Features(batch)[stage];  // a copy: the vector is a temporary
     const int64_t units = f.size() / nf;
     double sum = 0.0;
     for (int64_t k = 0; k < nf; ++k) sum += f[k * units + unit];
@@ -98,7 +98,7 @@ std::string WriteInvarianceCurves(CatNet* net, int stage, int64_t unit, const Fa
   // The non-faces' mean response, untransformed: the level a face detector should stay above.
   double nonface_mean = 0.0;
   {
-    const Tensor& f = net->Features(set.frames)[stage];
+    const Tensor f = net->Features(set.frames)[stage];  // a copy: the vector is a temporary
     const int64_t n = set.frames.dim(0), units = f.size() / n;
     for (int64_t i = 0; i < n; ++i)
       if (!set.labels[i]) nonface_mean += f[i * units + unit] / double(set.nonfaces);
