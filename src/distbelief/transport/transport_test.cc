@@ -225,15 +225,21 @@ TEST(TensorSocket, RefusesBadSecretsAndMalformedRequestsAndKeepsTheShard) {
 
 // A data port nobody listens on: the client says so (the gRPC channel then falls back to gRPC)
 // within its 2 s connect bound, not after the call's whole deadline.
-// Resource bounds: 1,000 connections opened and abandoned (no handshake, or authenticated and
-// idle) neither exhaust the shard nor lock out a correct client, which is still served on the
-// socket itself; abandoned handshakes are evicted at the cap and time out; idle ones time out.
-TEST(TensorSocket, AbandonedConnectionsLeaveCorrectClientsServed) {
+// Raises this process's open-file limit to its hard limit; returns the new limit.
+rlim_t RaiseOpenFileLimit() {
   rlimit files{};
   getrlimit(RLIMIT_NOFILE, &files);
   files.rlim_cur = files.rlim_max;
   setrlimit(RLIMIT_NOFILE, &files);
-  if (files.rlim_cur < 2600) GTEST_SKIP() << "needs 2,600 open files, the limit is " << files.rlim_cur;
+  return files.rlim_cur;
+}
+
+// Resource bounds: 1,000 connections opened and abandoned (no handshake, or authenticated and
+// idle) neither exhaust the shard nor lock out a correct client, which is still served on the
+// socket itself; abandoned handshakes are evicted at the cap and time out; idle ones time out.
+TEST(TensorSocket, AbandonedConnectionsLeaveCorrectClientsServed) {
+  if (const rlim_t limit = RaiseOpenFileLimit(); limit < 2600)
+    GTEST_SKIP() << "needs 2,600 open files, the limit is " << limit;
   auto shard = ParameterShard::Create(ShardOptions{}, Range(4));
   ASSERT_TRUE(shard.ok());
   TensorSocketLimits limits;
@@ -281,11 +287,8 @@ bool ClosedByPeer(int fd) {
 // half silent, half stopping right after the HTTP/2 preface, leave a correct client served at
 // full speed, and the server closes every one of them within its handshake and idle timeouts.
 TEST(GrpcTransport, AbandonedConnectionsLeaveCorrectClientsServedAtFullSpeed) {
-  rlimit files{};
-  getrlimit(RLIMIT_NOFILE, &files);
-  files.rlim_cur = files.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &files);
-  if (files.rlim_cur < 2600) GTEST_SKIP() << "needs 2,600 open files, the limit is " << files.rlim_cur;
+  if (const rlim_t limit = RaiseOpenFileLimit(); limit < 2600)
+    GTEST_SKIP() << "needs 2,600 open files, the limit is " << limit;
   TransportOptions to;
   to.handshake_timeout = Millis(1500);
   to.idle_timeout = Millis(1500);
