@@ -165,6 +165,15 @@ StatusOr<ImageFolder> LoadImageFolder(const std::string& dir, const ImageFolderO
   return folder;
 }
 
+void NormalizeContrast(float* x, int64_t n) {
+  double mean = 0.0, var = 0.0;
+  for (int64_t i = 0; i < n; ++i) mean += x[i];
+  mean /= double(n);
+  for (int64_t i = 0; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
+  const double inv = 1.0 / std::sqrt(var / double(n) + 1e-4);
+  for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>((x[i] - mean) * inv);
+}
+
 void CropStream::Crop(const GreyImage& img, const CropOptions& o, Random* rng, float* out) {
   const int64_t short_side = std::min(img.w, img.h);
   const int64_t lo = std::min(short_side, std::max<int64_t>(o.size, std::lround(o.min_scale * short_side)));
@@ -175,13 +184,7 @@ void CropStream::Crop(const GreyImage& img, const CropOptions& o, Random* rng, f
                      static_cast<int>(img.w * sizeof(float)), out, static_cast<int>(o.size),
                      static_cast<int>(o.size), 0, 1);
   // Zero mean, unit variance per crop (the contrast is learned from, not the brightness).
-  const int64_t n = o.size * o.size;
-  double mean = 0.0, var = 0.0;
-  for (int64_t i = 0; i < n; ++i) mean += out[i];
-  mean /= n;
-  for (int64_t i = 0; i < n; ++i) var += (out[i] - mean) * (out[i] - mean);
-  const double inv = 1.0 / std::sqrt(var / n + 1e-4);
-  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>((out[i] - mean) * inv);
+  NormalizeContrast(out, o.size * o.size);
 }
 
 CropStream::CropStream(const ImageFolder* folder, const CropOptions& o)

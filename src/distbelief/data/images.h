@@ -62,6 +62,10 @@ struct ImageFolder {
 // holds no usable image.
 StatusOr<ImageFolder> LoadImageFolder(const std::string& dir, const ImageFolderOptions& o = {});
 
+// x (n floats) to zero mean and unit variance in place (a small epsilon keeps a flat one finite):
+// how every crop and every test frame is normalized.
+void NormalizeContrast(float* x, int64_t n);
+
 struct CropOptions {
   int64_t size = 32;          // output crops are size x size
   int64_t batch = 16;

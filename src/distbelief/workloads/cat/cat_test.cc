@@ -155,7 +155,9 @@ TEST(CatReport, TransformFrameMovesScalesAndRotatesAboutTheCentre) {
   for (int k = 0; k < 4; ++k) {
     TransformFrame(again.data(), s, 1.0, 90.0, 0.0, out.data());
     again = out;
-    if (k == 0) EXPECT_LT(std::abs(Correlation(in.data(), out.data(), s * s)), 0.3);
+    if (k == 0) {
+      EXPECT_LT(std::abs(Correlation(in.data(), out.data(), s * s)), 0.3);
+    }
   }
   EXPECT_GT(Correlation(in.data(), again.data(), s * s), 0.999);
   // Scaled up by 2: the centre pixels spread, the corners leave the frame.
@@ -444,7 +446,9 @@ TEST(FaceTest, FoldersThatCannotMakeATestAreErrorsNamingThem) {
     img.pixels.assign(400, 0.0f);
     for (float& p : img.pixels) p = static_cast<float>(rng.Uniform());
     ASSERT_TRUE(WritePng(dir + "/many/" + std::to_string(i) + ".png", img).ok());
-    if (i < 3) ASSERT_TRUE(WritePng(dir + "/few/" + std::to_string(i) + ".png", img).ok());
+    if (i < 3) {
+      ASSERT_TRUE(WritePng(dir + "/few/" + std::to_string(i) + ".png", img).ok());
+    }
   }
   std::ofstream(dir + "/many/broken.png") << "not a png";
   auto ok = LoadFaceSet({dir + "/many"}, {dir + "/many"}, 16);

@@ -284,7 +284,7 @@ std::string FaceTable::Markdown() const {
   out += line;
   out += "| | unit | selection accuracy | held-out accuracy | held-out ROC AUC |\n|---|---|---|---|---|\n";
   for (const FaceRow& r : rows) {
-    char unit[32] = "";
+    char unit[48] = "";
     if (r.unit >= 0 && r.stage >= 0) std::snprintf(unit, sizeof(unit), "stage %d, %ld", r.stage + 1, long(r.unit));
     else if (r.unit >= 0) std::snprintf(unit, sizeof(unit), "%ld", long(r.unit));
     std::snprintf(line, sizeof(line), "| %s | %s | %.1f%% | %.1f%% | %.3f |\n", r.name.c_str(), unit,

@@ -82,7 +82,9 @@ std::vector<double> ResponseCurve(CatNet* net, int stage, int64_t unit, const Fa
 }
 
 // invariance_{scale,rotation,shift}.png by gnuplot, with their data; "" or why not.
-std::string WriteInvarianceCurves(CatNet* net, int stage, int64_t unit, const FaceSet& set, const std::string& dir) {
+// `features`: the stage's pooled responses to `set` (N rows).
+std::string WriteInvarianceCurves(CatNet* net, int stage, int64_t unit, const FaceSet& set, const Tensor& features,
+                                  const std::string& dir) {
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) return "gnuplot is not installed";
   struct Curve {
     const char* name;
@@ -97,12 +99,9 @@ std::string WriteInvarianceCurves(CatNet* net, int stage, int64_t unit, const Fa
   for (int i = -8; i <= 8; ++i) curves[2].values.push_back(double(i) * s / 32.0);
   // The non-faces' mean response, untransformed: the level a face detector should stay above.
   double nonface_mean = 0.0;
-  {
-    const Tensor f = net->Features(set.frames)[stage];  // a copy: the vector is a temporary
-    const int64_t n = set.frames.dim(0), units = f.size() / n;
-    for (int64_t i = 0; i < n; ++i)
-      if (!set.labels[i]) nonface_mean += f[i * units + unit] / double(set.nonfaces);
-  }
+  const int64_t n = set.frames.dim(0), units = features.size() / n;
+  for (int64_t i = 0; i < n; ++i)
+    if (!set.labels[i]) nonface_mean += features[i * units + unit] / double(set.nonfaces);
   std::ostringstream gp;
   gp << "set terminal pngcairo size 480,360 font 'sans,10'\nset grid\nset key bottom right\n"
      << "set ylabel 'mean response to the test faces'\n";
@@ -144,12 +143,7 @@ void TransformFrame(const float* in, int64_t s, double scale, double degrees, do
                                           fy * ((1 - fx) * at(x0, y0 + 1) + fx * at(x0 + 1, y0 + 1)));
     }
   }
-  double mean = 0.0, var = 0.0;
-  for (int64_t i = 0; i < s * s; ++i) mean += out[i];
-  mean /= double(s * s);
-  for (int64_t i = 0; i < s * s; ++i) var += (out[i] - mean) * (out[i] - mean);
-  const double inv = 1.0 / std::sqrt(var / double(s * s) + 1e-4);
-  for (int64_t i = 0; i < s * s; ++i) out[i] = static_cast<float>((out[i] - mean) * inv);
+  NormalizeContrast(out, s * s);
 }
 
 double Correlation(const float* a, const float* b, int64_t n) {
@@ -254,7 +248,7 @@ StatusOr<std::string> WriteCatReport(CatNet* net, const CatOptions& o, const Cat
   }
   DB_RETURN_IF_ERROR(WritePng(dir + "/top_stage_stimuli.png", Resize(Tiles(stimuli, every, 8), 2 * 8 * (s + 2),
                                                                      2 * ((every.size() + 7) / 8) * (s + 2))));
-  const std::string invariance = WriteInvarianceCurves(net, best_stage, best.unit, r.test, dir);
+  const std::string invariance = WriteInvarianceCurves(net, best_stage, best.unit, r.test, fb, dir);
 
   DB_RETURN_IF_ERROR(WritePng(dir + "/filters.png", FilterGrid(net, 3, 3)));
   DB_RETURN_IF_ERROR(WritePng(dir + "/histogram.png", Histogram(act_faces, act_nonfaces)));

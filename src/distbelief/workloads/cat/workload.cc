@@ -22,6 +22,11 @@ void PrintFaceTest(const FaceSet& set, const FaceTable& t) {
   std::printf("\n%s", t.Markdown().c_str());
 }
 
+void PrintTopStage(const FaceTable& t) {
+  std::printf("top-stage neuron: %.1f%% held out (AUC %.3f), %+.1f points (AUC %+.3f) against the best baseline\n",
+              100 * t.top.accuracy, t.top.auc, 100 * t.top_margin_accuracy, t.top_margin_auc);
+}
+
 class CatWorkload : public Workload {
  public:
   explicit CatWorkload(CatOptions o) : o_(std::move(o)) {}
@@ -55,8 +60,7 @@ class CatWorkload : public Workload {
     std::printf("checkpoint: %s\n", RunCheckpointPath(e.train.run_dir).c_str());
     DB_ASSIGN_OR_RETURN(const std::string report, WriteCatReport(net.get(), o_, r, e.train.run_dir));
     std::printf("report: %s\n", report.c_str());
-    std::printf("top-stage neuron: %.1f%% held out (AUC %.3f), %+.1f points (AUC %+.3f) against the best baseline\n",
-                100 * r.table.top.accuracy, r.table.top.auc, 100 * r.table.top_margin_accuracy, r.table.top_margin_auc);
+    PrintTopStage(r.table);
     return absl::OkStatus();
   }
 
@@ -95,8 +99,7 @@ class CatWorkload : public Workload {
       std::printf("every neuron: %s\n", csv->second.c_str());
     }
     PrintFaceTest(set, table);
-    std::printf("top-stage neuron: %.1f%% held out (AUC %.3f), %+.1f points (AUC %+.3f) against the best baseline\n",
-                100 * table.top.accuracy, table.top.auc, 100 * table.top_margin_accuracy, table.top_margin_auc);
+    PrintTopStage(table);
     return absl::OkStatus();
   }
 
