@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The chaos soak: a Downpour run as real processes (distbelief launch, gRPC, 2 shards, 3 replicas)
 while this script, every 10-20 s for --minutes, kills -9 or SIGSTOPs (2-8 s) a random shard or
-replica, or cuts a shard off the network for 4-10 s (nftables drops every packet to and from its
-ports; skipped where nft is missing or not permitted). Then it proves from the push ledgers (distributed.ledger_dir) that no acknowledged push
+replica, or cuts one off the network for 4-10 s (nftables drops every packet its sockets send or
+receive, found by a net_cls cgroup tag; skipped where nft or net_cls is missing or not permitted). Then it proves from the push ledgers (distributed.ledger_dir) that no acknowledged push
 was lost or applied twice, that no process hung or survived, and that the run reached the
 accuracy of a fault-free run of the same job (within --tolerance points), which it runs first.
 
@@ -58,56 +58,71 @@ def children(log_path):
     return {k: p for k, p in live.items() if alive(p)}
 
 
-def listening_ports(pid):
-    """The TCP ports process `pid` listens on (its gRPC port and its tensor socket)."""
-    inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-            if link.startswith("socket:["):
-                inodes.add(link[8:-1])
-    except OSError:
-        return []
-    ports = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = open(table).read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if f[3] == "0A" and f[9] in inodes:  # LISTEN
-                ports.append(int(f[1].rsplit(":", 1)[1], 16))
-    return sorted(set(ports))
-
-
 NFT_TABLE = "distbelief_chaos"
+NET_CLS = "/sys/fs/cgroup/net_cls"           # cgroup v1's net_cls hierarchy (mounted here if absent)
+CUT_GROUP = os.path.join(NET_CLS, "distbelief_chaos")
+CUT_CLASSID = 0x00100001                     # what nft's `meta cgroup` sees for its sockets
 
 
 def nft(*args):
     return subprocess.run(["nft", *args], capture_output=True, text=True).returncode == 0
 
 
-def can_cut():
-    """Network cuts need nftables and the right to use it: a table made and removed."""
-    if not nft("add", "table", "inet", NFT_TABLE + "_probe"):
-        return False
-    nft("delete", "table", "inet", NFT_TABLE + "_probe")
-    return True
-
-
-def cut(ports, seconds):
-    """Every packet to or from `ports` dropped for `seconds` (a shard cut off the network: its
-    peers see silence, not a refused connection), then the rules removed."""
-    spec = "{ " + ", ".join(str(p) for p in ports) + " }"
-    nft("add", "table", "inet", NFT_TABLE)
-    nft("add", "chain", "inet", NFT_TABLE, "input", "{ type filter hook input priority 0; }")
-    nft("add", "rule", "inet", NFT_TABLE, "input", "tcp", "dport", spec, "drop")
-    nft("add", "rule", "inet", NFT_TABLE, "input", "tcp", "sport", spec, "drop")
+def net_cls_root():
+    """Where the net_cls controller is mounted: found in /proc/mounts, else mounted at NET_CLS."""
+    for line in open("/proc/mounts"):
+        f = line.split()
+        if f[2] == "cgroup" and "net_cls" in f[3].split(","):
+            return f[1]
     try:
+        os.makedirs(NET_CLS, exist_ok=True)
+    except OSError:
+        return None
+    r = subprocess.run(["mount", "-t", "cgroup", "-o", "net_cls", "net_cls", NET_CLS], capture_output=True)
+    return NET_CLS if r.returncode == 0 else None
+
+
+def can_cut():
+    """Network cuts need a net_cls cgroup to tag a process's sockets and nftables to drop what they
+    send and receive: both made (and the nft table removed) here. Returns the cgroup or None."""
+    global CUT_GROUP
+    root = net_cls_root()
+    if root is None or not nft("add", "table", "inet", NFT_TABLE + "_probe"):
+        return None
+    nft("delete", "table", "inet", NFT_TABLE + "_probe")
+    CUT_GROUP = os.path.join(root, "distbelief_chaos")
+    try:
+        os.makedirs(CUT_GROUP, exist_ok=True)
+        with open(os.path.join(CUT_GROUP, "net_cls.classid"), "w") as f:
+            f.write(str(CUT_CLASSID))
+    except OSError:
+        return None
+    return CUT_GROUP
+
+
+def cut(pid, seconds):
+    """Process `pid` cut off the network for `seconds`: moved into the tagged cgroup (every socket
+    it has or opens carries the tag) while nftables drops every packet such a socket sends or
+    receives, so its peers see silence, not a refused connection, whatever ports it uses; then the
+    rules removed and the process moved back."""
+    root = os.path.dirname(CUT_GROUP)
+    nft("add", "table", "inet", NFT_TABLE)
+    for chain, hook in (("output", "output"), ("input", "input")):
+        nft("add", "chain", "inet", NFT_TABLE, chain, "{ type filter hook %s priority 0; }" % hook)
+        nft("add", "rule", "inet", NFT_TABLE, chain, "meta", "cgroup", str(CUT_CLASSID), "drop")
+    try:
+        with open(os.path.join(CUT_GROUP, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
         time.sleep(seconds)
+    except OSError:
+        pass  # it died meanwhile
     finally:
         nft("delete", "table", "inet", NFT_TABLE)
+        try:
+            with open(os.path.join(root, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+        except OSError:
+            pass
 
 
 def read_ledgers(ledger_dir):
@@ -182,8 +197,8 @@ def main():
     ap.add_argument("--max-resume", type=float, default=2.0,
                     help="seconds from a shard's kill -9 to its next pushed update, at most")
     ap.add_argument("--cover", action="store_true",
-                    help="the first faults are one of each kind (kill -9 / SIGSTOP of a shard / a replica, a "
-                         "shard's network cut)")
+                    help="the first faults are one of each kind (kill -9 / SIGSTOP / network cut of a shard / "
+                         "a replica)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     lo, hi = (float(x) for x in args.interval.split(","))
@@ -213,7 +228,7 @@ def main():
     p, log = launch(args, chaos_dir, ["--set", f'distributed.ledger_dir="{ledger}"'], log_path)
     cuts = can_cut()
     if not cuts:
-        report.append("(no network cuts: nftables is missing or not permitted here)")
+        report.append("(no network cuts: nftables or cgroup v1's net_cls is missing or not permitted here)")
     events = []
     kills = {}  # shard index -> time of its last kill -9 (for the resume time)
     deadline = t0 + args.minutes * 60
@@ -234,11 +249,11 @@ def main():
             next_fault = now + 1
             continue
         (role, index), pid = rng.choice(sorted(live.items()))
-        kinds = ["kill -9", "SIGSTOP"] + (["cut"] if cuts and role == "shard" else [])
+        kinds = ["kill -9", "SIGSTOP"] + (["cut"] if cuts else [])
         kind = rng.choice(kinds)
         cover = [("shard", "kill -9"), ("replica", "kill -9"), ("shard", "SIGSTOP"), ("replica", "SIGSTOP")]
         if cuts:
-            cover.append(("shard", "cut"))
+            cover[2:2] = [("replica", "cut"), ("shard", "cut")]
         if args.cover and len(events) < len(cover):  # one of each kind first
             want_role, kind = cover[len(events)]
             of_role = sorted((k, p) for k, p in live.items() if k[0] == want_role)
@@ -253,7 +268,7 @@ def main():
             events.append((now - t0, role, index, kind, 0.0))
         elif kind == "cut":
             pause = rng.uniform(4, 10)
-            cut(listening_ports(pid), pause)
+            cut(pid, pause)
             events.append((now - t0, role, index, kind, pause))
         else:
             pause = rng.uniform(2, 8)

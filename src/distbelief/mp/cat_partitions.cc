@@ -10,15 +10,16 @@
 namespace distbelief {
 namespace {
 
-// Copies maps [k0, k0 + kp) between a whole (OH, OW, K, C, F, F) weight and a partition's
-// (OH, OW, kp, C, F, F) slice; `to_part` gives the direction.
-void CopyMaps(float* whole, float* part, int64_t locations, int64_t k, int64_t k0, int64_t kp, int64_t per,
-              bool to_part) {
-  for (int64_t l = 0; l < locations; ++l) {
-    float* w = whole + (l * k + k0) * per;
-    float* p = part + l * kp * per;
-    if (to_part) std::memcpy(p, w, kp * per * sizeof(float));
-    else std::memcpy(w, p, kp * per * sizeof(float));
+// Copies maps [k0, k0 + kp) between a whole (L, outer, K, inner) weight and a partition's
+// (L, outer, kp, inner) slice; `to_part` gives the direction. The encoder's weights are
+// (OH OW, C F F, K, 1), the decoder's (OH OW, 1, K, C F F).
+void CopyMaps(float* whole, float* part, int64_t locations, int64_t outer, int64_t k, int64_t k0, int64_t kp,
+              int64_t inner, bool to_part) {
+  for (int64_t r = 0; r < locations * outer; ++r) {
+    float* w = whole + (r * k + k0) * inner;
+    float* p = part + r * kp * inner;
+    if (to_part) std::memcpy(p, w, kp * inner * sizeof(float));
+    else std::memcpy(w, p, kp * inner * sizeof(float));
   }
 }
 
@@ -108,8 +109,8 @@ void CatPartitions::CopyFrom(CatNet* net, int s) {
     Tensor& ew = st.enc->params()[0]->value;
     Tensor& dw = st.dec->params()[0]->value;
     const int64_t locations = ew.dim(0) * ew.dim(1), per = ew.size() / (locations * st.kp);
-    CopyMaps(whole[0]->value.data(), ew.data(), locations, st.k, st.k0, st.kp, per, true);
-    CopyMaps(whole[1]->value.data(), dw.data(), locations, st.k, st.k0, st.kp, per, true);
+    CopyMaps(whole[0]->value.data(), ew.data(), locations, per, st.k, st.k0, st.kp, 1, true);
+    CopyMaps(whole[1]->value.data(), dw.data(), locations, 1, st.k, st.k0, st.kp, per, true);
     Tensor& db = st.dec->params()[1]->value;
     if (p == 0) std::memcpy(db.data(), whole[2]->value.data(), db.size() * sizeof(float));
     else db.Fill(0.0f);  // the bias is partition 0's; the others add none
@@ -127,8 +128,8 @@ void CatPartitions::CopyOut(CatNet* net, int s, bool grads) {
     Tensor& ew = of(st.enc->params()[0]);
     Tensor& dw = of(st.dec->params()[0]);
     const int64_t locations = ew.dim(0) * ew.dim(1), per = ew.size() / (locations * st.kp);
-    CopyMaps(of(whole[0]).data(), ew.data(), locations, st.k, st.k0, st.kp, per, false);
-    CopyMaps(of(whole[1]).data(), dw.data(), locations, st.k, st.k0, st.kp, per, false);
+    CopyMaps(of(whole[0]).data(), ew.data(), locations, per, st.k, st.k0, st.kp, 1, false);
+    CopyMaps(of(whole[1]).data(), dw.data(), locations, 1, st.k, st.k0, st.kp, per, false);
     if (p == 0) std::memcpy(of(whole[2]).data(), of(st.dec->params()[1]).data(), of(whole[2]).size() * sizeof(float));
   }
 }

@@ -75,12 +75,56 @@ TEST_P(BatchTest, LocallyConnected) {
   // More maps than one register block and a field whose size is not a multiple of 16.
   LocallyConnected2d lc2("lc2", {1, 8, 8}, 10, 5, 3, &rng);
   ExpectGradientsMatch(&lc2, RandomTensor({GetParam(), 1, 8, 8}, 11));
+  // Maps filling whole vectors (read in place), and more maps than one chunk of vectors.
+  LocallyConnected2d lc3("lc3", {2, 6, 6}, 16, 3, 2, &rng);
+  ExpectGradientsMatch(&lc3, RandomTensor({GetParam(), 2, 6, 6}, 12));
+  LocallyConnected2d lc4("lc4", {1, 5, 5}, 72, 3, 2, &rng);
+  ExpectGradientsMatch(&lc4, RandomTensor({GetParam(), 1, 5, 5}, 13));
 }
 
 TEST_P(BatchTest, LocallyConnectedTranspose) {
   Random rng(34);
   LocallyConnectedTranspose2d lct("lct", {2, 11, 9}, 3, 4, 3, &rng);
   ExpectGradientsMatch(&lct, RandomTensor({GetParam(), 3, 3, 2}, 35));
+  LocallyConnectedTranspose2d lct2("lct2", {2, 6, 6}, 16, 3, 2, &rng);
+  ExpectGradientsMatch(&lct2, RandomTensor({GetParam(), 16, 2, 2}, 39));
+}
+
+// Both layers' forward passes against the definitions, written the slow way, for map counts
+// below, at and above a vector and batches below and above a register block.
+TEST(LocallyConnected, ForwardIsTheDefinition) {
+  const int64_t c = 2, h = 9, w = 8, f = 3, s = 2, oh = 4, ow = 3;
+  for (int64_t k : {5, 16, 40})
+    for (int64_t b : {3, 37}) {
+      Random rng(40 + k);
+      LocallyConnected2d lc("lc", {c, h, w}, k, f, s, &rng);
+      for (float& v : lc.params()[1]->value.span()) v = rng.Uniform(-1.0f, 1.0f);
+      LocallyConnectedTranspose2d lct("lct", {c, h, w}, k, f, s, &rng);
+      const Tensor x = RandomTensor({b, c, h, w}, 41), z = RandomTensor({b, k, oh, ow}, 42);
+      Tensor y, xt;
+      lc.Forward(x, &y);
+      lct.Forward(z, &xt);
+      const Tensor filters = lc.Filters();  // (OH, OW, K, C, F, F)
+      const Tensor& wd = lct.params()[0]->value, &bd = lct.params()[1]->value;
+      std::vector<double> expect_xt(b * c * h * w);
+      for (int64_t i = 0; i < b; ++i)
+        for (int64_t l = 0; l < oh * ow; ++l)
+          for (int64_t m = 0; m < k; ++m) {
+            const int64_t oy = l / ow, ox = l % ow;
+            double acc = lc.params()[1]->value[m * oh * ow + l];
+            for (int64_t ci = 0; ci < c; ++ci)
+              for (int64_t fy = 0; fy < f; ++fy)
+                for (int64_t fx = 0; fx < f; ++fx) {
+                  const int64_t j = (ci * f + fy) * f + fx;
+                  const int64_t at = ((i * c + ci) * h + oy * s + fy) * w + ox * s + fx;
+                  acc += double(filters[(l * k + m) * c * f * f + j]) * x[at];
+                  expect_xt[at] += double(wd[(l * k + m) * c * f * f + j]) * z[((i * k + m) * oh + oy) * ow + ox];
+                }
+            ASSERT_NEAR(y[((i * k + m) * oh + oy) * ow + ox], acc, 1e-4) << "k " << k << " b " << b;
+          }
+      for (int64_t i = 0; i < b * c * h * w; ++i)
+        ASSERT_NEAR(xt[i], expect_xt[i] + bd[i % (c * h * w)], 1e-4) << "k " << k << " b " << b;
+    }
 }
 
 TEST(LocallyConnected, TransposeIsTheAdjoint) {
@@ -88,7 +132,7 @@ TEST(LocallyConnected, TransposeIsTheAdjoint) {
   Random rng(36);
   LocallyConnected2d lc("lc", {2, 10, 10}, 5, 4, 2, &rng, /*bias=*/false);
   LocallyConnectedTranspose2d lct("lct", {2, 10, 10}, 5, 4, 2, &rng);
-  lct.params()[0]->value = lc.params()[0]->value;
+  lct.params()[0]->value = lc.Filters();  // the same weights in the decoder's layout
   Tensor x = RandomTensor({3, 2, 10, 10}, 37), z = RandomTensor({3, 5, 4, 4}, 38), y, xt;
   lc.Forward(x, &y);
   lct.Forward(z, &xt);

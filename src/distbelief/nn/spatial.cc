@@ -11,146 +11,45 @@
 namespace distbelief {
 namespace {
 
-// One vector register of fp32 lanes: 16 with AVX-512, 8 with AVX2 (the register blocking below
-// is sized so the accumulators fit in the 32 or 16 registers). The unaligned alias is for loads.
+// One vector register of fp32 lanes: 16 with AVX-512, 8 with AVX2. kAccs is how many accumulator
+// registers the kernels below keep (of 32 or 16), the rest holding operands.
 #ifdef __AVX512F__
 constexpr int kLanes = 16;
-constexpr int kBlockK = 8;
+constexpr int kAccs = 16;
 #else
 constexpr int kLanes = 8;
-constexpr int kBlockK = 4;
+constexpr int kAccs = 8;
 #endif
 typedef float vf __attribute__((vector_size(kLanes * 4)));
 typedef float vfu __attribute__((vector_size(kLanes * 4), aligned(4)));
 inline vf Load(const float* p) { return *reinterpret_cast<const vfu*>(p); }
 inline void Store(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
-inline float HSum(vf v) {
-  float s = 0.0f;
-  for (int i = 0; i < kLanes; ++i) s += v[i];
-  return s;
-}
 
-int64_t RoundUp16(int64_t n) { return (n + 15) / 16 * 16; }
-
-// Y[b][k] = dot(P[b], W[k]) for b in [0, NB), k in [0, NK): rows of length 16 * n16, leading
-// dimension ld. The NB x NK accumulators stay in registers.
-template <int NB, int NK>
-void DotBlock(int64_t n16, int64_t ld, const float* p, const float* w, float* y, int64_t ldy) {
-  vf acc[NB][NK] = {};
-  for (int64_t j = 0; j < n16 * 16; j += kLanes) {
-    vf pv[NB];
-    for (int b = 0; b < NB; ++b) pv[b] = Load(p + b * ld + j);
-    for (int k = 0; k < NK; ++k) {
-      const vf wv = Load(w + k * ld + j);
-      for (int b = 0; b < NB; ++b) acc[b][k] += pv[b] * wv;
-    }
-  }
-  for (int b = 0; b < NB; ++b)
-    for (int k = 0; k < NK; ++k) y[b * ldy + k] = HSum(acc[b][k]);
-}
-
-template <int NB>
-void DotBlockK(int nk, int64_t n16, int64_t ld, const float* p, const float* w, float* y,
-               int64_t ldy) {
-  switch (nk) {
-    case 1: return DotBlock<NB, 1>(n16, ld, p, w, y, ldy);
-    case 2: return DotBlock<NB, 2>(n16, ld, p, w, y, ldy);
-    case 3: return DotBlock<NB, 3>(n16, ld, p, w, y, ldy);
-    case 4: return DotBlock<NB, 4>(n16, ld, p, w, y, ldy);
-#ifdef __AVX512F__
-    case 5: return DotBlock<NB, 5>(n16, ld, p, w, y, ldy);
-    case 6: return DotBlock<NB, 6>(n16, ld, p, w, y, ldy);
-    case 7: return DotBlock<NB, 7>(n16, ld, p, w, y, ldy);
-#endif
-    default: return DotBlock<NB, kBlockK>(n16, ld, p, w, y, ldy);
-  }
-}
-
-// Y (B, K) = P (B, n) W (K, n)^T with n = 16 * n16 and leading dimension ld for P and W.
-void SmallGemmNT(int64_t nb, int64_t nk, int64_t n16, int64_t ld, const float* p, const float* w,
-                 float* y) {
-  for (int64_t b = 0; b < nb; b += 2) {
-    for (int64_t k = 0; k < nk; k += kBlockK) {
-      const int kk = static_cast<int>(std::min<int64_t>(kBlockK, nk - k));
-      if (nb - b >= 2)
-        DotBlockK<2>(kk, n16, ld, p + b * ld, w + k * ld, y + b * nk + k, nk);
-      else
-        DotBlockK<1>(kk, n16, ld, p + b * ld, w + k * ld, y + b * nk + k, nk);
-    }
-  }
-}
-
-// G (K, n) += D (B, K)^T P (B, n): four rows of G held in registers while the batch streams.
-void SmallGemmTN(int64_t nb, int64_t nk, int64_t n, const float* d, const float* p, float* g) {
-  int64_t k = 0;
-  for (; k + 4 <= nk; k += 4) {
-    for (int64_t j = 0; j < n; j += kLanes) {
-      vf acc[4];
-      for (int q = 0; q < 4; ++q) acc[q] = Load(g + (k + q) * n + j);
-      for (int64_t b = 0; b < nb; ++b) {
-        const vf pv = Load(p + b * n + j);
-        for (int q = 0; q < 4; ++q) acc[q] += d[b * nk + k + q] * pv;
-      }
-      for (int q = 0; q < 4; ++q) Store(g + (k + q) * n + j, acc[q]);
-    }
-  }
-  for (; k < nk; ++k) {
-    for (int64_t j = 0; j < n; j += kLanes) {
-      vf acc = Load(g + k * n + j);
-      for (int64_t b = 0; b < nb; ++b) acc += d[b * nk + k] * Load(p + b * n + j);
-      Store(g + k * n + j, acc);
-    }
-  }
-}
-
-// Q (B, n) = D (B, K) W (K, n): two rows of Q in registers, W streamed once per pair.
-void SmallGemmNN(int64_t nb, int64_t nk, int64_t n, const float* d, const float* w, float* q) {
-  for (int64_t b = 0; b < nb; b += 2) {
-    const bool two = nb - b >= 2;
-    for (int64_t j = 0; j < n; j += kLanes) {
-      vf a0 = {}, a1 = {};
-      for (int64_t k = 0; k < nk; ++k) {
-        const vf wv = Load(w + k * n + j);
-        a0 += d[b * nk + k] * wv;
-        if (two) a1 += d[(b + 1) * nk + k] * wv;
-      }
-      Store(q + b * n + j, a0);
-      if (two) Store(q + (b + 1) * n + j, a1);
-    }
-  }
-}
+int64_t RoundUpLanes(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
 // Per-thread scratch that grows as needed and is reused across calls.
-std::vector<float>& Scratch(int slot) {
-  thread_local std::vector<float> buffers[4];
-  return buffers[slot];
-}
-float* ScratchZeroed(int slot, int64_t n) {
-  auto& v = Scratch(slot);
-  if (static_cast<int64_t>(v.size()) < n + 16) v.resize(n + 16);
-  std::memset(v.data(), 0, n * sizeof(float));
+float* Scratch(int slot, int64_t n) {
+  thread_local std::vector<float> buffers[3];
+  auto& v = buffers[slot];
+  if (static_cast<int64_t>(v.size()) < n) v.resize(n);
   return v.data();
 }
-// As ScratchZeroed, but only zeroed when rows of `used` floats are padded to `ld`: the padding
-// must be zero, everything else is overwritten by the caller.
-float* ScratchRows(int slot, int64_t rows, int64_t used, int64_t ld) {
-  if (used == ld) {
-    auto& v = Scratch(slot);
-    if (static_cast<int64_t>(v.size()) < rows * ld + 16) v.resize(rows * ld + 16);
-    return v.data();
-  }
-  return ScratchZeroed(slot, rows * ld);
-}
-inline void CopyRow(float* dst, const float* src, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+float* ScratchZeroed(int slot, int64_t n) {
+  float* p = Scratch(slot, n);
+  std::memset(p, 0, n * sizeof(float));
+  return p;
 }
 
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // Locally connected kernels, shared by LocallyConnected2d and its transpose.
-// Geometry: image (B, C, H, W), code (B, K, OH, OW), untied weights W (OH OW, K, C F F).
-// P_l(img) (B, CFF) is the field of location l in every image.
+// Geometry: image (B, C, H, W), code (B, K, OH, OW); untied weights per location l, either
+// K-inner (OH OW, C F F, K) (the encoder's: the maps of one tap are one vector) or K-outer
+// (OH OW, K, C F F) (the decoder's: each map's decoding basis contiguous, for the norm bound).
+// P_l(img) (B, CFF) is the field of location l in every image. No kernel copies a field: tap j =
+// (ci, fy, fx) of location l in image b is img[b CHW + corner(l) + off[j]], read in place, and
+// the vectors run along the maps K (image -> code, weight gradient) or the batch (code -> image).
 
 namespace {
 
@@ -158,99 +57,214 @@ struct LcGeometry {
   int64_t b, c, h, w, k, f, s, oh, ow;
   int64_t cff() const { return c * f * f; }
   int64_t locs() const { return oh * ow; }
+  int64_t image() const { return c * h * w; }
+  int64_t corner(int64_t l) const { return (l / ow) * s * w + (l % ow) * s; }
+  // off[j] for tap j = (ci, fy, fx): (ci H + fy) W + fx.
+  std::vector<int64_t> TapOffsets() const {
+    std::vector<int64_t> off;
+    off.reserve(cff());
+    for (int64_t ci = 0; ci < c; ++ci)
+      for (int64_t fy = 0; fy < f; ++fy)
+        for (int64_t fx = 0; fx < f; ++fx) off.push_back((ci * h + fy) * w + fx);
+    return off;
+  }
 };
 
-// P (B, ld) = the fields of location l, zero-padded from CFF to ld.
-void GatherFields(const LcGeometry& g, const float* img, int64_t l, int64_t b_lo, int64_t b_hi,
-                  int64_t ld, float* p) {
-  const int64_t oy = l / g.ow, ox = l % g.ow;
-  for (int64_t b = b_lo; b < b_hi; ++b)
-    for (int64_t ci = 0; ci < g.c; ++ci)
-      for (int64_t fy = 0; fy < g.f; ++fy)
-        CopyRow(p + (b - b_lo) * ld + (ci * g.f + fy) * g.f,
-                img + ((b * g.c + ci) * g.h + oy * g.s + fy) * g.w + ox * g.s, g.f);
+// y (NB, ldy) [KC vectors] = sum_j x_b[off[j]] w[j] for the NB images whose field corners are
+// base[b]; w rows (CFF, ldw), KC vectors of maps each.
+template <int KC, int NB>
+void FieldsTimesWeights(int64_t cff, const int64_t* off, const float* const* base, const float* w,
+                        int64_t ldw, float* y, int64_t ldy) {
+  vf acc[NB][KC] = {};
+  for (int64_t j = 0; j < cff; ++j) {
+    vf wv[KC];
+    for (int q = 0; q < KC; ++q) wv[q] = Load(w + j * ldw + q * kLanes);
+    const int64_t o = off[j];
+    for (int b = 0; b < NB; ++b) {
+      const float x = base[b][o];
+      for (int q = 0; q < KC; ++q) acc[b][q] += x * wv[q];
+    }
+  }
+  for (int b = 0; b < NB; ++b)
+    for (int q = 0; q < KC; ++q) Store(y + b * ldy + q * kLanes, acc[b][q]);
 }
 
-// W_l as (K, ld) rows: the weights themselves when CFF is a multiple of 16, else a zero-padded
-// copy in scratch slot 1.
-const float* WeightsAt(const LcGeometry& g, const float* w, int64_t l, int64_t ld) {
-  const int64_t cff = g.cff();
-  if (cff == ld) return w + l * g.k * cff;
-  float* wl = ScratchZeroed(1, g.k * ld);
-  for (int64_t k = 0; k < g.k; ++k) CopyRow(wl + k * ld, w + (l * g.k + k) * cff, cff);
-  return wl;
+template <int KC>
+void FieldsTimesWeightsBatch(int64_t nb, int64_t cff, const int64_t* off, const float* img,
+                             int64_t stride, const float* w, int64_t ldw, float* y, int64_t ldy) {
+  // At most 8 images at once: their field pointers must stay in general registers.
+  constexpr int NB = std::clamp(kAccs / KC, 1, 8);
+  const float* base[NB];
+  int64_t b = 0;
+  for (; b + NB <= nb; b += NB) {
+    for (int i = 0; i < NB; ++i) base[i] = img + (b + i) * stride;
+    FieldsTimesWeights<KC, NB>(cff, off, base, w, ldw, y + b * ldy, ldy);
+  }
+  for (; b < nb; ++b) {
+    base[0] = img + b * stride;
+    FieldsTimesWeights<KC, 1>(cff, off, base, w, ldw, y + b * ldy, ldy);
+  }
 }
 
-// code (B, K, OH, OW) = P_l(img) W_l^T (+ bias (K, OH OW) when not null). Locations over threads.
-void LcImageToCode(const LcGeometry& g, const float* img, const float* w, const float* bias,
-                   float* code) {
-  const int64_t ld = RoundUp16(g.cff()), locs = g.locs();
+// dw (TJ taps, ldw) [KC vectors] += sum_b x_b[off[t]] c_b for the field corners base0 + b stride.
+template <int KC, int TJ>
+void AccumulateTaps(int64_t nb, const int64_t* off, const float* base0, int64_t stride,
+                    const float* c, int64_t ldc, float* dw, int64_t ldw) {
+  vf acc[TJ][KC];
+  for (int t = 0; t < TJ; ++t)
+    for (int q = 0; q < KC; ++q) acc[t][q] = Load(dw + t * ldw + q * kLanes);
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* p = base0 + b * stride;
+    vf cv[KC];
+    for (int q = 0; q < KC; ++q) cv[q] = Load(c + b * ldc + q * kLanes);
+    for (int t = 0; t < TJ; ++t) {
+      const float x = p[off[t]];
+      for (int q = 0; q < KC; ++q) acc[t][q] += x * cv[q];
+    }
+  }
+  for (int t = 0; t < TJ; ++t)
+    for (int q = 0; q < KC; ++q) Store(dw + t * ldw + q * kLanes, acc[t][q]);
+}
+
+template <int KC>
+void AccumulateTapsAll(int64_t nb, int64_t cff, const int64_t* off, const float* base0,
+                       int64_t stride, const float* c, int64_t ldc, float* dw, int64_t ldw) {
+  constexpr int TJ = kAccs / KC > 0 ? kAccs / KC : 1;
+  int64_t j = 0;
+  for (; j + TJ <= cff; j += TJ) AccumulateTaps<KC, TJ>(nb, off + j, base0, stride, c, ldc, dw + j * ldw, ldw);
+  for (; j < cff; ++j) AccumulateTaps<KC, 1>(nb, off + j, base0, stride, c, ldc, dw + j * ldw, ldw);
+}
+
+// q (TJ, ldq) [BV vectors of the batch] = sum_k w[t wj + k wk] ct[k] for ct (K, ldc).
+template <int BV, int TJ>
+void WeightsTimesCode(int64_t nk, const float* w, int64_t wj, int64_t wk, const float* ct,
+                      int64_t ldc, float* q, int64_t ldq) {
+  vf acc[TJ][BV] = {};
+  for (int64_t k = 0; k < nk; ++k) {
+    vf cv[BV];
+    for (int v = 0; v < BV; ++v) cv[v] = Load(ct + k * ldc + v * kLanes);
+    for (int t = 0; t < TJ; ++t) {
+      const float ws = w[t * wj + k * wk];
+      for (int v = 0; v < BV; ++v) acc[t][v] += ws * cv[v];
+    }
+  }
+  for (int t = 0; t < TJ; ++t)
+    for (int v = 0; v < BV; ++v) Store(q + t * ldq + v * kLanes, acc[t][v]);
+}
+
+template <int BV>
+void WeightsTimesCodeAll(int64_t cff, int64_t nk, const float* w, int64_t wj, int64_t wk,
+                         const float* ct, int64_t ldc, float* q, int64_t ldq) {
+  constexpr int TJ = kAccs / BV > 0 ? kAccs / BV : 1;
+  int64_t j = 0;
+  for (; j + TJ <= cff; j += TJ) WeightsTimesCode<BV, TJ>(nk, w + j * wj, wj, wk, ct, ldc, q + j * ldq, ldq);
+  for (; j < cff; ++j) WeightsTimesCode<BV, 1>(nk, w + j * wj, wj, wk, ct, ldc, q + j * ldq, ldq);
+}
+
+// Runs fn.template operator()<V>(v0) for each chunk of at most 4 vectors of n (a multiple of
+// kLanes): V vectors starting at lane v0.
+template <typename Fn>
+void ForVectorChunks(int64_t n, Fn&& fn) {
+  for (int64_t v0 = 0; v0 < n; v0 += 4 * kLanes) {
+    switch (std::min<int64_t>(4, (n - v0) / kLanes)) {
+      case 1: fn.template operator()<1>(v0); break;
+      case 2: fn.template operator()<2>(v0); break;
+      case 3: fn.template operator()<3>(v0); break;
+      default: fn.template operator()<4>(v0); break;
+    }
+  }
+}
+
+// W_l as (CFF, ldw) rows of maps: the weights themselves when they are K-inner and K fills whole
+// vectors, else a zero-padded copy in scratch slot 0.
+const float* MapsInnerAt(const LcGeometry& g, const float* w, bool k_inner, int64_t l, int64_t* ldw) {
+  const int64_t cff = g.cff(), k = g.k, ldk = RoundUpLanes(k);
+  const float* wl = w + l * cff * k;
+  if (k_inner && k == ldk) {
+    *ldw = k;
+    return wl;
+  }
+  float* t = ScratchZeroed(0, cff * ldk);
+  for (int64_t j = 0; j < cff; ++j)
+    for (int64_t m = 0; m < k; ++m) t[j * ldk + m] = k_inner ? wl[j * k + m] : wl[m * cff + j];
+  *ldw = ldk;
+  return t;
+}
+
+// code (B, K, OH, OW) = P_l(img) W_l (+ bias (K, OH OW) when not null). Locations over threads.
+void LcImageToCode(const LcGeometry& g, const float* img, const float* w, bool k_inner,
+                   const float* bias, float* code) {
+  const int64_t locs = g.locs(), cff = g.cff(), ldk = RoundUpLanes(g.k);
+  const std::vector<int64_t> off = g.TapOffsets();
   ParallelFor(locs, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t l = lo; l < hi; ++l) {
-      float* p = ScratchRows(0, g.b, g.cff(), ld);
-      float* yl = ScratchZeroed(2, g.b * g.k);
-      GatherFields(g, img, l, 0, g.b, ld, p);
-      const float* wl = WeightsAt(g, w, l, ld);
-      SmallGemmNT(g.b, g.k, ld / 16, ld, p, wl, yl);
+      int64_t ldw;
+      const float* wl = MapsInnerAt(g, w, k_inner, l, &ldw);
+      float* y = Scratch(1, g.b * ldk);
+      const float* corner = img + g.corner(l);
+      ForVectorChunks(ldk, [&]<int KC>(int64_t k0) {
+        FieldsTimesWeightsBatch<KC>(g.b, cff, off.data(), corner, g.image(), wl + k0, ldw, y + k0, ldk);
+      });
       for (int64_t b = 0; b < g.b; ++b)
         for (int64_t k = 0; k < g.k; ++k)
-          code[(b * g.k + k) * locs + l] = yl[b * g.k + k] + (bias ? bias[k * locs + l] : 0.0f);
+          code[(b * g.k + k) * locs + l] = y[b * ldk + k] + (bias ? bias[k * locs + l] : 0.0f);
     }
   });
 }
 
-// img (B, C, H, W) = sum_l scatter(code_l W_l): the transpose of LcImageToCode (overwrites img).
+// img (B, C, H, W) = sum_l scatter(code_l W_l^T): the transpose of LcImageToCode (overwrites img).
 // Images over threads, since fields of different locations overlap.
-void LcCodeToImage(const LcGeometry& g, const float* code, const float* w, float* img) {
-  const int64_t ld = RoundUp16(g.cff()), locs = g.locs();
-  std::memset(img, 0, g.b * g.c * g.h * g.w * sizeof(float));
+void LcCodeToImage(const LcGeometry& g, const float* code, const float* w, bool k_inner, float* img) {
+  const int64_t locs = g.locs(), cff = g.cff(), k = g.k;
+  const std::vector<int64_t> off = g.TapOffsets();
+  std::memset(img, 0, g.b * g.image() * sizeof(float));
   ParallelFor(g.b, 1, [&](int64_t b_lo, int64_t b_hi) {
-    const int64_t mb = b_hi - b_lo;
+    const int64_t mb = b_hi - b_lo, ldb = RoundUpLanes(mb);
+    float* ct = ScratchZeroed(1, k * ldb);  // (K, ldb): this location's code, batch innermost
+    float* q = Scratch(2, cff * ldb);       // (CFF, ldb): its fields
     for (int64_t l = 0; l < locs; ++l) {
-      const int64_t oy = l / g.ow, ox = l % g.ow;
-      float* cl = ScratchZeroed(2, mb * g.k);
-      float* dp = ScratchRows(3, mb, ld, ld);
-      const float* wl = WeightsAt(g, w, l, ld);
-      for (int64_t b = 0; b < mb; ++b)
-        for (int64_t k = 0; k < g.k; ++k) cl[b * g.k + k] = code[((b_lo + b) * g.k + k) * locs + l];
-      SmallGemmNN(mb, g.k, ld, cl, wl, dp);
-      for (int64_t b = 0; b < mb; ++b)
-        for (int64_t ci = 0; ci < g.c; ++ci)
-          for (int64_t fy = 0; fy < g.f; ++fy) {
-            float* dst = img + (((b_lo + b) * g.c + ci) * g.h + oy * g.s + fy) * g.w + ox * g.s;
-            const float* src = dp + b * ld + (ci * g.f + fy) * g.f;
-            for (int64_t fx = 0; fx < g.f; ++fx) dst[fx] += src[fx];
-          }
+      for (int64_t m = 0; m < k; ++m)
+        for (int64_t b = 0; b < mb; ++b) ct[m * ldb + b] = code[((b_lo + b) * k + m) * locs + l];
+      const float* wl = w + l * cff * k;
+      const int64_t wj = k_inner ? k : 1, wk = k_inner ? 1 : cff;
+      ForVectorChunks(ldb, [&]<int BV>(int64_t b0) {
+        WeightsTimesCodeAll<BV>(cff, k, wl, wj, wk, ct + b0, ldb, q + b0, ldb);
+      });
+      const int64_t corner = g.corner(l);
+      for (int64_t b = 0; b < mb; ++b) {
+        float* dst = img + (b_lo + b) * g.image() + corner;
+        for (int64_t j = 0; j < cff; ++j) dst[off[j]] += q[j * ldb + b];
+      }
     }
   });
 }
 
-// dW_l (K, CFF) += code_l^T P_l(img); dbias (K, OH OW) += sum_b code_l when not null.
+// dW_l += P_l(img)^T code_l (in W's layout); dbias (K, OH OW) += sum_b code_l when not null.
 // Locations over threads.
-void LcWeightGrad(const LcGeometry& g, const float* img, const float* code, float* dw,
+void LcWeightGrad(const LcGeometry& g, const float* img, const float* code, float* dw, bool k_inner,
                   float* dbias) {
-  const int64_t ld = RoundUp16(g.cff()), locs = g.locs(), cff = g.cff();
+  const int64_t locs = g.locs(), cff = g.cff(), k = g.k, ldk = RoundUpLanes(k);
+  const std::vector<int64_t> off = g.TapOffsets();
+  const bool direct = k_inner && k == ldk;
   ParallelFor(locs, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t l = lo; l < hi; ++l) {
-      float* p = ScratchRows(0, g.b, g.cff(), ld);
-      float* cl = ScratchZeroed(2, g.b * g.k);
-      GatherFields(g, img, l, 0, g.b, ld, p);
+      float* cl = ScratchZeroed(1, g.b * ldk);  // (B, ldk): this location's code
       for (int64_t b = 0; b < g.b; ++b)
-        for (int64_t k = 0; k < g.k; ++k) cl[b * g.k + k] = code[(b * g.k + k) * locs + l];
-      float* dst = dw + l * g.k * cff;
-      if (ld == cff) {
-        SmallGemmTN(g.b, g.k, ld, cl, p, dst);  // accumulate straight into the gradient
-      } else {
-        float* dwl = ScratchZeroed(1, g.k * ld);
-        SmallGemmTN(g.b, g.k, ld, cl, p, dwl);
-        for (int64_t k = 0; k < g.k; ++k)
-          for (int64_t j = 0; j < cff; ++j) dst[k * cff + j] += dwl[k * ld + j];
-      }
+        for (int64_t m = 0; m < k; ++m) cl[b * ldk + m] = code[(b * k + m) * locs + l];
+      float* dwl = dw + l * cff * k;
+      float* acc = direct ? dwl : ScratchZeroed(0, cff * ldk);  // (CFF, ldk)
+      const float* corner = img + g.corner(l);
+      ForVectorChunks(ldk, [&]<int KC>(int64_t k0) {
+        AccumulateTapsAll<KC>(g.b, cff, off.data(), corner, g.image(), cl + k0, ldk, acc + k0, ldk);
+      });
+      if (!direct)
+        for (int64_t j = 0; j < cff; ++j)
+          for (int64_t m = 0; m < k; ++m) (k_inner ? dwl[j * k + m] : dwl[m * cff + j]) += acc[j * ldk + m];
       if (dbias)
-        for (int64_t k = 0; k < g.k; ++k) {
+        for (int64_t m = 0; m < k; ++m) {
           float s = 0.0f;
-          for (int64_t b = 0; b < g.b; ++b) s += cl[b * g.k + k];
-          dbias[k * locs + l] += s;
+          for (int64_t b = 0; b < g.b; ++b) s += cl[b * ldk + m];
+          dbias[m * locs + l] += s;
         }
     }
   });
@@ -270,11 +284,20 @@ LocallyConnected2d::LocallyConnected2d(const std::string& name, SpatialShape in,
       oh_((in.h - field) / stride + 1),
       ow_((in.w - field) / stride + 1),
       has_bias_(bias),
-      w_(name + ".w", {oh_, ow_, maps, in.c, field, field}),
+      w_(name + ".w", {oh_, ow_, in.c, field, field, maps}),
       b_(name + ".b", {maps, oh_, ow_}) {
   CHECK(field <= in.h && field <= in.w && stride >= 1) << "locally connected: bad geometry";
   const float bound = 1.0f / std::sqrt(static_cast<float>(in.c * field * field));
   for (float& v : w_.value.span()) v = rng->Uniform(-bound, bound);
+}
+
+Tensor LocallyConnected2d::Filters() const {
+  const int64_t locs = oh_ * ow_, cff = in_.c * f_ * f_;
+  Tensor out({oh_, ow_, k_, in_.c, f_, f_});
+  for (int64_t l = 0; l < locs; ++l)
+    for (int64_t m = 0; m < k_; ++m)
+      for (int64_t j = 0; j < cff; ++j) out[(l * k_ + m) * cff + j] = w_.value[(l * cff + j) * k_ + m];
+  return out;
 }
 
 std::vector<Param*> LocallyConnected2d::params() {
@@ -289,17 +312,19 @@ void LocallyConnected2d::Forward(const Tensor& x, Tensor* y) {
   x_ = &x;
   y->Resize({x.dim(0), k_, oh_, ow_});
   const LcGeometry g{x.dim(0), in_.c, in_.h, in_.w, k_, f_, s_, oh_, ow_};
-  LcImageToCode(g, x.data(), w_.value.data(), has_bias_ ? b_.value.data() : nullptr, y->data());
+  LcImageToCode(g, x.data(), w_.value.data(), /*k_inner=*/true, has_bias_ ? b_.value.data() : nullptr,
+                y->data());
 }
 
 // dW_l += dy_l^T P_l(x); db_l += sum_b dy_l; dx = sum_l scatter(dy_l W_l)
 void LocallyConnected2d::Backward(const Tensor& dy, Tensor* dx) {
   const Tensor& x = *x_;
   const LcGeometry g{x.dim(0), in_.c, in_.h, in_.w, k_, f_, s_, oh_, ow_};
-  LcWeightGrad(g, x.data(), dy.data(), w_.grad.data(), has_bias_ ? b_.grad.data() : nullptr);
+  LcWeightGrad(g, x.data(), dy.data(), w_.grad.data(), /*k_inner=*/true,
+               has_bias_ ? b_.grad.data() : nullptr);
   if (!dx) return;
   dx->Resize(x.shape());
-  LcCodeToImage(g, dy.data(), w_.value.data(), dx->data());
+  LcCodeToImage(g, dy.data(), w_.value.data(), /*k_inner=*/true, dx->data());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -328,7 +353,7 @@ void LocallyConnectedTranspose2d::Forward(const Tensor& x, Tensor* y) {
   x_ = &x;
   const LcGeometry g{x.dim(0), out_.c, out_.h, out_.w, k_, f_, s_, oh_, ow_};
   y->Resize({x.dim(0), out_.c, out_.h, out_.w});
-  LcCodeToImage(g, x.data(), w_.value.data(), y->data());
+  LcCodeToImage(g, x.data(), w_.value.data(), /*k_inner=*/false, y->data());
   const int64_t img = out_.c * out_.h * out_.w;
   for (int64_t b = 0; b < x.dim(0); ++b)
     for (int64_t i = 0; i < img; ++i) (*y)[b * img + i] += b_.value[i];
@@ -338,13 +363,13 @@ void LocallyConnectedTranspose2d::Forward(const Tensor& x, Tensor* y) {
 void LocallyConnectedTranspose2d::Backward(const Tensor& dy, Tensor* dx) {
   const Tensor& x = *x_;
   const LcGeometry g{x.dim(0), out_.c, out_.h, out_.w, k_, f_, s_, oh_, ow_};
-  LcWeightGrad(g, dy.data(), x.data(), w_.grad.data(), nullptr);
+  LcWeightGrad(g, dy.data(), x.data(), w_.grad.data(), /*k_inner=*/false, nullptr);
   const int64_t img = out_.c * out_.h * out_.w;
   for (int64_t b = 0; b < x.dim(0); ++b)
     for (int64_t i = 0; i < img; ++i) b_.grad[i] += dy[b * img + i];
   if (!dx) return;
   dx->Resize(x.shape());
-  LcImageToCode(g, dy.data(), w_.value.data(), nullptr, dx->data());
+  LcImageToCode(g, dy.data(), w_.value.data(), /*k_inner=*/false, nullptr, dx->data());
 }
 
 // ---------------------------------------------------------------------------------------------

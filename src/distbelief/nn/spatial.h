@@ -16,9 +16,11 @@ struct SpatialShape {
 
 // Locally connected layer with untied weights (Le et al. 2012): every output location (oy, ox)
 // has its own K filters over its F x F field in all C input maps.
-// x (B, C, H, W) -> y (B, K, OH, OW);  W (OH, OW, K, C, F, F), b (K, OH, OW).
-// The kernel works directly on the fields (no unfold): per location a register-blocked
-// (B x K) += (B x CFF)(CFF x K) product, locations spread over threads.
+// x (B, C, H, W) -> y (B, K, OH, OW);  W (OH, OW, C, F, F, K) (maps innermost), b (K, OH, OW).
+// The kernel reads the fields in place (no unfold, no copy): per location a register-blocked
+// (B x K) = (B x CFF)(CFF x K) product whose vectors run along the K maps of W, each image value
+// broadcast from where it lies; locations spread over threads. Filters() gives the filters as
+// (OH, OW, K, C, F, F) pictures.
 class LocallyConnected2d : public Layer {
  public:
   LocallyConnected2d(const std::string& name, SpatialShape in, int64_t maps, int64_t field,
@@ -30,6 +32,8 @@ class LocallyConnected2d : public Layer {
   int64_t out_h() const { return oh_; }
   int64_t out_w() const { return ow_; }
   Param& weight() { return w_; }
+  // The weights as one F x F picture per (location, map, input map): (OH, OW, K, C, F, F).
+  Tensor Filters() const;
 
  private:
   SpatialShape in_;
@@ -41,7 +45,9 @@ class LocallyConnected2d : public Layer {
 
 // The transpose (adjoint) of a locally connected layer: the cat network's decoder, mapping a code
 // back to the image with its own untied weights (Le et al. 2012 learn encoding and decoding
-// weights separately). x (B, K, OH, OW) -> y (B, C, H, W);  W (OH, OW, K, C, F, F), b (C, H, W).
+// weights separately). x (B, K, OH, OW) -> y (B, C, H, W);  W (OH, OW, K, C, F, F), b (C, H, W):
+// maps outermost, so each map's decoding basis at a location is one contiguous block (the cat
+// network's norm bound acts on those blocks). Same kernels as the encoder, vectors along the batch.
 // The geometry (`out`, field, stride) is that of the encoder it mirrors.
 class LocallyConnectedTranspose2d : public Layer {
  public:

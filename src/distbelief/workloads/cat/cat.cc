@@ -33,7 +33,7 @@ StatusOr<std::unique_ptr<CatNet>> RandomCatNet(const CatOptions& o, uint64_t see
 }
 
 GreyImage FilterGrid(CatNet* net, int64_t location_step, int64_t zoom) {
-  const Tensor& w = net->encoder(0).weight().value;  // (OH, OW, K, C, F, F), C = 1
+  const Tensor w = net->encoder(0).Filters();  // (OH, OW, K, C, F, F), C = 1
   const int64_t oh = w.dim(0), ow = w.dim(1), k = w.dim(2), f = w.dim(4);
   // Tiles in reading order: location by location (row-major), the K maps of a location side by
   // side, wrapped into a near-square grid.
@@ -68,16 +68,25 @@ GreyImage FilterGrid(CatNet* net, int64_t location_step, int64_t zoom) {
 
 namespace distbelief {
 
+// distbelief-cat-2: encoder weights (OH, OW, C, F, F, K), maps innermost.
+constexpr char kCatFormat[] = "distbelief-cat-2";
+
 Status SaveCatNet(CatNet* net, const std::string& path, const std::string& config_text) {
   Checkpoint c;
   for (Param* p : net->AllParams()) c.tensors.emplace(p->name, p->value);
   c.metadata["config"] = config_text;
-  c.metadata["format"] = "distbelief-cat-1";
+  c.metadata["format"] = kCatFormat;
   return WriteCheckpoint(path, c);
 }
 
 Status LoadCatNet(CatNet* net, const std::string& path) {
   DB_ASSIGN_OR_RETURN(Checkpoint c, ReadCheckpoint(path));
+  const auto format = c.metadata.find("format");
+  if (format == c.metadata.end() || format->second != kCatFormat)
+    return absl::InvalidArgumentError(
+        path + ": not a cat network of this version (format \"" +
+        (format == c.metadata.end() ? std::string() : format->second) + "\", want \"" + kCatFormat +
+        "\"; distbelief-cat-1 stored the encoder's maps outermost: train again)");
   const std::vector<Param*> params = net->AllParams();
   for (Param* p : params) {
     auto it = c.tensors.find(p->name);

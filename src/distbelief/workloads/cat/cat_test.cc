@@ -104,11 +104,11 @@ TEST(CatNet, LearnsLocalizedFiltersAndLowersItsObjective) {
   o.net.init_scale = 0.05f;  // as configs/cat.toml ships (a full-size start gives ~0.3 here)
   auto net = CatNet::Create(o.net, 3);
   ASSERT_TRUE(net.ok()) << net.status();
-  const Tensor init = (*net)->encoder(0).weight().value;
+  const Tensor init = (*net)->encoder(0).Filters();
   const double corr0 = NeighbourCorrelation(init, 8), top0 = EnergyInTopQuarter(init, 8);
   auto r = TrainCatNet(net->get(), o, Local());
   ASSERT_TRUE(r.ok()) << r.status() << " (run scripts/setup.sh)";
-  const Tensor& learned = (*net)->encoder(0).weight().value;
+  const Tensor learned = (*net)->encoder(0).Filters();
   const double corr = NeighbourCorrelation(learned, 8), top = EnergyInTopQuarter(learned, 8);
   // Averaged over the 392 filters, noise gives |correlation| of a few hundredths.
   EXPECT_LT(std::abs(corr0), 0.05) << corr0;
@@ -179,12 +179,12 @@ TEST(CatNet, TrainsWithDownpourOnTheParameterServer) {
   o.max_side = 128;
   auto net = CatNet::Create(o.net, 3);
   ASSERT_TRUE(net.ok());
-  const Tensor init = (*net)->encoder(0).weight().value;
+  const Tensor init = (*net)->encoder(0).Filters();
   const double top0 = EnergyInTopQuarter(init, 8);
   auto r = TrainCatNet(net->get(), o, Downpour(2, 3));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->replicas_failed, 0);
-  const Tensor& learned = (*net)->encoder(0).weight().value;
+  const Tensor learned = (*net)->encoder(0).Filters();
   EXPECT_GT(NeighbourCorrelation(learned, 8), 0.15);
   // Asynchronous runs differ: in six runs 0.68-0.72 against 0.58 at the start.
   EXPECT_GT(EnergyInTopQuarter(learned, 8), top0 + 0.05) << "at start " << top0;
@@ -270,7 +270,7 @@ TEST(CatNet, TrainsWithModelPartitionsUnderDownpour) {
   auto r = TrainCatNet(net->get(), o, Downpour(2, 2));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_LT(r->last_loss[0].first + r->last_loss[0].second, 0.5 * (r->first_loss[0].first + r->first_loss[0].second));
-  EXPECT_GT(NeighbourCorrelation((*net)->encoder(0).weight().value, 8), 0.15);
+  EXPECT_GT(NeighbourCorrelation((*net)->encoder(0).Filters(), 8), 0.15);
   const double max_norm = MaxDecoderBasisNorm(net->get());
   EXPECT_LE(max_norm, 1.0 + 1e-5);
   EXPECT_GT(max_norm, 0.5);
