@@ -1,14 +1,18 @@
 // Per-layer speed against this machine's sgemm peak, measured in the same run.
-// Usage: layer_bench [threads]. Prints, for each layer at a realistic shape, the time of one
+// Usage: layer_bench [threads] [only: rows whose name contains this]. Prints, for each layer at a realistic shape, the time of one
 // forward + backward (including the input gradient), the GFLOP/s that implies and the fraction of
 // the sgemm peak. FLOPs are counted from the shapes: a product of (M x K)(K x N) is 2MNK, and a
-// backward pass costs twice its forward. Pooling and normalization are memory-bound and are
-// counted by their arithmetic; their fraction of peak is naturally small.
+// backward pass costs twice its forward. Pooling and normalization are memory-bound: their rows
+// also print the bandwidth they reach, counting only the bytes they must move (forward: read x,
+// write y; backward: read dy, x and y where needed, write dx), against a STREAM triad
+// (a = b + s c, 12 bytes an element) over arrays as large as the layer's input, run on the same
+// threads in the same run.
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "bench/bench_util.h"
 #include "distbelief/base/parallel.h"
@@ -31,7 +35,19 @@ struct Row {
   std::string name;
   double flops;  // forward + backward
   std::function<void()> run;
+  double bytes = 0;  // the least memory traffic of forward + backward, for memory-bound layers
 };
+
+// GB/s of a[i] = b[i] + s c[i] over n floats, on the thread pool.
+double TriadGbps(int64_t n) {
+  std::vector<float> a(n), b(n, 1.0f), c(n, 2.0f);
+  const double t = bench::TimePerCall([&] {
+    ParallelFor(n, 4096, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) a[i] = b[i] + 0.5f * c[i];
+    });
+  }, 0.2);
+  return 12.0 * n / t / 1e9;
+}
 
 }  // namespace
 
@@ -85,20 +101,31 @@ int main(int argc, char** argv) {
   add("attention B16 T128 C256 H4", std::make_unique<CausalSelfAttention>("att", 256, 4, &rng),
       {16, 128, 256}, 2.0 * 16 * 128 * 256 * 1024 + 2.0 * 2 * 16 * 128 * 128 * 256);
   add("layer norm 2048x256", std::make_unique<LayerNorm>("ln", 256), {2048, 256}, 8.0 * 2048 * 256);
-  add("l2 pool 32x8x13x13 w3 s1", std::make_unique<L2Pool>(3, 1), {32, 8, 13, 13},
-      2.0 * 32 * 8 * 11 * 11 * 9);
-  add("lcn 32x8x11x11 w5", std::make_unique<LocalContrastNorm>(5, 1.0f), {32, 8, 11, 11},
-      2.0 * 2 * 32 * 11 * 11 * (8 + 25));
+  // The cat network's first stage: 16 maps of 30x30 pooled 3x3 to 28x28, then normalized.
+  const int64_t pool_in = 32 * 16 * 30 * 30, pool_out = 32 * 16 * 28 * 28;
+  add("l2 pool 32x16x30x30 w3 s1", std::make_unique<L2Pool>(3, 1), {32, 16, 30, 30},
+      2.0 * pool_out * 9);
+  rows.back().bytes = 4.0 * (3 * pool_in + 3 * pool_out);  // x, y; dy, y, x, dx
+  add("lcn 32x16x28x28 w5", std::make_unique<LocalContrastNorm>(5, 1.0f), {32, 16, 28, 28},
+      2.0 * pool_out * 25);  // two smoothings of 5 + 5 taps, a few elementwise passes
+  rows.back().bytes = 4.0 * 5 * pool_out;  // x, y; dy, x, dx
   add("embedding 16x128 vocab 8000 d256", std::make_unique<Embedding>("e", 8000, 256, 128, &rng),
       {16, 128}, 2.0 * 16 * 128 * 256, /*needs_dx=*/false, /*ids=*/true, 8000);
 
   const double peak = bench::SgemmPeakGflops();
-  std::printf("threads: %d   sgemm peak (oneDNN, 1536^3): %.1f GFLOP/s\n", threads, peak);
-  std::printf("%-42s %10s %10s %9s\n", "layer (forward + backward)", "ms", "GFLOP/s", "of peak");
+  const double triad = TriadGbps(pool_in);
+  std::printf("threads: %d   sgemm peak (oneDNN, 1536^3): %.1f GFLOP/s   triad (3 x %.1f MB): %.1f GB/s\n",
+              threads, peak, pool_in * 4 / 1e6, triad);
+  std::printf("%-42s %10s %10s %9s %8s %9s\n", "layer (forward + backward)", "ms", "GFLOP/s", "of peak", "GB/s",
+              "of triad");
+  const std::string only = argc > 2 ? argv[2] : "";
   for (const Row& r : rows) {
+    if (r.name.find(only) == std::string::npos) continue;
     const double t = bench::TimePerCall(r.run, 0.2);
     const double gf = r.flops / t / 1e9;
-    std::printf("%-42s %10.3f %10.1f %8.0f%%\n", r.name.c_str(), t * 1e3, gf, 100.0 * gf / peak);
+    std::printf("%-42s %10.3f %10.1f %8.0f%%", r.name.c_str(), t * 1e3, gf, 100.0 * gf / peak);
+    if (r.bytes > 0) std::printf(" %8.1f %8.0f%%", r.bytes / t / 1e9, 100.0 * r.bytes / t / 1e9 / triad);
+    std::printf("\n");
   }
   return 0;
 }

@@ -104,12 +104,14 @@ def cut(pid, seconds):
     """Process `pid` cut off the network for `seconds`: moved into the tagged cgroup (every socket
     it has or opens carries the tag) while nftables drops every packet such a socket sends or
     receives, so its peers see silence, not a refused connection, whatever ports it uses; then the
-    rules removed and the process moved back."""
+    rules removed and the process moved back. Returns the packets dropped (0: the cut did not
+    bite)."""
     root = os.path.dirname(CUT_GROUP)
     nft("add", "table", "inet", NFT_TABLE)
     for chain, hook in (("output", "output"), ("input", "input")):
         nft("add", "chain", "inet", NFT_TABLE, chain, "{ type filter hook %s priority 0; }" % hook)
-        nft("add", "rule", "inet", NFT_TABLE, chain, "meta", "cgroup", str(CUT_CLASSID), "drop")
+        nft("add", "rule", "inet", NFT_TABLE, chain, "meta", "cgroup", str(CUT_CLASSID), "counter", "drop")
+    dropped = 0
     try:
         with open(os.path.join(CUT_GROUP, "cgroup.procs"), "w") as f:
             f.write(str(pid))
@@ -117,12 +119,15 @@ def cut(pid, seconds):
     except OSError:
         pass  # it died meanwhile
     finally:
+        listing = subprocess.run(["nft", "list", "table", "inet", NFT_TABLE], capture_output=True, text=True).stdout
+        dropped = sum(int(n) for n in re.findall(r"counter packets (\d+)", listing))
         nft("delete", "table", "inet", NFT_TABLE)
         try:
             with open(os.path.join(root, "cgroup.procs"), "w") as f:
                 f.write(str(pid))
         except OSError:
             pass
+    return dropped
 
 
 def read_ledgers(ledger_dir):
@@ -231,6 +236,7 @@ def main():
         report.append("(no network cuts: nftables or cgroup v1's net_cls is missing or not permitted here)")
     events = []
     kills = {}  # shard index -> time of its last kill -9 (for the resume time)
+    cut_drops = []  # (role, index, seconds, packets dropped) per network cut
     deadline = t0 + args.minutes * 60
     limit = t0 + max(3 * base_seconds, args.minutes * 60 + 2 * base_seconds) + 120  # a hang, not a slow run
     next_fault = t0 + rng.uniform(lo, hi)
@@ -268,8 +274,9 @@ def main():
             events.append((now - t0, role, index, kind, 0.0))
         elif kind == "cut":
             pause = rng.uniform(4, 10)
-            cut(pid, pause)
+            dropped = cut(pid, pause)
             events.append((now - t0, role, index, kind, pause))
+            cut_drops.append((role, index, pause, dropped))
         else:
             pause = rng.uniform(2, 8)
             os.kill(pid, signal.SIGSTOP)
@@ -295,6 +302,11 @@ def main():
     m = re.search(r"cluster: .*", tail)
     if m:
         report.append(f"- launcher: {m.group(0)}")
+    for role, index, pause, dropped in cut_drops:
+        report.append(f"- cut of {role} {index} for {pause:.1f} s: {dropped} packets dropped")
+        if dropped == 0:
+            ok = False
+            report.append(f"FAIL: the cut of {role} {index} dropped nothing (the process was not cut off)")
     if hung:
         ok = False
         report.append("FAIL: the run did not finish in time (killed)")

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include <immintrin.h>
+
 #include "distbelief/base/logging.h"
 #include "distbelief/base/parallel.h"
 #include "distbelief/tensor/blas.h"
@@ -25,6 +27,31 @@ typedef float vfu __attribute__((vector_size(kLanes * 4), aligned(4)));
 inline vf Load(const float* p) { return *reinterpret_cast<const vfu*>(p); }
 inline void Store(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
 
+// Vectors of L lanes for the kernels along the maps: kLanes, or 8 when a layer has at most 8
+// maps (the paper's network), so no lane is padding.
+template <int L>
+struct Lanes {
+  typedef float v __attribute__((vector_size(L * 4)));
+  typedef float vu __attribute__((vector_size(L * 4), aligned(4)));
+  static v Load(const float* p) { return *reinterpret_cast<const vu*>(p); }
+  static void Store(float* p, v x) { *reinterpret_cast<vu*>(p) = x; }
+};
+
+// 1 / sqrt(t) per lane for t > 0: the hardware estimate (14 or 12 bits) refined by one Newton step
+// (relative error about 1e-7), no division and no square root.
+inline vf Rsqrt(vf t) {
+#if defined(__AVX512F__)
+  const vf r = reinterpret_cast<vf>(_mm512_maskz_rsqrt14_ps(0xFFFF, reinterpret_cast<__m512>(t)));
+#elif defined(__AVX__)
+  const vf r = reinterpret_cast<vf>(_mm256_rsqrt_ps(reinterpret_cast<__m256>(t)));
+#else
+  vf r;
+  for (int i = 0; i < kLanes; ++i) r[i] = 1.0f / std::sqrt(t[i]);
+  return r;
+#endif
+  return r * (1.5f - 0.5f * t * r * r);
+}
+
 int64_t RoundUpLanes(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
 // Per-thread scratch that grows as needed and is reused across calls.
@@ -38,6 +65,47 @@ float* ScratchZeroed(int slot, int64_t n) {
   float* p = Scratch(slot, n);
   std::memset(p, 0, n * sizeof(float));
   return p;
+}
+
+// dst[i] = src[i] * (scale ? scale[i] : 1) for i < n: for the short rows of a pooled plane, so
+// whole vectors and one masked vector for the rest (AVX-512), never a call to memcpy.
+inline void CopyRow(const float* src, const float* scale, int64_t n, float* dst) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) Store(dst + i, scale ? Load(src + i) * Load(scale + i) : Load(src + i));
+  if (i == n) return;
+#if defined(__AVX512F__)
+  const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+  __m512 v = _mm512_maskz_loadu_ps(m, src + i);
+  if (scale) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, scale + i));
+  _mm512_mask_storeu_ps(dst + i, m, v);
+#else
+  for (; i < n; ++i) dst[i] = scale ? src[i] * scale[i] : src[i];
+#endif
+}
+
+// out[i] = (add + sum_{t < taps} f(in[i + t step])) * (mul ? mul[i] : 1) for i < n, with f the
+// square or the identity: one pass, one store per output, vectors along i.
+void SumOfShifted(const float* in, int64_t n, int64_t taps, int64_t step, bool square, float add,
+                  const float* mul, float* out) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    vf acc = {};
+    for (int64_t t = 0; t < taps; ++t) {
+      const vf v = Load(in + i + t * step);
+      acc += square ? v * v : v;
+    }
+    acc += add;
+    if (mul) acc *= Load(mul + i);
+    Store(out + i, acc);
+  }
+  for (; i < n; ++i) {
+    float acc = 0.0f;
+    for (int64_t t = 0; t < taps; ++t) {
+      const float v = in[i + t * step];
+      acc += square ? v * v : v;
+    }
+    out[i] = (acc + add) * (mul ? mul[i] : 1.0f);
+  }
 }
 
 }  // namespace
@@ -70,15 +138,16 @@ struct LcGeometry {
   }
 };
 
-// y (NB, ldy) [KC vectors] = sum_j x_b[off[j]] w[j] for the NB images whose field corners are
-// base[b]; w rows (CFF, ldw), KC vectors of maps each.
-template <int KC, int NB>
+// y (NB, ldy) [KC vectors of L lanes] = sum_j x_b[off[j]] w[j] for the NB images whose field
+// corners are base[b]; w rows (CFF, ldw), KC vectors of maps each.
+template <int L, int KC, int NB>
 void FieldsTimesWeights(int64_t cff, const int64_t* off, const float* const* base, const float* w,
                         int64_t ldw, float* y, int64_t ldy) {
-  vf acc[NB][KC] = {};
+  using V = Lanes<L>;
+  typename V::v acc[NB][KC] = {};
   for (int64_t j = 0; j < cff; ++j) {
-    vf wv[KC];
-    for (int q = 0; q < KC; ++q) wv[q] = Load(w + j * ldw + q * kLanes);
+    typename V::v wv[KC];
+    for (int q = 0; q < KC; ++q) wv[q] = V::Load(w + j * ldw + q * L);
     const int64_t o = off[j];
     for (int b = 0; b < NB; ++b) {
       const float x = base[b][o];
@@ -86,10 +155,10 @@ void FieldsTimesWeights(int64_t cff, const int64_t* off, const float* const* bas
     }
   }
   for (int b = 0; b < NB; ++b)
-    for (int q = 0; q < KC; ++q) Store(y + b * ldy + q * kLanes, acc[b][q]);
+    for (int q = 0; q < KC; ++q) V::Store(y + b * ldy + q * L, acc[b][q]);
 }
 
-template <int KC>
+template <int L, int KC>
 void FieldsTimesWeightsBatch(int64_t nb, int64_t cff, const int64_t* off, const float* img,
                              int64_t stride, const float* w, int64_t ldw, float* y, int64_t ldy) {
   // At most 8 images at once: their field pointers must stay in general registers.
@@ -98,41 +167,43 @@ void FieldsTimesWeightsBatch(int64_t nb, int64_t cff, const int64_t* off, const 
   int64_t b = 0;
   for (; b + NB <= nb; b += NB) {
     for (int i = 0; i < NB; ++i) base[i] = img + (b + i) * stride;
-    FieldsTimesWeights<KC, NB>(cff, off, base, w, ldw, y + b * ldy, ldy);
+    FieldsTimesWeights<L, KC, NB>(cff, off, base, w, ldw, y + b * ldy, ldy);
   }
   for (; b < nb; ++b) {
     base[0] = img + b * stride;
-    FieldsTimesWeights<KC, 1>(cff, off, base, w, ldw, y + b * ldy, ldy);
+    FieldsTimesWeights<L, KC, 1>(cff, off, base, w, ldw, y + b * ldy, ldy);
   }
 }
 
-// dw (TJ taps, ldw) [KC vectors] += sum_b x_b[off[t]] c_b for the field corners base0 + b stride.
-template <int KC, int TJ>
+// dw (TJ taps, ldw) [KC vectors of L lanes] += sum_b x_b[off[t]] c_b for the field corners
+// base0 + b stride.
+template <int L, int KC, int TJ>
 void AccumulateTaps(int64_t nb, const int64_t* off, const float* base0, int64_t stride,
                     const float* c, int64_t ldc, float* dw, int64_t ldw) {
-  vf acc[TJ][KC];
+  using V = Lanes<L>;
+  typename V::v acc[TJ][KC];
   for (int t = 0; t < TJ; ++t)
-    for (int q = 0; q < KC; ++q) acc[t][q] = Load(dw + t * ldw + q * kLanes);
+    for (int q = 0; q < KC; ++q) acc[t][q] = V::Load(dw + t * ldw + q * L);
   for (int64_t b = 0; b < nb; ++b) {
     const float* p = base0 + b * stride;
-    vf cv[KC];
-    for (int q = 0; q < KC; ++q) cv[q] = Load(c + b * ldc + q * kLanes);
+    typename V::v cv[KC];
+    for (int q = 0; q < KC; ++q) cv[q] = V::Load(c + b * ldc + q * L);
     for (int t = 0; t < TJ; ++t) {
       const float x = p[off[t]];
       for (int q = 0; q < KC; ++q) acc[t][q] += x * cv[q];
     }
   }
   for (int t = 0; t < TJ; ++t)
-    for (int q = 0; q < KC; ++q) Store(dw + t * ldw + q * kLanes, acc[t][q]);
+    for (int q = 0; q < KC; ++q) V::Store(dw + t * ldw + q * L, acc[t][q]);
 }
 
-template <int KC>
+template <int L, int KC>
 void AccumulateTapsAll(int64_t nb, int64_t cff, const int64_t* off, const float* base0,
                        int64_t stride, const float* c, int64_t ldc, float* dw, int64_t ldw) {
   constexpr int TJ = kAccs / KC > 0 ? kAccs / KC : 1;
   int64_t j = 0;
-  for (; j + TJ <= cff; j += TJ) AccumulateTaps<KC, TJ>(nb, off + j, base0, stride, c, ldc, dw + j * ldw, ldw);
-  for (; j < cff; ++j) AccumulateTaps<KC, 1>(nb, off + j, base0, stride, c, ldc, dw + j * ldw, ldw);
+  for (; j + TJ <= cff; j += TJ) AccumulateTaps<L, KC, TJ>(nb, off + j, base0, stride, c, ldc, dw + j * ldw, ldw);
+  for (; j < cff; ++j) AccumulateTaps<L, KC, 1>(nb, off + j, base0, stride, c, ldc, dw + j * ldw, ldw);
 }
 
 // q (TJ, ldq) [BV vectors of the batch] = sum_k w[t wj + k wk] ct[k] for ct (K, ldc).
@@ -161,12 +232,12 @@ void WeightsTimesCodeAll(int64_t cff, int64_t nk, const float* w, int64_t wj, in
   for (; j < cff; ++j) WeightsTimesCode<BV, 1>(nk, w + j * wj, wj, wk, ct, ldc, q + j * ldq, ldq);
 }
 
-// Runs fn.template operator()<V>(v0) for each chunk of at most 4 vectors of n (a multiple of
-// kLanes): V vectors starting at lane v0.
-template <typename Fn>
+// Runs fn.template operator()<V>(v0) for each chunk of at most 4 vectors of L lanes of n (a
+// multiple of L): V vectors starting at lane v0.
+template <int L, typename Fn>
 void ForVectorChunks(int64_t n, Fn&& fn) {
-  for (int64_t v0 = 0; v0 < n; v0 += 4 * kLanes) {
-    switch (std::min<int64_t>(4, (n - v0) / kLanes)) {
+  for (int64_t v0 = 0; v0 < n; v0 += 4 * L) {
+    switch (std::min<int64_t>(4, (n - v0) / L)) {
       case 1: fn.template operator()<1>(v0); break;
       case 2: fn.template operator()<2>(v0); break;
       case 3: fn.template operator()<3>(v0); break;
@@ -175,10 +246,15 @@ void ForVectorChunks(int64_t n, Fn&& fn) {
   }
 }
 
+// The lanes of the vectors along K maps: 8 when 8 cover them and the machine's are wider.
+int MapLanes(int64_t k) { return k <= 8 ? 8 : kLanes; }
+int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
 // W_l as (CFF, ldw) rows of maps: the weights themselves when they are K-inner and K fills whole
-// vectors, else a zero-padded copy in scratch slot 0.
-const float* MapsInnerAt(const LcGeometry& g, const float* w, bool k_inner, int64_t l, int64_t* ldw) {
-  const int64_t cff = g.cff(), k = g.k, ldk = RoundUpLanes(k);
+// vectors of `lanes`, else a zero-padded copy in scratch slot 0.
+const float* MapsInnerAt(const LcGeometry& g, const float* w, bool k_inner, int64_t l, int lanes,
+                         int64_t* ldw) {
+  const int64_t cff = g.cff(), k = g.k, ldk = RoundUp(k, lanes);
   const float* wl = w + l * cff * k;
   if (k_inner && k == ldk) {
     *ldw = k;
@@ -192,24 +268,30 @@ const float* MapsInnerAt(const LcGeometry& g, const float* w, bool k_inner, int6
 }
 
 // code (B, K, OH, OW) = P_l(img) W_l (+ bias (K, OH OW) when not null). Locations over threads.
-void LcImageToCode(const LcGeometry& g, const float* img, const float* w, bool k_inner,
-                   const float* bias, float* code) {
-  const int64_t locs = g.locs(), cff = g.cff(), ldk = RoundUpLanes(g.k);
+template <int L>
+void LcImageToCodeL(const LcGeometry& g, const float* img, const float* w, bool k_inner,
+                    const float* bias, float* code) {
+  const int64_t locs = g.locs(), cff = g.cff(), ldk = RoundUp(g.k, L);
   const std::vector<int64_t> off = g.TapOffsets();
   ParallelFor(locs, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t l = lo; l < hi; ++l) {
       int64_t ldw;
-      const float* wl = MapsInnerAt(g, w, k_inner, l, &ldw);
+      const float* wl = MapsInnerAt(g, w, k_inner, l, L, &ldw);
       float* y = Scratch(1, g.b * ldk);
       const float* corner = img + g.corner(l);
-      ForVectorChunks(ldk, [&]<int KC>(int64_t k0) {
-        FieldsTimesWeightsBatch<KC>(g.b, cff, off.data(), corner, g.image(), wl + k0, ldw, y + k0, ldk);
+      ForVectorChunks<L>(ldk, [&]<int KC>(int64_t k0) {
+        FieldsTimesWeightsBatch<L, KC>(g.b, cff, off.data(), corner, g.image(), wl + k0, ldw, y + k0, ldk);
       });
       for (int64_t b = 0; b < g.b; ++b)
         for (int64_t k = 0; k < g.k; ++k)
           code[(b * g.k + k) * locs + l] = y[b * ldk + k] + (bias ? bias[k * locs + l] : 0.0f);
     }
   });
+}
+void LcImageToCode(const LcGeometry& g, const float* img, const float* w, bool k_inner,
+                   const float* bias, float* code) {
+  if (MapLanes(g.k) == 8) return LcImageToCodeL<8>(g, img, w, k_inner, bias, code);
+  LcImageToCodeL<kLanes>(g, img, w, k_inner, bias, code);
 }
 
 // img (B, C, H, W) = sum_l scatter(code_l W_l^T): the transpose of LcImageToCode (overwrites img).
@@ -227,7 +309,7 @@ void LcCodeToImage(const LcGeometry& g, const float* code, const float* w, bool 
         for (int64_t b = 0; b < mb; ++b) ct[m * ldb + b] = code[((b_lo + b) * k + m) * locs + l];
       const float* wl = w + l * cff * k;
       const int64_t wj = k_inner ? k : 1, wk = k_inner ? 1 : cff;
-      ForVectorChunks(ldb, [&]<int BV>(int64_t b0) {
+      ForVectorChunks<kLanes>(ldb, [&]<int BV>(int64_t b0) {
         WeightsTimesCodeAll<BV>(cff, k, wl, wj, wk, ct + b0, ldb, q + b0, ldb);
       });
       const int64_t corner = g.corner(l);
@@ -241,21 +323,22 @@ void LcCodeToImage(const LcGeometry& g, const float* code, const float* w, bool 
 
 // dW_l += P_l(img)^T code_l (in W's layout); dbias (K, OH OW) += sum_b code_l when not null.
 // Locations over threads.
-void LcWeightGrad(const LcGeometry& g, const float* img, const float* code, float* dw, bool k_inner,
-                  float* dbias) {
-  const int64_t locs = g.locs(), cff = g.cff(), k = g.k, ldk = RoundUpLanes(k);
+template <int L>
+void LcWeightGradL(const LcGeometry& g, const float* img, const float* code, float* dw, bool k_inner,
+                   float* dbias) {
+  const int64_t locs = g.locs(), cff = g.cff(), k = g.k, ldk = RoundUp(k, L);
   const std::vector<int64_t> off = g.TapOffsets();
   const bool direct = k_inner && k == ldk;
   ParallelFor(locs, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t l = lo; l < hi; ++l) {
-      float* cl = ScratchZeroed(1, g.b * ldk);  // (B, ldk): this location's code
+      float* cl = k == ldk ? Scratch(1, g.b * ldk) : ScratchZeroed(1, g.b * ldk);  // (B, ldk): this location's code
       for (int64_t b = 0; b < g.b; ++b)
         for (int64_t m = 0; m < k; ++m) cl[b * ldk + m] = code[(b * k + m) * locs + l];
       float* dwl = dw + l * cff * k;
       float* acc = direct ? dwl : ScratchZeroed(0, cff * ldk);  // (CFF, ldk)
       const float* corner = img + g.corner(l);
-      ForVectorChunks(ldk, [&]<int KC>(int64_t k0) {
-        AccumulateTapsAll<KC>(g.b, cff, off.data(), corner, g.image(), cl + k0, ldk, acc + k0, ldk);
+      ForVectorChunks<L>(ldk, [&]<int KC>(int64_t k0) {
+        AccumulateTapsAll<L, KC>(g.b, cff, off.data(), corner, g.image(), cl + k0, ldk, acc + k0, ldk);
       });
       if (!direct)
         for (int64_t j = 0; j < cff; ++j)
@@ -268,6 +351,11 @@ void LcWeightGrad(const LcGeometry& g, const float* img, const float* code, floa
         }
     }
   });
+}
+void LcWeightGrad(const LcGeometry& g, const float* img, const float* code, float* dw, bool k_inner,
+                  float* dbias) {
+  if (MapLanes(g.k) == 8) return LcWeightGradL<8>(g, img, code, dw, k_inner, dbias);
+  LcWeightGradL<kLanes>(g, img, code, dw, k_inner, dbias);
 }
 
 }  // namespace
@@ -479,29 +567,48 @@ void L2Pool::Forward(const Tensor& x, Tensor* y) {
   const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
   const int64_t oh = (h - p_) / s_ + 1, ow = (w - p_) / s_ + 1;
   y->Resize({x.dim(0), x.dim(1), oh, ow});
-  // Row by row of the output, the window's taps outermost: the innermost loop runs along a row
-  // (contiguous when the stride is 1, so it vectorizes).
+  const int64_t n = (oh - 1) * w + ow;  // outputs of a plane at full width (S = 1)
+  if (s_ == 1) saved_.Resize({planes, n});
   ParallelFor(planes, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> r(h * w), t(n);
     for (int64_t pl = lo; pl < hi; ++pl) {
       const float* xp = x.data() + pl * h * w;
       float* yp = y->data() + pl * oh * ow;
+      if (s_ == 1) {
+        // Separable and at full width: the plane as one flat row, so every loop is long and
+        // contiguous. r[i] = sum_dx x[i + dx]^2; t[i] = eps + sum_dy r[i + dy w] for the outputs
+        // i = oy w + ox (columns ox >= ow computed, not output); y = t / sqrt(t), and 1 / sqrt(t)
+        // kept for Backward.
+        const int64_t nr = h * w - (p_ - 1);
+        float* inv = saved_.data() + pl * n;
+        SumOfShifted(xp, nr, p_, 1, /*square=*/true, 0.0f, nullptr, r.data());
+        SumOfShifted(r.data(), n, p_, w, /*square=*/false, eps_, nullptr, t.data());
+        int64_t i = 0;
+        for (; i + kLanes <= n; i += kLanes) {
+          const vf tv = Load(&t[i]), iv = Rsqrt(tv);
+          Store(inv + i, iv);
+          Store(&t[i], tv * iv);
+        }
+        for (; i < n; ++i) {
+          inv[i] = 1.0f / std::sqrt(t[i]);
+          t[i] = std::sqrt(t[i]);
+        }
+        for (int64_t oy = 0; oy < oh; ++oy) CopyRow(&t[oy * w], nullptr, ow, yp + oy * ow);
+        continue;
+      }
       for (int64_t oy = 0; oy < oh; ++oy) {
         float* yr = yp + oy * ow;
         std::fill(yr, yr + ow, eps_);
         for (int64_t dy = 0; dy < p_; ++dy)
           for (int64_t dx = 0; dx < p_; ++dx) {
             const float* xr = xp + (oy * s_ + dy) * w + dx;
-            if (s_ == 1) {
-              for (int64_t ox = 0; ox < ow; ++ox) yr[ox] += xr[ox] * xr[ox];
-            } else {
-              for (int64_t ox = 0; ox < ow; ++ox) yr[ox] += xr[ox * s_] * xr[ox * s_];
-            }
+            for (int64_t ox = 0; ox < ow; ++ox) yr[ox] += xr[ox * s_] * xr[ox * s_];
           }
         for (int64_t ox = 0; ox < ow; ++ox) yr[ox] = std::sqrt(yr[ox]);
       }
     }
   });
-  y_ = *y;
+  if (s_ != 1) saved_ = *y;
 }
 
 // dx[i] = sum over the windows containing i of dy * x[i] / y
@@ -509,26 +616,39 @@ void L2Pool::Backward(const Tensor& dy, Tensor* dx) {
   if (!dx) return;
   const Tensor& x = *x_;
   const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
-  const int64_t oh = y_.dim(2), ow = y_.dim(3);
+  const int64_t oh = (h - p_) / s_ + 1, ow = (w - p_) / s_ + 1, n = (oh - 1) * w + ow;
   dx->Resize(x.shape());
-  dx->Zero();
   ParallelFor(planes, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<float> ratio(ow);
+    // Zero-padded so both spreads are sums of shifted copies: rp = (p - 1 zeros, ratio, p - 1
+    // zeros), rhp = ((p - 1) W zeros, the column spread, zeros).
+    const int64_t nh = n + p_ - 1;
+    std::vector<float> rp(n + 2 * (p_ - 1), 0.0f), rhp(h * w + (p_ - 1) * w, 0.0f), ratio(ow);
     for (int64_t pl = lo; pl < hi; ++pl) {
       const float* xp = x.data() + pl * h * w;
       float* dp = dx->data() + pl * h * w;
+      const float* dyp = dy.data() + pl * oh * ow;
+      if (s_ == 1) {
+        // The forward's transpose, separable and at full width: ratio (dy / y at i = oy w + ox,
+        // 0 in the dropped columns) spread over each window's columns, then its rows, times x.
+        const float* inv = saved_.data() + pl * n;
+        float* r = rp.data() + (p_ - 1);
+        for (int64_t oy = 0; oy < oh; ++oy) {
+          CopyRow(dyp + oy * ow, inv + oy * w, ow, r + oy * w);
+          for (int64_t i = oy * w + ow; i < std::min((oy + 1) * w, n); ++i) r[i] = 0.0f;
+        }
+        SumOfShifted(rp.data(), nh, p_, 1, false, 0.0f, nullptr, rhp.data() + (p_ - 1) * w);
+        SumOfShifted(rhp.data(), h * w, p_, w, false, 0.0f, xp, dp);
+        continue;
+      }
+      std::fill(dp, dp + h * w, 0.0f);
       for (int64_t oy = 0; oy < oh; ++oy) {
-        const float* dyr = dy.data() + pl * oh * ow + oy * ow;
-        const float* yr = y_.data() + pl * oh * ow + oy * ow;
+        const float* dyr = dyp + oy * ow;
+        const float* yr = saved_.data() + pl * oh * ow + oy * ow;
         for (int64_t ox = 0; ox < ow; ++ox) ratio[ox] = dyr[ox] / yr[ox];
         for (int64_t a = 0; a < p_; ++a)
           for (int64_t c = 0; c < p_; ++c) {
             const int64_t row = (oy * s_ + a) * w + c;
-            if (s_ == 1) {
-              for (int64_t ox = 0; ox < ow; ++ox) dp[row + ox] += ratio[ox] * xp[row + ox];
-            } else {
-              for (int64_t ox = 0; ox < ow; ++ox) dp[row + ox * s_] += ratio[ox] * xp[row + ox * s_];
-            }
+            for (int64_t ox = 0; ox < ow; ++ox) dp[row + ox * s_] += ratio[ox] * xp[row + ox * s_];
           }
       }
     }

@@ -98,7 +98,8 @@ class L2Pool : public Layer {
   int64_t p_, s_;
   float eps_;
   const Tensor* x_ = nullptr;
-  Tensor y_;
+  Tensor saved_;  // for Backward: 1 / y (B C, (OH - 1) W + OW), rows at full width, when S = 1;
+                  // else y (B, C, OH, OW)
 };
 
 // Local contrast normalization (Jarrett et al. 2009, as in Le et al. 2012), same size in and out:
