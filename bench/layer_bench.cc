@@ -107,7 +107,8 @@ int main(int argc, char** argv) {
       2.0 * pool_out * 9);
   rows.back().bytes = 4.0 * (3 * pool_in + 3 * pool_out);  // x, y; dy, y, x, dx
   add("lcn 32x16x28x28 w5", std::make_unique<LocalContrastNorm>(5, 1.0f), {32, 16, 28, 28},
-      2.0 * pool_out * 25);  // two smoothings of 5 + 5 taps, a few elementwise passes
+      6.0 * pool_out + 2.0 * 32 * 28 * 28 * 20);  // per value a few elementwise passes, per pixel two
+                                                    // smoothings of 5 + 5 taps
   rows.back().bytes = 4.0 * 5 * pool_out;  // x, y; dy, x, dx
   add("embedding 16x128 vocab 8000 d256", std::make_unique<Embedding>("e", 8000, 256, 128, &rng),
       {16, 128}, 2.0 * 16 * 128 * 256, /*needs_dx=*/false, /*ids=*/true, 8000);

@@ -108,6 +108,22 @@ void SumOfShifted(const float* in, int64_t n, int64_t taps, int64_t step, bool s
   }
 }
 
+// out[i] = scale * sum_{t < taps} k[t] in[i + t step] for i < n: one pass, vectors along i.
+void WeightedSumOfShifted(const float* in, int64_t n, int64_t taps, int64_t step, const float* k,
+                          float scale, float* out) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    vf acc = {};
+    for (int64_t t = 0; t < taps; ++t) acc += k[t] * Load(in + i + t * step);
+    Store(out + i, scale * acc);
+  }
+  for (; i < n; ++i) {
+    float acc = 0.0f;
+    for (int64_t t = 0; t < taps; ++t) acc += k[t] * in[i + t * step];
+    out[i] = scale * acc;
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -685,10 +701,15 @@ void LocalContrastNorm::Smooth(const float* in, int64_t nb, int64_t c, int64_t h
         const float* sc = src + ci * hw;
         for (int64_t i = 0; i < hw; ++i) sum[i] += sc[i];
       }
+      // Horizontal pass over the plane as one flat row (taps reaching into a neighbouring row
+      // are wrong only in the r columns at each edge, redone with the bounds), then the
+      // vertical pass likewise (wrong only in the r rows at the top and bottom).
+      if (w > 2 * r) WeightedSumOfShifted(sum.data(), hw - 2 * r, g_, 1, k1, 1.0f, row.data() + r);
       for (int64_t y = 0; y < h; ++y) {
         const float* sr = sum.data() + y * w;
         float* rr = row.data() + y * w;
         for (int64_t x = 0; x < w; ++x) {
+          if (x == r && w - r > r) x = w - r;  // the interior is done
           float acc = 0.0f;
           const int64_t d0 = std::max<int64_t>(-r, -x), d1 = std::min<int64_t>(r, w - 1 - x);
           for (int64_t d = d0; d <= d1; ++d) acc += k1[d + r] * sr[x + d];
@@ -696,7 +717,9 @@ void LocalContrastNorm::Smooth(const float* in, int64_t nb, int64_t c, int64_t h
         }
       }
       float* o = out + b * hw;
+      if (h > 2 * r) WeightedSumOfShifted(row.data(), (h - 2 * r) * w, g_, w, k1, inv_c, o + r * w);
       for (int64_t y = 0; y < h; ++y) {
+        if (y == r && h - r > r) y = h - r;  // the interior is done
         float* orow = o + y * w;
         std::fill(orow, orow + w, 0.0f);
         const int64_t a0 = std::max<int64_t>(-r, -y), a1 = std::min<int64_t>(r, h - 1 - y);
@@ -710,7 +733,7 @@ void LocalContrastNorm::Smooth(const float* in, int64_t nb, int64_t c, int64_t h
   });
 }
 
-// m = Smooth(x); v = x - m; den = sqrt(c0 + Smooth(v^2)); y = v / den
+// m = Smooth(x); v = x - m; den = sqrt(c0 + Smooth(v^2)); y = v / den. Keeps v and 1 / den.
 void LocalContrastNorm::Forward(const Tensor& x, Tensor* y) {
   CHECK(x.ndim() == 4) << "lcn: input " << x.ShapeString();
   x_ = &x;
@@ -718,31 +741,35 @@ void LocalContrastNorm::Forward(const Tensor& x, Tensor* y) {
   m_.Resize({nb, h, w});
   Smooth(x.data(), nb, c, h, w, m_.data());
   v_.Resize(x.shape());
-  v2_.Resize(x.shape());
+  v2_.Resize({nb, 1, h, w});  // sum over the maps of v^2, / C
+  const float inv_c = 1.0f / static_cast<float>(c);
   ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t b = lo; b < hi; ++b)
+    for (int64_t b = lo; b < hi; ++b) {
+      const float* ms = m_.data() + b * hw;
+      float* s2 = v2_.data() + b * hw;
+      std::fill(s2, s2 + hw, 0.0f);
       for (int64_t ci = 0; ci < c; ++ci) {
         const float* xs = x.data() + (b * c + ci) * hw;
-        const float* ms = m_.data() + b * hw;
         float* vs = v_.data() + (b * c + ci) * hw;
-        float* v2s = v2_.data() + (b * c + ci) * hw;
         for (int64_t i = 0; i < hw; ++i) {
           vs[i] = xs[i] - ms[i];
-          v2s[i] = vs[i] * vs[i];
+          s2[i] += vs[i] * vs[i];
         }
       }
+      for (int64_t i = 0; i < hw; ++i) s2[i] *= inv_c;
+    }
   });
   den_.Resize({nb, h, w});
-  Smooth(v2_.data(), nb, c, h, w, den_.data());
+  Smooth(v2_.data(), nb, 1, h, w, den_.data());
   y->Resize(x.shape());
   ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t b = lo; b < hi; ++b) {
-      float* d = den_.data() + b * hw;
-      for (int64_t i = 0; i < hw; ++i) d[i] = std::sqrt(c0_ + d[i]);
+      float* d = den_.data() + b * hw;  // becomes 1 / den
+      for (int64_t i = 0; i < hw; ++i) d[i] = 1.0f / std::sqrt(c0_ + d[i]);
       for (int64_t ci = 0; ci < c; ++ci) {
         const float* vs = v_.data() + (b * c + ci) * hw;
         float* ys = y->data() + (b * c + ci) * hw;
-        for (int64_t i = 0; i < hw; ++i) ys[i] = vs[i] / d[i];
+        for (int64_t i = 0; i < hw; ++i) ys[i] = vs[i] * d[i];
       }
     }
   });
@@ -765,8 +792,8 @@ void LocalContrastNorm::Backward(const Tensor& dy, Tensor* dx) {
         const float* vs = v_.data() + (b * c + ci) * hw;
         for (int64_t i = 0; i < hw; ++i) dsb[i] += dys[i] * vs[i];
       }
-      const float* d = den_.data() + b * hw;
-      for (int64_t i = 0; i < hw; ++i) dsb[i] = -dsb[i] / (d[i] * d[i]) * 0.5f / d[i];
+      const float* inv = den_.data() + b * hw;
+      for (int64_t i = 0; i < hw; ++i) dsb[i] = -0.5f * dsb[i] * inv[i] * inv[i] * inv[i];
     }
   });
   Tensor ds_spread({nb, h, w});
@@ -778,10 +805,10 @@ void LocalContrastNorm::Backward(const Tensor& dy, Tensor* dx) {
       for (int64_t ci = 0; ci < c; ++ci) {
         const float* dys = dy.data() + (b * c + ci) * hw;
         const float* vs = v_.data() + (b * c + ci) * hw;
-        const float* d = den_.data() + b * hw;
+        const float* inv = den_.data() + b * hw;
         const float* sp = ds_spread.data() + b * hw;
         float* dv = dx->data() + (b * c + ci) * hw;
-        for (int64_t i = 0; i < hw; ++i) dv[i] = dys[i] / d[i] + 2.0f * vs[i] * sp[i] * inv_c;
+        for (int64_t i = 0; i < hw; ++i) dv[i] = dys[i] * inv[i] + 2.0f * vs[i] * sp[i] * inv_c;
       }
   });
   Tensor dm({nb, h, w});

@@ -123,8 +123,8 @@ class LocalContrastNorm : public Layer {
   float c0_;
   std::vector<float> kernel1_;  // (G): g = kernel1_ kernel1_^T, which sums to 1
   const Tensor* x_ = nullptr;
-  Tensor v_, den_;   // v (B, C, H, W), den (B, H, W)
-  Tensor m_, v2_;    // scratch kept between calls: the local mean, v^2
+  Tensor v_, den_;   // v (B, C, H, W), 1 / den (B, H, W)
+  Tensor m_, v2_;    // scratch kept between calls: the local mean, the maps' mean of v^2
 };
 
 }  // namespace distbelief

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <sstream>
 
 #include "distbelief/base/logging.h"
 #include "distbelief/io/checkpoint.h"
@@ -82,11 +83,13 @@ Status SaveCatNet(CatNet* net, const std::string& path, const std::string& confi
 Status LoadCatNet(CatNet* net, const std::string& path) {
   DB_ASSIGN_OR_RETURN(Checkpoint c, ReadCheckpoint(path));
   const auto format = c.metadata.find("format");
-  if (format == c.metadata.end() || format->second != kCatFormat)
-    return absl::InvalidArgumentError(
-        path + ": not a cat network of this version (format \"" +
-        (format == c.metadata.end() ? std::string() : format->second) + "\", want \"" + kCatFormat +
-        "\"; distbelief-cat-1 stored the encoder's maps outermost: train again)");
+  if (format == c.metadata.end() || format->second != kCatFormat) {
+    std::ostringstream msg;
+    msg << path << ": not a cat network of this version (format \""
+        << (format == c.metadata.end() ? std::string() : format->second) << "\", want \"" << kCatFormat
+        << "\"; distbelief-cat-1 stored the encoder's maps outermost: train again)";
+    return absl::InvalidArgumentError(msg.str());
+  }
   const std::vector<Param*> params = net->AllParams();
   for (Param* p : params) {
     auto it = c.tensors.find(p->name);

@@ -62,7 +62,8 @@ StatusOr<CatTrainResult> TrainCatNet(CatNet* net, const CatOptions& o, const Eng
 
 // Saves every stage's parameters as a safetensors checkpoint, with the config text.
 Status SaveCatNet(CatNet* net, const std::string& path, const std::string& config_text);
-// Loads them back. kInvalidArgument naming the tensor if the checkpoint does not fit the network
+// Loads them back. kInvalidArgument naming the tensor if the checkpoint does not fit the network,
+// or naming the format if it is not distbelief-cat-2 (cat-1 stored the encoder's maps outermost)
 // (nothing is changed then); kDataLoss for a corrupt file.
 Status LoadCatNet(CatNet* net, const std::string& path);
 

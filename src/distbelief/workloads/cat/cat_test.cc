@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "distbelief/base/random.h"
+#include "distbelief/io/checkpoint.h"
 #include "distbelief/mp/cat_partitions.h"
 #include "distbelief/workloads/cat/cat.h"
 #include "distbelief/workloads/cat/report.h"
@@ -340,6 +341,38 @@ TEST(CatNet, BadGeometryAndMissingDataAreClearErrors) {
   auto ok = CatNet::Create(o.net, 1);
   ASSERT_TRUE(ok.ok());
   EXPECT_EQ(TrainCatNet(ok->get(), o, Local()).status().code(), absl::StatusCode::kNotFound);
+}
+
+// A checkpoint round-trips; one written before the encoder's layout changed (format
+// distbelief-cat-1), or of another network, is refused with the reason, the network untouched.
+TEST(CatNet, CheckpointsRoundTripAndOldLayoutsAreRefused) {
+  CatNetOptions n;
+  n.frame = 16;
+  n.stages = {CatStageOptions{4, 4, 2, 3, 5}};
+  auto a = CatNet::Create(n, 1), b = CatNet::Create(n, 2);
+  ASSERT_TRUE(a.ok() && b.ok());
+  const std::string path = ::testing::TempDir() + "/cat_format.safetensors";
+  ASSERT_TRUE(SaveCatNet(a->get(), path, "").ok());
+  ASSERT_TRUE(LoadCatNet(b->get(), path).ok());
+  for (size_t i = 0; i < (*a)->AllParams().size(); ++i) {
+    const Tensor& x = (*a)->AllParams()[i]->value;
+    const Tensor& y = (*b)->AllParams()[i]->value;
+    ASSERT_EQ(x.size(), y.size());
+    for (int64_t j = 0; j < x.size(); ++j) ASSERT_EQ(x[j], y[j]);
+  }
+  auto old = ReadCheckpoint(path);
+  ASSERT_TRUE(old.ok());
+  old->metadata["format"] = "distbelief-cat-1";
+  ASSERT_TRUE(WriteCheckpoint(path, *old).ok());
+  auto c = CatNet::Create(n, 3);
+  ASSERT_TRUE(c.ok());
+  const Tensor before = (*c)->AllParams()[0]->value;
+  const Status st = LoadCatNet(c->get(), path);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("distbelief-cat-1"), std::string::npos) << st;
+  EXPECT_NE(st.message().find("train again"), std::string::npos) << st;
+  for (int64_t j = 0; j < before.size(); ++j) ASSERT_EQ((*c)->AllParams()[0]->value[j], before[j]);
+  std::remove(path.c_str());
 }
 
 TEST(FaceTest, CutsAndAucOnKnownScores) {
