@@ -123,6 +123,10 @@ StatusOr<CatOptions> ParseCatOptions(ConfigFile* file) {
   int64_t top_maps = 0;
   DB_RETURN_IF_ERROR(c.Int("top_maps", &top_maps, 0, 4096));
   if (top_maps > 0) o.net.stages.back().maps = top_maps;
+  // ... and its fields closer together, for more locations and so more units (0: cat.stride).
+  int64_t top_stride = 0;
+  DB_RETURN_IF_ERROR(c.Int("top_stride", &top_stride, 0, 512));
+  if (top_stride > 0) o.net.stages.back().stride = top_stride;
   DB_RETURN_IF_ERROR(c.Float("lambda", &o.net.lambda, 0.0, 100.0));
   o.net.init_scale = 0.05f;
   DB_RETURN_IF_ERROR(c.Float("init_scale", &o.net.init_scale, 1e-6, 10.0));

@@ -22,7 +22,8 @@
 
 namespace distbelief {
 
-// [cat]. Every stage has the same shape, but the top stage may have more maps (top_maps).
+// [cat]. Every stage has the same shape, but the top stage may have more maps (top_maps) and a
+// smaller stride (top_stride).
 struct CatOptions {
   CatNetOptions net;                // frame, stages x {maps, field, stride, pool, lcn_window}, lambda, init_scale
   std::string train_dir = "data/cat/train";

@@ -278,6 +278,29 @@ TEST(CatNet, TrainsWithModelPartitionsUnderDownpour) {
 }
 
 // The paper-size config parses (it is far too big to build in a test: 2.1 billion parameters).
+// top_maps and top_stride change the top stage alone; 0 means the stages' values.
+TEST(CatConfig, TopStageMayBeWiderAndDenser) {
+  auto file = ConfigFile::Load("configs/cat.toml", {"cat.top_maps=32", "cat.top_stride=1"});
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto c = ParseCatOptions(&*file);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->net.stages.size(), 3u);
+  EXPECT_EQ(c->net.stages[0].maps, 16);
+  EXPECT_EQ(c->net.stages[0].stride, 2);
+  EXPECT_EQ(c->net.stages[2].maps, 32);
+  EXPECT_EQ(c->net.stages[2].stride, 1);
+  auto net = CatNet::Create(c->net, 1);
+  ASSERT_TRUE(net.ok()) << net.status();
+  // 64 -> 30 -> 28 (pool) -> 12 -> 10 -> 5 locations at stride 1 -> 3 x 3 pooled, 32 maps.
+  EXPECT_EQ((*net)->encoder(2).out_h(), 5);
+  auto plain = ConfigFile::Load("configs/cat.toml");
+  ASSERT_TRUE(plain.ok());
+  auto p = ParseCatOptions(&*plain);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->net.stages[2].maps, 16);
+  EXPECT_EQ(p->net.stages[2].stride, 2);
+}
+
 TEST(CatConfig, PaperConfigHasThePapersShape) {
   auto file = ConfigFile::Load("configs/cat_paper.toml");
   ASSERT_TRUE(file.ok()) << file.status();
