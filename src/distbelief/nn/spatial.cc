@@ -22,13 +22,9 @@ constexpr int kAccs = 16;
 constexpr int kLanes = 8;
 constexpr int kAccs = 8;
 #endif
-typedef float vf __attribute__((vector_size(kLanes * 4)));
-typedef float vfu __attribute__((vector_size(kLanes * 4), aligned(4)));
-inline vf Load(const float* p) { return *reinterpret_cast<const vfu*>(p); }
-inline void Store(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
-
-// Vectors of L lanes for the kernels along the maps: kLanes, or 8 when a layer has at most 8
-// maps (the paper's network), so no lane is padding.
+// Vectors of L fp32 lanes; the unaligned alias is for loads and stores. The kernels along the
+// maps use L = kLanes, or 8 when a layer has at most 8 maps (the paper's network), so no lane is
+// padding; everything else uses whole registers (vf).
 template <int L>
 struct Lanes {
   typedef float v __attribute__((vector_size(L * 4)));
@@ -36,6 +32,9 @@ struct Lanes {
   static v Load(const float* p) { return *reinterpret_cast<const vu*>(p); }
   static void Store(float* p, v x) { *reinterpret_cast<vu*>(p) = x; }
 };
+using vf = Lanes<kLanes>::v;
+inline vf Load(const float* p) { return Lanes<kLanes>::Load(p); }
+inline void Store(float* p, vf v) { Lanes<kLanes>::Store(p, v); }
 
 // 1 / sqrt(t) per lane for t > 0: the hardware estimate (14 or 12 bits) refined by one Newton step
 // (relative error about 1e-7), no division and no square root.
@@ -52,7 +51,7 @@ inline vf Rsqrt(vf t) {
   return r * (1.5f - 0.5f * t * r * r);
 }
 
-int64_t RoundUpLanes(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
+int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // Per-thread scratch that grows as needed and is reused across calls.
 float* Scratch(int slot, int64_t n) {
@@ -264,8 +263,6 @@ void ForVectorChunks(int64_t n, Fn&& fn) {
 
 // The lanes of the vectors along K maps: 8 when 8 cover them and the machine's are wider.
 int MapLanes(int64_t k) { return k <= 8 ? 8 : kLanes; }
-int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
-
 // W_l as (CFF, ldw) rows of maps: the weights themselves when they are K-inner and K fills whole
 // vectors of `lanes`, else a zero-padded copy in scratch slot 0.
 const float* MapsInnerAt(const LcGeometry& g, const float* w, bool k_inner, int64_t l, int lanes,
@@ -317,7 +314,7 @@ void LcCodeToImage(const LcGeometry& g, const float* code, const float* w, bool 
   const std::vector<int64_t> off = g.TapOffsets();
   std::memset(img, 0, g.b * g.image() * sizeof(float));
   ParallelFor(g.b, 1, [&](int64_t b_lo, int64_t b_hi) {
-    const int64_t mb = b_hi - b_lo, ldb = RoundUpLanes(mb);
+    const int64_t mb = b_hi - b_lo, ldb = RoundUp(mb, kLanes);
     float* ct = ScratchZeroed(1, k * ldb);  // (K, ldb): this location's code, batch innermost
     float* q = Scratch(2, cff * ldb);       // (CFF, ldb): its fields
     for (int64_t l = 0; l < locs; ++l) {
