@@ -112,12 +112,16 @@ gp, dp = list(G.parameters()), list(D.parameters())
 
 
 def step_d():
+    # Both players' gradients on the same fakes, then one update each (distbelief's Gan::Step).
     z = torch.randn(64, 100)
     fake = G(z)
+    g_loss = F.binary_cross_entropy_with_logits(D(fake), ones)
+    g_grads = torch.autograd.grad(g_loss, gp)
     d_loss = F.binary_cross_entropy_with_logits(D(real), ones) + F.binary_cross_entropy_with_logits(D(fake.detach()), zeros)
-    sgd_step(dp, d_loss)
-    g_loss = F.binary_cross_entropy_with_logits(D(G(z)), ones)
-    sgd_step(gp, g_loss)
+    d_grads = torch.autograd.grad(d_loss, dp)
+    with torch.no_grad():
+        for p, g in zip(gp + dp, g_grads + d_grads):
+            p.add_(g, alpha=-0.01)
 
 
 report("d", time_per_step(step_d), 1)

@@ -140,6 +140,25 @@ def main():
         field(7, 0, 12345))
     put("rpc", "push_without_secret", b"\x81" + field(1, 2, grad))
 
+    # text: 0 = a gettext catalogue, 1 = a line for 13a, 2 = a message to clean, 3 = hyp \n ref.
+    def mo(entries):
+        n = len(entries)
+        orig, trans = 28, 28 + 8 * n
+        at = trans + 8 * n
+        ot, tt, strings = b"", b"", b""
+        for k, _ in entries:
+            ot += struct.pack("<2I", len(k), at + len(strings))
+            strings += k + b"\0"
+        for _, v in entries:
+            tt += struct.pack("<2I", len(v), at + len(strings))
+            strings += v + b"\0"
+        return struct.pack("<7I", 0x950412DE, 0, n, orig, trans, 0, 0) + ot + tt + strings
+    put("text", "mo", b"\x00" + mo([(b"", b"Content-Type: text/plain\n"), (b"_Open", b"_Ouvrir"),
+                                     (b"menu\x04File", b"Fichier"), (b"%d file\0%d files", b"%d fichier\0%d fichiers")]))
+    put("text", "line_13a", b"\x01" + "Hello, world... &quot;l'été&quot; 1,000.50 5-6 (a)\u00a0!".encode())
+    put("text", "message", b"\x02" + b"<b>_Save</b> &amp; quit %s {0} ${HOME}")
+    put("text", "bleu", b"\x03" + b"the cat sat on the mat\nthe cat is on the mat")
+
 
 if __name__ == "__main__":
     main()

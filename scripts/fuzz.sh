@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes every parser of outside input with libFuzzer (Debian's clang 14), AddressSanitizer and
 # UndefinedBehaviorSanitizer, in build-fuzz/: the checkpoint reader, images, the MNIST and token
-# cache readers, the config edge, a shard's tensor socket and every gRPC handler (fuzz/*.cc).
+# cache readers, the config edge, a shard's tensor socket, every gRPC handler, and the text parsers
+# (gettext catalogues, BLEU's tokenizer, the EN-FR cleaning) (fuzz/*.cc).
 # Each harness starts from its seed corpus in fuzz/corpus/<name> (which also holds every input
 # that once crashed it) plus what earlier runs here found (build-fuzz/corpus/<name>), runs for
 # SECONDS (default 60), and any crash, leak or timeout fails the run with the input saved in
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 harnesses=("$@")
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(checkpoint image readers config tensor_socket rpc)
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(checkpoint image readers config tensor_socket rpc text)
 dir=build-fuzz
 if [ ! -f $dir/build.ninja ]; then
   cmake -S . -B $dir -G Ninja -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -16,7 +16,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libssl-dev iproute2 nftables openssl procps
   libsentencepiece-dev libceres-dev libsqlite3-dev libxxhash-dev gnuplot-nox ffmpeg
   clang-14 libclang-rt-14-dev libfuzzer-14-dev libomp-14-dev
-  python3 python3-numpy
+  python3 python3-numpy python3-nltk
   slurm-wlm munge
   ca-certificates
 )
@@ -139,6 +139,33 @@ SUMS
   done
   rm -rf data/.text-tmp
   touch data/text/.complete-v1
+fi
+
+# English -> French pairs for Seq2Seq (see ../shared/DATA.md, D1): the French gettext catalogues
+# (.mo) of Debian packages, one folder per package (the workload splits train / dev / test by
+# package). gimp-data is left out: the GIMP's help manuals (gimp-help-*) are reserved for a hidden
+# evaluation, and its interface strings would leak into them. The .debs are unpacked, not installed.
+ENFR_PACKAGES="blender-data libreoffice-l10n-fr gcc-12-locales freeciv-data inkscape grass-core digikam-data gramps
+  lyx-common vlc-l10n evolution-common gnucash-common darktable audacity-data coreutils marble-data
+  wesnoth-1.16-utbs wesnoth-1.16-nr wesnoth-1.16-httt wesnoth-1.16-trow wesnoth-1.16-low wesnoth-1.16-dm
+  wesnoth-1.16-sotbe wesnoth-1.16-sota wesnoth-1.16-tsg wesnoth-1.16-did wesnoth-1.16-ei wesnoth-1.16-dw
+  wesnoth-1.16-sof wesnoth-1.16-thot wesnoth-1.16-ttb wesnoth-1.16-l"
+if [ ! -f data/enfr/.complete-v1 ]; then
+  echo "setup: unpacking the French catalogues of 32 Debian packages for Seq2Seq"
+  rm -rf data/enfr
+  tmp=$(mktemp -d)
+  # shellcheck disable=SC2086
+  (cd "$tmp" && apt-get download -q $ENFR_PACKAGES >/dev/null 2>&1) || { echo "setup: apt-get download failed" >&2; exit 1; }
+  for d in "$tmp"/*.deb; do
+    pkg=$(dpkg-deb -f "$d" Package)
+    mkdir -p "$tmp/x/$pkg" "data/enfr/mo/$pkg"
+    dpkg-deb --fsys-tarfile "$d" | tar -x -C "$tmp/x/$pkg" --wildcards '*/fr/LC_MESSAGES/*.mo' 2>/dev/null || true
+    find "$tmp/x/$pkg" -path '*/fr/LC_MESSAGES/*.mo' -exec cp {} "data/enfr/mo/$pkg/" \;
+  done
+  rm -rf "$tmp"
+  n=$(find data/enfr/mo -name '*.mo' | wc -l)
+  [ "$n" -ge 32 ] || { echo "setup: only $n French catalogues found in data/enfr/mo" >&2; exit 1; }
+  touch data/enfr/.complete-v1
 fi
 
 # The example workload's CSV (examples/csv_classifier.cc): the UCI handwritten digits, 1,797 rows

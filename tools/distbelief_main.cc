@@ -3,6 +3,10 @@
 //   distbelief train  --config FILE [--set section.key=value]... [--resume CHECKPOINT | --overwrite]
 //   distbelief eval   --config FILE --checkpoint FILE
 //   distbelief eval face-neuron --config FILE --checkpoint FILE [--faces DIR --nonfaces DIR --csv F]
+//   distbelief eval parzen --config FILE --checkpoint FILE   (a GAN: Parzen log-likelihood of MNIST's test set)
+//   distbelief eval bleu --hyp FILE --ref FILE [--tokenize 13a|none]   (corpus BLEU, one sentence a line)
+//   distbelief translate --checkpoint FILE [--config FILE] [--beam N] [--length-penalty A] [--batch N]
+//                      (Seq2Seq: English lines on stdin, one French line each on stdout)
 //   distbelief scale  --config FILE          (a scaling-law sweep: `train` of a [scale] config)
 //   distbelief launch --config FILE [--overwrite] (the job as shard and replica processes over gRPC)
 //   distbelief shard | replica | worker ...  (the process roles launch starts: train/launch.h)
@@ -18,11 +22,13 @@
 
 #include <CLI/CLI.hpp>
 
+#include "distbelief/text/bleu.h"
 #include "distbelief/train/checkpointing.h"
 #include "distbelief/train/downpour.h"
 #include "distbelief/train/launch.h"
 #include "distbelief/train/sandblaster.h"
 #include "distbelief/workloads/registry.h"
+#include "distbelief/workloads/seq2seq/seq2seq_enfr.h"
 
 namespace {
 
@@ -156,7 +162,7 @@ int main(int argc, char** argv) {
   for (const WorkloadEntry& w : Workloads()) workloads += "\n  [" + std::string(w.section) + "]  " + w.name + ": " + w.summary;
   app.footer("A config's section selects the workload:" + workloads);
 
-  ConfigFlags train_flags, eval_flags, face_flags, scale_flags, launch_flags, shard_flags, replica_flags, worker_flags, collect_flags;
+  ConfigFlags train_flags, eval_flags, face_flags, parzen_flags, scale_flags, launch_flags, shard_flags, replica_flags, worker_flags, collect_flags;
   std::string resume, checkpoint, face_checkpoint;
   std::map<std::string, std::string> face_extra;
   CLI::App* train = app.add_subcommand("train", "Train the workload a config selects");
@@ -175,6 +181,30 @@ int main(int argc, char** argv) {
   face->add_option("--faces", faces, "Folder of face images (default: cat.faces_dir)");
   face->add_option("--nonfaces", nonfaces, "Folder of non-face images (default: cat.nonfaces_dir)");
   face->add_option("--csv", csv, "Write every neuron's accuracy here");
+
+  CLI::App* parzen = eval->add_subcommand("parzen", "Parzen-window log-likelihood of MNIST's test set under a GAN's samples");
+  parzen_flags.Add(parzen);
+  std::string parzen_checkpoint;
+  parzen->add_option("--checkpoint", parzen_checkpoint, "GAN checkpoint")->required();
+  CLI::App* bleu = eval->add_subcommand("bleu", "Corpus BLEU of a file of translations against a file of references");
+  std::string bleu_hyp, bleu_ref, bleu_tokenize = "13a";
+  bleu->add_option("--hyp", bleu_hyp, "Translations, one sentence a line")->required();
+  bleu->add_option("--ref", bleu_ref, "References, one sentence a line, in the same order")->required();
+  bleu->add_option("--tokenize", bleu_tokenize, "13a (mteval's, sacreBLEU's default) or none (split at spaces)")
+      ->check(CLI::IsMember({"13a", "none"}));
+
+  CLI::App* translate = app.add_subcommand("translate", "Translate English lines on stdin with a Seq2Seq checkpoint");
+  std::string tr_checkpoint, tr_config;
+  int tr_beam = 0;
+  float tr_alpha = -1.0f;
+  int64_t tr_batch = 32;
+  translate->add_option("--checkpoint", tr_checkpoint, "Seq2Seq checkpoint (spm.model beside it)")->required();
+  translate->add_option("--config", tr_config, "Config (default: the one stored in the checkpoint)");
+  translate->add_option("--beam", tr_beam, "Beam width, 1 = greedy (default: seq2seq.beam)")->check(CLI::Range(1, 64));
+  translate->add_option("--length-penalty", tr_alpha, "GNMT length penalty alpha (default: seq2seq.length_penalty)")
+      ->check(CLI::Range(0.0, 5.0));
+  translate->add_option("--batch", tr_batch, "Lines translated together (output is flushed after each batch)")
+      ->check(CLI::Range(1, 100000));
 
   CLI::App* scale = app.add_subcommand("scale", "Run a scaling-law sweep ([scale] config)");
   scale_flags.Add(scale);
@@ -224,12 +254,23 @@ int main(int argc, char** argv) {
     if (!nonfaces.empty()) request.flags["nonfaces"] = nonfaces;
     if (!csv.empty()) request.flags["csv"] = csv;
     s = l->workload->Evaluate(l->engine, request);
+  } else if (parzen->parsed()) {
+    StatusOr<Loaded> l = Load(parzen_flags.path, parzen_flags.overrides);
+    if (!l.ok()) return Fail(l.status());
+    if (l->name != "gan") return Fail(absl::InvalidArgumentError(parzen_flags.path + " has no [gan] section"));
+    s = l->workload->Evaluate(l->engine, {parzen_checkpoint, {}});
+  } else if (bleu->parsed()) {
+    StatusOr<BleuScore> b = CorpusBleuOfFiles(bleu_hyp, bleu_ref, bleu_tokenize == "13a");
+    if (!b.ok()) return Fail(b.status());
+    std::printf("%s\n", b->ToString().c_str());
   } else if (eval->parsed()) {
     if (eval_flags.path.empty() || checkpoint.empty())
       return Fail(absl::InvalidArgumentError("eval needs --config and --checkpoint"));
     StatusOr<Loaded> l = Load(eval_flags.path, eval_flags.overrides);
     if (!l.ok()) return Fail(l.status());
     s = l->workload->Evaluate(l->engine, {checkpoint, {}});
+  } else if (translate->parsed()) {
+    s = RunTranslate(tr_checkpoint, tr_config, tr_beam, tr_alpha, tr_batch, stdin, stdout);
   } else if (launch->parsed()) {
     s = RunLaunch(launch_flags, SelfPath(argv[0]), overwrite);
   } else if (shard->parsed()) {

@@ -9,6 +9,8 @@
 //   distbelief_spm encode MODEL LIST_FILE OUT_FILE     (LIST_FILE: one document path per line)
 //   distbelief_spm encode-text MODEL TEXT              (prints ids, space-separated)
 //   distbelief_spm decode MODEL ID...                  (prints the text)
+//   distbelief_spm encode-lines MODEL IN_FILE          (prints each line's ids, space-separated)
+//   distbelief_spm decode-lines MODEL IN_FILE          (IN_FILE: ids a line; prints each line's text)
 // OUT_FILE holds, per document: int64 normalized bytes, int64 id count, uint16 ids.
 // Errors go to stderr with exit status 1.
 #include <cstdio>
@@ -52,6 +54,38 @@ int Encode(const std::string& model, const std::string& list, const std::string&
   return out ? 0 : Die("cannot write " + out_path);
 }
 
+// One output line per input line: encode-lines prints ids, decode-lines text (its newlines made
+// spaces, so the lines stay aligned). Ids outside the vocabulary decode as nothing.
+int Lines(const std::string& mode, const std::string& model, const std::string& in_path) {
+  distbelief::spm::Processor sp;
+  if (std::string err = sp.Load(model); !err.empty()) return Die("cannot load " + model + ": " + err);
+  std::ifstream in(in_path, std::ios::binary);
+  if (!in) return Die("cannot read " + in_path);
+  std::string line, out;
+  while (std::getline(in, line)) {
+    out.clear();
+    if (mode == "encode-lines") {
+      std::vector<int> ids;
+      if (std::string err = sp.Encode(line, &ids); !err.empty()) return Die("encoding: " + err);
+      for (size_t i = 0; i < ids.size(); ++i) {
+        if (i) out += ' ';
+        out += std::to_string(ids[i]);
+      }
+    } else {
+      std::vector<int> ids;
+      std::istringstream ls(line);
+      for (long id; ls >> id;)
+        if (id >= 0 && id < sp.vocab_size()) ids.push_back(static_cast<int>(id));
+      if (std::string err = sp.Decode(ids, &out); !err.empty()) return Die("decoding: " + err);
+      for (char& c : out)
+        if (c == '\n' || c == '\r') c = ' ';
+    }
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    std::fputc('\n', stdout);
+  }
+  return std::fflush(stdout) == 0 ? 0 : Die("cannot write the output");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -62,6 +96,7 @@ int main(int argc, char** argv) {
     return err.empty() ? 0 : Die("sentencepiece training failed: " + err);
   }
   if (a.size() == 4 && a[0] == "encode") return Encode(a[1], a[2], a[3]);
+  if (a.size() == 3 && (a[0] == "encode-lines" || a[0] == "decode-lines")) return Lines(a[0], a[1], a[2]);
   if (a.size() >= 2 && (a[0] == "encode-text" || a[0] == "decode")) {
     distbelief::spm::Processor sp;
     if (std::string err = sp.Load(a[1]); !err.empty()) return Die("cannot load " + a[1] + ": " + err);
@@ -80,5 +115,5 @@ int main(int argc, char** argv) {
     std::printf("%s\n", text.c_str());
     return 0;
   }
-  return Die("usage: distbelief_spm train|encode|encode-text|decode ... (see tools/spm_tool.cc)");
+  return Die("usage: distbelief_spm train|encode|encode-text|decode|encode-lines|decode-lines ... (see tools/spm_tool.cc)");
 }

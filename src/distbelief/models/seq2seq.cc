@@ -1,6 +1,9 @@
 #include "distbelief/models/seq2seq.h"
 
+#include <cmath>
 #include <cstring>
+
+#include "distbelief/base/parallel.h"
 
 namespace distbelief {
 
@@ -82,6 +85,76 @@ void Seq2Seq::Backward() {
     enc_[i]->Backward(g, &from_above);
   }
   src_emb_->Backward(from_above, nullptr);
+}
+
+namespace {
+
+// Row t = T - 1 of y (B, T, H) as (B, H).
+Tensor LastStep(const Tensor& y) {
+  const int64_t b = y.dim(0), t = y.dim(1), h = y.dim(2);
+  Tensor out({b, h});
+  for (int64_t r = 0; r < b; ++r) std::memcpy(out.data() + r * h, y.data() + (r * t + t - 1) * h, h * sizeof(float));
+  return out;
+}
+
+}  // namespace
+
+Seq2Seq::State Seq2Seq::Encode(const Tensor& src) {
+  State st;
+  src_emb_->Forward(src, &src_x_);
+  const Tensor* in = &src_x_;
+  for (int64_t i = 0; i < o_.layers; ++i) {
+    enc_[i]->ClearInitialState();
+    enc_[i]->Forward(*in, &enc_out_[i]);
+    st.h.push_back(LastStep(enc_out_[i]));
+    st.c.push_back(enc_[i]->final_cell());
+    in = &enc_out_[i];
+  }
+  return st;
+}
+
+void Seq2Seq::Step(const Tensor& tokens, State* state, Tensor* log_probs) {
+  const int64_t b = tokens.size();
+  Tensor ids({b, 1});
+  std::memcpy(ids.data(), tokens.data(), b * sizeof(float));
+  tgt_emb_->Forward(ids, &tgt_x_);
+  const Tensor* in = &tgt_x_;
+  for (int64_t i = 0; i < o_.layers; ++i) {
+    dec_[i]->SetInitialState(state->h[i], state->c[i]);
+    dec_[i]->Forward(*in, &dec_out_[i]);
+    state->h[i] = LastStep(dec_out_[i]);
+    state->c[i] = dec_[i]->final_cell();
+    in = &dec_out_[i];
+  }
+  Tensor top = state->h.back();
+  proj_->Forward(top, &logits_);
+  const int64_t v = logits_.dim(-1);
+  log_probs->Resize({b, v});
+  ParallelFor(b, 4, [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const float* l = logits_.data() + r * v;
+      float* out = log_probs->data() + r * v;
+      float mx = l[0];
+      for (int64_t j = 1; j < v; ++j) mx = std::max(mx, l[j]);
+      double sum = 0.0;
+      for (int64_t j = 0; j < v; ++j) sum += std::exp(static_cast<double>(l[j] - mx));
+      const float lse = mx + static_cast<float>(std::log(sum));
+      for (int64_t j = 0; j < v; ++j) out[j] = l[j] - lse;
+    }
+  });
+}
+
+Seq2Seq::State Seq2Seq::Gather(const State& s, std::span<const int64_t> rows) {
+  State out;
+  auto pick = [&](const Tensor& t) {
+    const int64_t h = t.dim(1);
+    Tensor g({static_cast<int64_t>(rows.size()), h});
+    for (size_t r = 0; r < rows.size(); ++r) std::memcpy(g.data() + r * h, t.data() + rows[r] * h, h * sizeof(float));
+    return g;
+  };
+  for (const Tensor& t : s.h) out.h.push_back(pick(t));
+  for (const Tensor& t : s.c) out.c.push_back(pick(t));
+  return out;
 }
 
 }  // namespace distbelief

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "distbelief/nn/dense.h"
@@ -29,6 +30,20 @@ class Seq2Seq {
   void Backward();
   std::vector<Param*> params();
   void ZeroGrad();
+  const Seq2SeqOptions& options() const { return o_; }
+
+  // Decoding, one step at a time (greedy and beam search drive it; workloads/seq2seq/decode.h).
+  // The decoder's recurrent state: per layer h and c (B, H).
+  struct State {
+    std::vector<Tensor> h, c;
+  };
+  // The encoder's final state per layer for src (B, S): where the decoder starts.
+  State Encode(const Tensor& src);
+  // One decoder step: tokens (B) ids -> log-probabilities (B, V) of the next token; advances
+  // *state. Uses the layers' forward caches, so it must not run between Forward and Backward.
+  void Step(const Tensor& tokens, State* state, Tensor* log_probs);
+  // The state's rows in the order `rows` gives (beam search keeps the survivors' states).
+  static State Gather(const State& s, std::span<const int64_t> rows);
 
  private:
   Seq2SeqOptions o_;

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "distbelief/base/logging.h"
+#include "distbelief/text/spm_client.h"
 
 namespace distbelief {
 namespace fs = std::filesystem;
@@ -72,54 +73,6 @@ int64_t CountVocab(const fs::path& model) {
   int64_t n = 0;
   for (std::string line; std::getline(in, line);) ++n;
   return n;
-}
-
-// Where the sentencepiece helper (tools/spm_tool.cc) is: $DISTBELIEF_SPM, else next to this
-// program, else where the build put it.
-std::string HelperPath() {
-  if (const char* env = std::getenv("DISTBELIEF_SPM"); env && *env) return env;
-  char buf[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n > 0) {
-    const fs::path beside = fs::path(std::string(buf, n)).parent_path() / "distbelief_spm";
-    if (fs::exists(beside)) return beside.string();
-  }
-  return DISTBELIEF_SPM_DEFAULT;
-}
-
-// Runs the helper with `args`; stdout goes to `out_file` ("" = discarded). A failure carries the
-// helper's stderr.
-Status RunHelper(const std::vector<std::string>& args, const std::string& out_file = "") {
-  const std::string helper = HelperPath();
-  if (!fs::exists(helper))
-    return absl::FailedPreconditionError("sentencepiece helper " + helper + " not found (build it: ninja -C build distbelief_spm)");
-  char err_path[] = "/tmp/distbelief_spm_XXXXXX";
-  const int err_fd = ::mkstemp(err_path);
-  if (err_fd < 0) return absl::UnavailableError("cannot create a temporary file");
-  std::vector<std::string> argv_s = {helper};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& x : argv_s) argv.push_back(x.data());
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(err_fd, 2);
-    const int out_fd = ::open(out_file.empty() ? "/dev/null" : out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (out_fd >= 0) ::dup2(out_fd, 1);
-    ::execv(argv[0], argv.data());
-    _exit(127);
-  }
-  int status = 0;
-  if (pid > 0) ::waitpid(pid, &status, 0);
-  ::close(err_fd);
-  std::string err;
-  if (auto e = ReadFile(err_path); e.ok()) err = *e;
-  ::unlink(err_path);
-  while (!err.empty() && err.back() == '\n') err.pop_back();
-  if (pid < 0) return absl::InternalError("fork failed");
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    return absl::InternalError("sentencepiece (" + args[0] + ") failed: " + (err.empty() ? "no message" : err));
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -215,7 +168,7 @@ StatusOr<TokenCorpus> LoadTokenCorpus(const CorpusOptions& o) {
       return absl::InvalidArgumentError("the training documents in " + o.dir + " hold no text");
     }
     LOG_INFO << "training a " << o.vocab << "-piece sentencepiece tokenizer on " << o.dir;
-    const Status st = RunHelper({"train", lines.string(), prefix.string(), std::to_string(o.vocab),
+    const Status st = RunSentencePieceHelper({"train", lines.string(), prefix.string(), std::to_string(o.vocab),
                                  std::to_string(o.tokenizer_sentences), std::to_string(o.seed)});
     fs::remove(lines, ec);
     DB_RETURN_IF_ERROR(st);
@@ -227,7 +180,7 @@ StatusOr<TokenCorpus> LoadTokenCorpus(const CorpusOptions& o) {
     std::ofstream out(list, std::ios::trunc);
     for (const auto& d : docs) out << d.string() << '\n';
   }
-  const Status st = RunHelper({"encode", model.string(), list.string(), ids_file.string()});
+  const Status st = RunSentencePieceHelper({"encode", model.string(), list.string(), ids_file.string()});
   fs::remove(list, ec);
   if (!st.ok()) {
     fs::remove(ids_file, ec);
@@ -263,7 +216,7 @@ StatusOr<std::vector<int>> EncodeText(const std::string& model_file, const std::
   const int fd = ::mkstemp(out_path);
   if (fd < 0) return absl::UnavailableError("cannot create a temporary file");
   ::close(fd);
-  const Status st = RunHelper({"encode-text", model_file, text}, out_path);
+  const Status st = RunSentencePieceHelper({"encode-text", model_file, text}, out_path);
   auto out = ReadFile(out_path);
   ::unlink(out_path);
   DB_RETURN_IF_ERROR(st);
@@ -281,7 +234,7 @@ StatusOr<std::string> DecodeIds(const std::string& model_file, const std::vector
   ::close(fd);
   std::vector<std::string> args = {"decode", model_file};
   for (int id : ids) args.push_back(std::to_string(id));
-  const Status st = RunHelper(args, out_path);
+  const Status st = RunSentencePieceHelper(args, out_path);
   auto out = ReadFile(out_path);
   ::unlink(out_path);
   DB_RETURN_IF_ERROR(st);

@@ -1,9 +1,11 @@
 #include "distbelief/workloads/registry.h"
 
 #include "distbelief/workloads/cat/cat.h"
+#include "distbelief/workloads/gan/gan_mnist.h"
 #include "distbelief/workloads/lm/lm.h"
 #include "distbelief/workloads/mnist/mnist.h"
 #include "distbelief/workloads/scale/sweep.h"
+#include "distbelief/workloads/seq2seq/seq2seq_enfr.h"
 
 namespace distbelief {
 
@@ -12,6 +14,10 @@ const std::vector<WorkloadEntry>& Workloads() {
       {"mnist", "model", "the MNIST classifier or autoencoder (the default)", MakeMnistWorkload},
       {"cat", "cat", "the cat network of Le et al. 2012, trained stage by stage, and its face neurons", MakeCatWorkload},
       {"lm", "lm", "a GPT or LSTM language model on a token corpus", MakeLmWorkload},
+      {"gan", "gan", "the GAN of Goodfellow et al. 2014 on MNIST, scored by a Parzen-window log-likelihood",
+       MakeGanMnistWorkload},
+      {"seq2seq", "seq2seq", "Seq2Seq English->French (Sutskever et al. 2014) on Debian's catalogues, scored by BLEU",
+       MakeSeq2SeqEnFrWorkload},
       {"scale", "scale", "a scaling-law sweep of language models or autoencoders", MakeScaleWorkload},
   };
   return all;

@@ -7,6 +7,8 @@
 #include <map>
 #include <sstream>
 
+#include "distbelief/io/gnuplot.h"
+
 namespace distbelief {
 namespace {
 
@@ -43,8 +45,6 @@ std::string LawOfD(const JointLaw& l, double n) {
 
 StatusOr<std::vector<std::string>> WriteScalePlots(const std::vector<ScalePoint>& points, const JointLaw& law,
                                                    const std::string& out_dir) {
-  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0)
-    return absl::FailedPreconditionError("gnuplot is not installed (Debian gnuplot-nox; scripts/setup.sh installs it)");
   std::map<double, std::vector<ScalePoint>> by_d, by_n;
   for (const auto& p : points) by_d[p.d].push_back(p), by_n[p.n].push_back(p);
   const std::string dat = out_dir + "/plot_points.dat";
@@ -115,15 +115,7 @@ StatusOr<std::vector<std::string>> WriteScalePlots(const std::vector<ScalePoint>
        << " title 'D=" << Human(std::next(by_d.begin(), i)->first) << "'";
   gp << ", 0 with lines lc rgb 'black' notitle\n";
   (void)nn;
-  const std::string script = out_dir + "/plots.gp";
-  {
-    std::ofstream out(script);
-    out << gp.str();
-    if (!out) return absl::UnavailableError("cannot write " + script);
-  }
-  const std::string cmd = "gnuplot '" + script + "' 2> '" + out_dir + "/plots.log'";
-  if (std::system(cmd.c_str()) != 0)
-    return absl::InternalError("gnuplot failed on " + script + "; see " + out_dir + "/plots.log");
+  DB_RETURN_IF_ERROR(RunGnuplot(gp.str(), out_dir + "/plots.gp"));
   return std::vector<std::string>{out_dir + "/loss_vs_n.png", out_dir + "/loss_vs_d.png",
                                   out_dir + "/loss_vs_compute.png", out_dir + "/residuals.png"};
 }
