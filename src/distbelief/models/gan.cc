@@ -52,11 +52,14 @@ GanLosses Gan::Gradients(const Tensor& real, bool generator_step) {
   const Tensor& fake = g_.Forward(z);  // held by g_ until its next Forward
   g_.ZeroGrad();
   if (generator_step) {
-    // G: make D call the fakes real. D's parameter gradients from this pass are discarded below.
+    // G: make D call the fakes real. The gradient only passes through D (its own parameter
+    // gradients are not needed, and whatever a layer adds is zeroed below).
     losses.g_loss = bce.Forward(d_.Forward(fake), ones);
     bce.Backward(&d_out);
     Tensor dfake;
+    d_.SetParamGrads(false);
     d_.Backward(d_out, &dfake);
+    d_.SetParamGrads(true);
     g_.Backward(dfake);
   }
   // D: real -> 1, fake -> 0.

@@ -26,6 +26,10 @@ void Sequential::SetTraining(bool training) {
   for (auto& l : layers_) l->SetTraining(training);
 }
 
+void Sequential::SetParamGrads(bool enabled) {
+  for (auto& l : layers_) l->SetParamGrads(enabled);
+}
+
 std::vector<Param*> Sequential::params() {
   std::vector<Param*> out;
   for (auto& l : layers_)

@@ -19,6 +19,8 @@ class Sequential {
   // written to *dx when dx is not null.
   void Backward(const Tensor& dout, Tensor* dx = nullptr);
   void SetTraining(bool training);
+  // Layer::SetParamGrads on every layer.
+  void SetParamGrads(bool enabled);
   // All parameters in layer order; names are unique.
   std::vector<Param*> params();
   void ZeroGrad();

@@ -60,8 +60,8 @@ void Linear::Forward(const Tensor& x, Tensor* y) {
 void Linear::Backward(const Tensor& dy, Tensor* dx) {
   const Tensor& x = *x_;
   const int64_t n = Rows(dy, out_);
-  Gemm(true, false, out_, in_, n, 1.0f, dy.data(), x.data(), 1.0f, w_.grad.data());
-  if (has_bias_) {
+  if (param_grads_) Gemm(true, false, out_, in_, n, 1.0f, dy.data(), x.data(), 1.0f, w_.grad.data());
+  if (has_bias_ && param_grads_) {
     float* db = b_.grad.data();
     const float* g = dy.data();
     for (int64_t i = 0; i < n; ++i)

@@ -19,11 +19,13 @@ class Linear : public Layer {
   void Forward(const Tensor& x, Tensor* y) override;
   void Backward(const Tensor& dy, Tensor* dx) override;
   std::vector<Param*> params() override;
+  void SetParamGrads(bool enabled) override { param_grads_ = enabled; }
   Param& weight() { return w_; }
 
  private:
   int64_t in_, out_;
   bool has_bias_;
+  bool param_grads_ = true;
   Param w_, b_;
   const Tensor* x_ = nullptr;
 };

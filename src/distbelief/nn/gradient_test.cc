@@ -39,6 +39,23 @@ TEST_P(BatchTest, Linear) {
   ExpectGradientsMatch(&l3, RandomTensor({GetParam(), 3, 4}, 3));
 }
 
+// With parameter gradients off, Linear still gives the same dx and leaves its grads alone.
+TEST(Linear, ParamGradsOffGivesOnlyTheInputGradient) {
+  Random rng(4);
+  Linear l("fc", 6, 3, &rng);
+  const Tensor x = RandomTensor({5, 6}, 5), dy = RandomTensor({5, 3}, 6);
+  Tensor y, dx_on, dx_off;
+  l.Forward(x, &y);
+  l.Backward(dy, &dx_on);
+  const std::vector<float> grad(l.weight().grad.data(), l.weight().grad.data() + 18);
+  EXPECT_NE(grad, std::vector<float>(18, 0.0f));
+  l.SetParamGrads(false);
+  l.Forward(x, &y);
+  l.Backward(dy, &dx_off);
+  EXPECT_EQ(std::vector<float>(l.weight().grad.data(), l.weight().grad.data() + 18), grad);
+  EXPECT_EQ(std::vector<float>(dx_on.data(), dx_on.data() + 30), std::vector<float>(dx_off.data(), dx_off.data() + 30));
+}
+
 TEST_P(BatchTest, Activations) {
   for (Activation f : {Activation::kSigmoid, Activation::kTanh, Activation::kRelu, Activation::kGelu}) {
     ActivationLayer a(f);

@@ -36,6 +36,10 @@ class Layer {
   virtual std::vector<Param*> params() { return {}; }
   // Dropout and the like behave differently in training; the default ignores it.
   virtual void SetTraining(bool training) {}
+  // false: Backward need not add to the parameters' gradients, only compute dx (a model that a
+  // gradient only passes through, such as a GAN's discriminator in the generator's step). A hint:
+  // layers that can skip that work do (Linear); the others still add. Callers zero the grads.
+  virtual void SetParamGrads(bool enabled) {}
 };
 
 // A loss maps a prediction and a target to a scalar and gives d loss / d prediction.

@@ -448,7 +448,7 @@ class Seq2SeqWorkload : public Workload {
       double step, v;
       if (!number(line, "step", &step)) continue;
       if (number(line, "dev_perplexity", &v)) dev << step << ' ' << v << '\n';
-      else if (number(line, "loss", &v)) train << step << ' ' << std::exp(v) << '\n';
+      else if (number(line, "train_loss", &v)) train << step << ' ' << std::exp(v) << '\n';
     }
     train.close();
     dev.close();

@@ -194,6 +194,39 @@ TEST(Seq2SeqEnFr, LearnsAToyTranslationAndDecodesIt) {
   EXPECT_GT(exact, 80) << "of 100 test sentences translated exactly";
 }
 
+TEST(Seq2SeqEnFr, LearnsUnderDownpour) {
+  Seq2SeqEnFrOptions o = ToyOptions();
+  o.steps = 400;
+  auto data = ToyPairs(2000, 2);
+  EngineOptions e = Adam("downpour");
+  e.distributed.mode = Mode::kDownpour;
+  e.distributed.downpour.replicas = 2;
+  e.distributed.cluster.shards = 2;
+  auto job = Seq2SeqJob(o, data, e);
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto r = RunJob(e, *job);
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (uint64_t v : r->shard_versions[0]) EXPECT_GT(v, 0u);
+  const double dev = static_cast<Seq2SeqReplica*>(r->model.get())->MeanLoss(data->dev, 100);
+  EXPECT_LT(dev, 1.5) << "dev loss per token (a uniform guess: 2.56)";
+}
+
+TEST(Seq2SeqEnFr, ShippedConfigsParse) {
+  for (const char* path : {"configs/seq2seq_enfr.toml", "configs/seq2seq_enfr_long.toml"}) {
+    auto f = ConfigFile::Load(path);
+    ASSERT_TRUE(f.ok()) << f.status();
+    auto o = ParseSeq2SeqEnFrOptions(&*f);
+    ASSERT_TRUE(o.ok()) << path << ": " << o.status();
+    EXPECT_TRUE(o->reverse_source);
+    EXPECT_EQ(o->decode.beam, 12);
+  }
+  auto bad = ConfigFile::Parse("[seq2seq]\nbeam = 0\n", "bad.toml");
+  ASSERT_TRUE(bad.ok());
+  auto o = ParseSeq2SeqEnFrOptions(&*bad);
+  ASSERT_FALSE(o.ok());
+  EXPECT_NE(o.status().message().find("beam"), std::string::npos);
+}
+
 TEST(Seq2SeqEnFr, DecodeStopsAtMaxLenAndHandlesOneToken) {
   Seq2SeqOptions net;
   net.src_vocab = 17, net.tgt_vocab = 16, net.embedding = 8, net.hidden = 8, net.layers = 1;
