@@ -37,7 +37,7 @@ for s in "${which[@]}"; do
       -DCMAKE_EXE_LINKER_FLAGS="$flags" >/dev/null
   fi
   # Only what the tests need: no benchmarks.
-  targets=$(cd $dir && ninja -t targets all | grep -oE '^[a-z_]+_test:' | tr -d ':' | sort -u)
+  targets=$(cd $dir && ninja -t targets all | grep -oE '^[a-z0-9_]+_test:' | tr -d ':' | sort -u)
   cmake --build $dir -- -j"$jobs" $targets distbelief distbelief_spm csv_classifier
   (cd $dir && ctest --output-on-failure -j1 "${tests[@]}")
 done

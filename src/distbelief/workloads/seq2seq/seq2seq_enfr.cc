@@ -393,9 +393,15 @@ class Seq2SeqWorkload : public Workload {
 
   // The test set translated greedily and with the beam, against copying the English source.
   StatusOr<std::vector<BleuRow>> TestBleu(Seq2Seq* model, const std::string& dir) {
-    const int64_t n = o_.test_limit > 0 ? std::min<int64_t>(o_.test_limit, data_->test.size()) : data_->test.size();
+    // test_limit pairs spread evenly over the test set (so every test package is in them).
+    const int64_t all = static_cast<int64_t>(data_->test_text.size());
+    const int64_t n = o_.test_limit > 0 ? std::min<int64_t>(o_.test_limit, all) : all;
     std::vector<std::string> en, ref;
-    for (int64_t i = 0; i < n; ++i) en.push_back(data_->test_text[i].en), ref.push_back(data_->test_text[i].fr);
+    for (int64_t k = 0; k < n; ++k) {
+      const SentencePair& p = data_->test_text[k * all / n];
+      en.push_back(p.en);
+      ref.push_back(p.fr);
+    }
     std::vector<BleuRow> rows;
     DB_ASSIGN_OR_RETURN(BleuScore copy, CorpusBleuOfLines(en, ref));
     rows.push_back({"copy the English source", copy});
@@ -420,8 +426,9 @@ class Seq2SeqWorkload : public Workload {
   std::string BleuTable(const std::vector<BleuRow>& rows) const {
     std::ostringstream s;
     const int64_t n = rows.empty() ? 0 : rows[0].score.sentences;
-    s << "Test BLEU (13a tokens, " << n << " sentences of " << o_.data.test_packages.size()
-      << " held-out packages), source " << (o_.reverse_source ? "reversed" : "in order") << ":\n\n"
+    s << "Test BLEU (13a tokens, " << n << " of the " << data_->test_text.size() << " sentences of "
+      << o_.data.test_packages.size() << " held-out packages, evenly spaced), source "
+      << (o_.reverse_source ? "reversed" : "in order") << ":\n\n"
       << "| system | BLEU | 1/2/3/4-gram precision | brevity penalty |\n|---|---|---|---|\n";
     for (const BleuRow& r : rows) {
       char buf[256];

@@ -36,7 +36,7 @@ struct Seq2SeqEnFrOptions {
   int64_t steps = 2000;               // of all replicas together
   int64_t eval_every = 500;           // steps between dev perplexity records (local driver)
   int64_t dev_limit = 1000;           // dev pairs scored for perplexity
-  int64_t test_limit = 1000;          // test pairs translated for BLEU (0 = all)
+  int64_t test_limit = 1000;          // test pairs translated for BLEU, evenly spaced (0 = all)
   DecodeOptions decode{12, 0.6f, 100};  // beam, length_penalty (the report also runs beam 1)
   std::string cache_dir = "runs/cache";
 };
