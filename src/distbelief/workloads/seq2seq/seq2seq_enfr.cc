@@ -357,6 +357,8 @@ class Seq2SeqWorkload : public Workload {
     DB_RETURN_IF_ERROR(LoadData(e));
     DB_ASSIGN_OR_RETURN(auto m, Seq2SeqReplica::Create(o_, data_, e.train.seed, 0, 1));
     DB_RETURN_IF_ERROR(LoadModelCheckpoint(request.checkpoint, m->params(0)).status());
+    std::printf("dev perplexity: %.2f (%ld pairs)\n", std::exp(m->MeanLoss(data_->dev, o_.dev_limit)),
+                long(std::min<int64_t>(o_.dev_limit, data_->dev.size())));
     const std::string dir = fs::path(request.checkpoint).parent_path().string();
     DB_ASSIGN_OR_RETURN(std::vector<BleuRow> rows, TestBleu(&m->model(), dir.empty() ? "." : dir));
     std::printf("%s", BleuTable(rows).c_str());
