@@ -116,4 +116,19 @@ std::shared_ptr<const TokenCorpus> SyntheticTokens(const std::string& name) {
   return std::make_shared<const TokenCorpus>(std::move(*c));
 }
 
+std::string GettextCatalogue(const std::vector<std::pair<std::string, std::string>>& entries, bool big_endian) {
+  auto u32 = [&](uint32_t v) {
+    std::string b(4, '\0');
+    for (int i = 0; i < 4; ++i) b[big_endian ? 3 - i : i] = static_cast<char>((v >> (8 * i)) & 0xff);
+    return b;
+  };
+  // Header: magic, revision, count, offsets of the two tables, hash table size and offset.
+  const uint32_t n = static_cast<uint32_t>(entries.size()), originals = 28, translations = originals + 8 * n;
+  const uint32_t strings_at = translations + 8 * n;
+  std::string ot, tt, strings;
+  for (const auto& e : entries) ot += u32(e.first.size()) + u32(strings_at + strings.size()), strings += e.first + '\0';
+  for (const auto& e : entries) tt += u32(e.second.size()) + u32(strings_at + strings.size()), strings += e.second + '\0';
+  return u32(0x950412de) + u32(0) + u32(n) + u32(originals) + u32(translations) + u32(0) + u32(0) + ot + tt + strings;
+}
+
 }  // namespace distbelief::testing

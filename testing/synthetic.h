@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "distbelief/text/corpus.h"
 #include "distbelief/workloads/mnist/mnist.h"
@@ -26,5 +28,10 @@ std::shared_ptr<const TokenCorpus> SyntheticTokens(const std::string& name);
 
 // A sentence of the made-up language's words (for tokenizer round trips).
 std::string SyntheticSentence(uint64_t seed = 3);
+
+// The bytes of a gettext catalogue (.mo) holding `entries` (original, translation) in order, in
+// little- or big-endian byte order (the header entry, if wanted, is an entry with an empty original).
+std::string GettextCatalogue(const std::vector<std::pair<std::string, std::string>>& entries,
+                             bool big_endian = false);
 
 }  // namespace distbelief::testing

@@ -7,8 +7,6 @@
 //
 //   distbelief_spm train INPUT MODEL_PREFIX VOCAB MAX_SENTENCES SEED
 //   distbelief_spm encode MODEL LIST_FILE OUT_FILE     (LIST_FILE: one document path per line)
-//   distbelief_spm encode-text MODEL TEXT              (prints ids, space-separated)
-//   distbelief_spm decode MODEL ID...                  (prints the text)
 //   distbelief_spm encode-lines MODEL IN_FILE          (prints each line's ids, space-separated)
 //   distbelief_spm decode-lines MODEL IN_FILE          (IN_FILE: ids a line; prints each line's text)
 // OUT_FILE holds, per document: int64 normalized bytes, int64 id count, uint16 ids.
@@ -97,23 +95,5 @@ int main(int argc, char** argv) {
   }
   if (a.size() == 4 && a[0] == "encode") return Encode(a[1], a[2], a[3]);
   if (a.size() == 3 && (a[0] == "encode-lines" || a[0] == "decode-lines")) return Lines(a[0], a[1], a[2]);
-  if (a.size() >= 2 && (a[0] == "encode-text" || a[0] == "decode")) {
-    distbelief::spm::Processor sp;
-    if (std::string err = sp.Load(a[1]); !err.empty()) return Die("cannot load " + a[1] + ": " + err);
-    if (a[0] == "encode-text") {
-      if (a.size() != 3) return Die("encode-text MODEL TEXT");
-      std::vector<int> ids;
-      if (std::string err = sp.Encode(a[2], &ids); !err.empty()) return Die(err);
-      for (size_t i = 0; i < ids.size(); ++i) std::printf("%s%d", i ? " " : "", ids[i]);
-      std::printf("\n");
-      return 0;
-    }
-    std::vector<int> ids;
-    for (size_t i = 2; i < a.size(); ++i) ids.push_back(std::atoi(a[i].c_str()));
-    std::string text;
-    if (std::string err = sp.Decode(ids, &text); !err.empty()) return Die(err);
-    std::printf("%s\n", text.c_str());
-    return 0;
-  }
-  return Die("usage: distbelief_spm train|encode|encode-text|decode|encode-lines|decode-lines ... (see tools/spm_tool.cc)");
+  return Die("usage: distbelief_spm train|encode|encode-lines|decode-lines ... (see tools/spm_tool.cc)");
 }

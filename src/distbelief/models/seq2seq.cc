@@ -126,8 +126,7 @@ void Seq2Seq::Step(const Tensor& tokens, State* state, Tensor* log_probs) {
     state->c[i] = dec_[i]->final_cell();
     in = &dec_out_[i];
   }
-  Tensor top = state->h.back();
-  proj_->Forward(top, &logits_);
+  proj_->Forward(state->h.back(), &logits_);
   const int64_t v = logits_.dim(-1);
   log_probs->Resize({b, v});
   ParallelFor(b, 4, [&](int64_t lo, int64_t hi) {

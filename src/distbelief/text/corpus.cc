@@ -1,9 +1,5 @@
 #include "distbelief/text/corpus.h"
 
-#include <fcntl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <cstdio>
@@ -168,8 +164,7 @@ StatusOr<TokenCorpus> LoadTokenCorpus(const CorpusOptions& o) {
       return absl::InvalidArgumentError("the training documents in " + o.dir + " hold no text");
     }
     LOG_INFO << "training a " << o.vocab << "-piece sentencepiece tokenizer on " << o.dir;
-    const Status st = RunSentencePieceHelper({"train", lines.string(), prefix.string(), std::to_string(o.vocab),
-                                 std::to_string(o.tokenizer_sentences), std::to_string(o.seed)});
+    const Status st = TrainSentencePiece(lines.string(), prefix.string(), o.vocab, o.tokenizer_sentences, o.seed);
     fs::remove(lines, ec);
     DB_RETURN_IF_ERROR(st);
   }
@@ -209,39 +204,6 @@ StatusOr<TokenCorpus> LoadTokenCorpus(const CorpusOptions& o) {
   c.vocab = std::max<int64_t>(max_id + 1, CountVocab(model));
   DB_RETURN_IF_ERROR(WriteTokens(tokens, c));
   return c;
-}
-
-StatusOr<std::vector<int>> EncodeText(const std::string& model_file, const std::string& text) {
-  char out_path[] = "/tmp/distbelief_spm_out_XXXXXX";
-  const int fd = ::mkstemp(out_path);
-  if (fd < 0) return absl::UnavailableError("cannot create a temporary file");
-  ::close(fd);
-  const Status st = RunSentencePieceHelper({"encode-text", model_file, text}, out_path);
-  auto out = ReadFile(out_path);
-  ::unlink(out_path);
-  DB_RETURN_IF_ERROR(st);
-  if (!out.ok()) return out.status();
-  std::vector<int> ids;
-  std::istringstream in(*out);
-  for (int id; in >> id;) ids.push_back(id);
-  return ids;
-}
-
-StatusOr<std::string> DecodeIds(const std::string& model_file, const std::vector<int>& ids) {
-  char out_path[] = "/tmp/distbelief_spm_out_XXXXXX";
-  const int fd = ::mkstemp(out_path);
-  if (fd < 0) return absl::UnavailableError("cannot create a temporary file");
-  ::close(fd);
-  std::vector<std::string> args = {"decode", model_file};
-  for (int id : ids) args.push_back(std::to_string(id));
-  const Status st = RunSentencePieceHelper(args, out_path);
-  auto out = ReadFile(out_path);
-  ::unlink(out_path);
-  DB_RETURN_IF_ERROR(st);
-  if (!out.ok()) return out.status();
-  std::string text = *out;
-  if (!text.empty() && text.back() == '\n') text.pop_back();
-  return text;
 }
 
 }  // namespace distbelief

@@ -44,8 +44,6 @@ StatusOr<TokenCorpus> LoadTokenCorpus(const CorpusOptions& o);
 // counts are checked against the bytes before anything is allocated.
 bool ParseTokenCache(std::string_view bytes, TokenCorpus* c);
 
-// Encodes and decodes with a cached model (for inspection and tests).
-StatusOr<std::vector<int>> EncodeText(const std::string& model_file, const std::string& text);
-StatusOr<std::string> DecodeIds(const std::string& model_file, const std::vector<int>& ids);
+// The cached model encodes and decodes with EncodeLines / DecodeLines (text/spm_client.h).
 
 }  // namespace distbelief

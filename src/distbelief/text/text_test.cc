@@ -13,6 +13,7 @@
 #include "distbelief/base/random.h"
 #include "distbelief/text/bleu.h"
 #include "distbelief/text/gettext.h"
+#include "distbelief/text/spm_client.h"
 
 #include "distbelief/text/corpus.h"
 #include "testing/synthetic.h"
@@ -45,12 +46,12 @@ TEST(Corpus, HoldsOutWholeDocumentsAndRoundTrips) {
   EXPECT_FALSE(c->from_cache);
   for (uint16_t t : c->train) ASSERT_LT(t, c->vocab);
   const std::string sentence = testing::SyntheticSentence();
-  auto ids = EncodeText(c->tokenizer_model, sentence);
+  auto ids = EncodeLines(c->tokenizer_model, {sentence});
   ASSERT_TRUE(ids.ok());
-  EXPECT_LT(ids->size(), sentence.size());  // subwords, not characters
-  auto back = DecodeIds(c->tokenizer_model, *ids);
+  EXPECT_LT((*ids)[0].size(), sentence.size());  // subwords, not characters
+  auto back = DecodeLines(c->tokenizer_model, *ids);
   ASSERT_TRUE(back.ok());
-  EXPECT_EQ(*back, sentence);
+  EXPECT_EQ((*back)[0], sentence);
   // The second load comes from the cache, identical.
   auto again = LoadTokenCorpus(o);
   ASSERT_TRUE(again.ok());
@@ -212,23 +213,6 @@ TEST(Bleu, AgreesWithNltkCorpusBleu) {
   EXPECT_NEAR(ours->bleu, nltk, 0.01) << ours->ToString() << " matches " << ours->matches[0] << " " << ours->matches[1] << " " << ours->matches[2] << " " << ours->matches[3] << " totals " << ours->totals[0] << " " << ours->totals[1] << " " << ours->totals[2] << " " << ours->totals[3];
 }
 
-// A .mo file with entries (original, translation), in either byte order.
-std::string MakeMo(const std::vector<std::pair<std::string, std::string>>& entries, bool big_endian) {
-  auto u32 = [&](uint32_t v) {
-    std::string b(4, '\0');
-    for (int i = 0; i < 4; ++i) b[big_endian ? 3 - i : i] = static_cast<char>((v >> (8 * i)) & 0xff);
-    return b;
-  };
-  const uint32_t n = static_cast<uint32_t>(entries.size()), orig = 28, trans = orig + 8 * n;
-  std::string head = u32(0x950412de) + u32(0) + u32(n) + u32(orig) + u32(trans) + u32(0) + u32(0);
-  std::string tables, strings;
-  uint32_t at = trans + 8 * n;
-  std::string ot, tt;
-  for (const auto& [k, v] : entries) ot += u32(k.size()) + u32(at + strings.size()), strings += k + '\0';
-  for (const auto& [k, v] : entries) tt += u32(v.size()) + u32(at + strings.size()), strings += v + '\0';
-  return head + ot + tt + strings;
-}
-
 TEST(Gettext, ParsesBothByteOrdersContextsAndPlurals) {
   const std::vector<std::pair<std::string, std::string>> e = {
       {"", "Content-Type: text/plain; charset=UTF-8\n"},
@@ -237,7 +221,7 @@ TEST(Gettext, ParsesBothByteOrdersContextsAndPlurals) {
       {std::string("%d file") + '\0' + "%d files", std::string("%d fichier") + '\0' + "%d fichiers"},
       {"Untranslated", ""}};
   for (bool big : {false, true}) {
-    auto m = ParseMo(MakeMo(e, big), "test.mo");
+    auto m = ParseMo(testing::GettextCatalogue(e, big), "test.mo");
     ASSERT_TRUE(m.ok()) << m.status();
     ASSERT_EQ(m->size(), 4u);  // the header is skipped
     EXPECT_EQ((*m)[0].id, "Open");
@@ -251,7 +235,7 @@ TEST(Gettext, ParsesBothByteOrdersContextsAndPlurals) {
 }
 
 TEST(Gettext, DamagedFilesAreErrorsNamingThem) {
-  const std::string good = MakeMo({{"a", "b"}, {"c", "d"}}, false);
+  const std::string good = testing::GettextCatalogue({{"a", "b"}, {"c", "d"}}, false);
   EXPECT_EQ(ParseMo("", "x.mo").status().code(), absl::StatusCode::kDataLoss);
   std::string magic = good;
   magic[0] = 'X';

@@ -24,17 +24,16 @@ std::vector<std::vector<int>> Decode(Seq2Seq* model, const Tensor& src, const De
   const int64_t nb = src.dim(0);
   const int k = std::max(1, o.beam);
   Seq2Seq::State state = model->Encode(src);
-  // Row r of the state belongs to sentence owner[r]; live[b] holds sentence b's live hypotheses
-  // in row order.
+  // live[b] holds sentence b's live hypotheses; their state rows follow one another, sentence
+  // by sentence, in the order of b.
   std::vector<std::vector<Hyp>> live(nb, std::vector<Hyp>(1)), done(nb);
-  std::vector<int64_t> owner(nb);
-  std::iota(owner.begin(), owner.end(), 0);
   Tensor tokens({nb}), logp;
   tokens.Fill(static_cast<float>(o.bos));
   const int64_t v = model->options().tgt_vocab;
-  for (int64_t t = 0; t < o.max_len && !owner.empty(); ++t) {
+  std::vector<int> idx(v);  // a row's token ids, partially sorted by log-probability
+  for (int64_t t = 0; t < o.max_len; ++t) {
     model->Step(tokens, &state, &logp);
-    std::vector<int64_t> rows, next_owner;
+    std::vector<int64_t> rows;
     std::vector<float> next_tokens;
     int64_t r0 = 0;  // first row of the current sentence
     for (int64_t b = 0; b < nb; ++b) {
@@ -47,7 +46,6 @@ std::vector<std::vector<int>> Decode(Seq2Seq* model, const Tensor& src, const De
       for (int64_t i = 0; i < n; ++i) {
         const float* lp = logp.data() + (r0 + i) * v;
         // A partial top-(2k) of this row keeps the candidate list small.
-        std::vector<int> idx(v);
         std::iota(idx.begin(), idx.end(), 0);
         const int m = static_cast<int>(std::min<int64_t>(2 * k, v));
         std::partial_sort(idx.begin(), idx.begin() + m, idx.end(), [&](int a, int c) { return lp[a] > lp[c]; });
@@ -66,7 +64,6 @@ std::vector<std::vector<int>> Decode(Seq2Seq* model, const Tensor& src, const De
         }
         h.tokens.push_back(c.token);
         rows.push_back(c.row);
-        next_owner.push_back(b);
         next_tokens.push_back(static_cast<float>(c.token));
         survivors.push_back(std::move(h));
       }
@@ -83,18 +80,14 @@ std::vector<std::vector<int>> Decode(Seq2Seq* model, const Tensor& src, const De
         finished = best_live < best_done;
       }
       if (finished) {
-        // Drop this sentence's rows from the next step.
-        while (!next_owner.empty() && next_owner.back() == b) {
-          next_owner.pop_back();
-          rows.pop_back();
-          next_tokens.pop_back();
-        }
+        // Drop this sentence's rows (the last ones added) from the next step.
+        rows.resize(rows.size() - survivors.size());
+        next_tokens.resize(next_tokens.size() - survivors.size());
         survivors.clear();
       }
       live[b] = std::move(survivors);
     }
-    owner = std::move(next_owner);
-    if (owner.empty()) break;
+    if (rows.empty()) break;
     state = Seq2Seq::Gather(state, rows);
     tokens = Tensor({static_cast<int64_t>(next_tokens.size())});
     std::copy(next_tokens.begin(), next_tokens.end(), tokens.data());

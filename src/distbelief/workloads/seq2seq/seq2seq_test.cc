@@ -54,15 +54,8 @@ TEST(EnFr, LanguageCheck) {
   EXPECT_FALSE(LooksLikeEnFr("Le fichier est dans le dossier de la photo", "Le fichier est dans le dossier de la photo"));
 }
 
-// A .mo file (little-endian) with these entries.
 void WriteMo(const std::string& path, const std::vector<std::pair<std::string, std::string>>& entries) {
-  auto u32 = [](uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); };
-  const uint32_t n = static_cast<uint32_t>(entries.size()), orig = 28, trans = orig + 8 * n, at = trans + 8 * n;
-  std::string ot, tt, strings;
-  for (const auto& [k, v] : entries) ot += u32(k.size()) + u32(at + strings.size()), strings += k + '\0';
-  for (const auto& [k, v] : entries) tt += u32(v.size()) + u32(at + strings.size()), strings += v + '\0';
-  std::ofstream(path, std::ios::binary) << u32(0x950412de) + u32(0) + u32(n) + u32(orig) + u32(trans) + u32(0) + u32(0) +
-                                               ot + tt + strings;
+  std::ofstream(path, std::ios::binary) << testing::GettextCatalogue(entries);
 }
 
 TEST(EnFr, CorpusIsSplitByPackageAndHeldOutSentencesAreNew) {
