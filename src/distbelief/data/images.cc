@@ -19,10 +19,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The maximum value of a binary PNM (P5/P6) header, or -1 if the header does not parse. Debian's
-// stb_image (2022-09) converts 16-bit P6 pixels to grey as if they were 8-bit and reads past its
-// buffer (found by fuzz/image_fuzz), so 16-bit PNMs are refused before stb sees them.
-int64_t PnmMaxValue(std::string_view b) {
+// The width, height and maximum value of a binary PNM (P5/P6) header, or -1s if the header does
+// not parse. Debian's stb_image (2022-09) converts 16-bit P6 pixels to grey as if they were 8-bit
+// and reads past its buffer, and its header integers overflow on long digit runs (both found by
+// fuzz/image_fuzz), so such PNMs are refused before stb sees them.
+struct PnmFields {
+  int64_t w = -1, h = -1, maxval = -1;
+};
+PnmFields ParsePnmHeader(std::string_view b) {
   size_t at = 2;
   int64_t fields[3] = {0, 0, 0};
   for (int64_t& f : fields) {
@@ -34,21 +38,26 @@ int64_t PnmMaxValue(std::string_view b) {
       }
       break;
     }
-    if (at >= b.size() || !std::isdigit(static_cast<unsigned char>(b[at]))) return -1;
-    while (at < b.size() && std::isdigit(static_cast<unsigned char>(b[at])) && f < (int64_t{1} << 32))
-      f = f * 10 + (b[at++] - '0');
+    if (at >= b.size() || !std::isdigit(static_cast<unsigned char>(b[at]))) return {};
+    // Every digit is consumed (saturating), so the fields stay in step with stb's reading of them.
+    while (at < b.size() && std::isdigit(static_cast<unsigned char>(b[at]))) {
+      f = std::min<int64_t>(f * 10 + (b[at++] - '0'), int64_t{1} << 40);
+    }
   }
-  return fields[2];
+  return {fields[0], fields[1], fields[2]};
 }
 
 }  // namespace
 
 StatusOr<GreyImage> DecodeGreyFromMemory(std::string_view bytes, const std::string& origin, int64_t max_pixels) {
   if (bytes.size() >= 2 && bytes[0] == 'P' && (bytes[1] == '5' || bytes[1] == '6')) {
-    const int64_t maxval = PnmMaxValue(bytes);
-    if (maxval < 1 || maxval > 255)
+    const PnmFields pnm = ParsePnmHeader(bytes);
+    if (pnm.maxval < 1 || pnm.maxval > 255)
       return absl::DataLossError("image " + origin + ": only 8-bit binary PNM is read (header maxval " +
-                                 std::to_string(maxval) + ")");
+                                 std::to_string(pnm.maxval) + ")");
+    if (pnm.w > (int64_t{1} << 24) || pnm.h > (int64_t{1} << 24))
+      return absl::DataLossError("image " + origin + ": PNM header claims " + std::to_string(pnm.w) + "x" +
+                                 std::to_string(pnm.h) + " pixels");
   }
   const auto* p = reinterpret_cast<const stbi_uc*>(bytes.data());
   if (bytes.size() > size_t{1} << 30) return absl::DataLossError("image " + origin + " is larger than 1 GiB");

@@ -82,6 +82,13 @@ TEST(Images, HugeImagesAreRefusedFromTheirHeader) {
   auto wide = DecodeGreyFromMemory(wide_bytes, "wide.ppm");
   ASSERT_FALSE(wide.ok());
   EXPECT_NE(wide.status().message().find("8-bit"), std::string::npos) << wide.status();
+  // Found by fuzz/image_fuzz: header integers longer than an int overflowed inside stb.
+  auto overflow = DecodeGreyFromMemory("P6" + std::string(70, '0') + "40 355\n" + std::string(60, '0') + "1040\xca",
+                                       "overflow.ppm");
+  ASSERT_FALSE(overflow.ok());
+  auto long_width = DecodeGreyFromMemory("P5\n68155430000000000000000 3\n255\n\x01", "long.pgm");
+  ASSERT_FALSE(long_width.ok());
+  EXPECT_NE(long_width.status().message().find("PNM header claims"), std::string::npos) << long_width.status();
   auto small = DecodeGreyFromMemory(std::string("P5\n2 1\n255\n\x00\xff", 13), "small.pgm");
   ASSERT_TRUE(small.ok()) << small.status();
   EXPECT_EQ(small->w, 2);

@@ -31,6 +31,56 @@ Tensor LastStep(const Tensor& y) {
 
 }  // namespace
 
+ChunkedLstm::ChunkedLstm(const std::string& name, int64_t in, int64_t hidden, int chunks) {
+  Random unused(0);  // the weights come from a reference (BeginStep copies instance 0's)
+  for (int k = 0; k < std::max(1, chunks); ++k) insts_.push_back(std::make_unique<Lstm>(name, in, hidden, &unused));
+  outs_.resize(insts_.size());
+}
+
+void ChunkedLstm::BeginStep() {
+  const std::vector<Param*> w = insts_[0]->params();
+  for (auto& l : insts_) {
+    std::vector<Param*> mine = l->params();
+    for (size_t i = 0; i < mine.size(); ++i) {
+      if (l != insts_[0]) std::memcpy(mine[i]->value.data(), w[i]->value.data(), w[i]->value.size() * sizeof(float));
+      mine[i]->grad.Zero();
+    }
+  }
+}
+
+void ChunkedLstm::Forward(int k, const Tensor& x, const Tensor* h0, const Tensor* c0) {
+  Lstm* l = insts_[k].get();
+  if (k > 0) l->SetInitialState(FinalH(k - 1), FinalC(k - 1));
+  else if (h0 && c0) l->SetInitialState(*h0, *c0);
+  else l->ClearInitialState();
+  l->Forward(x, &outs_[k]);
+}
+
+Tensor ChunkedLstm::FinalH(int k) const { return LastStep(outs_[k]); }
+
+void ChunkedLstm::Backward(int k, int last, Tensor dy, Tensor* dx, const Tensor* dh_last, const Tensor* dc_last) {
+  const Tensor* dh = dh_last;
+  const Tensor* dc = dc_last;
+  if (k + 1 < last) dh = &insts_[k + 1]->dh0(), dc = &insts_[k + 1]->dc0();
+  Lstm* l = insts_[k].get();
+  if (dh) {  // into the chunk's last output
+    const int64_t B = dy.dim(0), n = dy.dim(1), H = dy.dim(2);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h) dy[(b * n + n - 1) * H + h] += (*dh)[b * H + h];
+  }
+  if (dc) l->SetFinalCellGrad(*dc);
+  l->Backward(dy, dx);
+}
+
+void ChunkedLstm::EndStep() {
+  const std::vector<Param*> sum = insts_[0]->params();
+  for (size_t k = 1; k < insts_.size(); ++k) {
+    const std::vector<Param*> ps = insts_[k]->params();
+    for (size_t i = 0; i < ps.size(); ++i)
+      for (int64_t e = 0; e < sum[i]->grad.size(); ++e) sum[i]->grad[e] += ps[i]->grad[e];
+  }
+}
+
 std::vector<std::unique_ptr<Lstm>> BuildLstmStack(const LstmStackSpec& spec, uint64_t seed) {
   Random rng(seed);
   std::vector<std::unique_ptr<Lstm>> out;
@@ -41,9 +91,8 @@ std::vector<std::unique_ptr<Lstm>> BuildLstmStack(const LstmStackSpec& spec, uin
 
 struct LstmPipeline::Part {
   int64_t first_layer = 0, last_layer = 0;  // [first, last)
-  // chunk_layers[j][k]: owned layer j's instance for chunk k (same weights, its own activations).
-  std::vector<std::vector<std::unique_ptr<Lstm>>> chunk_layers;
-  std::vector<std::vector<Tensor>> outs;  // [j][k]
+  std::vector<std::unique_ptr<ChunkedLstm>> layers;  // the owned layers, in order
+  std::vector<Tensor> inputs;                        // [k]: chunk k's input to the first owned layer
   MpStats stats;
 };
 
@@ -58,23 +107,19 @@ StatusOr<std::unique_ptr<LstmPipeline>> LstmPipeline::Create(const LstmStackSpec
   pl->partitions_ = partitions;
   pl->chunks_ = chunks;
   DB_ASSIGN_OR_RETURN(pl->links_, PartitionLinks::Create(transport, partitions));
-  Random unused(0);
   for (int p = 0; p < partitions; ++p) {
     auto part = std::make_unique<Part>();
     part->first_layer = spec.layers * p / partitions;
     part->last_layer = spec.layers * (p + 1) / partitions;
     for (int64_t j = part->first_layer; j < part->last_layer; ++j) {
-      part->chunk_layers.emplace_back();
-      part->outs.emplace_back(chunks);
-      for (int k = 0; k < chunks; ++k) {
-        auto l = std::make_unique<Lstm>(absl::StrCat("p", p, ".lstm", j), j == 0 ? spec.input : spec.hidden,
-                                        spec.hidden, &unused);
-        std::vector<Param*> mine = l->params(), ref = reference[j]->params();
-        for (size_t i = 0; i < mine.size(); ++i)
-          std::memcpy(mine[i]->value.data(), ref[i]->value.data(), ref[i]->value.size() * sizeof(float));
-        part->chunk_layers.back().push_back(std::move(l));
-      }
+      auto l = std::make_unique<ChunkedLstm>(absl::StrCat("p", p, ".lstm", j), j == 0 ? spec.input : spec.hidden,
+                                             spec.hidden, chunks);
+      std::vector<Param*> mine = l->params(), ref = reference[j]->params();
+      for (size_t i = 0; i < mine.size(); ++i)
+        std::memcpy(mine[i]->value.data(), ref[i]->value.data(), ref[i]->value.size() * sizeof(float));
+      part->layers.push_back(std::move(l));
     }
+    part->inputs.resize(chunks);
     pl->parts_.push_back(std::move(part));
   }
   return pl;
@@ -91,15 +136,9 @@ MpStats LstmPipeline::TotalStats() const {
 std::vector<Tensor> LstmPipeline::LayerGrads(int64_t layer) {
   for (auto& part : parts_) {
     if (layer < part->first_layer || layer >= part->last_layer) continue;
-    auto& insts = part->chunk_layers[layer - part->first_layer];
-    std::vector<Tensor> sum;
-    for (Param* q : insts[0]->params()) sum.push_back(q->grad);
-    for (size_t k = 1; k < insts.size(); ++k) {
-      std::vector<Param*> ps = insts[k]->params();
-      for (size_t i = 0; i < ps.size(); ++i)
-        for (int64_t e = 0; e < sum[i].size(); ++e) sum[i][e] += ps[i]->grad[e];
-    }
-    return sum;
+    std::vector<Tensor> grads;
+    for (Param* q : part->layers[layer - part->first_layer]->params()) grads.push_back(q->grad);
+    return grads;
   }
   return {};
 }
@@ -124,46 +163,33 @@ Status LstmPipeline::RunPart(int p, int64_t step, const Tensor& x, const Tensor&
   };
   const int64_t B = x.dim(0), H = spec_.hidden, D0 = spec_.input;
   const int64_t owned = part.last_layer - part.first_layer;
-  for (auto& layer : part.chunk_layers)
-    for (auto& l : layer)
-      for (Param* q : l->params()) q->grad.Fill(0.0f);
+  for (auto& l : part.layers) l->BeginStep();
   // Forward, chunk by chunk.
-  std::vector<Tensor> inputs(chunks_);
-  for (int64_t k = 0; k < chunks_; ++k) {
-    if (p == 0) SliceTime(x, k * tc, tc, &inputs[k]);
-    else DB_RETURN_IF_ERROR(receive(p - 1, k, false, {B, tc, part.first_layer == 0 ? D0 : H}, &inputs[k]));
-    const Tensor* in = &inputs[k];
-    for (int64_t j = 0; j < owned; ++j) {
-      Lstm* l = part.chunk_layers[j][k].get();
-      if (k == 0) l->ClearInitialState();
-      else l->SetInitialState(LastStep(part.outs[j][k - 1]), part.chunk_layers[j][k - 1]->final_cell());
-      l->Forward(*in, &part.outs[j][k]);
-      in = &part.outs[j][k];
+  for (int k = 0; k < chunks_; ++k) {
+    if (p == 0) SliceTime(x, k * tc, tc, &part.inputs[k]);
+    else DB_RETURN_IF_ERROR(receive(p - 1, k, false, {B, tc, part.first_layer == 0 ? D0 : H}, &part.inputs[k]));
+    const Tensor* in = &part.inputs[k];
+    for (auto& l : part.layers) {
+      l->Forward(k, *in);
+      in = &l->out(k);
     }
     if (p + 1 < P) DB_RETURN_IF_ERROR(send(p + 1, k, false, *in));
     else PutTime(*in, k * tc, y);
   }
   // Backward, chunks in reverse.
-  for (int64_t k = chunks_ - 1; k >= 0; --k) {
+  for (int k = chunks_ - 1; k >= 0; --k) {
     Tensor g;
     if (p + 1 == P) SliceTime(dy, k * tc, tc, &g);
     else DB_RETURN_IF_ERROR(receive(p + 1, k, true, {B, tc, H}, &g));
     for (int64_t j = owned - 1; j >= 0; --j) {
-      Lstm* l = part.chunk_layers[j][k].get();
-      if (k + 1 < chunks_) {
-        // The state gradient from the next chunk: into the last h of this chunk and its final c.
-        const Lstm* next = part.chunk_layers[j][k + 1].get();
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t h = 0; h < H; ++h) g[(b * tc + tc - 1) * H + h] += next->dh0()[b * H + h];
-        l->SetFinalCellGrad(next->dc0());
-      }
       Tensor d;
-      l->Backward(g, &d);
+      part.layers[j]->Backward(k, chunks_, std::move(g), &d);
       g = std::move(d);
     }
     if (p > 0) DB_RETURN_IF_ERROR(send(p - 1, k, true, g));
     else PutTime(g, k * tc, dx);
   }
+  for (auto& l : part.layers) l->EndStep();
   return absl::OkStatus();
 }
 
