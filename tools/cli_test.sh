@@ -42,6 +42,14 @@ lrun=(--set "train.run_dir=\"$tmp/l\"" --set 'model.hidden=[16]' --set train.max
 check "launch beside old shard checkpoints" 2 "already holds a run" -- "$bin" launch --config configs/mnist_downpour.toml "${lrun[@]}"
 check "launch --overwrite starts its shards afresh" 0 "version 0) listening" -- "$bin" launch \
   --config configs/mnist_downpour.toml "${lrun[@]}" --overwrite
+# A model of two parameter groups (the GAN's discriminator and generator; Seq2Seq split into model
+# partitions has one per partition): one shard process per group and shard, numbered group by group.
+gan=(--set "train.run_dir=\"$tmp/gan\"" --set 'gan.g_hidden=[16]' --set 'gan.d_hidden=[8]' --set gan.d_pieces=2
+     --set gan.noise=4 --set gan.train_size=600 --set gan.epochs=1 --set gan.parzen_samples=50 --set gan.parzen_test=50
+     --set gan.parzen_validation=50 --set distributed.replicas=2 --set distributed.shards=1
+     --set distributed.warmstart_steps=0)
+check "launch of a model with two parameter groups" 0 "cluster: 2 shard processes, 2 replicas; 0 replicas died" -- \
+  "$bin" launch --config configs/gan_mnist.toml "${gan[@]}"
 check "--overwrite replaces it" 0 "test accuracy" -- "$bin" train --config $cfg "${run[@]}" --overwrite
 check "--resume continues it" 0 "test accuracy" -- "$bin" train --config $cfg "${run[@]}" \
   --resume "$tmp/run/checkpoint.safetensors"

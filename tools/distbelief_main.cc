@@ -123,8 +123,8 @@ Status RunLaunch(const ConfigFlags& flags, const std::string& self, bool overwri
   DB_ASSIGN_OR_RETURN(const Job job, l.workload->MakeJob(l.engine));
   DB_RETURN_IF_ERROR(CheckRunDirFree(l.engine.train.run_dir, false, overwrite));
   DB_ASSIGN_OR_RETURN(LaunchResult r, Launch(l.engine, job, {self}));
-  std::printf("cluster: %d shards, %d replicas; %d replicas died, %d replica restarts, %d shard restarts; %.1f s\n",
-              l.engine.distributed.cluster.shards,
+  std::printf("cluster: %d shard processes, %d replicas; %d replicas died, %d replica restarts, %d shard restarts; %.1f s\n",
+              r.shard_processes,
               l.engine.distributed.mode == Mode::kSandblaster ? l.engine.distributed.sandblaster.replicas
                                                                : l.engine.distributed.downpour.replicas,
               r.replicas_failed, r.replica_restarts, r.shard_restarts, r.seconds);

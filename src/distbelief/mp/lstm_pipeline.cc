@@ -9,8 +9,6 @@
 #include "distbelief/base/random.h"
 
 namespace distbelief {
-namespace {
-
 // Copies time steps [t0, t0 + n) of a (B, T, F) tensor into (B, n, F), or back.
 void SliceTime(const Tensor& src, int64_t t0, int64_t n, Tensor* dst) {
   const int64_t B = src.dim(0), T = src.dim(1), F = src.dim(2);
@@ -21,6 +19,8 @@ void PutTime(const Tensor& chunk, int64_t t0, Tensor* dst) {
   const int64_t B = chunk.dim(0), n = chunk.dim(1), F = chunk.dim(2), T = dst->dim(1);
   for (int64_t b = 0; b < B; ++b) std::memcpy(dst->data() + (b * T + t0) * F, chunk.data() + b * n * F, n * F * sizeof(float));
 }
+namespace {
+
 // The last time step (B, H) of a (B, T, H) tensor.
 Tensor LastStep(const Tensor& y) {
   const int64_t B = y.dim(0), T = y.dim(1), H = y.dim(2);

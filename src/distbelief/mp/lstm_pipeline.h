@@ -16,6 +16,11 @@
 
 namespace distbelief {
 
+// Time steps [t0, t0 + n) of src (B, T, F) into *dst (B, n, F); PutTime writes a chunk back
+// into dst (B, T, F) at t0.
+void SliceTime(const Tensor& src, int64_t t0, int64_t n, Tensor* dst);
+void PutTime(const Tensor& chunk, int64_t t0, Tensor* dst);
+
 // One LSTM layer run over a sequence cut into time chunks, the building block of the pipelines
 // (LstmPipeline here, Seq2SeqPartitions): an Lstm instance per chunk with the same weights and its
 // own activations. Chunk k starts from the final state of chunk k - 1 (chunk 0 from a given state

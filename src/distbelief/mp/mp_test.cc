@@ -7,11 +7,13 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <map>
 
 #include <gtest/gtest.h>
 
 #include "distbelief/base/random.h"
 #include "distbelief/mp/lstm_pipeline.h"
+#include "distbelief/mp/seq2seq_partitions.h"
 #include "distbelief/train/downpour.h"
 #include "distbelief/transport/fault_injection.h"
 #include "distbelief/workloads/teacher/teacher.h"
@@ -257,6 +259,89 @@ TEST_P(LstmPipelineTest, EqualsTheWholeStack) {
   EXPECT_FALSE(LstmPipeline::Create(spec, 5, 1, raw, MakeInprocTransport({}).get()).ok());
 }
 INSTANTIATE_TEST_SUITE_P(Transports, LstmPipelineTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Grpc" : "InProcess"; });
+
+// Seq2Seq split by depth 1-3 ways and pipelined over 1-3 time chunks (uneven, and more chunks than
+// a 2-token target has): the same loss and gradients as the whole model, only boundary outputs
+// crossing. A dead partition fails the step with a clear error instead of hanging.
+class Seq2SeqPartitionsTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(Seq2SeqPartitionsTest, EqualsTheWholeModel) {
+  const bool grpc = GetParam();
+  Seq2SeqOptions o;
+  o.src_vocab = 13;
+  o.tgt_vocab = 11;
+  o.embedding = 6;
+  o.hidden = 5;
+  o.layers = 3;
+  const int64_t B = 3;
+  Random rng(5);
+  for (int64_t T : {7, 2}) {
+    const int64_t S = 5;
+    Tensor src({B, S}), tgt_in({B, T}), tgt_out({B, T});
+    for (int64_t i = 0; i < src.size(); ++i) src[i] = static_cast<float>(rng.UniformInt(13));
+    for (int64_t i = 0; i < tgt_in.size(); ++i) tgt_in[i] = static_cast<float>(rng.UniformInt(11));
+    for (int64_t i = 0; i < tgt_out.size(); ++i) tgt_out[i] = i % 4 == 3 ? -1.0f : static_cast<float>(rng.UniformInt(11));
+    Seq2Seq whole(o, 21);
+    whole.ZeroGrad();
+    const double loss = whole.Forward(src, tgt_in, tgt_out);
+    whole.Backward();
+    std::map<std::string, Param*> ref;
+    for (Param* q : whole.params()) ref[q->name] = q;
+    for (int P = 1; P <= 3; ++P)
+      for (int chunks : {1, 3}) {
+        SCOPED_TRACE("T " + std::to_string(T) + ", " + std::to_string(P) + " partitions, " + std::to_string(chunks) +
+                     " chunks");
+        auto transport = grpc ? MakeGrpcTransport({}) : MakeInprocTransport({});
+        auto parts = Seq2SeqPartitions::Create(&whole, P, chunks, transport.get());
+        ASSERT_TRUE(parts.ok()) << parts.status();
+        for (int rep = 0; rep < 2; ++rep) {  // a second step must not carry anything over
+          auto l = (*parts)->LossAndGradient(src, tgt_in, tgt_out);
+          ASSERT_TRUE(l.ok()) << l.status();
+          EXPECT_NEAR(*l, loss, 1e-5 * std::abs(loss));
+          size_t seen = 0;
+          for (int p = 0; p < P; ++p)
+            for (Param* q : (*parts)->params(p)) {
+              ASSERT_TRUE(ref.count(q->name)) << q->name;
+              EXPECT_LE(RelErr(q->grad, ref[q->name]->grad), 1e-5) << q->name;
+              ++seen;
+            }
+          EXPECT_EQ(seen, ref.size());
+        }
+        // Only boundary outputs cross, once each way: (P - 1) boundaries x B (S + T) H floats.
+        EXPECT_EQ((*parts)->TotalStats().floats_sent, 2 * 2 * (P - 1) * B * (S + T) * o.hidden);
+      }
+  }
+  auto t = MakeInprocTransport({});
+  Seq2Seq whole(o, 1);
+  EXPECT_EQ(Seq2SeqPartitions::Create(&whole, 4, 1, t.get()).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Seq2SeqPartitions::Create(&whole, 2, 0, t.get()).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_P(Seq2SeqPartitionsTest, ADeadPartitionFailsTheStepAndCopyToGivesAWholeModel) {
+  Seq2SeqOptions o;
+  o.src_vocab = o.tgt_vocab = 9;
+  o.embedding = o.hidden = 4;
+  o.layers = 2;
+  Seq2Seq whole(o, 3), copy(o, 4);
+  auto transport = GetParam() ? MakeGrpcTransport({}) : MakeInprocTransport({});
+  auto parts = Seq2SeqPartitions::Create(&whole, 2, 2, transport.get());
+  ASSERT_TRUE(parts.ok()) << parts.status();
+  (*parts)->CopyTo(&copy);
+  const std::vector<Param*> a = whole.params(), b = copy.params();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(RelErr(a[i]->value, b[i]->value), 0.0) << a[i]->name;
+  Tensor src({2, 3}), tgt({2, 4});
+  src.Fill(1.0f);
+  tgt.Fill(2.0f);
+  (*parts)->SetTimeout(Millis(300));
+  (*parts)->KillPartition(1);
+  auto l = (*parts)->LossAndGradient(src, tgt, tgt);
+  ASSERT_FALSE(l.ok());
+  EXPECT_NE(l.status().message().find("Seq2Seq partition"), std::string::npos) << l.status();
+  Tensor bad({2});
+  EXPECT_EQ((*parts)->LossAndGradient(bad, tgt, tgt).status().code(), absl::StatusCode::kInvalidArgument);
+}
+INSTANTIATE_TEST_SUITE_P(Transports, Seq2SeqPartitionsTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "Grpc" : "InProcess"; });
 
 // Model parallelism composed with Downpour on the one engine (Dean et al. 2012, figure 2): each

@@ -54,18 +54,20 @@ StatusOr<std::unique_ptr<ParameterServer>> ParameterServer::Start(const ClusterO
     ps->transport_ = ps->owned_transport_.get();
   }
   const bool external = !c.shard_addresses.empty();
-  if (external && groups.size() != 1)
-    return absl::InvalidArgumentError("distributed.shard_addresses names the shards of one parameter vector; this "
-                                      "model has " + std::to_string(groups.size()) + " (one per model partition), "
-                                      "whose shards it starts itself");
-  const int shards = external ? static_cast<int>(c.shard_addresses.size()) : c.shards;
+  // External shards are listed group by group: the shards of group 0, then of group 1, ...
+  const size_t G = groups.size();
+  if (external && c.shard_addresses.size() % G != 0)
+    return absl::InvalidArgumentError("distributed.shard_addresses lists " + std::to_string(c.shard_addresses.size()) +
+                                      " shards, not a multiple of this model's " + std::to_string(G) +
+                                      " parameter groups (one per model partition; list them group by group)");
+  const int shards = external ? static_cast<int>(c.shard_addresses.size() / G) : c.shards;
   ps->groups_.resize(groups.size());
   for (size_t g = 0; g < groups.size(); ++g) {
     Group& group = ps->groups_[g];
     const std::vector<float>& initial = groups[g].initial;
     group.map = MapFor(static_cast<int64_t>(initial.size()), shards, groups[g].bound);
     if (external) {
-      group.addresses = c.shard_addresses;
+      group.addresses.assign(c.shard_addresses.begin() + g * shards, c.shard_addresses.begin() + (g + 1) * shards);
       continue;
     }
     for (int s = 0; s < shards; ++s) {

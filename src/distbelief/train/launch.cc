@@ -358,26 +358,30 @@ bool IsLoopbackAddress(const std::string& host_port) {
 
 Status RunShardRole(const EngineOptions& e, const Job& job, int index, const std::string& listen) {
   const ClusterOptions& c = e.distributed.cluster;
-  if (index < 0 || index >= c.shards)
-    return absl::InvalidArgumentError("shard index " + std::to_string(index) + " outside [0, " + std::to_string(c.shards) + ")");
   DB_ASSIGN_OR_RETURN(std::unique_ptr<ReplicaModel> model, job.make_replica(0, e.distributed.downpour.replicas));
   const std::vector<GroupSpec> groups = GroupsOf(model.get());
-  if (groups.size() != 1)
-    return absl::InvalidArgumentError("shard processes serve models with one parameter group; this one has " +
-                                      std::to_string(groups.size()));
-  const ShardMap map = MapFor(static_cast<int64_t>(groups[0].initial.size()), c.shards, groups[0].bound);
+  model.reset();
+  // Shard processes are numbered group by group: index = group * shards + shard.
+  const int G = static_cast<int>(groups.size());
+  if (index < 0 || index >= G * c.shards)
+    return absl::InvalidArgumentError("shard index " + std::to_string(index) + " outside [0, " +
+                                      std::to_string(G * c.shards) + ") (" + std::to_string(G) + " parameter group(s) x " +
+                                      std::to_string(c.shards) + " shards)");
+  const int group = index / c.shards, local = index % c.shards;
+  const GroupSpec& spec = groups[group];
+  const ShardMap map = MapFor(static_cast<int64_t>(spec.initial.size()), c.shards, spec.bound);
   ShardPlan plan = DownpourShardPlan(e, job);
   if (e.distributed.mode == Mode::kSandblaster) plan.schedule = ScheduleOptions{};  // L-BFGS moves x itself
-  const ShardOptions so = ParameterServer::OptionsFor(c, plan, map, groups[0].bound, 0, index, 1);
-  DB_ASSIGN_OR_RETURN(auto shard, ParameterShard::Create(so, std::span<const float>(groups[0].initial)
-                                                                 .subspan(map.begin(index), map.size(index))));
+  const ShardOptions so = ParameterServer::OptionsFor(c, plan, map, spec.bound, group, local, G);
+  DB_ASSIGN_OR_RETURN(auto shard, ParameterShard::Create(so, std::span<const float>(spec.initial)
+                                                                 .subspan(map.begin(local), map.size(local))));
   auto transport = MakeGrpcTransport(c.transport);
   DB_ASSIGN_OR_RETURN(auto server, transport->ServeShard(listen, shard.get()));
   ::signal(SIGTERM, OnSignal);
   ::signal(SIGINT, OnSignal);
   std::printf("shard %d listening on %s\n", index, server->address().c_str());
   std::fflush(stdout);
-  LOG_INFO << "shard " << index << " of " << c.shards << " (" << map.size(index) << " parameters, version "
+  LOG_INFO << "shard " << index << " of " << G * c.shards << " (" << map.size(local) << " parameters, version "
            << shard->version() << ") listening on " << server->address();
   while (!g_stop.load()) std::this_thread::sleep_for(Millis(50));
   server.reset();
@@ -389,8 +393,10 @@ Status RunShardRole(const EngineOptions& e, const Job& job, int index, const std
 StatusOr<std::unique_ptr<ReplicaModel>> PullFromShards(const EngineOptions& e, const Job& job) {
   DB_ASSIGN_OR_RETURN(std::unique_ptr<ReplicaModel> model, job.make_replica(0, e.distributed.downpour.replicas));
   DB_ASSIGN_OR_RETURN(auto ps, ParameterServer::Start(e.distributed.cluster, ShardPlan{}, GroupsOf(model.get())));
-  DB_ASSIGN_OR_RETURN(auto client, ps->Connect(0, -1));
-  DB_RETURN_IF_ERROR(client->Pull(ValuePieces(model->params(0))).status());
+  for (int g = 0; g < model->num_groups(); ++g) {
+    DB_ASSIGN_OR_RETURN(auto client, ps->Connect(g, -1));
+    DB_RETURN_IF_ERROR(client->Pull(ValuePieces(model->params(g))).status());
+  }
   return model;
 }
 
@@ -405,7 +411,17 @@ StatusOr<LaunchResult> Launch(const EngineOptions& e, const Job& job, const Laun
   g_stop = false;
   ::signal(SIGTERM, OnSignal);
   ::signal(SIGINT, OnSignal);
-  c.addresses.resize(e.distributed.cluster.shards);
+  // Shards of every parameter group (one per model partition), numbered group by group.
+  int groups = 1;
+  {
+    DB_ASSIGN_OR_RETURN(std::unique_ptr<ReplicaModel> model, job.make_replica(0, e.distributed.downpour.replicas));
+    groups = model->num_groups();
+  }
+  if (groups > 1 && e.distributed.mode == Mode::kSandblaster)
+    return absl::InvalidArgumentError("Sandblaster needs a model with one parameter group; this one has " +
+                                      std::to_string(groups));
+  c.addresses.resize(static_cast<size_t>(groups) * e.distributed.cluster.shards);
+  result.shard_processes = static_cast<int>(c.addresses.size());
   // A launch is a new run: shards must not resume the checkpoints an earlier run left in its
   // RUN_DIR/shards (CheckRunDirFree has refused to get here unless told --overwrite). A
   // shard_checkpoint_dir set by hand is the user's to manage.
@@ -414,7 +430,7 @@ StatusOr<LaunchResult> Launch(const EngineOptions& e, const Job& job, const Laun
     std::filesystem::remove_all(ShardCheckpointDir(e.train.run_dir), ec);
     if (ec) return absl::FailedPreconditionError("cannot clear " + ShardCheckpointDir(e.train.run_dir) + ": " + ec.message());
   }
-  for (int s = 0; s < e.distributed.cluster.shards; ++s) DB_RETURN_IF_ERROR(c.StartShard(s, "127.0.0.1:0"));
+  for (int s = 0; s < static_cast<int>(c.addresses.size()); ++s) DB_RETURN_IF_ERROR(c.StartShard(s, "127.0.0.1:0"));
   EngineOptions coordinator = Coordinator(e, c);
   if (e.distributed.mode == Mode::kSandblaster) {
     // R worker processes serve portions; this process is the coordinator.
@@ -426,9 +442,17 @@ StatusOr<LaunchResult> Launch(const EngineOptions& e, const Job& job, const Laun
   } else {
     DB_RETURN_IF_ERROR(WatchDownpour(e, &c, &result));
     DB_ASSIGN_OR_RETURN(result.run.model, PullFromShards(coordinator, job));  // what the shards hold at the end
+    // The steps the replicas recorded in their progress files (the report's rates).
+    for (int r = 0; r < e.distributed.downpour.replicas; ++r) {
+      std::ifstream in(c.ProgressFile(r));
+      int64_t steps = 0;
+      if (in >> steps && steps > 0) result.run.steps += steps;
+    }
+    result.run.examples = result.run.steps * job.examples_per_step;
   }
   result.run.replicas_failed = result.replicas_failed;
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (result.run.seconds == 0) result.run.seconds = result.seconds;
   return result;
 }
 

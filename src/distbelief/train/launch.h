@@ -1,6 +1,8 @@
 // Process roles and `distbelief launch`: the same job as a cluster of processes over gRPC.
 //
-//   shard    serves one shard of the job's parameters (restoring its checkpoint if there is one)
+//   shard    serves one shard of the job's parameters (restoring its checkpoint if there is one);
+//            a model of G parameter groups (one per model partition) has G x shards of them,
+//            numbered group by group (index = group * shards + shard)
 //   replica  runs one Downpour replica against the shards
 //   worker   serves Sandblaster portions
 //   launch   starts the shards, then replica 0 and, once the shards have taken warmstart_steps
@@ -34,7 +36,7 @@ struct RoleOptions {
   std::string config_path;              // the resolved config (TOML)
   int index = 0;                        // shard, replica or worker index
   std::string listen = "127.0.0.1:0";   // shard, worker: where to serve
-  std::vector<std::string> shards;      // replica, worker: the shards' gRPC addresses, in order
+  std::vector<std::string> shards;      // replica, worker: the shards' gRPC addresses, group by group
   int threads = 0;                      // 0: the config's train.threads
   std::string secret_file;              // "" = the config's (or DISTBELIEF_SECRET)
   std::string shard_checkpoint_dir;     // shard: "" = the config's
@@ -55,7 +57,7 @@ Status ApplyRole(const RoleOptions& r, EngineOptions* e);
 // True for 127.x.x.x, localhost and [::1] addresses ("HOST:PORT").
 bool IsLoopbackAddress(const std::string& host_port);
 
-// `distbelief shard`: serves shard `index` of the job's (single) parameter group at `listen`
+// `distbelief shard`: serves shard `index` (group index / shards, shard index % shards) at `listen`
 // until SIGTERM or SIGINT, then checkpoints (if configured). Prints "shard INDEX listening on
 // ADDRESS" once serving.
 Status RunShardRole(const EngineOptions& e, const Job& job, int index, const std::string& listen);
@@ -74,6 +76,7 @@ struct LaunchResult {
   int replicas_failed = 0;   // died with no restart left
   int replica_restarts = 0;  // replica processes started again after dying
   int shard_restarts = 0;
+  int shard_processes = 0;   // shards x parameter groups
   double seconds = 0.0;
 };
 

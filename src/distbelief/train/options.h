@@ -72,7 +72,7 @@ struct SandblasterOptions {
 // [distributed], the parameter server's part.
 struct ClusterOptions {
   int shards = 2;                             // shards per parameter group started here
-  std::vector<std::string> shard_addresses;   // external shards (gRPC); empty = start them here
+  std::vector<std::string> shard_addresses;   // external shards (gRPC), group by group; empty = start them here
   TransportOptions transport;                 // transport, data_plane, secret_file, tls_*
   // An injected transport (tests: transport/fault_injection.h); nullptr = one made from
   // `transport`. Not owned; must outlive the run.

@@ -34,6 +34,11 @@ StatusOr<Seq2SeqEnFrOptions> ParseSeq2SeqEnFrOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(s.Int("hidden", &o.net.hidden, 1, 1 << 14));
   DB_RETURN_IF_ERROR(s.Int("layers", &o.net.layers, 1, 16));
   DB_RETURN_IF_ERROR(s.Int("batch", &o.batch, 1, 1 << 16));
+  DB_RETURN_IF_ERROR(s.Int("partitions", &o.partitions, 1, 16));
+  if (o.partitions > o.net.layers)
+    return s.Error("partitions", "= " + std::to_string(o.partitions) + " exceeds seq2seq.layers = " +
+                                     std::to_string(o.net.layers) + "; the model is split by depth");
+  DB_RETURN_IF_ERROR(s.Int("chunks", &o.chunks, 1, 1024));
   DB_RETURN_IF_ERROR(s.Int("steps", &o.steps, 1, int64_t{1} << 40));
   DB_RETURN_IF_ERROR(s.Int("eval_every", &o.eval_every, 1, int64_t{1} << 40));
   DB_RETURN_IF_ERROR(s.Int("dev_limit", &o.dev_limit, 1, int64_t{1} << 30));
@@ -119,7 +124,8 @@ StatusOr<std::shared_ptr<const EnFrTokens>> LoadEnFrTokens(const Seq2SeqEnFrOpti
 
 StatusOr<std::unique_ptr<Seq2SeqReplica>> Seq2SeqReplica::Create(const Seq2SeqEnFrOptions& o,
                                                                   std::shared_ptr<const EnFrTokens> data, uint64_t seed,
-                                                                  int replica, int replicas) {
+                                                                  int replica, int replicas,
+                                                                  const TransportOptions& transport) {
   std::unique_ptr<Seq2SeqReplica> m(new Seq2SeqReplica());
   m->o_ = o;
   m->seed_ = seed;
@@ -128,6 +134,10 @@ StatusOr<std::unique_ptr<Seq2SeqReplica>> Seq2SeqReplica::Create(const Seq2SeqEn
   net.src_vocab = data->vocab + 1;  // + the padding id
   net.tgt_vocab = data->vocab;
   m->model_ = std::make_unique<Seq2Seq>(net, seed);
+  if (o.partitions > 1) {
+    m->transport_ = MakeTransport(transport);
+    DB_ASSIGN_OR_RETURN(m->parts_, Seq2SeqPartitions::Create(m->model_.get(), o.partitions, o.chunks, m->transport_.get()));
+  }
   // Batches of one source length (no padding in the encoder): the pairs in a seeded order,
   // grouped by source length, each group cut into batches of at most o.batch sorted by target
   // length; the batches in a seeded order, batch j to replica j mod R.
@@ -151,7 +161,7 @@ StatusOr<std::unique_ptr<Seq2SeqReplica>> Seq2SeqReplica::Create(const Seq2SeqEn
   return m;
 }
 
-double Seq2SeqReplica::LossOf(const std::vector<const EnFrTokens::Pair*>& batch, bool backward) {
+StatusOr<double> Seq2SeqReplica::LossOf(const std::vector<const EnFrTokens::Pair*>& batch, bool backward) {
   const int pad = static_cast<int>(data_->vocab);
   std::vector<const std::vector<int>*> src;
   int64_t t = 1;
@@ -174,10 +184,22 @@ double Seq2SeqReplica::LossOf(const std::vector<const EnFrTokens::Pair*>& batch,
     }
     tgt_out_[r * t + y.size()] = 2.0f;
   }
+  if (backward && parts_) return parts_->LossAndGradient(src_, tgt_in_, tgt_out_);
   if (backward) model_->ZeroGrad();
   const double loss = model_->Forward(src_, tgt_in_, tgt_out_);
   if (backward) model_->Backward();
   return loss;
+}
+
+Seq2SeqReplica::~Seq2SeqReplica() = default;
+
+int Seq2SeqReplica::num_groups() const { return parts_ ? parts_->partitions() : 1; }
+
+std::vector<Param*> Seq2SeqReplica::params(int group) { return parts_ ? parts_->params(group) : model_->params(); }
+
+Seq2Seq& Seq2SeqReplica::model() {
+  if (parts_) parts_->CopyTo(model_.get());
+  return *model_;
 }
 
 StatusOr<StepLoss> Seq2SeqReplica::ComputeGradient(int64_t step) {
@@ -190,12 +212,13 @@ StatusOr<StepLoss> Seq2SeqReplica::ComputeGradient(int64_t step) {
   std::vector<const EnFrTokens::Pair*> batch;
   for (int64_t i : share_[order_[step % n]]) batch.push_back(&data_->train[i]);
   StepLoss l;
-  l.total = LossOf(batch, true);
+  DB_ASSIGN_OR_RETURN(l.total, LossOf(batch, true));
   return l;
 }
 
 double Seq2SeqReplica::MeanLoss(const std::vector<EnFrTokens::Pair>& pairs, int64_t limit) {
   const int64_t n = std::min<int64_t>(limit, static_cast<int64_t>(pairs.size()));
+  model();  // the partitions' weights into the whole model
   // Batches of one (cut) source length, as in training.
   std::map<int64_t, std::vector<const EnFrTokens::Pair*>> by_len;
   for (int64_t i = 0; i < n; ++i)
@@ -208,7 +231,7 @@ double Seq2SeqReplica::MeanLoss(const std::vector<EnFrTokens::Pair>& pairs, int6
       const std::vector<const EnFrTokens::Pair*> batch(group.begin() + at, group.begin() + std::min(group.size(), at + 64));
       int64_t count = 0;
       for (const auto* p : batch) count += static_cast<int64_t>(p->tgt.size()) + 1;
-      sum += LossOf(batch, false) * count;
+      sum += *LossOf(batch, false) * count;  // without backward: the whole model, no error
       tokens += count;
     }
   return tokens ? sum / tokens : 0.0;
@@ -219,14 +242,15 @@ StatusOr<Job> Seq2SeqJob(const Seq2SeqEnFrOptions& o, std::shared_ptr<const EnFr
     return absl::InvalidArgumentError("Seq2Seq trains locally or with Downpour (Sandblaster needs a fixed example set)");
   const int replicas = e.distributed.mode == Mode::kDownpour ? e.distributed.downpour.replicas : 1;
   const uint64_t seed = e.train.seed;
-  DB_RETURN_IF_ERROR(Seq2SeqReplica::Create(o, data, seed, 0, replicas).status());
+  const TransportOptions transport = e.distributed.cluster.transport;
+  DB_RETURN_IF_ERROR(Seq2SeqReplica::Create(o, data, seed, 0, replicas, transport).status());
   Job job;
   job.name = "seq2seq";
   job.steps = o.steps;
   job.steps_per_epoch = o.eval_every;
   job.examples_per_step = o.batch;
-  job.make_replica = [o, data, seed](int r, int replicas) -> StatusOr<std::unique_ptr<ReplicaModel>> {
-    DB_ASSIGN_OR_RETURN(auto m, Seq2SeqReplica::Create(o, data, seed, r, replicas));
+  job.make_replica = [o, data, seed, transport](int r, int replicas) -> StatusOr<std::unique_ptr<ReplicaModel>> {
+    DB_ASSIGN_OR_RETURN(auto m, Seq2SeqReplica::Create(o, data, seed, r, replicas, transport));
     return std::unique_ptr<ReplicaModel>(std::move(m));
   };
   const int64_t dev_limit = o.dev_limit;
@@ -355,7 +379,9 @@ class Seq2SeqWorkload : public Workload {
   Status Evaluate(const EngineOptions& e, const EvalRequest& request) override {
     if (!request.flags.empty()) return absl::InvalidArgumentError("eval of Seq2Seq takes no flag --" + request.flags.begin()->first);
     DB_RETURN_IF_ERROR(LoadData(e));
-    DB_ASSIGN_OR_RETURN(auto m, Seq2SeqReplica::Create(o_, data_, e.train.seed, 0, 1));
+    Seq2SeqEnFrOptions whole = o_;
+    whole.partitions = 1;  // a checkpoint of partitions holds the whole model's tensors
+    DB_ASSIGN_OR_RETURN(auto m, Seq2SeqReplica::Create(whole, data_, e.train.seed, 0, 1));
     DB_RETURN_IF_ERROR(LoadModelCheckpoint(request.checkpoint, m->params(0)).status());
     std::printf("dev perplexity: %.2f (%ld pairs)\n", std::exp(m->MeanLoss(data_->dev, o_.dev_limit)),
                 long(std::min<int64_t>(o_.dev_limit, data_->dev.size())));
@@ -453,10 +479,15 @@ class Seq2SeqWorkload : public Workload {
       *v = std::strtod(line.c_str() + at + key.size() + 3, nullptr);
       return true;
     };
+    int64_t dev_points = 0;
     for (std::string line; std::getline(in, line);) {
       double step, v;
-      if (!number(line, "step", &step)) continue;
-      if (number(line, "dev_perplexity", &v)) dev << step << ' ' << v << '\n';
+      // Downpour's records count examples of all replicas, not steps.
+      if (!number(line, "step", &step)) {
+        if (!number(line, "examples", &step)) continue;
+        step /= static_cast<double>(o_.batch);
+      }
+      if (number(line, "dev_perplexity", &v)) dev << step << ' ' << v << '\n', ++dev_points;
       else if (number(line, "train_loss", &v)) train << step << ' ' << std::exp(v) << '\n';
     }
     train.close();
@@ -465,8 +496,8 @@ class Seq2SeqWorkload : public Workload {
         "set terminal pngcairo size 800,500\nset output '" + dir + "/perplexity.png'\n"
         "set logscale y\nset xlabel 'step'\nset ylabel 'perplexity (per target token)'\nset grid\n"
         "set title 'Seq2Seq EN->FR: training and dev perplexity'\n"
-        "plot '" + dir + "/perplexity_train.dat' with lines title 'train (batch mean)', '" + dir +
-        "/perplexity_dev.dat' with linespoints title 'dev'\n";
+        "plot '" + dir + "/perplexity_train.dat' with lines title 'train (batch mean)'" +
+        (dev_points > 0 ? ", '" + dir + "/perplexity_dev.dat' with linespoints title 'dev'" : std::string()) + "\n";
     return RunGnuplot(script, dir + "/perplexity.gp");
   }
 

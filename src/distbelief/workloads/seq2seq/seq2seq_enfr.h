@@ -20,6 +20,7 @@
 
 #include "distbelief/config/config.h"
 #include "distbelief/models/seq2seq.h"
+#include "distbelief/mp/seq2seq_partitions.h"
 #include "distbelief/train/engine.h"
 #include "distbelief/workloads/seq2seq/decode.h"
 #include "distbelief/workloads/seq2seq/enfr.h"
@@ -33,6 +34,10 @@ struct Seq2SeqEnFrOptions {
   int64_t max_tokens = 50;            // longer training pairs are dropped; longer sources cut
   bool reverse_source = true;
   int64_t batch = 64;                 // sentence pairs per replica step
+  // Model parallelism: each replica split by depth into `partitions` (1 = whole) pipelined over
+  // `chunks` time chunks (mp/seq2seq_partitions.h), over [distributed] transport.
+  int partitions = 1;
+  int chunks = 1;
   int64_t steps = 2000;               // of all replicas together
   int64_t eval_every = 500;           // steps between dev perplexity records (local driver)
   int64_t dev_limit = 1000;           // dev pairs scored for perplexity
@@ -59,22 +64,31 @@ StatusOr<std::shared_ptr<const EnFrTokens>> LoadEnFrTokens(const Seq2SeqEnFrOpti
 
 class Seq2SeqReplica : public ReplicaModel {
  public:
+  // With o.partitions > 1 the replica trains through Seq2SeqPartitions on its own links over
+  // `transport` (one parameter group per partition); model() is then the whole model the
+  // partitions' weights are copied into for evaluation and decoding.
   static StatusOr<std::unique_ptr<Seq2SeqReplica>> Create(const Seq2SeqEnFrOptions& o,
                                                           std::shared_ptr<const EnFrTokens> data, uint64_t seed,
-                                                          int replica, int replicas);
-  std::vector<Param*> params(int group) override { return model_->params(); }
+                                                          int replica, int replicas,
+                                                          const TransportOptions& transport = {});
+  ~Seq2SeqReplica() override;
+  int num_groups() const override;
+  std::vector<Param*> params(int group) override;
   StatusOr<StepLoss> ComputeGradient(int64_t step) override;
   // Mean cross entropy per target token (teacher forcing) over the first `limit` pairs of `pairs`.
   double MeanLoss(const std::vector<EnFrTokens::Pair>& pairs, int64_t limit);
-  Seq2Seq& model() { return *model_; }
+  // The whole model with the replica's current weights.
+  Seq2Seq& model();
   int64_t batches_per_epoch() const { return static_cast<int64_t>(share_.size()); }
 
  private:
   Seq2SeqReplica() = default;
-  double LossOf(const std::vector<const EnFrTokens::Pair*>& batch, bool backward);
+  StatusOr<double> LossOf(const std::vector<const EnFrTokens::Pair*>& batch, bool backward);
   Seq2SeqEnFrOptions o_;
   std::shared_ptr<const EnFrTokens> data_;
   std::unique_ptr<Seq2Seq> model_;
+  std::unique_ptr<Transport> transport_;         // the partitions' links (partitions > 1)
+  std::unique_ptr<Seq2SeqPartitions> parts_;     // after transport_: destroyed first
   uint64_t seed_ = 0;
   int replica_ = 0;
   std::vector<std::vector<int64_t>> share_;  // this replica's batches (indices into train)
