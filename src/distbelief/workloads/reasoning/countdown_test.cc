@@ -1,0 +1,175 @@
+#include "distbelief/workloads/reasoning/countdown.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <functional>
+#include <set>
+
+namespace distbelief {
+namespace {
+
+CountdownProblem P(std::vector<int64_t> numbers, int64_t target) { return {std::move(numbers), target}; }
+
+TEST(Countdown, OperationsAreExactAndNonNegative) {
+  int64_t r = 0;
+  EXPECT_TRUE(ApplyCountdownOp(7, '-', 7, &r));
+  EXPECT_EQ(r, 0);
+  EXPECT_FALSE(ApplyCountdownOp(3, '-', 7, &r));
+  EXPECT_FALSE(ApplyCountdownOp(7, '/', 2, &r));
+  EXPECT_FALSE(ApplyCountdownOp(7, '/', 0, &r));
+  EXPECT_TRUE(ApplyCountdownOp(0, '/', 7, &r));
+  EXPECT_EQ(r, 0);
+  EXPECT_FALSE(ApplyCountdownOp(7, 'x', 2, &r));
+}
+
+TEST(Countdown, SolverFindsEverySolutionOnceAndOnlySolutions) {
+  EXPECT_EQ(SolveCountdown(P({2, 3}, 6)).size(), 1u);  // 3*2
+  EXPECT_EQ(SolveCountdown(P({4, 2}, 2)).size(), 2u);  // 4-2, 4/2
+  EXPECT_TRUE(SolveCountdown(P({1, 1, 1}, 10)).empty());
+  EXPECT_FALSE(IsSolvable(P({1, 1, 1}, 10)));
+  // Every solution of 4-number problems verifies, as steps and as an expression, and they are all
+  // different.
+  size_t solutions = 0;
+  for (const CountdownProblem& p : GenerateCountdown(20, 4, 11)) {
+    const auto all = SolveCountdown(p);
+    solutions += all.size();
+    std::set<std::string> texts;
+    for (const auto& s : all) {
+      const std::string text = StepsText(s);
+      EXPECT_TRUE(texts.insert(text).second) << text;
+      const CountdownVerdict v = VerifySteps(p, text);
+      EXPECT_TRUE(v.ok) << text << ": " << v.reason;
+      const std::string e = StepsExpression(p, s);
+      const CountdownVerdict ve = VerifyExpression(p, e);
+      EXPECT_TRUE(ve.ok) << e << ": " << ve.reason;
+    }
+  }
+  EXPECT_GT(solutions, 40u);
+  // Exhaustive cross-check on small problems: the solver finds a solution exactly when some
+  // expression over the numbers (every split into two groups, recursively) reaches the target.
+  std::function<std::set<int64_t>(std::vector<int64_t>)> values = [&](std::vector<int64_t> v) {
+    if (v.size() == 1) return std::set<int64_t>{v[0]};
+    std::set<int64_t> out;
+    const int n = static_cast<int>(v.size());
+    for (int mask = 1; mask < (1 << n) - 1; ++mask) {
+      std::vector<int64_t> a, b;
+      for (int i = 0; i < n; ++i) (mask >> i & 1 ? a : b).push_back(v[i]);
+      for (int64_t x : values(a))
+        for (int64_t y : values(b))
+          for (char op : {'+', '-', '*', '/'}) {
+            int64_t r;
+            if (ApplyCountdownOp(x, op, y, &r)) out.insert(r);
+          }
+    }
+    return out;
+  };
+  for (const CountdownProblem& q : {P({3, 8, 11}, 41), P({2, 9, 13, 5}, 117), P({6, 6, 1}, 37), P({100, 1, 50, 7}, 998)}) {
+    const auto reach = values(q.numbers);
+    for (int64_t t = 10; t <= 200; t += 3) {
+      CountdownProblem r = q;
+      r.target = t;
+      EXPECT_EQ(IsSolvable(r), reach.count(t) > 0) << CountdownPrompt(r);
+    }
+  }
+}
+
+TEST(Countdown, VerifierNamesWhatIsWrong) {
+  const CountdownProblem p = P({53, 21, 3, 4}, 100);
+  EXPECT_TRUE(VerifySteps(p, "53-21=32,32*3=96,96+4=100").ok);
+  EXPECT_TRUE(VerifySteps(p, " 53 - 21 = 32 , 3 * 32 = 96 , 4 + 96 = 100 ").ok);
+  auto reason = [&](std::string_view t) { return VerifySteps(p, t).reason; };
+  EXPECT_EQ(reason(""), "no steps");
+  EXPECT_NE(reason("53-21=32,32*3=96").find("2 numbers are left"), std::string::npos);
+  EXPECT_NE(reason("53-21=31,31*3=93,93+4=97").find("is 32, not 31"), std::string::npos);
+  EXPECT_NE(reason("53-21=32,32*3=96,96+5=101").find("5 is not left"), std::string::npos);
+  EXPECT_NE(reason("53-21=32,32-96=0").find("negative"), std::string::npos);
+  EXPECT_NE(reason("53/21=2").find("exact"), std::string::npos);
+  EXPECT_NE(reason("53+21=74,74+3=77,77+4=81").find("ends at 81, not 100"), std::string::npos);
+  EXPECT_NE(reason("53-21=32;").find("unexpected"), std::string::npos);
+  EXPECT_NE(reason("hello").find("expected a number"), std::string::npos);
+  EXPECT_NE(reason("99999999999999999999+1=2").find("expected"), std::string::npos);
+  // Using a number twice when it appears once.
+  EXPECT_NE(reason("53-21=32,53-3=50").find("53 is not left"), std::string::npos);
+
+  EXPECT_TRUE(VerifyExpression(p, "((53-21)*3)+4").ok);
+  EXPECT_TRUE(VerifyExpression(p, "(53 - 21) * 3 + 4").ok);
+  EXPECT_NE(VerifyExpression(p, "(53-21)*3").reason.find("not each of"), std::string::npos);
+  EXPECT_NE(VerifyExpression(p, "(53-21)*3+4+4-4").reason.find("not each of"), std::string::npos);
+  EXPECT_NE(VerifyExpression(p, "3-4+53+21").reason.find("negative"), std::string::npos);
+  EXPECT_NE(VerifyExpression(p, "53/3*21+4").reason.find("exact"), std::string::npos);
+  EXPECT_NE(VerifyExpression(p, "53+21+3+4").reason.find("is 81"), std::string::npos);
+  EXPECT_NE(VerifyExpression(p, "(53-21)*(3+4").reason.find("expected )"), std::string::npos);
+  EXPECT_NE(VerifyExpression(p, "53x21").reason.find("unexpected 'x'"), std::string::npos);
+  EXPECT_EQ(VerifyExpression(p, "").reason, "no expression");
+  EXPECT_NE(VerifyExpression(p, std::string(5000, '(') + "1").reason.find("nested too deeply"), std::string::npos);
+}
+
+TEST(Countdown, ProblemsAreCheckedAgainstTheTaskRanges) {
+  EXPECT_TRUE(CheckCountdownProblem(P({1, 100, 50}, 999)).ok());
+  EXPECT_FALSE(CheckCountdownProblem(P({1}, 10)).ok());
+  EXPECT_FALSE(CheckCountdownProblem(P({1, 2, 3, 4, 5, 6, 7}, 10)).ok());
+  EXPECT_NE(CheckCountdownProblem(P({0, 5, 6}, 30)).message().find("number 0"), std::string::npos);
+  EXPECT_NE(CheckCountdownProblem(P({101, 5, 6}, 30)).message().find("101"), std::string::npos);
+  EXPECT_NE(CheckCountdownProblem(P({1, 5, 6}, 9)).message().find("target 9"), std::string::npos);
+  EXPECT_NE(CheckCountdownProblem(P({1, 5, 6}, 1000)).message().find("target 1000"), std::string::npos);
+}
+
+TEST(Countdown, GeneratorIsSeededSolvableAndSplitsByProblem) {
+  const auto a = GenerateCountdown(300, 4, 7), b = GenerateCountdown(300, 4, 7), c = GenerateCountdown(300, 4, 8);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  std::set<int64_t> targets;
+  int test = 0;
+  for (const auto& p : a) {
+    EXPECT_TRUE(CheckCountdownProblem(p).ok()) << CountdownPrompt(p);
+    EXPECT_EQ(p.numbers.size(), 4u);
+    EXPECT_TRUE(IsSolvable(p)) << CountdownPrompt(p);
+    targets.insert(p.target);
+    // The split depends on the problem, not on the order of its numbers.
+    CountdownProblem r = p;
+    std::reverse(r.numbers.begin(), r.numbers.end());
+    EXPECT_EQ(CountdownSplit(p, 20), CountdownSplit(r, 20));
+    test += CountdownSplit(p, 20);
+  }
+  EXPECT_GT(targets.size(), 150u) << "targets spread over [10, 999]";
+  EXPECT_GT(test, 30);
+  EXPECT_LT(test, 90);
+}
+
+TEST(Countdown, TracesEndInAVerifiedSolutionInTheVocabulary) {
+  const std::string& vocab = CountdownVocabulary();
+  int with_dead_ends = 0, found = 0;
+  for (const auto& p : GenerateCountdown(60, 3, 3)) {
+    auto opt = OptimalTrace(p);
+    ASSERT_TRUE(opt.ok()) << opt.status();
+    EXPECT_EQ(opt->rfind(CountdownPrompt(p), 0), 0u);
+    EXPECT_TRUE(VerifySteps(p, SolutionPart(*opt)).ok) << *opt;
+    for (SearchOrder order : {SearchOrder::kDepthFirst, SearchOrder::kBreadthFirst}) {
+      auto t = SearchTrace(p, order, 400, 5);
+      if (!t.ok()) {
+        EXPECT_EQ(t.status().code(), absl::StatusCode::kNotFound);
+        continue;
+      }
+      ++found;
+      EXPECT_LE(t->size(), CountdownPrompt(p).size() + 400 + 40);
+      EXPECT_EQ(t->back(), '.');
+      const CountdownVerdict v = VerifySteps(p, SolutionPart(*t));
+      EXPECT_TRUE(v.ok) << *t << ": " << v.reason;
+      with_dead_ends += t->find('!') != std::string::npos;
+      for (char ch : *t) EXPECT_NE(vocab.find(ch), std::string::npos) << "'" << ch << "' in " << *t;
+    }
+  }
+  EXPECT_GT(found, 80) << "of 120 searches of 3-number problems within 400 characters";
+  EXPECT_GT(with_dead_ends, 40) << "streams of search show dead ends";
+  // With room enough, depth-first search solves every solvable problem.
+  for (const auto& p : GenerateCountdown(5, 4, 4)) EXPECT_TRUE(SearchTrace(p, SearchOrder::kDepthFirst, 1 << 20).ok());
+  EXPECT_EQ(SearchTrace(P({1, 1, 1}, 10), SearchOrder::kDepthFirst, 10000).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(OptimalTrace(P({1, 1, 1}, 10)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(SolutionPart("3 4>12:4*3=12."), "4*3=12");
+  EXPECT_EQ(SolutionPart("3 4>12:4+3=7[7]!4*3=12[12]#4*3=12."), "4*3=12");
+  EXPECT_EQ(SolutionPart("no prompt"), "");
+}
+
+}  // namespace
+}  // namespace distbelief
