@@ -1,5 +1,9 @@
 #include "distbelief/models/gpt.h"
 
+#include <cstring>
+
+#include "distbelief/base/logging.h"
+
 namespace distbelief {
 namespace {
 void AddInto(const Tensor& a, const Tensor& b, Tensor* out) {
@@ -45,6 +49,66 @@ void TransformerBlock::Backward(const Tensor& dy, Tensor* dx) {
   attn_.Backward(g4_, &g1_);
   ln1_.Backward(g1_, &g2_);
   if (dx) AddInto(g4_, g2_, dx);
+}
+
+void TransformerBlock::Step(const Tensor& x, int64_t pos, CausalSelfAttention::KvCache* cache, Tensor* y) {
+  ln1_.Forward(x, &a_);
+  attn_.Step(a_, pos, cache, &b_);
+  AddInto(x, b_, &r_);
+  ln2_.Forward(r_, &c_);
+  fc1_.Forward(c_, &d_);
+  gelu_.Forward(d_, &e_);
+  fc2_.Forward(e_, &f_);
+  AddInto(r_, f_, y);
+}
+
+Gpt::Cache Gpt::NewCache(int64_t batch) const {
+  Cache c;
+  c.layers.resize(o_.layers);
+  for (auto& l : c.layers) {
+    l.k.Resize({batch, o_.context, o_.width});
+    l.v.Resize({batch, o_.context, o_.width});
+  }
+  return c;
+}
+
+void Gpt::Step(const Tensor& tokens, Cache* cache, Tensor* logits) {
+  const int64_t b = tokens.size(), w = o_.width, pos = cache->pos;
+  CHECK(pos < o_.context) << "GPT step at position " << pos << " beyond the context " << o_.context;
+  const auto& layers = net_.layers();
+  const std::vector<Param*> emb = layers[0]->params();  // token table (V, C), positions (T, C)
+  x_.Resize({b, w});
+  for (int64_t r = 0; r < b; ++r) {
+    const int64_t id = static_cast<int64_t>(tokens[r]);
+    CHECK(id >= 0 && id < o_.vocab) << "token id " << id << " outside vocabulary " << o_.vocab;
+    const float* row = emb[0]->value.data() + id * w;
+    const float* p = emb[1]->value.data() + pos * w;
+    for (int64_t e = 0; e < w; ++e) x_[r * w + e] = row[e] + p[e];
+  }
+  for (int64_t i = 0; i < o_.layers; ++i) {
+    static_cast<TransformerBlock*>(layers[1 + i].get())->Step(x_, pos, &cache->layers[i], &y_);
+    std::swap(x_, y_);
+  }
+  layers[1 + o_.layers]->Forward(x_, &h_);  // ln_f
+  layers[2 + o_.layers]->Forward(h_, logits);  // lm_head
+  ++cache->pos;
+}
+
+Gpt::Cache Gpt::Gather(const Cache& c, const std::vector<int64_t>& rows) {
+  Cache out;
+  out.pos = c.pos;
+  for (const auto& l : c.layers) {
+    const int64_t t = l.k.dim(1), w = l.k.dim(2), n = static_cast<int64_t>(rows.size());
+    CausalSelfAttention::KvCache g;
+    g.k.Resize({n, t, w});
+    g.v.Resize({n, t, w});
+    for (int64_t r = 0; r < n; ++r) {
+      std::memcpy(g.k.data() + r * t * w, l.k.data() + rows[r] * t * w, c.pos * w * sizeof(float));
+      std::memcpy(g.v.data() + r * t * w, l.v.data() + rows[r] * t * w, c.pos * w * sizeof(float));
+    }
+    out.layers.push_back(std::move(g));
+  }
+  return out;
 }
 
 Gpt::Gpt(const GptOptions& o, uint64_t seed) : o_(o) {

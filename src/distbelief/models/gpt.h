@@ -22,6 +22,9 @@ class TransformerBlock : public Layer {
   void Forward(const Tensor& x, Tensor* y) override;
   void Backward(const Tensor& dy, Tensor* dx) override;
   std::vector<Param*> params() override;
+  // One position of B sequences with a key/value cache (CausalSelfAttention::Step): x (B, C) ->
+  // y (B, C). Inference only.
+  void Step(const Tensor& x, int64_t pos, CausalSelfAttention::KvCache* cache, Tensor* y);
 
  private:
   LayerNorm ln1_, ln2_;
@@ -53,12 +56,28 @@ class Gpt {
   // Parameters outside the embeddings (Kaplan et al. 2020's N).
   int64_t NumNonEmbeddingParams();
   const Tensor& logits() const { return *logits_; }
+  const GptOptions& options() const { return o_; }
+
+  // Sampling with a key/value cache (Pope et al. 2022's incremental decoding): B sequences fed
+  // one token at a time, all at the same position. Step gives the logits (B, V) of the next
+  // token, equal to the last row of Forward on the sequences so far; it overwrites what Backward
+  // needs, so it must not run between Forward and Backward.
+  struct Cache {
+    std::vector<CausalSelfAttention::KvCache> layers;
+    int64_t pos = 0;  // positions fed so far
+  };
+  Cache NewCache(int64_t batch) const;
+  // tokens (B) ids. REQUIRES: cache->pos < context.
+  void Step(const Tensor& tokens, Cache* cache, Tensor* logits);
+  // The cache's rows in the order `rows` gives (beam and tree search keep survivors).
+  static Cache Gather(const Cache& c, const std::vector<int64_t>& rows);
 
  private:
   GptOptions o_;
   Sequential net_;
   SoftmaxCrossEntropy loss_;
   const Tensor* logits_ = nullptr;
+  Tensor x_, y_, h_;  // Step's scratch
 };
 
 }  // namespace distbelief

@@ -84,6 +84,45 @@ TEST_P(GptTest, LossGradientsMatchFiniteDifferences) {
   EXPECT_GT(gpt.NumNonEmbeddingParams(), 0);
 }
 
+// Decoding with the key/value cache gives, position by position, the logits of a full forward
+// pass, for several sequences at once; a gathered cache continues the rows it took.
+TEST_P(GptTest, CachedStepsEqualTheFullForward) {
+  GptOptions o;
+  o.vocab = 13;
+  o.context = 9;
+  o.width = 12;
+  o.layers = GetParam();
+  o.heads = 3;
+  Gpt gpt(o, 4);
+  const int64_t B = 3, T = 9;
+  const Tensor tokens = Ids({B, T}, 13, 6);
+  gpt.Forward(tokens, tokens);
+  const Tensor full = gpt.logits();  // (B, T, V)
+  Gpt::Cache cache = gpt.NewCache(B);
+  Tensor tok({B}), logits;
+  double worst = 0.0;
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t b = 0; b < B; ++b) tok[b] = tokens[b * T + t];
+    gpt.Step(tok, &cache, &logits);
+    ASSERT_EQ(logits.dim(0), B);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t v = 0; v < o.vocab; ++v)
+        worst = std::max(worst, std::abs(double(logits[b * o.vocab + v]) - full[(b * T + t) * o.vocab + v]));
+    if (t == 4) {  // continue rows 2 and 0 only, from their caches
+      Gpt::Cache g = Gpt::Gather(cache, {2, 0});
+      Tensor two({2}), lg;
+      two[0] = tokens[2 * T + 5];
+      two[1] = tokens[0 * T + 5];
+      gpt.Step(two, &g, &lg);
+      for (int64_t v = 0; v < o.vocab; ++v) {
+        worst = std::max(worst, std::abs(double(lg[v]) - full[(2 * T + 5) * o.vocab + v]));
+        worst = std::max(worst, std::abs(double(lg[o.vocab + v]) - full[(0 * T + 5) * o.vocab + v]));
+      }
+    }
+  }
+  EXPECT_LT(worst, 1e-4);
+}
+
 TEST(Seq2Seq, GradientsReachTheEncoderThroughItsFinalState) {
   Seq2SeqOptions o;
   o.src_vocab = 7;

@@ -1,7 +1,9 @@
 #include "distbelief/nn/sequence.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "distbelief/base/logging.h"
 #include "distbelief/base/parallel.h"
@@ -186,6 +188,42 @@ void CausalSelfAttention::Forward(const Tensor& x, Tensor* y) {
       Gemm(false, false, nt, hs, nt, 1.0f, p, nt, q + 2 * c, c3, 0.0f,
            heads_.data() + b * nt * c + hd * hs, c);
     }
+  out_proj_.Forward(heads_, y);
+}
+
+void CausalSelfAttention::Step(const Tensor& x, int64_t pos, KvCache* cache, Tensor* y) {
+  const int64_t nb = x.dim(0), c = c_, hs = c_ / nh_, tmax = cache->k.dim(1);
+  CHECK(x.ndim() == 2 && x.dim(1) == c && cache->k.dim(0) == nb && pos < tmax)
+      << "attention step: input " << x.ShapeString() << ", cache " << cache->k.ShapeString() << ", position " << pos;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  qkv_proj_.Forward(x, &qkv_);  // (B, 3C)
+  heads_.Resize({nb, c});
+  ParallelFor(nb * nh_, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> p(static_cast<size_t>(pos + 1));
+    for (int64_t i = lo; i < hi; ++i) {
+      const int64_t b = i / nh_, hd = i % nh_;
+      const float* q = qkv_.data() + b * 3 * c + hd * hs;
+      float* kc = cache->k.data() + b * tmax * c + hd * hs;
+      float* vc = cache->v.data() + b * tmax * c + hd * hs;
+      std::memcpy(kc + pos * c, q + c, hs * sizeof(float));
+      std::memcpy(vc + pos * c, q + 2 * c, hs * sizeof(float));
+      float mx = -INFINITY;
+      for (int64_t u = 0; u <= pos; ++u) {
+        float d = 0.0f;
+        for (int64_t e = 0; e < hs; ++e) d += q[e] * kc[u * c + e];
+        p[u] = d * scale;
+        mx = std::max(mx, p[u]);
+      }
+      float sum = 0.0f;
+      for (int64_t u = 0; u <= pos; ++u) sum += (p[u] = std::exp(p[u] - mx));
+      float* o = heads_.data() + b * c + hd * hs;
+      for (int64_t e = 0; e < hs; ++e) o[e] = 0.0f;
+      for (int64_t u = 0; u <= pos; ++u) {
+        const float w = p[u] / sum;
+        for (int64_t e = 0; e < hs; ++e) o[e] += w * vc[u * c + e];
+      }
+    }
+  });
   out_proj_.Forward(heads_, y);
 }
 

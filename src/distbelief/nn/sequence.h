@@ -57,6 +57,15 @@ class CausalSelfAttention : public Layer {
   void Backward(const Tensor& dy, Tensor* dx) override;
   std::vector<Param*> params() override;
 
+  // Incremental decoding with a key/value cache. B sequences all at position `pos`; their keys
+  // and values of positions [0, pos) are in the cache, each (B, T_max, C). x (B, C) -> y (B, C),
+  // the same as row `pos` of Forward on the whole sequences; appends position pos to the cache.
+  // REQUIRES: pos < T_max. Overwrites what Backward needs: inference only.
+  struct KvCache {
+    Tensor k, v;  // (B, T_max, C)
+  };
+  void Step(const Tensor& x, int64_t pos, KvCache* cache, Tensor* y);
+
  private:
   int64_t c_, nh_;
   Linear qkv_proj_, out_proj_;
