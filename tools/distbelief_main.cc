@@ -7,6 +7,8 @@
 //   distbelief eval bleu --hyp FILE --ref FILE [--tokenize 13a|none]   (corpus BLEU, one sentence a line)
 //   distbelief translate --checkpoint FILE [--config FILE] [--beam N] [--length-penalty A] [--batch N]
 //                      (Seq2Seq: English lines on stdin, one French line each on stdout)
+//   distbelief search --problems FILE [--checkpoint FILE] [--samples N] [--temperature T] [--seed S]
+//                      (Countdown: one JSON problem a line, one JSON answer a line on stdout)
 //   distbelief scale  --config FILE          (a scaling-law sweep: `train` of a [scale] config)
 //   distbelief launch --config FILE [--overwrite] (the job as shard and replica processes over gRPC)
 //   distbelief shard | replica | worker ...  (the process roles launch starts: train/launch.h)
@@ -28,6 +30,7 @@
 #include "distbelief/train/launch.h"
 #include "distbelief/train/sandblaster.h"
 #include "distbelief/workloads/registry.h"
+#include "distbelief/workloads/reasoning/countdown_lab.h"
 #include "distbelief/workloads/seq2seq/seq2seq_enfr.h"
 
 namespace {
@@ -206,6 +209,18 @@ int main(int argc, char** argv) {
   translate->add_option("--batch", tr_batch, "Lines translated together (output is flushed after each batch)")
       ->check(CLI::Range(1, 100000));
 
+  CLI::App* search = app.add_subcommand("search", "Solve Countdown problems (JSON lines) with a trained policy and the exact verifier");
+  std::string se_problems = "-", se_checkpoint = "runs/countdown/checkpoint.safetensors";
+  int64_t se_samples = 64;
+  float se_temperature = 1.0f;
+  uint64_t se_seed = 1;
+  search->add_option("--problems", se_problems, "One {\"numbers\": [..], \"target\": N} a line (- = stdin)");
+  search->add_option("--checkpoint", se_checkpoint, "A Countdown policy (distbelief train --config configs/countdown.toml)");
+  search->add_option("--samples", se_samples, "Samples tried after the greedy answer until one verifies (0: greedy only)")
+      ->check(CLI::Range(0, 4096));
+  search->add_option("--temperature", se_temperature, "Sampling temperature")->check(CLI::Range(0.01, 10.0));
+  search->add_option("--seed", se_seed, "Seed of the sampling");
+
   CLI::App* scale = app.add_subcommand("scale", "Run a scaling-law sweep ([scale] config)");
   scale_flags.Add(scale);
   CLI::App* launch = app.add_subcommand("launch", "Run the job as shard and replica processes over gRPC");
@@ -269,6 +284,11 @@ int main(int argc, char** argv) {
     StatusOr<Loaded> l = Load(eval_flags.path, eval_flags.overrides);
     if (!l.ok()) return Fail(l.status());
     s = l->workload->Evaluate(l->engine, {checkpoint, {}});
+  } else if (search->parsed()) {
+    FILE* in = se_problems == "-" ? stdin : std::fopen(se_problems.c_str(), "r");
+    if (!in) return Fail(absl::NotFoundError("cannot open problems file " + se_problems));
+    s = RunCountdownSearch(se_checkpoint, se_samples, se_temperature, se_seed, in, stdout);
+    if (in != stdin) std::fclose(in);
   } else if (translate->parsed()) {
     s = RunTranslate(tr_checkpoint, tr_config, tr_beam, tr_alpha, tr_batch, stdin, stdout);
   } else if (launch->parsed()) {

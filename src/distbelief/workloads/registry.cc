@@ -4,6 +4,7 @@
 #include "distbelief/workloads/gan/gan_mnist.h"
 #include "distbelief/workloads/lm/lm.h"
 #include "distbelief/workloads/mnist/mnist.h"
+#include "distbelief/workloads/reasoning/countdown_lab.h"
 #include "distbelief/workloads/scale/sweep.h"
 #include "distbelief/workloads/seq2seq/seq2seq_enfr.h"
 
@@ -18,6 +19,8 @@ const std::vector<WorkloadEntry>& Workloads() {
        MakeGanMnistWorkload},
       {"seq2seq", "seq2seq", "Seq2Seq English->French (Sutskever et al. 2014) on Debian's catalogues, scored by BLEU",
        MakeSeq2SeqEnFrWorkload},
+      {"countdown", "countdown", "a Countdown policy (GPT on solver traces) for the reasoning lab, scored by the exact verifier",
+       MakeCountdownWorkload},
       {"scale", "scale", "a scaling-law sweep of language models or autoencoders", MakeScaleWorkload},
   };
   return all;

@@ -1,0 +1,356 @@
+#include "distbelief/workloads/reasoning/countdown_lab.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "distbelief/base/shuffle.h"
+#include "distbelief/io/checkpoint.h"
+#include "distbelief/train/checkpointing.h"
+
+namespace distbelief {
+
+StatusOr<CountdownLabOptions> ParseCountdownLabOptions(ConfigFile* file) {
+  CountdownLabOptions o;
+  Section& s = file->section("countdown");
+  DB_RETURN_IF_ERROR(s.Int("sources", &o.sources, kMinSources, kMaxSources - 1));
+  DB_RETURN_IF_ERROR(s.Int("problems", &o.problems, 10, int64_t{1} << 24));
+  DB_RETURN_IF_ERROR(s.Int("test_percent", &o.test_percent, 1, 90));
+  DB_RETURN_IF_ERROR(s.Int("test_limit", &o.test_limit, 1, 100000));
+  DB_RETURN_IF_ERROR(s.Enum("traces", &o.traces, {{"optimal", CountdownTraces::kOptimal}, {"streams", CountdownTraces::kStreams}}));
+  DB_RETURN_IF_ERROR(s.Int("max_chars", &o.max_chars, 16, 1 << 16));
+  DB_RETURN_IF_ERROR(s.Int("beam", &o.beam, 1, 1000));
+  DB_RETURN_IF_ERROR(s.Int("context", &o.net.context, 16, 8192));
+  DB_RETURN_IF_ERROR(s.Int("width", &o.net.width, 8, 4096));
+  DB_RETURN_IF_ERROR(s.Int("layers", &o.net.layers, 1, 64));
+  DB_RETURN_IF_ERROR(s.Int("heads", &o.net.heads, 1, 64));
+  if (o.net.width % o.net.heads != 0)
+    return s.Error("heads", "= " + std::to_string(o.net.heads) + " does not divide countdown.width = " +
+                                std::to_string(o.net.width));
+  DB_RETURN_IF_ERROR(s.Int("batch", &o.batch, 1, 1 << 16));
+  DB_RETURN_IF_ERROR(s.Int("train_tokens", &o.train_tokens, 1, int64_t{1} << 40));
+  DB_RETURN_IF_ERROR(s.Int("samples", &o.samples, 1, 4096));
+  DB_RETURN_IF_ERROR(s.Float("temperature", &o.temperature, 0.0, 10.0));
+  o.net.vocab = static_cast<int64_t>(CountdownVocabulary().size());
+  // A prompt of the out-of-distribution test (one more number) must fit with room to answer.
+  const int64_t prompt = 4 * (o.sources + 1) + 5;
+  if (o.max_chars + 24 > o.net.context || prompt + 16 > o.net.context)
+    return s.Error("context", "= " + std::to_string(o.net.context) + " cannot hold a prompt and a trace of " +
+                                  "countdown.max_chars = " + std::to_string(o.max_chars) + " characters");
+  return o;
+}
+
+int CountdownId(char c) {
+  if (c == '\0') return -1;
+  const size_t at = CountdownVocabulary().find(c);
+  return at == std::string::npos ? -1 : static_cast<int>(at);
+}
+
+StatusOr<std::shared_ptr<const CountdownData>> BuildCountdownData(const CountdownLabOptions& o, uint64_t seed) {
+  auto d = std::make_shared<CountdownData>();
+  for (CountdownProblem& p : GenerateCountdown(o.problems, o.sources, seed * 7919 + 17))
+    (CountdownSplit(p, o.test_percent) ? d->test : d->train).push_back(std::move(p));
+  // Out of distribution: one more number, held-out problems only.
+  for (CountdownProblem& p : GenerateCountdown(o.test_limit * 100 / o.test_percent + 100, o.sources + 1, seed * 7919 + 29))
+    if (CountdownSplit(p, o.test_percent) && static_cast<int64_t>(d->ood.size()) < o.test_limit) d->ood.push_back(std::move(p));
+  if (d->test.size() > static_cast<size_t>(o.test_limit)) d->test.resize(o.test_limit);
+  int64_t k = 0;
+  for (const CountdownProblem& p : d->train) {
+    StatusOr<std::string> t = o.traces == CountdownTraces::kOptimal
+                                  ? OptimalTrace(p)
+                                  : SearchTrace(p, k++ % 2 ? SearchOrder::kBreadthFirst : SearchOrder::kDepthFirst,
+                                                o.max_chars, o.beam);
+    const int64_t prompt = static_cast<int64_t>(CountdownPrompt(p).size());
+    if (!t.ok() || static_cast<int64_t>(t->size()) > o.net.context) {
+      ++d->dropped;
+      continue;
+    }
+    d->supervised_tokens += static_cast<int64_t>(t->size()) - prompt;
+    d->traces.push_back(std::move(*t));
+    d->prompt_chars.push_back(static_cast<int>(prompt));
+  }
+  if (d->traces.empty()) return absl::InvalidArgumentError("no Countdown training problem has a trace within countdown.max_chars");
+  if (d->test.empty()) return absl::InvalidArgumentError("no Countdown problem is held out: raise countdown.problems");
+  return std::shared_ptr<const CountdownData>(std::move(d));
+}
+
+std::vector<std::string> SampleCountdown(Gpt* gpt, const std::string& prompt, int64_t n, float temperature,
+                                         Random* rng, int64_t* tokens) {
+  const GptOptions& g = gpt->options();
+  if (temperature <= 0.0f) n = 1;
+  std::vector<std::string> out(static_cast<size_t>(n));
+  if (prompt.empty() || static_cast<int64_t>(prompt.size()) >= g.context) return out;
+  Gpt::Cache cache = gpt->NewCache(n);
+  Tensor tok({n}), logits;
+  for (char c : prompt) {  // the prompt, one position at a time (its last logits start the text)
+    tok.Fill(static_cast<float>(std::max(0, CountdownId(c))));
+    gpt->Step(tok, &cache, &logits);
+  }
+  std::vector<bool> done(static_cast<size_t>(n), false);
+  int64_t open = n;
+  std::vector<double> p(static_cast<size_t>(g.vocab));
+  while (open > 0 && cache.pos < g.context) {
+    for (int64_t r = 0; r < n; ++r) {
+      const float* l = logits.data() + r * g.vocab;
+      int64_t pick = 0;
+      if (temperature <= 0.0f) {
+        pick = std::max_element(l + 1, l + g.vocab) - l;  // never the pad id
+      } else {
+        double mx = -INFINITY, sum = 0.0;
+        for (int64_t v = 1; v < g.vocab; ++v) mx = std::max(mx, static_cast<double>(l[v]));
+        for (int64_t v = 1; v < g.vocab; ++v) sum += p[v] = std::exp((l[v] - mx) / temperature);
+        double u = rng->Uniform() * sum;
+        pick = g.vocab - 1;
+        for (int64_t v = 1; v < g.vocab; ++v)
+          if ((u -= p[v]) <= 0.0) {
+            pick = v;
+            break;
+          }
+      }
+      tok[r] = static_cast<float>(pick);
+      if (done[r]) continue;
+      ++*tokens;
+      const char c = CountdownVocabulary()[static_cast<size_t>(pick)];
+      out[r] += c;
+      if (c == '.') done[r] = true, --open;
+    }
+    if (open == 0 || cache.pos >= g.context) break;
+    gpt->Step(tok, &cache, &logits);
+  }
+  return out;
+}
+
+CountdownAnswer SearchCountdown(Gpt* gpt, const CountdownProblem& p, int64_t samples, float temperature, Random* rng) {
+  CountdownAnswer a;
+  const std::string prompt = CountdownPrompt(p);
+  auto consider = [&](const std::string& text) {
+    ++a.tries;
+    const std::string full = prompt + text;
+    const std::string steps(SolutionPart(full));
+    const CountdownVerdict v = VerifySteps(p, steps);
+    if (a.text.empty() || v.ok) a.text = text, a.steps = steps;
+    if (v.ok) {
+      a.verified = true;
+      a.expression = StepsExpression(p, v.steps);
+    }
+    return v.ok;
+  };
+  for (const std::string& t : SampleCountdown(gpt, prompt, 1, 0.0f, rng, &a.tokens))
+    if (consider(t)) return a;
+  // Then samples, in rounds of up to 16, until one verifies.
+  for (int64_t left = samples; left > 0 && temperature > 0.0f;) {
+    const int64_t n = std::min<int64_t>(16, left);
+    left -= n;
+    for (const std::string& t : SampleCountdown(gpt, prompt, n, temperature, rng, &a.tokens))
+      if (consider(t)) return a;
+  }
+  return a;
+}
+
+CountdownReplica::CountdownReplica(const CountdownLabOptions& o, std::shared_ptr<const CountdownData> data,
+                                   uint64_t seed, int replica, int replicas)
+    : o_(o), data_(std::move(data)), gpt_(o.net, seed), seed_(seed), replica_(replica), replicas_(replicas) {}
+
+StatusOr<StepLoss> CountdownReplica::ComputeGradient(int64_t step) {
+  // Replica r takes examples r, r + R, ... of a seeded order of all traces, reshuffled per epoch.
+  const int64_t n = static_cast<int64_t>(data_->traces.size());
+  const int64_t first = (step * replicas_ + replica_) * o_.batch;
+  std::vector<int64_t> rows(static_cast<size_t>(o_.batch));
+  int64_t T = 1;  // the batch is as long as its longest trace (not the whole context)
+  for (int64_t b = 0; b < o_.batch; ++b) {
+    const int64_t i = first + b, epoch = i / n;
+    if (epoch != epoch_) {
+      order_ = ShuffledRange(n, seed_ * 104729 + static_cast<uint64_t>(epoch));
+      epoch_ = epoch;
+    }
+    rows[b] = order_[i % n];
+    T = std::max<int64_t>(T, static_cast<int64_t>(data_->traces[rows[b]].size()));
+  }
+  T = std::min(T, o_.net.context);
+  x_.Resize({o_.batch, T});
+  y_.Resize({o_.batch, T});
+  x_.Zero();
+  y_.Fill(-1.0f);
+  for (int64_t b = 0; b < o_.batch; ++b) {
+    const int64_t k = rows[b];
+    const std::string& t = data_->traces[k];
+    const int64_t len = static_cast<int64_t>(t.size()), prompt = data_->prompt_chars[k];
+    for (int64_t j = 0; j < len && j < T; ++j) x_[b * T + j] = static_cast<float>(CountdownId(t[j]));
+    for (int64_t j = prompt - 1; j + 1 < len && j < T; ++j) y_[b * T + j] = static_cast<float>(CountdownId(t[j + 1]));
+  }
+  gpt_.ZeroGrad();
+  StepLoss l;
+  l.total = gpt_.Forward(x_, y_);
+  if (std::isfinite(l.total)) gpt_.Backward();
+  return l;
+}
+
+StatusOr<Job> CountdownJob(const CountdownLabOptions& o, std::shared_ptr<const CountdownData> data,
+                           const EngineOptions& e) {
+  if (e.distributed.mode == Mode::kSandblaster)
+    return absl::InvalidArgumentError("the Countdown policy trains locally or with Downpour (Sandblaster needs a fixed example set)");
+  const double per_trace = static_cast<double>(data->supervised_tokens) / static_cast<double>(data->traces.size());
+  Job job;
+  job.name = "countdown";
+  job.steps = std::max<int64_t>(1, static_cast<int64_t>(std::llround(o.train_tokens / (per_trace * o.batch))));
+  job.examples_per_step = o.batch;
+  const uint64_t seed = e.train.seed;
+  job.make_replica = [o, data, seed](int r, int replicas) -> StatusOr<std::unique_ptr<ReplicaModel>> {
+    return std::unique_ptr<ReplicaModel>(new CountdownReplica(o, data, seed, r, replicas));
+  };
+  return job;
+}
+
+namespace {
+
+struct Score {
+  int64_t solved = 0, problems = 0, tokens = 0;
+  double Percent() const { return problems ? 100.0 * solved / problems : 0.0; }
+};
+
+Score ScoreOn(Gpt* gpt, const std::vector<CountdownProblem>& problems, int64_t samples, float temperature, uint64_t seed) {
+  Score s;
+  Random rng(seed);
+  for (const CountdownProblem& p : problems) {
+    const CountdownAnswer a = SearchCountdown(gpt, p, samples, temperature, &rng);
+    s.solved += a.verified;
+    s.tokens += a.tokens;
+    ++s.problems;
+  }
+  return s;
+}
+
+class CountdownWorkload : public Workload {
+ public:
+  explicit CountdownWorkload(CountdownLabOptions o) : o_(std::move(o)) {}
+  StatusOr<Job> MakeJob(const EngineOptions& e) override {
+    DB_RETURN_IF_ERROR(LoadData(e));
+    return CountdownJob(o_, data_, e);
+  }
+  Status Report(const EngineOptions& e, RunResult* r) override {
+    if (r->diverged) return absl::InternalError("training diverged (lower optimizer.learning_rate)");
+    std::printf("steps: %ld in %.1f s; train loss first %.4f, last %.4f\n", long(r->steps), r->seconds,
+                r->first_loss.total, r->last_loss.total);
+    Gpt& gpt = static_cast<CountdownReplica*>(r->model.get())->gpt();
+    const std::string table = ScoreTable(&gpt, e.train.seed);
+    std::printf("%s", table.c_str());
+    std::ofstream md(e.train.run_dir + "/report.md");
+    md << "# Countdown policy (" << (o_.traces == CountdownTraces::kOptimal ? "optimal paths" : "streams of search")
+       << ")\n\n" << DataLine() << "\n\n" << table;
+    std::printf("report: %s/report.md\ncheckpoint: %s\n", e.train.run_dir.c_str(), RunCheckpointPath(e.train.run_dir).c_str());
+    return absl::OkStatus();
+  }
+  Status Evaluate(const EngineOptions& e, const EvalRequest& request) override {
+    if (!request.flags.empty()) return absl::InvalidArgumentError("eval of Countdown takes no flag --" + request.flags.begin()->first);
+    DB_RETURN_IF_ERROR(LoadData(e));
+    Gpt gpt(o_.net, 1);
+    DB_RETURN_IF_ERROR(LoadModelCheckpoint(request.checkpoint, gpt.params()).status());
+    std::printf("%s", ScoreTable(&gpt, e.train.seed).c_str());
+    return absl::OkStatus();
+  }
+
+ private:
+  Status LoadData(const EngineOptions& e) {
+    if (data_) return absl::OkStatus();
+    DB_ASSIGN_OR_RETURN(data_, BuildCountdownData(o_, e.train.seed));
+    std::printf("%s\n", DataLine().c_str());
+    return absl::OkStatus();
+  }
+  std::string DataLine() const {
+    char buf[512];
+    std::snprintf(buf, sizeof(buf),
+                  "Countdown, %d numbers: %zu training traces (%s, %ld supervised tokens, %ld problems without a "
+                  "trace within %ld characters), %zu held-out problems, %zu out of distribution (%d numbers)",
+                  o_.sources, data_->traces.size(),
+                  o_.traces == CountdownTraces::kOptimal ? "optimal paths" : "depth- and breadth-first streams",
+                  long(data_->supervised_tokens), long(data_->dropped), long(o_.max_chars), data_->test.size(),
+                  data_->ood.size(), o_.sources + 1);
+    return buf;
+  }
+  std::string ScoreTable(Gpt* gpt, uint64_t seed) {
+    std::string t = "| test | greedy | tokens/problem | best of " + std::to_string(o_.samples) +
+                    " (exact verifier) | tokens/problem |\n|---|---|---|---|---|\n";
+    for (int ood = 0; ood < 2; ++ood) {
+      const auto& problems = ood ? data_->ood : data_->test;
+      const Score g = ScoreOn(gpt, problems, 0, 0.0f, seed + 1);
+      const Score b = ScoreOn(gpt, problems, o_.samples, o_.temperature, seed + 2);
+      char row[256];
+      std::snprintf(row, sizeof(row), "| %s, %ld problems | %.1f%% | %.0f | %.1f%% | %.0f |\n",
+                    ood ? (std::to_string(o_.sources + 1) + " numbers (out of distribution)").c_str()
+                        : (std::to_string(o_.sources) + " numbers").c_str(),
+                    long(g.problems), g.Percent(), g.problems ? double(g.tokens) / g.problems : 0.0, b.Percent(),
+                    b.problems ? double(b.tokens) / b.problems : 0.0);
+      t += row;
+    }
+    return t;
+  }
+  CountdownLabOptions o_;
+  std::shared_ptr<const CountdownData> data_;
+};
+
+// One line of `search`'s input as a problem, or the reason it is not one.
+StatusOr<CountdownProblem> ParseProblemLine(const std::string& line) {
+  nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::InvalidArgumentError("not JSON");
+  if (!j.is_object()) return absl::InvalidArgumentError("not a JSON object");
+  if (!j.contains("numbers")) return absl::InvalidArgumentError("missing \"numbers\"");
+  if (!j.contains("target")) return absl::InvalidArgumentError("missing \"target\"");
+  const auto& nums = j["numbers"];
+  if (!nums.is_array()) return absl::InvalidArgumentError("\"numbers\" is not an array");
+  CountdownProblem p;
+  for (const auto& x : nums) {
+    if (!x.is_number_integer()) return absl::InvalidArgumentError("\"numbers\" holds " + x.dump() + ", not an integer");
+    const auto v = x.get<int64_t>();
+    p.numbers.push_back(v);
+  }
+  const auto& t = j["target"];
+  if (!t.is_number_integer()) return absl::InvalidArgumentError("\"target\" is " + t.dump() + ", not an integer");
+  p.target = t.get<int64_t>();
+  DB_RETURN_IF_ERROR(CheckCountdownProblem(p));
+  return p;
+}
+
+}  // namespace
+
+Status RunCountdownSearch(const std::string& checkpoint, int64_t samples, float temperature, uint64_t seed, FILE* in,
+                          FILE* out) {
+  DB_ASSIGN_OR_RETURN(Checkpoint ckpt, ReadCheckpoint(checkpoint));
+  DB_ASSIGN_OR_RETURN(ConfigFile file, ConfigFile::Parse(ckpt.metadata["config"], checkpoint + " (its config)"));
+  if (!file.Has("countdown"))
+    return absl::InvalidArgumentError(checkpoint + " is not a Countdown policy (its config has no [countdown])");
+  DB_ASSIGN_OR_RETURN(CountdownLabOptions o, ParseCountdownLabOptions(&file));
+  Gpt gpt(o.net, 1);
+  DB_RETURN_IF_ERROR(LoadModelCheckpoint(checkpoint, gpt.params()).status());
+  Random rng(seed);
+  char* buf = nullptr;
+  size_t cap = 0;
+  int64_t line_no = 0;
+  for (ssize_t n; (n = ::getline(&buf, &cap, in)) >= 0;) {
+    ++line_no;
+    std::string line(buf, static_cast<size_t>(n));
+    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
+    nlohmann::json result;
+    StatusOr<CountdownProblem> p = ParseProblemLine(line);
+    if (!p.ok()) {
+      result = {{"line", line_no}, {"error", std::string(p.status().message())}};
+    } else {
+      const CountdownAnswer a = SearchCountdown(&gpt, *p, samples, temperature, &rng);
+      result = {{"numbers", p->numbers}, {"target", p->target}, {"verified", a.verified},
+                {"steps", a.steps}, {"solvable", IsSolvable(*p)}, {"tokens", a.tokens}};
+      result["expression"] = a.verified ? nlohmann::json(a.expression) : nlohmann::json(nullptr);
+    }
+    std::fprintf(out, "%s\n", result.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    std::fflush(out);
+  }
+  std::free(buf);
+  return absl::OkStatus();
+}
+
+StatusOr<std::unique_ptr<Workload>> MakeCountdownWorkload(ConfigFile* file) {
+  DB_ASSIGN_OR_RETURN(CountdownLabOptions o, ParseCountdownLabOptions(file));
+  return std::unique_ptr<Workload>(new CountdownWorkload(std::move(o)));
+}
+
+}  // namespace distbelief

@@ -1,0 +1,111 @@
+// The reasoning lab's policy (issue 15; Stream of Search, Gandhi et al. 2024): distbelief's GPT
+// trained from scratch, character by character, on Countdown solver traces (countdown.h), either
+// the optimal path alone or streams of search (depth-first and breadth-first, dead ends and
+// backtracking included), for an equal budget of training tokens. A thin adapter on the engine.
+//
+// A training example is one trace: the prompt "12 5 7 3>60:" then the policy's text up to '.';
+// the loss counts only the text after the prompt. Problems are drawn from a seed and split into
+// train and test by problem (CountdownSplit); the out-of-distribution test has one more number.
+//
+// Config: [countdown] (below); [optimizer], [train] seed and run_dir; optionally [distributed].
+// The report (run_dir/report.md) scores the policy on held-out problems: greedy, and best of N
+// samples checked by the exact verifier, in and out of distribution, with the tokens generated.
+#pragma once
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "distbelief/base/random.h"
+#include "distbelief/config/config.h"
+#include "distbelief/models/gpt.h"
+#include "distbelief/train/engine.h"
+#include "distbelief/workloads/reasoning/countdown.h"
+
+namespace distbelief {
+
+enum class CountdownTraces { kOptimal, kStreams };
+
+struct CountdownLabOptions {
+  int sources = 3;                  // numbers per problem in training and test (OOD: one more)
+  int64_t problems = 20000;         // generated, then split by problem
+  int test_percent = 10;            // of problems held out
+  int64_t test_limit = 200;         // held-out problems scored in the report (in and out of distribution)
+  CountdownTraces traces = CountdownTraces::kStreams;  // streams: depth-first and breadth-first, alternating
+  int64_t max_chars = 400;          // of a stream beyond its prompt (longer searches are not examples)
+  int beam = 5;                     // breadth-first streams keep this many nodes per depth
+  GptOptions net{0, 512, 128, 4, 4};  // vocab from the tokenizer; context holds prompt and trace
+  int64_t batch = 32;
+  int64_t train_tokens = 2000000;   // supervised tokens of all steps (sets the steps)
+  int64_t samples = 16;             // best-of-N in the report
+  float temperature = 1.0f;         // of sampling
+};
+StatusOr<CountdownLabOptions> ParseCountdownLabOptions(ConfigFile* file);
+
+// Characters <-> ids of the policy's vocabulary (CountdownVocabulary; id 0 pads and never
+// appears in text). An unknown character maps to -1.
+int CountdownId(char c);
+
+// The training and held-out data of one config.
+struct CountdownData {
+  std::vector<CountdownProblem> train, test, ood;
+  std::vector<std::string> traces;  // one per usable training problem
+  std::vector<int> prompt_chars;    // length of each trace's prompt
+  int64_t supervised_tokens = 0;    // of all traces
+  int64_t dropped = 0;              // training problems without a trace within max_chars
+};
+StatusOr<std::shared_ptr<const CountdownData>> BuildCountdownData(const CountdownLabOptions& o, uint64_t seed);
+
+// Continues `prompt` n times with the policy (temperature 0: greedy, n is then 1) until '.', the
+// pad id or the end of the context, with the key/value cache. Adds the tokens generated to
+// *tokens.
+std::vector<std::string> SampleCountdown(Gpt* gpt, const std::string& prompt, int64_t n, float temperature,
+                                         Random* rng, int64_t* tokens);
+
+// One problem searched at test time: the policy's greedy text first, then up to `samples`
+// samples, until the exact verifier accepts one.
+struct CountdownAnswer {
+  bool verified = false;
+  std::string text;        // the policy's text after the prompt (the accepted one, else greedy's)
+  std::string steps;       // its solution part
+  std::string expression;  // the accepted steps as one expression ("" if none)
+  int64_t tokens = 0;      // generated for this problem
+  int64_t tries = 0;       // texts verified
+};
+CountdownAnswer SearchCountdown(Gpt* gpt, const CountdownProblem& p, int64_t samples, float temperature, Random* rng);
+
+class CountdownReplica : public ReplicaModel {
+ public:
+  CountdownReplica(const CountdownLabOptions& o, std::shared_ptr<const CountdownData> data, uint64_t seed,
+                   int replica, int replicas);
+  std::vector<Param*> params(int) override { return gpt_.params(); }
+  StatusOr<StepLoss> ComputeGradient(int64_t step) override;
+  Gpt& gpt() { return gpt_; }
+
+ private:
+  CountdownLabOptions o_;
+  std::shared_ptr<const CountdownData> data_;
+  Gpt gpt_;
+  uint64_t seed_;
+  int replica_, replicas_;
+  std::vector<int64_t> order_;
+  int64_t epoch_ = -1;
+  Tensor x_, y_;
+};
+
+StatusOr<Job> CountdownJob(const CountdownLabOptions& o, std::shared_ptr<const CountdownData> data,
+                           const EngineOptions& e);
+
+// `distbelief search`: one JSON object a line on `in` ({"numbers": [..], "target": N}); one JSON
+// line each on `out`: the problem, "expression" (null when none verified), "steps", "verified",
+// "solvable" (the exact solver's word), "tokens"; or, for a line that is not a problem,
+// {"line": L, "error": "..."}. Never stops for a bad line. The policy and its config come from
+// the checkpoint.
+Status RunCountdownSearch(const std::string& checkpoint, int64_t samples, float temperature, uint64_t seed, FILE* in,
+                          FILE* out);
+
+// [countdown] selects this workload.
+StatusOr<std::unique_ptr<Workload>> MakeCountdownWorkload(ConfigFile* file);
+
+}  // namespace distbelief

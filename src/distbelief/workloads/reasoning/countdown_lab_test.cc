@@ -1,0 +1,150 @@
+#include "distbelief/workloads/reasoning/countdown_lab.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <unistd.h>
+
+#include "distbelief/train/checkpointing.h"
+
+namespace distbelief {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string TempDir(const std::string& name) {
+  const std::string d = (fs::temp_directory_path() / ("countdown_lab_test_" + std::to_string(::getpid())) / name).string();
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+// A small policy on 3-number streams, trained briefly through the engine.
+CountdownLabOptions Small() {
+  CountdownLabOptions o;
+  o.sources = 3;
+  o.problems = 3000;
+  o.test_limit = 20;
+  o.max_chars = 120;
+  o.net = {static_cast<int64_t>(CountdownVocabulary().size()), 144, 48, 2, 2};
+  o.batch = 16;
+  o.train_tokens = 250000;
+  o.samples = 4;
+  return o;
+}
+
+EngineOptions Adam(const std::string& dir) {
+  EngineOptions e;
+  e.train.run_dir = dir;
+  e.train.schedule = {};
+  e.optimizer.name = Optimizer::kAdam;
+  e.optimizer.learning_rate = 3e-3f;
+  e.optimizer.clip_norm = 1.0f;
+  e.train.config_text = "[countdown]\nsources = 3\nmax_chars = 120\ncontext = 144\nwidth = 48\nlayers = 2\nheads = 2\n";
+  return e;
+}
+
+TEST(CountdownLab, DataAreSplitByProblemAndTracesFitTheContext) {
+  const CountdownLabOptions o = Small();
+  auto d = BuildCountdownData(o, 1);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ((*d)->test.size(), 20u);
+  EXPECT_EQ((*d)->ood.size(), 20u);
+  for (const auto& p : (*d)->ood) EXPECT_EQ(p.numbers.size(), 4u);
+  std::set<std::string> train;
+  for (size_t i = 0; i < (*d)->traces.size(); ++i) {
+    const std::string& t = (*d)->traces[i];
+    EXPECT_LE(static_cast<int64_t>(t.size()), o.net.context);
+    train.insert(t.substr(0, static_cast<size_t>((*d)->prompt_chars[i])));
+    for (char c : t) EXPECT_GE(CountdownId(c), 1) << t;
+  }
+  for (const auto& p : (*d)->test) EXPECT_EQ(train.count(CountdownPrompt(p)), 0u) << "held-out problem in training";
+  EXPECT_GT((*d)->traces.size(), 700u);
+  EXPECT_EQ(CountdownId('x'), -1);
+}
+
+TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
+  const CountdownLabOptions o = Small();
+  auto d = BuildCountdownData(o, 1);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const std::string dir = TempDir("train");
+  const EngineOptions e = Adam(dir);
+  auto job = CountdownJob(o, *d, e);
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto r = RunJob(e, *job);
+  ASSERT_TRUE(r.ok()) << r.status();
+  // Uniform over the vocabulary is log 27 = 3.3 nats; the streams' structure is most of the text.
+  EXPECT_LT(r->last_loss.total, 1.6) << "first " << r->first_loss.total;
+  Gpt& gpt = static_cast<CountdownReplica*>(r->model.get())->gpt();
+  Random rng(3);
+  int64_t tokens = 0;
+  const auto texts = SampleCountdown(&gpt, CountdownPrompt((*d)->test[0]), 3, 1.0f, &rng, &tokens);
+  ASSERT_EQ(texts.size(), 3u);
+  EXPECT_GT(tokens, 3);
+  for (const auto& t : texts) EXPECT_LE(static_cast<int64_t>(t.size()), o.net.context);
+
+  // `search`: one answer per line, whatever the line holds; an accepted answer verifies.
+  const std::string in_path = dir + "/problems.jsonl", out_path = dir + "/answers.jsonl";
+  {
+    std::ofstream in(in_path);
+    in << "{\"numbers\": [25, 3, 4], \"target\": 97}\n"   // 25*4-3
+       << "not json\n"
+       << "{\"numbers\": [1, 2, 3]}\n"
+       << "{\"numbers\": [1, 2, 300], \"target\": 50}\n"
+       << "{\"numbers\": \"1 2 3\", \"target\": 50}\n"
+       << "[1, 2]\n"
+       << "\n"
+       << "{\"numbers\": [1, 1, 1], \"target\": 10}\n"   // unsolvable
+       << "{\"numbers\": [7, 2, 9, 5], \"target\": 27}\n";
+  }
+  FILE* in = std::fopen(in_path.c_str(), "r");
+  FILE* out = std::fopen(out_path.c_str(), "w");
+  ASSERT_TRUE(in && out);
+  Status s = RunCountdownSearch(RunCheckpointPath(dir), 8, 1.0f, 1, in, out);
+  std::fclose(in);
+  std::fclose(out);
+  ASSERT_TRUE(s.ok()) << s;
+  std::ifstream answers(out_path);
+  std::vector<nlohmann::json> lines;
+  for (std::string l; std::getline(answers, l);) lines.push_back(nlohmann::json::parse(l));
+  ASSERT_EQ(lines.size(), 9u);
+  for (int i : {1, 2, 3, 4, 5, 6}) ASSERT_TRUE(lines[i].contains("error")) << lines[i].dump();
+  EXPECT_EQ(lines[1]["error"], "not JSON");
+  EXPECT_EQ(lines[2]["error"], "missing \"target\"");
+  EXPECT_NE(lines[3]["error"].get<std::string>().find("300"), std::string::npos);
+  EXPECT_EQ(lines[2]["line"], 3);
+  EXPECT_FALSE(lines[7]["solvable"].get<bool>());
+  EXPECT_FALSE(lines[7]["verified"].get<bool>());
+  EXPECT_TRUE(lines[7]["expression"].is_null());
+  for (int i : {0, 7, 8}) {
+    const auto& a = lines[i];
+    ASSERT_TRUE(a.contains("verified")) << a.dump();
+    EXPECT_GT(a["tokens"].get<int64_t>(), 0);
+    if (a["verified"].get<bool>()) {
+      CountdownProblem p{a["numbers"].get<std::vector<int64_t>>(), a["target"].get<int64_t>()};
+      EXPECT_TRUE(VerifyExpression(p, a["expression"].get<std::string>()).ok) << a.dump();
+      EXPECT_TRUE(VerifySteps(p, a["steps"].get<std::string>()).ok) << a.dump();
+    }
+  }
+  // A checkpoint that is not a Countdown policy is an error before anything is read.
+  EXPECT_FALSE(RunCountdownSearch(dir + "/none.safetensors", 1, 1.0f, 1, stdin, stdout).ok());
+}
+
+TEST(CountdownLab, ConfigErrorsNameTheKey) {
+  auto f = ConfigFile::Parse("[countdown]\ncontext = 64\nmax_chars = 200\n", "bad.toml");
+  ASSERT_TRUE(f.ok());
+  auto o = ParseCountdownLabOptions(&*f);
+  ASSERT_FALSE(o.ok());
+  EXPECT_NE(o.status().message().find("context"), std::string::npos) << o.status();
+  auto g = ConfigFile::Load("configs/countdown.toml");
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_TRUE(ParseCountdownLabOptions(&*g).ok());
+}
+
+}  // namespace
+}  // namespace distbelief
