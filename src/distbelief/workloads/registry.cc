@@ -5,6 +5,7 @@
 #include "distbelief/workloads/lm/lm.h"
 #include "distbelief/workloads/mnist/mnist.h"
 #include "distbelief/workloads/reasoning/countdown_lab.h"
+#include "distbelief/workloads/reasoning/verifier_lab.h"
 #include "distbelief/workloads/scale/sweep.h"
 #include "distbelief/workloads/seq2seq/seq2seq_enfr.h"
 
@@ -21,6 +22,8 @@ const std::vector<WorkloadEntry>& Workloads() {
        MakeSeq2SeqEnFrWorkload},
       {"countdown", "countdown", "a Countdown policy (GPT on solver traces) for the reasoning lab, scored by the exact verifier",
        MakeCountdownWorkload},
+      {"verifier", "verifier", "an outcome reward model for a Countdown policy, and search at test time against tokens",
+       MakeVerifierWorkload},
       {"scale", "scale", "a scaling-law sweep of language models or autoencoders", MakeScaleWorkload},
   };
   return all;

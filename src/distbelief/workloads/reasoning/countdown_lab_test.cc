@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "distbelief/train/checkpointing.h"
+#include "distbelief/workloads/reasoning/verifier_lab.h"
 
 namespace distbelief {
 namespace {
@@ -87,6 +88,20 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
   ASSERT_EQ(texts.size(), 3u);
   EXPECT_GT(tokens, 3);
   for (const auto& t : texts) EXPECT_LE(static_cast<int64_t>(t.size()), o.net.context);
+
+  // The ORM's data: every sample labelled by the exact verifier; a score is a probability.
+  const std::vector<CountdownProblem> some((*d)->train.begin(), (*d)->train.begin() + 10);
+  const auto ex = CollectOrmExamples(&gpt, some, 3, 1.0f, 5);
+  ASSERT_EQ(ex.size(), 30u);
+  for (size_t i = 0; i < ex.size(); ++i) {
+    const CountdownProblem& p = some[i / 3];
+    EXPECT_EQ(ex[i].text.rfind(CountdownPrompt(p), 0), 0u) << ex[i].text;
+    EXPECT_EQ(ex[i].correct, VerifySteps(p, SolutionPart(ex[i].text)).ok) << ex[i].text;
+    const double s = OrmScore(&gpt, ex[i].text);
+    EXPECT_GT(s, 0.0);
+    EXPECT_LT(s, 1.0);
+  }
+  EXPECT_GT(OrmScore(&gpt, std::string(500, '1')), 0.0);  // longer than the context: read up to it
 
   // `search`: one answer per line, whatever the line holds; an accepted answer verifies.
   const std::string in_path = dir + "/problems.jsonl", out_path = dir + "/answers.jsonl";

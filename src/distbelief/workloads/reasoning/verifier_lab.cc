@@ -1,0 +1,313 @@
+#include "distbelief/workloads/reasoning/verifier_lab.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <map>
+
+#include "distbelief/base/shuffle.h"
+#include "distbelief/io/checkpoint.h"
+#include "distbelief/io/gnuplot.h"
+#include "distbelief/train/checkpointing.h"
+
+namespace distbelief {
+namespace {
+
+constexpr char kRight = '#', kWrong = '!';
+
+// The ORM's view of a policy text: the prompt, the solution part, '.'.
+std::string OrmInput(const CountdownProblem& p, const std::string& policy_text) {
+  const std::string prompt = CountdownPrompt(p);
+  return prompt + std::string(SolutionPart(prompt + policy_text)) + ".";
+}
+
+// The ORM: the policy's architecture with a short context.
+GptOptions OrmNet(const GptOptions& policy) {
+  GptOptions o = policy;
+  o.context = 64;
+  return o;
+}
+
+class OrmReplica : public ReplicaModel {
+ public:
+  OrmReplica(const GptOptions& net, std::shared_ptr<const std::vector<OrmExample>> data, int64_t batch, uint64_t seed,
+             int replica, int replicas)
+      : gpt_(net, seed), data_(std::move(data)), batch_(batch), seed_(seed), replica_(replica), replicas_(replicas) {}
+  std::vector<Param*> params(int) override { return gpt_.params(); }
+  StatusOr<StepLoss> ComputeGradient(int64_t step) override {
+    const int64_t n = static_cast<int64_t>(data_->size()), T = gpt_.options().context;
+    x_.Resize({batch_, T});
+    y_.Resize({batch_, T});
+    x_.Zero();
+    y_.Fill(-1.0f);
+    for (int64_t b = 0; b < batch_; ++b) {
+      const int64_t i = (step * replicas_ + replica_) * batch_ + b, epoch = i / n;
+      if (epoch != epoch_) order_ = ShuffledRange(n, seed_ * 31 + static_cast<uint64_t>(epoch)), epoch_ = epoch;
+      const OrmExample& e = (*data_)[order_[i % n]];
+      const int64_t len = std::min<int64_t>(static_cast<int64_t>(e.text.size()), T);
+      for (int64_t j = 0; j < len; ++j) x_[b * T + j] = static_cast<float>(std::max(0, CountdownId(e.text[j])));
+      y_[b * T + len - 1] = static_cast<float>(CountdownId(e.correct ? kRight : kWrong));
+    }
+    gpt_.ZeroGrad();
+    StepLoss l;
+    l.total = gpt_.Forward(x_, y_);
+    if (std::isfinite(l.total)) gpt_.Backward();
+    return l;
+  }
+  Gpt& gpt() { return gpt_; }
+
+ private:
+  Gpt gpt_;
+  std::shared_ptr<const std::vector<OrmExample>> data_;
+  int64_t batch_;
+  uint64_t seed_;
+  int replica_, replicas_;
+  std::vector<int64_t> order_;
+  int64_t epoch_ = -1;
+  Tensor x_, y_;
+};
+
+StatusOr<std::pair<CountdownLabOptions, std::unique_ptr<Gpt>>> LoadPolicy(const std::string& path) {
+  DB_ASSIGN_OR_RETURN(Checkpoint ckpt, ReadCheckpoint(path));
+  DB_ASSIGN_OR_RETURN(ConfigFile file, ConfigFile::Parse(ckpt.metadata["config"], path + " (its config)"));
+  if (!file.Has("countdown")) return absl::InvalidArgumentError(path + " is not a Countdown policy (its config has no [countdown])");
+  DB_ASSIGN_OR_RETURN(CountdownLabOptions o, ParseCountdownLabOptions(&file));
+  auto gpt = std::make_unique<Gpt>(o.net, 1);
+  DB_RETURN_IF_ERROR(LoadModelCheckpoint(path, gpt->params()).status());
+  return std::pair<CountdownLabOptions, std::unique_ptr<Gpt>>(o, std::move(gpt));
+}
+
+// Accuracy and tokens of each strategy at each budget, on one set of problems.
+struct CurvePoint {
+  std::string strategy;
+  int64_t n = 0;
+  double tokens = 0.0, accuracy = 0.0;
+};
+
+std::vector<CurvePoint> BudgetCurves(Gpt* policy, Gpt* orm, const std::vector<CountdownProblem>& problems,
+                                     int64_t max_samples, float temperature, uint64_t seed) {
+  struct Sampled {
+    std::string steps;  // the solution part, normalized when it parses
+    bool right = false;
+    double score = 0.0;
+    int64_t tokens = 0;
+  };
+  Random rng(seed);
+  std::vector<CurvePoint> out;
+  double greedy_right = 0, greedy_tokens = 0;
+  std::vector<std::vector<Sampled>> pools;
+  for (const CountdownProblem& p : problems) {
+    const std::string prompt = CountdownPrompt(p);
+    int64_t tokens = 0;
+    const std::string g = SampleCountdown(policy, prompt, 1, 0.0f, &rng, &tokens)[0];
+    greedy_right += VerifySteps(p, SolutionPart(prompt + g)).ok;
+    greedy_tokens += static_cast<double>(tokens);
+    std::vector<Sampled> pool;
+    for (int64_t left = max_samples; left > 0;) {
+      const int64_t n = std::min<int64_t>(16, left);
+      left -= n;
+      int64_t before = 0;
+      for (const std::string& t : SampleCountdown(policy, prompt, n, temperature, &rng, &before)) {
+        Sampled s;
+        const CountdownVerdict v = VerifySteps(p, SolutionPart(prompt + t));
+        s.right = v.ok;
+        s.steps = v.steps.empty() ? std::string(SolutionPart(prompt + t)) : StepsText(v.steps);
+        s.score = OrmScore(orm, OrmInput(p, t));
+        s.tokens = static_cast<int64_t>(t.size());
+        pool.push_back(std::move(s));
+      }
+    }
+    pools.push_back(std::move(pool));
+  }
+  const double P = static_cast<double>(problems.size());
+  out.push_back({"greedy", 1, greedy_tokens / P, greedy_right / P});
+  for (int64_t n = 1; n <= max_samples; n *= 2) {
+    double orm_right = 0, vote_right = 0, pass = 0, tokens = 0;
+    for (const auto& pool : pools) {
+      const int64_t m = std::min<int64_t>(n, static_cast<int64_t>(pool.size()));
+      int64_t best = 0;
+      std::map<std::string, double> votes;
+      bool any = false;
+      for (int64_t i = 0; i < m; ++i) {
+        tokens += static_cast<double>(pool[i].tokens);
+        if (pool[i].score > pool[best].score) best = i;
+        votes[pool[i].steps] += pool[i].score;
+        any |= pool[i].right;
+      }
+      orm_right += pool[best].right;
+      pass += any;
+      auto top = std::max_element(votes.begin(), votes.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+      for (int64_t i = 0; i < m; ++i)
+        if (pool[i].steps == top->first) {
+          vote_right += pool[i].right;
+          break;
+        }
+    }
+    out.push_back({"best-of-N (ORM)", n, tokens / P, orm_right / P});
+    out.push_back({"weighted vote (ORM)", n, tokens / P, vote_right / P});
+    out.push_back({"pass@N (exact verifier)", n, tokens / P, pass / P});
+  }
+  return out;
+}
+
+class VerifierWorkload : public Workload {
+ public:
+  explicit VerifierWorkload(VerifierLabOptions o) : o_(std::move(o)) {}
+  StatusOr<Job> MakeJob(const EngineOptions& e) override {
+    if (e.distributed.mode != Mode::kLocal) return absl::InvalidArgumentError("the ORM trains locally (no [distributed])");
+    DB_RETURN_IF_ERROR(Prepare(e));
+    Job job;
+    job.name = "orm";
+    job.steps = o_.orm_steps;
+    job.examples_per_step = o_.batch;
+    const GptOptions net = OrmNet(policy_opts_.net);
+    const auto data = examples_;
+    const int64_t batch = o_.batch;
+    const uint64_t seed = e.train.seed;
+    job.make_replica = [net, data, batch, seed](int r, int R) -> StatusOr<std::unique_ptr<ReplicaModel>> {
+      return std::unique_ptr<ReplicaModel>(new OrmReplica(net, data, batch, seed, r, R));
+    };
+    return job;
+  }
+  Status Report(const EngineOptions& e, RunResult* r) override {
+    if (r->diverged) return absl::InternalError("the ORM diverged (lower optimizer.learning_rate)");
+    Gpt& orm = static_cast<OrmReplica*>(r->model.get())->gpt();
+    std::printf("ORM: %ld steps in %.1f s, train loss first %.4f, last %.4f\n", long(r->steps), r->seconds,
+                r->first_loss.total, r->last_loss.total);
+    // The ORM on held-out samples: accuracy of its verdict (threshold 0.5) against the verifier.
+    const auto held = CollectOrmExamples(policy_.get(), data_->test, 2, o_.temperature, e.train.seed + 5);
+    int64_t agree = 0, right = 0;
+    for (const OrmExample& x : held) {
+      agree += (OrmScore(&orm, x.text) > 0.5) == x.correct;
+      right += x.correct;
+    }
+    std::string md = "# Verifiers and search at test time (Countdown)\n\nPolicy: " + o_.policy + " (" +
+                     (policy_opts_.traces == CountdownTraces::kOptimal ? "optimal paths" : "streams of search") +
+                     ").\n\n";
+    char line[512];
+    std::snprintf(line, sizeof(line),
+                  "ORM: trained on %zu policy samples of %ld training problems (%.1f%% right); on %zu held-out "
+                  "samples (%.1f%% right) its verdict agrees with the exact verifier on %.1f%% (always \"wrong\": "
+                  "%.1f%%).\n\n",
+                  examples_->size(), long(o_.train_problems), 100.0 * positives_ / std::max<size_t>(1, examples_->size()),
+                  held.size(), 100.0 * right / std::max<size_t>(1, held.size()), 100.0 * agree / std::max<size_t>(1, held.size()),
+                  100.0 * (held.size() - right) / std::max<size_t>(1, held.size()));
+    md += line;
+    std::printf("%s", line);
+    std::ofstream csv(e.train.run_dir + "/budget.csv");
+    csv << "test,strategy,n,tokens_per_problem,accuracy\n";
+    md += "| test | strategy | N | tokens/problem | accuracy |\n|---|---|---|---|---|\n";
+    for (int ood = 0; ood < 2; ++ood) {
+      const auto& problems = ood ? data_->ood : data_->test;
+      std::vector<CountdownProblem> ps(problems.begin(),
+                                       problems.begin() + std::min<size_t>(problems.size(), o_.test_problems));
+      const std::string name = ood ? "ood" : "test";
+      for (const CurvePoint& c : BudgetCurves(policy_.get(), &orm, ps, o_.max_samples, o_.temperature, e.train.seed + 9)) {
+        csv << name << "," << c.strategy << "," << c.n << "," << c.tokens << "," << c.accuracy << "\n";
+        std::snprintf(line, sizeof(line), "| %s | %s | %ld | %.0f | %.1f%% |\n",
+                      ood ? "out of distribution" : "held out", c.strategy.c_str(), long(c.n), c.tokens, 100.0 * c.accuracy);
+        md += line;
+        std::printf("%s", line);
+      }
+    }
+    csv.close();
+    Status plot = Plot(e.train.run_dir);
+    if (!plot.ok()) std::printf("no plot: %s\n", std::string(plot.message()).c_str());
+    else md += "\n![accuracy against tokens](budget.png)\n";
+    std::ofstream(e.train.run_dir + "/report.md") << md;
+    std::printf("report: %s/report.md\n", e.train.run_dir.c_str());
+    return absl::OkStatus();
+  }
+
+ private:
+  Status Prepare(const EngineOptions& e) {
+    if (examples_) return absl::OkStatus();
+    DB_ASSIGN_OR_RETURN(auto loaded, LoadPolicy(o_.policy));
+    policy_opts_ = loaded.first;
+    policy_ = std::move(loaded.second);
+    // The policy's own split (same seed as its training): the ORM learns on training problems.
+    CountdownLabOptions d = policy_opts_;
+    d.test_limit = o_.test_problems;
+    DB_ASSIGN_OR_RETURN(data_, BuildCountdownData(d, e.train.seed));
+    std::vector<CountdownProblem> train(data_->train.begin(),
+                                        data_->train.begin() + std::min<size_t>(data_->train.size(), o_.train_problems));
+    auto ex = std::make_shared<std::vector<OrmExample>>(
+        CollectOrmExamples(policy_.get(), train, o_.samples_per_problem, o_.temperature, e.train.seed));
+    for (const OrmExample& x : *ex) positives_ += x.correct;
+    std::printf("ORM data: %zu samples of %zu training problems, %zu right\n", ex->size(), train.size(), positives_);
+    examples_ = std::move(ex);
+    return absl::OkStatus();
+  }
+  Status Plot(const std::string& dir) {
+    std::string script = "set terminal pngcairo size 1000,450\nset output '" + dir + "/budget.png'\n"
+                         "set datafile separator ','\nset logscale x 2\nset xlabel 'generated tokens per problem'\n"
+                         "set ylabel 'accuracy'\nset key bottom right\nset grid\nset multiplot layout 1,2\n";
+    for (const char* t : {"test", "ood"}) {
+      script += std::string("set title '") + (std::string(t) == "test" ? "held-out problems" : "one more number") + "'\nplot ";
+      const char* strategies[] = {"best-of-N (ORM)", "weighted vote (ORM)", "pass@N (exact verifier)", "greedy"};
+      for (int i = 0; i < 4; ++i)
+        script += std::string(i ? ", " : "") + "'" + dir + "/budget.csv' using (strcol(1) eq '" + t + "' && strcol(2) eq '" +
+                  strategies[i] + "' ? $4 : 1/0):($5) with linespoints title '" + strategies[i] + "'";
+      script += "\n";
+    }
+    script += "unset multiplot\n";
+    return RunGnuplot(script, dir + "/budget.gp");
+  }
+
+  VerifierLabOptions o_;
+  CountdownLabOptions policy_opts_;
+  std::unique_ptr<Gpt> policy_;
+  std::shared_ptr<const CountdownData> data_;
+  std::shared_ptr<const std::vector<OrmExample>> examples_;
+  size_t positives_ = 0;
+};
+
+}  // namespace
+
+StatusOr<VerifierLabOptions> ParseVerifierLabOptions(ConfigFile* file) {
+  VerifierLabOptions o;
+  Section& s = file->section("verifier");
+  DB_RETURN_IF_ERROR(s.String("policy", &o.policy));
+  if (o.policy.empty()) return s.Error("policy", "is required: a Countdown policy's checkpoint");
+  DB_RETURN_IF_ERROR(s.Int("train_problems", &o.train_problems, 1, 1 << 24));
+  DB_RETURN_IF_ERROR(s.Int("samples_per_problem", &o.samples_per_problem, 1, 1024));
+  DB_RETURN_IF_ERROR(s.Int("orm_steps", &o.orm_steps, 1, int64_t{1} << 30));
+  DB_RETURN_IF_ERROR(s.Int("batch", &o.batch, 1, 1 << 16));
+  DB_RETURN_IF_ERROR(s.Int("test_problems", &o.test_problems, 1, 100000));
+  DB_RETURN_IF_ERROR(s.Int("max_samples", &o.max_samples, 1, 4096));
+  DB_RETURN_IF_ERROR(s.Float("temperature", &o.temperature, 0.01, 10.0));
+  return o;
+}
+
+std::vector<OrmExample> CollectOrmExamples(Gpt* policy, const std::vector<CountdownProblem>& problems,
+                                           int64_t samples, float temperature, uint64_t seed) {
+  Random rng(seed);
+  std::vector<OrmExample> out;
+  int64_t tokens = 0;
+  for (const CountdownProblem& p : problems) {
+    const std::string prompt = CountdownPrompt(p);
+    for (const std::string& t : SampleCountdown(policy, prompt, samples, temperature, &rng, &tokens))
+      out.push_back({OrmInput(p, t), VerifySteps(p, SolutionPart(prompt + t)).ok});
+  }
+  return out;
+}
+
+double OrmScore(Gpt* orm, const std::string& text) {
+  const int64_t T = std::min<int64_t>(static_cast<int64_t>(text.size()), orm->options().context);
+  if (T < 1) return 0.0;
+  Tensor x({1, T}), y({1, T});
+  y.Fill(-1.0f);
+  for (int64_t j = 0; j < T; ++j) x[j] = static_cast<float>(std::max(0, CountdownId(text[j])));
+  orm->Forward(x, y);
+  const Tensor& l = orm->logits();
+  const int64_t V = orm->options().vocab;
+  const double a = l[(T - 1) * V + CountdownId(kRight)], b = l[(T - 1) * V + CountdownId(kWrong)];
+  return 1.0 / (1.0 + std::exp(b - a));
+}
+
+StatusOr<std::unique_ptr<Workload>> MakeVerifierWorkload(ConfigFile* file) {
+  DB_ASSIGN_OR_RETURN(VerifierLabOptions o, ParseVerifierLabOptions(file));
+  return std::unique_ptr<Workload>(new VerifierWorkload(std::move(o)));
+}
+
+}  // namespace distbelief
