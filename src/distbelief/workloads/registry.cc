@@ -5,6 +5,7 @@
 #include "distbelief/workloads/lm/lm.h"
 #include "distbelief/workloads/mnist/mnist.h"
 #include "distbelief/workloads/reasoning/countdown_lab.h"
+#include "distbelief/workloads/reasoning/star_lab.h"
 #include "distbelief/workloads/reasoning/verifier_lab.h"
 #include "distbelief/workloads/scale/sweep.h"
 #include "distbelief/workloads/seq2seq/seq2seq_enfr.h"
@@ -24,6 +25,8 @@ const std::vector<WorkloadEntry>& Workloads() {
        MakeCountdownWorkload},
       {"verifier", "verifier", "an outcome reward model for a Countdown policy, and search at test time against tokens",
        MakeVerifierWorkload},
+      {"star", "star", "self-improvement of a Countdown policy on its own verified solutions (STaR), in rounds",
+       MakeStarWorkload},
       {"scale", "scale", "a scaling-law sweep of language models or autoencoders", MakeScaleWorkload},
   };
   return all;

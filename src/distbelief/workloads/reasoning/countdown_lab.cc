@@ -314,15 +314,23 @@ StatusOr<CountdownProblem> ParseProblemLine(const std::string& line) {
 
 }  // namespace
 
-Status RunCountdownSearch(const std::string& checkpoint, int64_t samples, float temperature, uint64_t seed, FILE* in,
-                          FILE* out) {
+StatusOr<CountdownPolicy> LoadCountdownPolicy(const std::string& checkpoint) {
   DB_ASSIGN_OR_RETURN(Checkpoint ckpt, ReadCheckpoint(checkpoint));
-  DB_ASSIGN_OR_RETURN(ConfigFile file, ConfigFile::Parse(ckpt.metadata["config"], checkpoint + " (its config)"));
+  CountdownPolicy p;
+  p.config = ckpt.metadata["config"];
+  DB_ASSIGN_OR_RETURN(ConfigFile file, ConfigFile::Parse(p.config, checkpoint + " (its config)"));
   if (!file.Has("countdown"))
     return absl::InvalidArgumentError(checkpoint + " is not a Countdown policy (its config has no [countdown])");
-  DB_ASSIGN_OR_RETURN(CountdownLabOptions o, ParseCountdownLabOptions(&file));
-  Gpt gpt(o.net, 1);
-  DB_RETURN_IF_ERROR(LoadModelCheckpoint(checkpoint, gpt.params()).status());
+  DB_ASSIGN_OR_RETURN(p.options, ParseCountdownLabOptions(&file));
+  p.gpt = std::make_unique<Gpt>(p.options.net, 1);
+  DB_RETURN_IF_ERROR(LoadModelCheckpoint(checkpoint, p.gpt->params()).status());
+  return p;
+}
+
+Status RunCountdownSearch(const std::string& checkpoint, int64_t samples, float temperature, uint64_t seed, FILE* in,
+                          FILE* out) {
+  DB_ASSIGN_OR_RETURN(CountdownPolicy policy, LoadCountdownPolicy(checkpoint));
+  Gpt& gpt = *policy.gpt;
   Random rng(seed);
   char* buf = nullptr;
   size_t cap = 0;

@@ -97,6 +97,16 @@ class CountdownReplica : public ReplicaModel {
 StatusOr<Job> CountdownJob(const CountdownLabOptions& o, std::shared_ptr<const CountdownData> data,
                            const EngineOptions& e);
 
+// A trained policy, its options and config text, from its checkpoint (the config stored in it).
+// kInvalidArgument if the checkpoint's config has no [countdown]; checkpoint errors as
+// LoadModelCheckpoint's.
+struct CountdownPolicy {
+  CountdownLabOptions options;
+  std::unique_ptr<Gpt> gpt;
+  std::string config;
+};
+StatusOr<CountdownPolicy> LoadCountdownPolicy(const std::string& checkpoint);
+
 // `distbelief search`: one JSON object a line on `in` ({"numbers": [..], "target": N}); one JSON
 // line each on `out`: the problem, "expression" (null when none verified), "steps", "verified",
 // "solvable" (the exact solver's word), "tokens"; or, for a line that is not a problem,

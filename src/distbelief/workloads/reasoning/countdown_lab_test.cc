@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "distbelief/train/checkpointing.h"
+#include "distbelief/workloads/reasoning/star_lab.h"
 #include "distbelief/workloads/reasoning/verifier_lab.h"
 
 namespace distbelief {
@@ -146,6 +147,36 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
       EXPECT_TRUE(VerifySteps(p, a["steps"].get<std::string>()).ok) << a.dump();
     }
   }
+  // The verifier lab and STaR run end to end on this policy (tiny settings) and write their
+  // reports; STaR's checkpoint is a policy `search` loads.
+  for (const char* section : {"verifier", "star"}) {
+    const std::string out_dir = TempDir(section);
+    const std::string text = std::string("[") + section + "]\npolicy = \"" + RunCheckpointPath(dir) + "\"\n" +
+                             (std::string(section) == "verifier"
+                                  ? "train_problems = 40\norm_steps = 5\nbatch = 8\ntest_problems = 4\nmax_samples = 2\n"
+                                  : "rounds = 2\nproblems_per_round = 60\nsamples = 4\nsteps = 3\ntest_problems = 4\n");
+    auto f = ConfigFile::Parse(text, "lab.toml");
+    ASSERT_TRUE(f.ok()) << f.status();
+    auto w = std::string(section) == "verifier" ? MakeVerifierWorkload(&*f) : MakeStarWorkload(&*f);
+    ASSERT_TRUE(w.ok()) << w.status();
+    EngineOptions le = Adam(out_dir);
+    Status st = (*w)->Train(le);
+    ASSERT_TRUE(st.ok()) << section << ": " << st;
+    EXPECT_TRUE(fs::exists(out_dir + "/report.md")) << section;
+    if (std::string(section) == "verifier") {
+      std::ifstream csv(out_dir + "/budget.csv");
+      int rows = 0;
+      for (std::string l; std::getline(csv, l);) ++rows;
+      EXPECT_EQ(rows, 1 + 2 * (1 + 2 * 3)) << "header, then per test: greedy and 3 strategies at N = 1, 2";
+    } else {
+      EXPECT_TRUE(LoadCountdownPolicy(RunCheckpointPath(out_dir)).ok());
+      std::ifstream md(out_dir + "/report.md");
+      std::stringstream all;
+      all << md.rdbuf();
+      EXPECT_NE(all.str().find("| 2 |"), std::string::npos) << all.str();
+    }
+  }
+
   // A checkpoint that is not a Countdown policy is an error before anything is read.
   EXPECT_FALSE(RunCountdownSearch(dir + "/none.safetensors", 1, 1.0f, 1, stdin, stdout).ok());
 }

@@ -67,16 +67,6 @@ class OrmReplica : public ReplicaModel {
   Tensor x_, y_;
 };
 
-StatusOr<std::pair<CountdownLabOptions, std::unique_ptr<Gpt>>> LoadPolicy(const std::string& path) {
-  DB_ASSIGN_OR_RETURN(Checkpoint ckpt, ReadCheckpoint(path));
-  DB_ASSIGN_OR_RETURN(ConfigFile file, ConfigFile::Parse(ckpt.metadata["config"], path + " (its config)"));
-  if (!file.Has("countdown")) return absl::InvalidArgumentError(path + " is not a Countdown policy (its config has no [countdown])");
-  DB_ASSIGN_OR_RETURN(CountdownLabOptions o, ParseCountdownLabOptions(&file));
-  auto gpt = std::make_unique<Gpt>(o.net, 1);
-  DB_RETURN_IF_ERROR(LoadModelCheckpoint(path, gpt->params()).status());
-  return std::pair<CountdownLabOptions, std::unique_ptr<Gpt>>(o, std::move(gpt));
-}
-
 // Accuracy and tokens of each strategy at each budget, on one set of problems.
 struct CurvePoint {
   std::string strategy;
@@ -222,9 +212,9 @@ class VerifierWorkload : public Workload {
  private:
   Status Prepare(const EngineOptions& e) {
     if (examples_) return absl::OkStatus();
-    DB_ASSIGN_OR_RETURN(auto loaded, LoadPolicy(o_.policy));
-    policy_opts_ = loaded.first;
-    policy_ = std::move(loaded.second);
+    DB_ASSIGN_OR_RETURN(CountdownPolicy loaded, LoadCountdownPolicy(o_.policy));
+    policy_opts_ = loaded.options;
+    policy_ = std::move(loaded.gpt);
     // The policy's own split (same seed as its training): the ORM learns on training problems.
     CountdownLabOptions d = policy_opts_;
     d.test_limit = o_.test_problems;
@@ -241,7 +231,7 @@ class VerifierWorkload : public Workload {
   Status Plot(const std::string& dir) {
     std::string script = "set terminal pngcairo size 1000,450\nset output '" + dir + "/budget.png'\n"
                          "set datafile separator ','\nset logscale x 2\nset xlabel 'generated tokens per problem'\n"
-                         "set ylabel 'accuracy'\nset key bottom right\nset grid\nset multiplot layout 1,2\n";
+                         "set ylabel 'accuracy'\nset yrange [0:1]\nset key bottom right\nset grid\nset multiplot layout 1,2\n";
     for (const char* t : {"test", "ood"}) {
       script += std::string("set title '") + (std::string(t) == "test" ? "held-out problems" : "one more number") + "'\nplot ";
       const char* strategies[] = {"best-of-N (ORM)", "weighted vote (ORM)", "pass@N (exact verifier)", "greedy"};

@@ -1,0 +1,146 @@
+#include "distbelief/workloads/reasoning/star_lab.h"
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <set>
+
+#include "distbelief/train/checkpointing.h"
+#include "distbelief/workloads/reasoning/countdown_lab.h"
+
+namespace distbelief {
+namespace {
+
+void CopyWeights(const std::vector<Param*>& from, const std::vector<Param*>& to) {
+  for (size_t i = 0; i < from.size(); ++i)
+    std::memcpy(to[i]->value.data(), from[i]->value.data(), from[i]->value.size() * sizeof(float));
+}
+
+// Greedy pass@1: which problems the policy solves.
+std::vector<bool> Solved(Gpt* gpt, const std::vector<CountdownProblem>& problems) {
+  std::vector<bool> out;
+  Random rng(1);
+  for (const CountdownProblem& p : problems) out.push_back(SearchCountdown(gpt, p, 0, 0.0f, &rng).verified);
+  return out;
+}
+
+double Percent(const std::vector<bool>& v) {
+  return v.empty() ? 0.0 : 100.0 * static_cast<double>(std::count(v.begin(), v.end(), true)) / v.size();
+}
+
+class StarWorkload : public Workload {
+ public:
+  explicit StarWorkload(StarLabOptions o) : o_(std::move(o)) {}
+  StatusOr<Job> MakeJob(const EngineOptions&) override {
+    return absl::UnimplementedError("STaR trains in rounds (sample, verify, fine-tune): use distbelief train");
+  }
+  Status Report(const EngineOptions&, RunResult*) override { return absl::OkStatus(); }
+
+  Status Train(const EngineOptions& e) override {
+    DB_ASSIGN_OR_RETURN(CountdownPolicy policy, LoadCountdownPolicy(o_.policy));
+    CountdownLabOptions po = policy.options;
+    po.test_limit = o_.test_problems;
+    // The policy's own problems and split (same seed as its training): fresh training problems
+    // each round, never a held-out one.
+    po.problems = std::max<int64_t>(po.problems, o_.problems_per_round * (o_.rounds + 1) * 100 / (100 - po.test_percent));
+    DB_ASSIGN_OR_RETURN(std::shared_ptr<const CountdownData> all, BuildCountdownData(po, e.train.seed));
+    Gpt& gpt = *policy.gpt;
+    std::vector<bool> first_test = Solved(&gpt, all->test), first_ood = Solved(&gpt, all->ood);
+    std::string table = "| round | verified samples kept | test pass@1 (greedy) | new vs round 0 | one more number |\n"
+                        "|---|---|---|---|---|\n";
+    char row[256];
+    std::snprintf(row, sizeof(row), "| 0 (the policy) | | %.1f%% | | %.1f%% |\n", Percent(first_test), Percent(first_ood));
+    table += row;
+    std::printf("%s", table.c_str());
+    Random rng(e.train.seed * 977 + 1);
+    auto data = std::make_shared<CountdownData>();  // every verified sample so far
+    for (int round = 1; round <= o_.rounds; ++round) {
+      // 1. Sample fresh training problems and keep what the exact verifier accepts.
+      const size_t begin = static_cast<size_t>(o_.problems_per_round) * (round - 1);
+      const size_t end = std::min(all->train.size(), begin + static_cast<size_t>(o_.problems_per_round));
+      int64_t tokens = 0;
+      const size_t before = data->traces.size();
+      for (size_t i = begin; i < end; ++i) {
+        const CountdownProblem& p = all->train[i];
+        const std::string prompt = CountdownPrompt(p);
+        std::set<std::string> kept;  // each distinct solution once
+        for (const std::string& t : SampleCountdown(&gpt, prompt, o_.samples, o_.temperature, &rng, &tokens)) {
+          if (t.empty() || t.back() != '.' || !VerifySteps(p, SolutionPart(prompt + t)).ok || !kept.insert(t).second) continue;
+          data->traces.push_back(prompt + t);
+          data->prompt_chars.push_back(static_cast<int>(prompt.size()));
+          data->supervised_tokens += static_cast<int64_t>(t.size());
+        }
+      }
+      if (data->traces.empty()) {  // nothing verified yet: nothing to learn from this round
+        std::snprintf(row, sizeof(row), "| %d | 0 from %zu problems: no fine-tuning | %.1f%% | 0 | %.1f%% |\n", round,
+                      end - begin, Percent(first_test), Percent(first_ood));
+        table += row;
+        std::printf("%s", row);
+        continue;
+      }
+      // 2. Fine-tune on every verified sample so far through the engine, from the current weights.
+      DB_ASSIGN_OR_RETURN(Job job, CountdownJob(po, data, e));
+      job.name = "star-" + std::to_string(round);
+      job.steps = o_.steps;
+      job.write_checkpoint = false;
+      std::vector<Tensor> start;
+      for (Param* q : gpt.params()) start.push_back(q->value);
+      auto make = job.make_replica;
+      job.make_replica = [make, start](int r, int R) -> StatusOr<std::unique_ptr<ReplicaModel>> {
+        DB_ASSIGN_OR_RETURN(auto m, make(r, R));
+        const std::vector<Param*> ps = m->params(0);
+        for (size_t i = 0; i < ps.size(); ++i) std::memcpy(ps[i]->value.data(), start[i].data(), start[i].size() * sizeof(float));
+        return m;
+      };
+      EngineOptions round_e = e;
+      round_e.train.run_dir.clear();  // nothing written per round
+      DB_ASSIGN_OR_RETURN(RunResult r, RunJob(round_e, job));
+      if (r.diverged) return absl::InternalError("round " + std::to_string(round) + " diverged (lower optimizer.learning_rate)");
+      CopyWeights(r.model->params(0), gpt.params());
+      // 3. Greedy pass@1 on held-out problems.
+      const std::vector<bool> test = Solved(&gpt, all->test), ood = Solved(&gpt, all->ood);
+      int64_t fresh = 0;
+      for (size_t i = 0; i < test.size(); ++i) fresh += test[i] && !first_test[i];
+      std::snprintf(row, sizeof(row), "| %d | %zu from %zu problems (%zu in all) | %.1f%% | %ld | %.1f%% |\n", round,
+                    data->traces.size() - before, end - begin, data->traces.size(), Percent(test), long(fresh), Percent(ood));
+      table += row;
+      std::printf("%s", row);
+    }
+    DB_RETURN_IF_ERROR(SaveModelCheckpoint(RunCheckpointPath(e.train.run_dir), gpt.params(), nullptr,
+                                           {o_.rounds, policy.config, ""}));
+    std::ofstream(e.train.run_dir + "/report.md")
+        << "# Self-improvement (STaR) on Countdown\n\nStarting policy: " << o_.policy << "; " << o_.samples
+        << " samples of " << o_.problems_per_round << " fresh training problems a round, " << o_.steps
+        << " fine-tuning steps; pass@1 on " << all->test.size() << " held-out problems and " << all->ood.size()
+        << " with one more number.\n\n"
+        << table;
+    std::printf("report: %s/report.md\ncheckpoint: %s\n", e.train.run_dir.c_str(), RunCheckpointPath(e.train.run_dir).c_str());
+    return absl::OkStatus();
+  }
+
+ private:
+  StarLabOptions o_;
+};
+
+}  // namespace
+
+StatusOr<StarLabOptions> ParseStarLabOptions(ConfigFile* file) {
+  StarLabOptions o;
+  Section& s = file->section("star");
+  DB_RETURN_IF_ERROR(s.String("policy", &o.policy));
+  if (o.policy.empty()) return s.Error("policy", "is required: a Countdown policy's checkpoint");
+  DB_RETURN_IF_ERROR(s.Int("rounds", &o.rounds, 1, 100));
+  DB_RETURN_IF_ERROR(s.Int("problems_per_round", &o.problems_per_round, 1, 1 << 22));
+  DB_RETURN_IF_ERROR(s.Int("samples", &o.samples, 1, 1024));
+  DB_RETURN_IF_ERROR(s.Float("temperature", &o.temperature, 0.01, 10.0));
+  DB_RETURN_IF_ERROR(s.Int("steps", &o.steps, 1, int64_t{1} << 30));
+  DB_RETURN_IF_ERROR(s.Int("test_problems", &o.test_problems, 1, 100000));
+  return o;
+}
+
+StatusOr<std::unique_ptr<Workload>> MakeStarWorkload(ConfigFile* file) {
+  DB_ASSIGN_OR_RETURN(StarLabOptions o, ParseStarLabOptions(file));
+  return std::unique_ptr<Workload>(new StarWorkload(std::move(o)));
+}
+
+}  // namespace distbelief

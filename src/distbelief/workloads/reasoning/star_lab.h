@@ -1,0 +1,36 @@
+// Self-improvement on verified synthetic data (issue 15, item 5): expert iteration as in STaR
+// (Zelikman et al. 2022) on a trained Countdown policy (countdown_lab.h). Each round the policy
+// samples solutions of fresh training problems, the exact verifier keeps the right ones, and the
+// policy is fine-tuned on every sample kept so far through the engine (the same replica model as its training, so
+// Downpour works for the fine-tuning too); greedy pass@1 on held-out problems and one more number
+// is measured before the first round and after each, with the held-out problems solved that the
+// first model could not.
+//
+// Config: [star] (below); [optimizer], [train] seed and run_dir; optionally [distributed] for the
+// fine-tuning. The last round's policy goes to run_dir/checkpoint.safetensors with the policy's
+// own config, so `distbelief search` takes it.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "distbelief/config/config.h"
+#include "distbelief/train/engine.h"
+
+namespace distbelief {
+
+struct StarLabOptions {
+  std::string policy;               // the starting policy's checkpoint
+  int rounds = 3;
+  int64_t problems_per_round = 4000;  // fresh training problems sampled each round
+  int64_t samples = 4;              // per problem
+  float temperature = 1.0f;
+  int64_t steps = 300;              // fine-tuning steps per round
+  int64_t test_problems = 200;      // scored greedily after each round (and as many out of distribution)
+};
+StatusOr<StarLabOptions> ParseStarLabOptions(ConfigFile* file);
+
+// [star] selects this workload.
+StatusOr<std::unique_ptr<Workload>> MakeStarWorkload(ConfigFile* file);
+
+}  // namespace distbelief
