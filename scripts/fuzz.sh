@@ -2,7 +2,8 @@
 # Fuzzes every parser of outside input with libFuzzer (Debian's clang 14), AddressSanitizer and
 # UndefinedBehaviorSanitizer, in build-fuzz/: the checkpoint reader, images, the MNIST and token
 # cache readers, the config edge, a shard's tensor socket, every gRPC handler, and the text parsers
-# (gettext catalogues, BLEU's tokenizer, the EN-FR cleaning) (fuzz/*.cc).
+# (gettext catalogues, BLEU's tokenizer, the EN-FR cleaning), and the reasoning lab's search lines
+# and solution verifiers (fuzz/*.cc).
 # Each harness starts from its seed corpus in fuzz/corpus/<name> (which also holds every input
 # that once crashed it) plus what earlier runs here found (build-fuzz/corpus/<name>), runs for
 # SECONDS (default 60), and any crash, leak or timeout fails the run with the input saved in
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 harnesses=("$@")
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(checkpoint image readers config tensor_socket rpc text)
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(checkpoint image readers config tensor_socket rpc text countdown)
 dir=build-fuzz
 if [ ! -f $dir/build.ninja ]; then
   cmake -S . -B $dir -G Ninja -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo \

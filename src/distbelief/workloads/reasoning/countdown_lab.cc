@@ -290,8 +290,9 @@ class CountdownWorkload : public Workload {
   std::shared_ptr<const CountdownData> data_;
 };
 
-// One line of `search`'s input as a problem, or the reason it is not one.
-StatusOr<CountdownProblem> ParseProblemLine(const std::string& line) {
+}  // namespace
+
+StatusOr<CountdownProblem> ParseCountdownProblemLine(const std::string& line) {
   nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::InvalidArgumentError("not JSON");
   if (!j.is_object()) return absl::InvalidArgumentError("not a JSON object");
@@ -311,8 +312,6 @@ StatusOr<CountdownProblem> ParseProblemLine(const std::string& line) {
   DB_RETURN_IF_ERROR(CheckCountdownProblem(p));
   return p;
 }
-
-}  // namespace
 
 StatusOr<CountdownPolicy> LoadCountdownPolicy(const std::string& checkpoint) {
   DB_ASSIGN_OR_RETURN(Checkpoint ckpt, ReadCheckpoint(checkpoint));
@@ -340,7 +339,7 @@ Status RunCountdownSearch(const std::string& checkpoint, int64_t samples, float 
     std::string line(buf, static_cast<size_t>(n));
     while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
     nlohmann::json result;
-    StatusOr<CountdownProblem> p = ParseProblemLine(line);
+    StatusOr<CountdownProblem> p = ParseCountdownProblemLine(line);
     if (!p.ok()) {
       result = {{"line", line_no}, {"error", std::string(p.status().message())}};
     } else {

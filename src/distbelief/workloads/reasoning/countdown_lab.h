@@ -97,6 +97,11 @@ class CountdownReplica : public ReplicaModel {
 StatusOr<Job> CountdownJob(const CountdownLabOptions& o, std::shared_ptr<const CountdownData> data,
                            const EngineOptions& e);
 
+// One line of `search`'s input as a problem: a JSON object with "numbers" (integers) and
+// "target" (an integer) within the task's ranges; kInvalidArgument naming what is wrong
+// ("not JSON", "missing \"target\"", "number 300 is outside [1, 100]", ...).
+StatusOr<CountdownProblem> ParseCountdownProblemLine(const std::string& line);
+
 // A trained policy, its options and config text, from its checkpoint (the config stored in it).
 // kInvalidArgument if the checkpoint's config has no [countdown]; checkpoint errors as
 // LoadModelCheckpoint's.

@@ -181,6 +181,27 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
   EXPECT_FALSE(RunCountdownSearch(dir + "/none.safetensors", 1, 1.0f, 1, stdin, stdout).ok());
 }
 
+TEST(CountdownLab, SearchLinesAreProblemsOrNamedErrors) {
+  auto ok = ParseCountdownProblemLine("{\"numbers\": [25, 3, 4], \"target\": 97, \"extra\": 1}");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->numbers, (std::vector<int64_t>{25, 3, 4}));
+  EXPECT_EQ(ok->target, 97);
+  auto why = [](const std::string& l) { return std::string(ParseCountdownProblemLine(l).status().message()); };
+  EXPECT_EQ(why(""), "not JSON");
+  EXPECT_EQ(why("{\"numbers\": [1, 2"), "not JSON");
+  EXPECT_EQ(why("[1, 2, 3]"), "not a JSON object");
+  EXPECT_EQ(why("{\"target\": 5}"), "missing \"numbers\"");
+  EXPECT_EQ(why("{\"numbers\": [1, 2, 3]}"), "missing \"target\"");
+  EXPECT_EQ(why("{\"numbers\": 5, \"target\": 50}"), "\"numbers\" is not an array");
+  EXPECT_NE(why("{\"numbers\": [1, 2.5, 3], \"target\": 50}").find("not an integer"), std::string::npos);
+  EXPECT_NE(why("{\"numbers\": [1, 2, 3], \"target\": \"50\"}").find("not an integer"), std::string::npos);
+  EXPECT_NE(why("{\"numbers\": [1, 2, 300], \"target\": 50}").find("300"), std::string::npos);
+  EXPECT_NE(why("{\"numbers\": [1, 2, 18446744073709551615], \"target\": 50}").find("outside"), std::string::npos);
+  EXPECT_NE(why("{\"numbers\": [], \"target\": 50}").find("not 0"), std::string::npos);
+  EXPECT_NE(why("{\"numbers\": [1, 2, 3], \"target\": 5}").find("target 5"), std::string::npos);
+  EXPECT_EQ(why(std::string(100000, '[')), "not JSON");
+}
+
 TEST(CountdownLab, ConfigErrorsNameTheKey) {
   auto f = ConfigFile::Parse("[countdown]\ncontext = 64\nmax_chars = 200\n", "bad.toml");
   ASSERT_TRUE(f.ok());
