@@ -177,16 +177,17 @@ class VerifierWorkload : public Workload {
     char line[512];
     std::snprintf(line, sizeof(line),
                   "ORM: trained on %zu policy samples of %ld training problems (%.1f%% right); on %zu held-out "
-                  "samples (%.1f%% right) its verdict agrees with the exact verifier on %.1f%% (always \"wrong\": "
-                  "%.1f%%).\n\n",
+                  "samples (%.1f%% right) its verdict agrees with the exact verifier on %.1f%% (always the more "
+                  "common verdict: %.1f%%).\n\n",
                   examples_->size(), long(o_.train_problems), 100.0 * positives_ / std::max<size_t>(1, examples_->size()),
                   held.size(), 100.0 * right / std::max<size_t>(1, held.size()), 100.0 * agree / std::max<size_t>(1, held.size()),
-                  100.0 * (held.size() - right) / std::max<size_t>(1, held.size()));
+                  100.0 * std::max<size_t>(right, held.size() - right) / std::max<size_t>(1, held.size()));
     md += line;
     std::printf("%s", line);
     std::ofstream csv(e.train.run_dir + "/budget.csv");
     csv << "test,strategy,n,tokens_per_problem,accuracy\n";
     md += "| test | strategy | N | tokens/problem | accuracy |\n|---|---|---|---|---|\n";
+    std::vector<std::pair<std::string, CurvePoint>> points;
     for (int ood = 0; ood < 2; ++ood) {
       const auto& problems = ood ? data_->ood : data_->test;
       std::vector<CountdownProblem> ps(problems.begin(),
@@ -194,6 +195,7 @@ class VerifierWorkload : public Workload {
       const std::string name = ood ? "ood" : "test";
       for (const CurvePoint& c : BudgetCurves(policy_.get(), &orm, ps, o_.max_samples, o_.temperature, e.train.seed + 9)) {
         csv << name << "," << c.strategy << "," << c.n << "," << c.tokens << "," << c.accuracy << "\n";
+        points.push_back({name, c});
         std::snprintf(line, sizeof(line), "| %s | %s | %ld | %.0f | %.1f%% |\n",
                       ood ? "out of distribution" : "held out", c.strategy.c_str(), long(c.n), c.tokens, 100.0 * c.accuracy);
         md += line;
@@ -201,7 +203,7 @@ class VerifierWorkload : public Workload {
       }
     }
     csv.close();
-    Status plot = Plot(e.train.run_dir);
+    Status plot = Plot(e.train.run_dir, points);
     if (!plot.ok()) std::printf("no plot: %s\n", std::string(plot.message()).c_str());
     else md += "\n![accuracy against tokens](budget.png)\n";
     std::ofstream(e.train.run_dir + "/report.md") << md;
@@ -228,16 +230,21 @@ class VerifierWorkload : public Workload {
     examples_ = std::move(ex);
     return absl::OkStatus();
   }
-  Status Plot(const std::string& dir) {
-    std::string script = "set terminal pngcairo size 1000,450\nset output '" + dir + "/budget.png'\n"
-                         "set datafile separator ','\nset logscale x 2\nset xlabel 'generated tokens per problem'\n"
-                         "set ylabel 'accuracy'\nset yrange [0:1]\nset key bottom right\nset grid\nset multiplot layout 1,2\n";
+  // One data file per test and strategy (so each curve is one line), then one gnuplot script.
+  Status Plot(const std::string& dir, const std::vector<std::pair<std::string, CurvePoint>>& points) {
+    const char* strategies[] = {"best-of-N (ORM)", "weighted vote (ORM)", "pass@N (exact verifier)", "greedy"};
+    std::string script = "set terminal pngcairo size 1000,450 noenhanced\nset output '" + dir + "/budget.png'\n"
+                         "set logscale x 2\nset xlabel 'generated tokens per problem'\nset ylabel 'accuracy'\n"
+                         "set yrange [0:1]\nset key bottom right\nset grid\nset multiplot layout 1,2\n";
     for (const char* t : {"test", "ood"}) {
       script += std::string("set title '") + (std::string(t) == "test" ? "held-out problems" : "one more number") + "'\nplot ";
-      const char* strategies[] = {"best-of-N (ORM)", "weighted vote (ORM)", "pass@N (exact verifier)", "greedy"};
-      for (int i = 0; i < 4; ++i)
-        script += std::string(i ? ", " : "") + "'" + dir + "/budget.csv' using (strcol(1) eq '" + t + "' && strcol(2) eq '" +
-                  strategies[i] + "' ? $4 : 1/0):($5) with linespoints title '" + strategies[i] + "'";
+      for (int i = 0; i < 4; ++i) {
+        const std::string file = dir + "/budget_" + t + "_" + std::to_string(i) + ".dat";
+        std::ofstream f(file);
+        for (const auto& [test, c] : points)
+          if (test == t && c.strategy == strategies[i]) f << c.tokens << " " << c.accuracy << "\n";
+        script += std::string(i ? ", " : "") + "'" + file + "' with linespoints title '" + strategies[i] + "'";
+      }
       script += "\n";
     }
     script += "unset multiplot\n";
