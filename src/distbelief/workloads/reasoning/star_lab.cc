@@ -40,10 +40,17 @@ class StarWorkload : public Workload {
     DB_ASSIGN_OR_RETURN(CountdownPolicy policy, LoadCountdownPolicy(o_.policy));
     CountdownLabOptions po = policy.options;
     po.test_limit = o_.test_problems;
-    // The policy's own problems and split (same seed as its training): fresh training problems
-    // each round, never a held-out one.
-    po.problems = std::max<int64_t>(po.problems, o_.problems_per_round * (o_.rounds + 1) * 100 / (100 - po.test_percent));
+    // The policy's own problems and split (same seed as its training) ...
     DB_ASSIGN_OR_RETURN(std::shared_ptr<const CountdownData> all, BuildCountdownData(po, e.train.seed));
+    // ... and problems it never trained on for the rounds: drawn from another seed, in the
+    // training split (never a held-out problem), none of the policy's training problems. Their
+    // only label is the exact verifier's verdict on the policy's own samples.
+    std::set<std::string> seen;
+    for (const CountdownProblem& p : all->train) seen.insert(CountdownPrompt(p));
+    std::vector<CountdownProblem> fresh;
+    for (uint64_t draw = 0; static_cast<int64_t>(fresh.size()) < o_.problems_per_round * o_.rounds; ++draw)
+      for (CountdownProblem& p : GenerateCountdown(o_.problems_per_round, po.sources, e.train.seed * 7919 + 1009 + draw))
+        if (!CountdownSplit(p, po.test_percent) && seen.insert(CountdownPrompt(p)).second) fresh.push_back(std::move(p));
     Gpt& gpt = *policy.gpt;
     std::vector<bool> first_test = Solved(&gpt, all->test), first_ood = Solved(&gpt, all->ood);
     std::string table = "| round | verified samples kept | test pass@1 (greedy) | new vs round 0 | one more number |\n"
@@ -57,11 +64,11 @@ class StarWorkload : public Workload {
     for (int round = 1; round <= o_.rounds; ++round) {
       // 1. Sample fresh training problems and keep what the exact verifier accepts.
       const size_t begin = static_cast<size_t>(o_.problems_per_round) * (round - 1);
-      const size_t end = std::min(all->train.size(), begin + static_cast<size_t>(o_.problems_per_round));
+      const size_t end = std::min(fresh.size(), begin + static_cast<size_t>(o_.problems_per_round));
       int64_t tokens = 0;
       const size_t before = data->traces.size();
       for (size_t i = begin; i < end; ++i) {
-        const CountdownProblem& p = all->train[i];
+        const CountdownProblem& p = fresh[i];
         const std::string prompt = CountdownPrompt(p);
         std::set<std::string> kept;  // each distinct solution once
         for (const std::string& t : SampleCountdown(&gpt, prompt, o_.samples, o_.temperature, &rng, &tokens)) {

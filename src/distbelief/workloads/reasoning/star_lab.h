@@ -1,6 +1,7 @@
 // Self-improvement on verified synthetic data (issue 15, item 5): expert iteration as in STaR
 // (Zelikman et al. 2022) on a trained Countdown policy (countdown_lab.h). Each round the policy
-// samples solutions of fresh training problems, the exact verifier keeps the right ones, and the
+// samples solutions of problems it never trained on (never held-out ones either), the exact
+// verifier keeps the right ones (their only label), and the
 // policy is fine-tuned on every sample kept so far through the engine (the same replica model as its training, so
 // Downpour works for the fine-tuning too); greedy pass@1 on held-out problems and one more number
 // is measured before the first round and after each, with the held-out problems solved that the
@@ -22,7 +23,7 @@ namespace distbelief {
 struct StarLabOptions {
   std::string policy;               // the starting policy's checkpoint
   int rounds = 3;
-  int64_t problems_per_round = 4000;  // fresh training problems sampled each round
+  int64_t problems_per_round = 4000;  // new problems (not the policy's, not held out) each round
   int64_t samples = 4;              // per problem
   float temperature = 1.0f;
   int64_t steps = 300;              // fine-tuning steps per round
