@@ -103,6 +103,12 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
     EXPECT_LT(s, 1.0);
   }
   EXPECT_GT(OrmScore(&gpt, std::string(500, '1')), 0.0);  // longer than the context: read up to it
+  // Process labels: every first step is counted once, and a rollout that verifies proves the step
+  // reachable, so "rollouts only" cannot happen.
+  const StepLabelAgreement agree = CheckStepLabels(&gpt, (*d)->test, 3, 4, 1.0f, 9);
+  EXPECT_EQ(agree.both + agree.mc_only + agree.exact_only + agree.neither + agree.invalid, agree.prefixes);
+  EXPECT_EQ(agree.mc_only, 0);
+  EXPECT_GT(agree.prefixes, 0);
 
   // `search`: one answer per line, whatever the line holds; an accepted answer verifies.
   const std::string in_path = dir + "/problems.jsonl", out_path = dir + "/answers.jsonl";

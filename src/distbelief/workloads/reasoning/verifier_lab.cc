@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <cctype>
 #include <map>
+#include <string_view>
 
 #include "distbelief/base/shuffle.h"
 #include "distbelief/io/checkpoint.h"
@@ -184,6 +186,18 @@ class VerifierWorkload : public Workload {
                   100.0 * std::max<size_t>(right, held.size() - right) / std::max<size_t>(1, held.size()));
     md += line;
     std::printf("%s", line);
+    // Process labels: Monte-Carlo rollouts against the solver, on held-out problems.
+    const StepLabelAgreement s = CheckStepLabels(policy_.get(), data_->test, 2, 8, o_.temperature, e.train.seed + 7);
+    const int64_t legal = s.prefixes - s.invalid;
+    std::snprintf(line, sizeof(line),
+                  "Process labels (Math-Shepherd): %ld first steps of %zu held-out problems (2 samples each), %ld of "
+                  "them not a legal step. Of the %ld legal ones, the label from 8 rollouts (\"some continuation "
+                  "verifies\") against the solver's exact reachability: both reachable %ld, rollouts only %ld, solver "
+                  "only %ld, neither %ld: %.1f%% agree.\n\n",
+                  long(s.prefixes), data_->test.size(), long(s.invalid), long(legal), long(s.both), long(s.mc_only),
+                  long(s.exact_only), long(s.neither), legal ? 100.0 * (s.both + s.neither) / legal : 0.0);
+    md += line;
+    std::printf("%s", line);
     std::ofstream csv(e.train.run_dir + "/budget.csv");
     csv << "test,strategy,n,tokens_per_problem,accuracy\n";
     md += "| test | strategy | N | tokens/problem | accuracy |\n|---|---|---|---|---|\n";
@@ -287,6 +301,69 @@ std::vector<OrmExample> CollectOrmExamples(Gpt* policy, const std::vector<Countd
       out.push_back({OrmInput(p, t), VerifySteps(p, SolutionPart(prompt + t)).ok});
   }
   return out;
+}
+
+StepLabelAgreement CheckStepLabels(Gpt* policy, const std::vector<CountdownProblem>& problems, int64_t samples,
+                                   int64_t rollouts, float temperature, uint64_t seed) {
+  StepLabelAgreement a;
+  Random rng(seed);
+  int64_t tokens = 0;
+  for (const CountdownProblem& p : problems) {
+    if (p.numbers.size() < 3) continue;  // one step: nothing between the prompt and the answer
+    const std::string prompt = CountdownPrompt(p);
+    for (const std::string& t : SampleCountdown(policy, prompt, samples, temperature, &rng, &tokens)) {
+      const size_t comma = t.find(',');
+      if (comma == std::string::npos) continue;
+      ++a.prefixes;
+      // The first step, checked on its own: is it a legal step on the source numbers?
+      const std::string first = t.substr(0, comma);
+      std::vector<int64_t> left = p.numbers;
+      CountdownStep s;
+      bool legal = false;
+      // Parse "a op b = r" and apply it to the numbers left.
+      {
+        size_t at = 0;
+        auto num = [&](int64_t* v) {
+          size_t k = at;
+          int64_t x = 0;
+          while (k < first.size() && k - at < 12 && std::isdigit(static_cast<unsigned char>(first[k]))) x = x * 10 + (first[k++] - '0');
+          if (k == at) return false;
+          *v = x;
+          at = k;
+          return true;
+        };
+        int64_t r = 0;
+        if (num(&s.a) && at < first.size() && std::string_view("+-*/").find(first[at]) != std::string_view::npos &&
+            (s.op = first[at++], num(&s.b)) && at < first.size() && first[at++] == '=' && num(&s.result) &&
+            at == first.size() && ApplyCountdownOp(s.a, s.op, s.b, &r) && r == s.result) {
+          auto take = [&](int64_t x) {
+            auto it = std::find(left.begin(), left.end(), x);
+            if (it == left.end()) return false;
+            left.erase(it);
+            return true;
+          };
+          legal = take(s.a) && take(s.b);
+          left.push_back(r);
+        }
+      }
+      if (!legal) {
+        ++a.invalid;
+        continue;
+      }
+      const bool exact = IsSolvable(CountdownProblem{left, p.target});
+      bool mc = false;
+      for (const std::string& c : SampleCountdown(policy, prompt + first + ",", rollouts, temperature, &rng, &tokens))
+        if (VerifySteps(p, SolutionPart(prompt + first + "," + c)).ok) {
+          mc = true;
+          break;
+        }
+      if (mc && exact) ++a.both;
+      else if (mc) ++a.mc_only;
+      else if (exact) ++a.exact_only;
+      else ++a.neither;
+    }
+  }
+  return a;
 }
 
 double OrmScore(Gpt* orm, const std::string& text) {

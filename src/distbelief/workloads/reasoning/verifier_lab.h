@@ -5,7 +5,9 @@
 //      trained from scratch through the engine to write the verdict after a solution ('#' right,
 //      '!' wrong, characters the traces already use for "solved" and "dead end"), its score the
 //      probability of '#' (a generative verifier);
-//   3. on held-out problems, accuracy against generated tokens for budgets of 1..N samples:
+//   3. process labels from Monte-Carlo rollouts (Math-Shepherd) checked against the solver's
+//      exact reachability of each first step (CheckStepLabels);
+//   4. on held-out problems, accuracy against generated tokens for budgets of 1..N samples:
 //      greedy; best-of-N ranked by the ORM; ORM-weighted majority vote over the first step;
 //      and, as the ceiling, best-of-N checked by the exact verifier (pass@N). CSV and PNG.
 //
@@ -46,6 +48,16 @@ std::vector<OrmExample> CollectOrmExamples(Gpt* policy, const std::vector<Countd
 // The ORM's probability that `text` (prompt + solution + '.') is right: P('#') / (P('#') + P('!'))
 // at the position after it. A text longer than the ORM's context (64) is read up to there.
 double OrmScore(Gpt* orm, const std::string& text);
+
+// Math-Shepherd's process labels, checked: for each first step a policy writes (a prefix
+// "prompt + step,"), the Monte-Carlo label is whether any of `rollouts` continuations of the
+// policy from there verifies; the exact label whether the numbers left can still reach the
+// target (the solver). Counts of the four cases over `problems` x `samples` prefixes.
+struct StepLabelAgreement {
+  int64_t prefixes = 0, both = 0, mc_only = 0, exact_only = 0, neither = 0, invalid = 0;
+};
+StepLabelAgreement CheckStepLabels(Gpt* policy, const std::vector<CountdownProblem>& problems, int64_t samples,
+                                   int64_t rollouts, float temperature, uint64_t seed);
 
 // [verifier] selects this workload.
 StatusOr<std::unique_ptr<Workload>> MakeVerifierWorkload(ConfigFile* file);
