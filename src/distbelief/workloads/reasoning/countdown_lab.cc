@@ -77,7 +77,7 @@ StatusOr<std::shared_ptr<const CountdownData>> BuildCountdownData(const Countdow
 }
 
 std::vector<std::string> SampleCountdown(Gpt* gpt, const std::string& prompt, int64_t n, float temperature,
-                                         Random* rng, int64_t* tokens) {
+                                         Random* rng, int64_t* tokens, std::string_view stops) {
   const GptOptions& g = gpt->options();
   if (temperature <= 0.0f) n = 1;
   std::vector<std::string> out(static_cast<size_t>(n));
@@ -114,7 +114,7 @@ std::vector<std::string> SampleCountdown(Gpt* gpt, const std::string& prompt, in
       ++*tokens;
       const char c = CountdownVocabulary()[static_cast<size_t>(pick)];
       out[r] += c;
-      if (c == '.') done[r] = true, --open;
+      if (stops.find(c) != std::string_view::npos) done[r] = true, --open;
     }
     if (open == 0 || cache.pos >= g.context) break;
     gpt->Step(tok, &cache, &logits);

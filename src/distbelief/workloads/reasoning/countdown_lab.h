@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "distbelief/base/random.h"
@@ -57,11 +58,11 @@ struct CountdownData {
 };
 StatusOr<std::shared_ptr<const CountdownData>> BuildCountdownData(const CountdownLabOptions& o, uint64_t seed);
 
-// Continues `prompt` n times with the policy (temperature 0: greedy, n is then 1) until '.', the
-// pad id or the end of the context, with the key/value cache. Adds the tokens generated to
-// *tokens.
+// Continues `prompt` n times with the policy (temperature 0: greedy, n is then 1) until one of
+// `stops` (written, and ending the text), or the end of the context, with the key/value cache.
+// Adds the tokens generated to *tokens.
 std::vector<std::string> SampleCountdown(Gpt* gpt, const std::string& prompt, int64_t n, float temperature,
-                                         Random* rng, int64_t* tokens);
+                                         Random* rng, int64_t* tokens, std::string_view stops = ".");
 
 // One problem searched at test time: the policy's greedy text first, then up to `samples`
 // samples, until the exact verifier accepts one.

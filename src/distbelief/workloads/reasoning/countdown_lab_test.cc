@@ -109,6 +109,15 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
   EXPECT_EQ(agree.both + agree.mc_only + agree.exact_only + agree.neither + agree.invalid, agree.prefixes);
   EXPECT_EQ(agree.mc_only, 0);
   EXPECT_GT(agree.prefixes, 0);
+  // Beam search guided by a verifier (here the policy itself stands in for one): an answer it
+  // calls verified verifies, and it spends tokens.
+  for (const CountdownProblem& p : some) {
+    const CountdownAnswer a = PrmBeamSearch(&gpt, &gpt, p, 2, 2, 1.0f, &rng);
+    EXPECT_GT(a.tokens, 0);
+    if (a.verified) EXPECT_TRUE(VerifyExpression(p, a.expression).ok) << a.expression;
+  }
+  const auto steps = CollectStepExamples(&gpt, some, 2, 2, 1.0f, 4);
+  for (const OrmExample& x : steps) EXPECT_EQ(x.text.back(), ',') << x.text;
 
   // `search`: one answer per line, whatever the line holds; an accepted answer verifies.
   const std::string in_path = dir + "/problems.jsonl", out_path = dir + "/answers.jsonl";
@@ -159,7 +168,7 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
     const std::string out_dir = TempDir(section);
     const std::string text = std::string("[") + section + "]\npolicy = \"" + RunCheckpointPath(dir) + "\"\n" +
                              (std::string(section) == "verifier"
-                                  ? "train_problems = 40\norm_steps = 5\nbatch = 8\ntest_problems = 4\nmax_samples = 2\n"
+                                  ? "train_problems = 40\norm_steps = 5\nbatch = 8\ntest_problems = 4\nmax_samples = 2\nrollouts = 2\n"
                                   : "rounds = 2\nproblems_per_round = 60\nsamples = 4\nsteps = 3\ntest_problems = 4\n");
     auto f = ConfigFile::Parse(text, "lab.toml");
     ASSERT_TRUE(f.ok()) << f.status();
@@ -173,7 +182,8 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
       std::ifstream csv(out_dir + "/budget.csv");
       int rows = 0;
       for (std::string l; std::getline(csv, l);) ++rows;
-      EXPECT_EQ(rows, 1 + 2 * (1 + 2 * 3)) << "header, then per test: greedy and 3 strategies at N = 1, 2";
+      EXPECT_EQ(rows, 1 + 2 * (1 + 2 * 3 + 2))
+          << "header, then per test: greedy, 3 strategies at N = 1, 2, and beam search at 1 x 2 and 2 x 2";
     } else {
       EXPECT_TRUE(LoadCountdownPolicy(RunCheckpointPath(out_dir)).ok());
       std::ifstream md(out_dir + "/report.md");

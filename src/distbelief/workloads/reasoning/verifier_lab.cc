@@ -135,9 +135,21 @@ std::vector<CurvePoint> BudgetCurves(Gpt* policy, Gpt* orm, const std::vector<Co
           break;
         }
     }
-    out.push_back({"best-of-N (ORM)", n, tokens / P, orm_right / P});
-    out.push_back({"weighted vote (ORM)", n, tokens / P, vote_right / P});
+    out.push_back({"best-of-N (verifier)", n, tokens / P, orm_right / P});
+    out.push_back({"weighted vote (verifier)", n, tokens / P, vote_right / P});
     out.push_back({"pass@N (exact verifier)", n, tokens / P, pass / P});
+  }
+  // Step-level beam search guided by the verifier's score of each partial solution: beam B,
+  // E samples of the next step from each.
+  for (auto [beam, expand] : std::vector<std::pair<int64_t, int64_t>>{{1, 2}, {2, 2}, {2, 4}, {4, 4}, {4, 8}}) {
+    if (beam * expand > 2 * max_samples) break;
+    double right = 0, tokens = 0;
+    for (const CountdownProblem& p : problems) {
+      const CountdownAnswer a = PrmBeamSearch(policy, orm, p, beam, expand, temperature, &rng);
+      right += a.verified;
+      tokens += static_cast<double>(a.tokens);
+    }
+    out.push_back({"PRM beam search", beam * expand, tokens / P, right / P});
   }
   return out;
 }
@@ -149,7 +161,7 @@ class VerifierWorkload : public Workload {
     if (e.distributed.mode != Mode::kLocal) return absl::InvalidArgumentError("the ORM trains locally (no [distributed])");
     DB_RETURN_IF_ERROR(Prepare(e));
     Job job;
-    job.name = "orm";
+    job.name = "verifier";
     job.steps = o_.orm_steps;
     job.examples_per_step = o_.batch;
     const GptOptions net = OrmNet(policy_opts_.net);
@@ -178,10 +190,10 @@ class VerifierWorkload : public Workload {
                      ").\n\n";
     char line[512];
     std::snprintf(line, sizeof(line),
-                  "ORM: trained on %zu policy samples of %ld training problems (%.1f%% right); on %zu held-out "
+                  "Verifier: trained on %zu complete policy samples of %ld training problems (%.1f%% right) and their first steps; on %zu held-out "
                   "samples (%.1f%% right) its verdict agrees with the exact verifier on %.1f%% (always the more "
                   "common verdict: %.1f%%).\n\n",
-                  examples_->size(), long(o_.train_problems), 100.0 * positives_ / std::max<size_t>(1, examples_->size()),
+                  outcome_examples_, long(o_.train_problems), 100.0 * positives_ / std::max<size_t>(1, outcome_examples_),
                   held.size(), 100.0 * right / std::max<size_t>(1, held.size()), 100.0 * agree / std::max<size_t>(1, held.size()),
                   100.0 * std::max<size_t>(right, held.size() - right) / std::max<size_t>(1, held.size()));
     md += line;
@@ -240,19 +252,29 @@ class VerifierWorkload : public Workload {
     auto ex = std::make_shared<std::vector<OrmExample>>(
         CollectOrmExamples(policy_.get(), train, o_.samples_per_problem, o_.temperature, e.train.seed));
     for (const OrmExample& x : *ex) positives_ += x.correct;
-    std::printf("ORM data: %zu samples of %zu training problems, %zu right\n", ex->size(), train.size(), positives_);
+    outcome_examples_ = ex->size();
+    // Process examples: first steps labelled by rollouts (Math-Shepherd), for the PRM's use.
+    const auto steps = CollectStepExamples(policy_.get(), train, o_.step_samples, o_.rollouts, o_.temperature,
+                                           e.train.seed + 3);
+    size_t good_steps = 0;
+    for (const OrmExample& x : steps) good_steps += x.correct;
+    ex->insert(ex->end(), steps.begin(), steps.end());
+    std::printf("verifier data: %zu complete samples of %zu training problems (%zu right), %zu first steps (%zu "
+                "good by %ld rollouts)\n", outcome_examples_, train.size(), positives_, steps.size(), good_steps,
+                long(o_.rollouts));
     examples_ = std::move(ex);
     return absl::OkStatus();
   }
   // One data file per test and strategy (so each curve is one line), then one gnuplot script.
   Status Plot(const std::string& dir, const std::vector<std::pair<std::string, CurvePoint>>& points) {
-    const char* strategies[] = {"best-of-N (ORM)", "weighted vote (ORM)", "pass@N (exact verifier)", "greedy"};
+    const char* strategies[] = {"best-of-N (verifier)", "weighted vote (verifier)", "PRM beam search",
+                                "pass@N (exact verifier)", "greedy"};
     std::string script = "set terminal pngcairo size 1000,450 noenhanced\nset output '" + dir + "/budget.png'\n"
                          "set logscale x 2\nset xlabel 'generated tokens per problem'\nset ylabel 'accuracy'\n"
                          "set yrange [0:1]\nset key bottom right\nset grid\nset multiplot layout 1,2\n";
     for (const char* t : {"test", "ood"}) {
       script += std::string("set title '") + (std::string(t) == "test" ? "held-out problems" : "one more number") + "'\nplot ";
-      for (int i = 0; i < 4; ++i) {
+      for (int i = 0; i < 5; ++i) {
         const std::string file = dir + "/budget_" + t + "_" + std::to_string(i) + ".dat";
         std::ofstream f(file);
         for (const auto& [test, c] : points)
@@ -270,7 +292,7 @@ class VerifierWorkload : public Workload {
   std::unique_ptr<Gpt> policy_;
   std::shared_ptr<const CountdownData> data_;
   std::shared_ptr<const std::vector<OrmExample>> examples_;
-  size_t positives_ = 0;
+  size_t positives_ = 0, outcome_examples_ = 0;
 };
 
 }  // namespace
@@ -283,6 +305,8 @@ StatusOr<VerifierLabOptions> ParseVerifierLabOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(s.Int("train_problems", &o.train_problems, 1, 1 << 24));
   DB_RETURN_IF_ERROR(s.Int("samples_per_problem", &o.samples_per_problem, 1, 1024));
   DB_RETURN_IF_ERROR(s.Int("orm_steps", &o.orm_steps, 1, int64_t{1} << 30));
+  DB_RETURN_IF_ERROR(s.Int("step_samples", &o.step_samples, 0, 1024));
+  DB_RETURN_IF_ERROR(s.Int("rollouts", &o.rollouts, 1, 1024));
   DB_RETURN_IF_ERROR(s.Int("batch", &o.batch, 1, 1 << 16));
   DB_RETURN_IF_ERROR(s.Int("test_problems", &o.test_problems, 1, 100000));
   DB_RETURN_IF_ERROR(s.Int("max_samples", &o.max_samples, 1, 4096));
@@ -303,6 +327,64 @@ std::vector<OrmExample> CollectOrmExamples(Gpt* policy, const std::vector<Countd
   return out;
 }
 
+namespace {
+
+// The numbers left after `step` ("a op b=r") on `numbers`, or false if it is not a legal step.
+bool ApplyStepText(const std::vector<int64_t>& numbers, const std::string& step, std::vector<int64_t>* left) {
+  CountdownStep s;
+  size_t at = 0;
+  auto num = [&](int64_t* v) {
+    size_t k = at;
+    int64_t x = 0;
+    while (k < step.size() && k - at < 12 && std::isdigit(static_cast<unsigned char>(step[k]))) x = x * 10 + (step[k++] - '0');
+    if (k == at) return false;
+    *v = x;
+    at = k;
+    return true;
+  };
+  int64_t r = 0;
+  if (!(num(&s.a) && at < step.size() && std::string_view("+-*/").find(step[at]) != std::string_view::npos &&
+        (s.op = step[at++], num(&s.b)) && at < step.size() && step[at++] == '=' && num(&s.result) && at == step.size() &&
+        ApplyCountdownOp(s.a, s.op, s.b, &r) && r == s.result))
+    return false;
+  *left = numbers;
+  for (int64_t x : {s.a, s.b}) {
+    auto it = std::find(left->begin(), left->end(), x);
+    if (it == left->end()) return false;
+    left->erase(it);
+  }
+  left->push_back(r);
+  return true;
+}
+
+// Math-Shepherd's label of a prefix: does any of `rollouts` continuations verify?
+bool RolloutLabel(Gpt* policy, const CountdownProblem& p, const std::string& prefix, int64_t rollouts, float temperature,
+                  Random* rng, int64_t* tokens) {
+  for (const std::string& c : SampleCountdown(policy, prefix, rollouts, temperature, rng, tokens))
+    if (VerifySteps(p, SolutionPart(prefix + c)).ok) return true;
+  return false;
+}
+
+}  // namespace
+
+std::vector<OrmExample> CollectStepExamples(Gpt* policy, const std::vector<CountdownProblem>& problems, int64_t samples,
+                                            int64_t rollouts, float temperature, uint64_t seed) {
+  Random rng(seed);
+  std::vector<OrmExample> out;
+  int64_t tokens = 0;
+  for (const CountdownProblem& p : problems) {
+    if (p.numbers.size() < 3) continue;
+    const std::string prompt = CountdownPrompt(p);
+    for (const std::string& t : SampleCountdown(policy, prompt, samples, temperature, &rng, &tokens, ",.")) {
+      if (t.empty() || t.back() != ',') continue;  // a one-step answer: the outcome data has it
+      std::vector<int64_t> left;
+      const bool legal = ApplyStepText(p.numbers, t.substr(0, t.size() - 1), &left);
+      out.push_back({prompt + t, legal && RolloutLabel(policy, p, prompt + t, rollouts, temperature, &rng, &tokens)});
+    }
+  }
+  return out;
+}
+
 StepLabelAgreement CheckStepLabels(Gpt* policy, const std::vector<CountdownProblem>& problems, int64_t samples,
                                    int64_t rollouts, float temperature, uint64_t seed) {
   StepLabelAgreement a;
@@ -315,48 +397,14 @@ StepLabelAgreement CheckStepLabels(Gpt* policy, const std::vector<CountdownProbl
       const size_t comma = t.find(',');
       if (comma == std::string::npos) continue;
       ++a.prefixes;
-      // The first step, checked on its own: is it a legal step on the source numbers?
       const std::string first = t.substr(0, comma);
-      std::vector<int64_t> left = p.numbers;
-      CountdownStep s;
-      bool legal = false;
-      // Parse "a op b = r" and apply it to the numbers left.
-      {
-        size_t at = 0;
-        auto num = [&](int64_t* v) {
-          size_t k = at;
-          int64_t x = 0;
-          while (k < first.size() && k - at < 12 && std::isdigit(static_cast<unsigned char>(first[k]))) x = x * 10 + (first[k++] - '0');
-          if (k == at) return false;
-          *v = x;
-          at = k;
-          return true;
-        };
-        int64_t r = 0;
-        if (num(&s.a) && at < first.size() && std::string_view("+-*/").find(first[at]) != std::string_view::npos &&
-            (s.op = first[at++], num(&s.b)) && at < first.size() && first[at++] == '=' && num(&s.result) &&
-            at == first.size() && ApplyCountdownOp(s.a, s.op, s.b, &r) && r == s.result) {
-          auto take = [&](int64_t x) {
-            auto it = std::find(left.begin(), left.end(), x);
-            if (it == left.end()) return false;
-            left.erase(it);
-            return true;
-          };
-          legal = take(s.a) && take(s.b);
-          left.push_back(r);
-        }
-      }
-      if (!legal) {
+      std::vector<int64_t> left;
+      if (!ApplyStepText(p.numbers, first, &left)) {
         ++a.invalid;
         continue;
       }
       const bool exact = IsSolvable(CountdownProblem{left, p.target});
-      bool mc = false;
-      for (const std::string& c : SampleCountdown(policy, prompt + first + ",", rollouts, temperature, &rng, &tokens))
-        if (VerifySteps(p, SolutionPart(prompt + first + "," + c)).ok) {
-          mc = true;
-          break;
-        }
+      const bool mc = RolloutLabel(policy, p, prompt + first + ",", rollouts, temperature, &rng, &tokens);
       if (mc && exact) ++a.both;
       else if (mc) ++a.mc_only;
       else if (exact) ++a.exact_only;
@@ -364,6 +412,44 @@ StepLabelAgreement CheckStepLabels(Gpt* policy, const std::vector<CountdownProbl
     }
   }
   return a;
+}
+
+CountdownAnswer PrmBeamSearch(Gpt* policy, Gpt* verifier, const CountdownProblem& p, int64_t beam, int64_t expand,
+                              float temperature, Random* rng) {
+  CountdownAnswer best;
+  double best_score = -1.0;
+  std::vector<std::string> beams = {CountdownPrompt(p)};
+  const int64_t context = policy->options().context;
+  for (size_t depth = 0; !beams.empty() && depth < p.numbers.size(); ++depth) {
+    std::vector<std::pair<double, std::string>> next;
+    for (const std::string& b : beams)
+      for (const std::string& step : SampleCountdown(policy, b, expand, temperature, rng, &best.tokens, ",.")) {
+        if (step.empty()) continue;
+        const std::string text = b + step;
+        next.push_back({OrmScore(verifier, text), text});
+      }
+    std::stable_sort(next.begin(), next.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
+    beams.clear();
+    int64_t kept = 0;
+    for (const auto& [score, text] : next) {
+      if (kept++ >= beam) break;
+      const bool complete = text.back() == '.' || static_cast<int64_t>(text.size()) >= context;
+      if (!complete) {
+        beams.push_back(text);
+        continue;
+      }
+      ++best.tries;
+      if (score > best_score) {
+        best_score = score;
+        const CountdownVerdict v = VerifySteps(p, SolutionPart(text));
+        best.text = text.substr(CountdownPrompt(p).size());
+        best.steps = std::string(SolutionPart(text));
+        best.verified = v.ok;
+        best.expression = v.ok ? StepsExpression(p, v.steps) : "";
+      }
+    }
+  }
+  return best;
 }
 
 double OrmScore(Gpt* orm, const std::string& text) {

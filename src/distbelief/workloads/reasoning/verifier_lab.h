@@ -1,15 +1,18 @@
 // The reasoning lab's verifier and search at test time (issue 15, items 3 and 4), on a trained
 // Countdown policy (countdown_lab.h):
 //   1. the policy samples solutions of training problems, the exact verifier labels them;
-//   2. an outcome reward model (ORM) learns to tell right from wrong: the policy's architecture,
-//      trained from scratch through the engine to write the verdict after a solution ('#' right,
-//      '!' wrong, characters the traces already use for "solved" and "dead end"), its score the
-//      probability of '#' (a generative verifier);
+//   2. a verifier learns to tell right from wrong: the policy's architecture, trained from scratch
+//      through the engine to write the verdict after a text ('#' right, '!' wrong, characters the
+//      traces already use for "solved" and "dead end"), its score the probability of '#' (a
+//      generative verifier). It learns outcome labels (complete solutions, by the exact verifier)
+//      and process labels (first steps, by Monte-Carlo rollouts as in Math-Shepherd), so it scores
+//      answers as an ORM and partial solutions as a PRM;
 //   3. process labels from Monte-Carlo rollouts (Math-Shepherd) checked against the solver's
 //      exact reachability of each first step (CheckStepLabels);
 //   4. on held-out problems, accuracy against generated tokens for budgets of 1..N samples:
-//      greedy; best-of-N ranked by the ORM; ORM-weighted majority vote over the first step;
-//      and, as the ceiling, best-of-N checked by the exact verifier (pass@N). CSV and PNG.
+//      greedy; best-of-N ranked by the verifier; verifier-weighted majority vote over distinct
+//      solutions; step-level beam search guided by the verifier (PRM); and, as the ceiling,
+//      best-of-N checked by the exact verifier (pass@N). CSV and PNG.
 //
 // Config: [verifier] (below); [optimizer], [train] seed and run_dir. The policy's own config comes
 // from its checkpoint.
@@ -29,7 +32,9 @@ struct VerifierLabOptions {
   std::string policy;             // the policy's checkpoint
   int64_t train_problems = 4000;  // training problems the policy samples for the ORM
   int64_t samples_per_problem = 4;
-  int64_t orm_steps = 600;        // of the ORM
+  int64_t orm_steps = 600;        // of the verifier
+  int64_t step_samples = 2;       // first steps sampled per training problem for process labels
+  int64_t rollouts = 8;           // continuations that label a first step (Math-Shepherd)
   int64_t batch = 32;
   int64_t test_problems = 100;    // held-out problems of the budget curves (and as many out of distribution)
   int64_t max_samples = 32;       // the largest budget (N)
@@ -48,6 +53,16 @@ std::vector<OrmExample> CollectOrmExamples(Gpt* policy, const std::vector<Countd
 // The ORM's probability that `text` (prompt + solution + '.') is right: P('#') / (P('#') + P('!'))
 // at the position after it. A text longer than the ORM's context (64) is read up to there.
 double OrmScore(Gpt* orm, const std::string& text);
+
+// Process examples for the verifier: `samples` first steps per problem ("prompt + step,"), each
+// labelled good when it is legal and some of `rollouts` continuations of the policy verifies.
+std::vector<OrmExample> CollectStepExamples(Gpt* policy, const std::vector<CountdownProblem>& problems, int64_t samples,
+                                            int64_t rollouts, float temperature, uint64_t seed);
+// Step-level beam search guided by the verifier (its score of "prompt + steps so far," as a PRM):
+// `beam` partial solutions kept per depth, `expand` samples of the next step from each; the answer
+// is the complete solution the verifier scores highest (the exact verifier only grades it).
+CountdownAnswer PrmBeamSearch(Gpt* policy, Gpt* verifier, const CountdownProblem& p, int64_t beam, int64_t expand,
+                              float temperature, Random* rng);
 
 // Math-Shepherd's process labels, checked: for each first step a policy writes (a prefix
 // "prompt + step,"), the Monte-Carlo label is whether any of `rollouts` continuations of the
