@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The reasoning lab end to end (docs/reasoning.md), about 40 minutes on 2 cores:
-#   1. the Countdown policy trained on streams of search and, for the same training tokens, on
-#      optimal paths (configs/countdown.toml), each scored greedily and best-of-8;
-#   2. an outcome reward model for the optimal-path policy and accuracy against generated tokens
-#      for greedy, best-of-N by the ORM, ORM-weighted vote and pass@N (configs/verifier.toml);
+#   1. the Countdown policy trained on optimal paths (configs/countdown.toml, runs/countdown) and,
+#      for the same training tokens, on streams of search (runs/countdown_streams), each scored
+#      greedily and best-of-8;
+#   2. a verifier for the optimal-path policy (outcome and process labels) and accuracy against
+#      generated tokens for greedy, best-of-N, weighted vote, verifier-guided step beam search and
+#      pass@N (configs/verifier.toml);
 #   3. three rounds of self-improvement on verified samples (configs/star.toml).
 # Each step's report is runs/<name>/report.md. Extra arguments go to every train command
 # (e.g. --set countdown.train_tokens=3000000 for a shorter run).
@@ -12,8 +14,8 @@ cd "$(dirname "$0")/.."
 bin=build/tools/distbelief
 [ -x $bin ] || scripts/build.sh
 $bin train --config configs/countdown.toml --overwrite "$@"
-$bin train --config configs/countdown.toml --set 'countdown.traces="optimal"' \
-  --set 'train.run_dir="runs/countdown_optimal"' --overwrite "$@"
+$bin train --config configs/countdown.toml --set 'countdown.traces="streams"' \
+  --set 'train.run_dir="runs/countdown_streams"' --overwrite "$@"
 $bin train --config configs/verifier.toml --overwrite
 $bin train --config configs/star.toml --overwrite
-for r in countdown countdown_optimal verifier star; do echo "== runs/$r/report.md"; cat runs/$r/report.md; echo; done
+for r in countdown countdown_streams verifier star; do echo "== runs/$r/report.md"; cat runs/$r/report.md; echo; done
