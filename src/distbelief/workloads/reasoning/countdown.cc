@@ -103,6 +103,14 @@ void SkipSpaces(std::string_view text, size_t* at) {
   while (*at < text.size() && text[*at] == ' ') ++*at;
 }
 
+// Why a op b is not allowed (ApplyCountdownOp said no).
+std::string NotAllowed(int64_t a, char op, int64_t b) {
+  const std::string e = std::to_string(a) + op + std::to_string(b);
+  if (op == '/') return e + " is not an exact division";
+  if (op == '-') return e + " is negative";
+  return e + " is too large";
+}
+
 CountdownVerdict Reject(std::string reason) {
   CountdownVerdict v;
   v.reason = std::move(reason);
@@ -132,9 +140,9 @@ Status CheckCountdownProblem(const CountdownProblem& p) {
 }
 
 bool ApplyCountdownOp(int64_t a, char op, int64_t b, int64_t* result) {
-  switch (op) {
-    case '+': *result = a + b; return true;
-    case '*': *result = a * b; return true;
+  switch (op) {  // a result beyond int64 (from numbers written by hand) is not allowed either
+    case '+': return !__builtin_add_overflow(a, b, result);
+    case '*': return !__builtin_mul_overflow(a, b, result);
     case '-':
       if (a < b) return false;
       *result = a - b;
@@ -211,9 +219,7 @@ CountdownVerdict VerifySteps(const CountdownProblem& p, std::string_view text) {
     SkipSpaces(text, &at);
     if (!ParseNumber(text, &at, &s.result)) return Reject(where + "expected the result after =");
     int64_t r;
-    if (!ApplyCountdownOp(s.a, s.op, s.b, &r))
-      return Reject(where + std::to_string(s.a) + s.op + std::to_string(s.b) +
-                    (s.op == '/' ? " is not an exact division" : " is negative"));
+    if (!ApplyCountdownOp(s.a, s.op, s.b, &r)) return Reject(where + NotAllowed(s.a, s.op, s.b));
     if (r != s.result) return Reject(where + std::to_string(s.a) + s.op + std::to_string(s.b) + " is " + std::to_string(r) +
                                      ", not " + std::to_string(s.result));
     if (!Take(&left, s.a)) return Reject(where + std::to_string(s.a) + " is not left");
@@ -241,7 +247,7 @@ CountdownVerdict VerifyExpression(const CountdownProblem& p, std::string_view te
   std::function<bool(int64_t*, int)> expr, term, factor;
   auto binary = [&](int64_t a, char op, int64_t b, int64_t* r) {
     if (!ApplyCountdownOp(a, op, b, r)) {
-      error = std::to_string(a) + op + std::to_string(b) + (op == '/' ? " is not an exact division" : " is negative");
+      error = NotAllowed(a, op, b);
       return false;
     }
     v.steps.push_back({a, b, *r, op});

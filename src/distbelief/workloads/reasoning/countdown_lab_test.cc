@@ -216,6 +216,7 @@ TEST(CountdownLab, SearchLinesAreProblemsOrNamedErrors) {
   EXPECT_NE(why("{\"numbers\": [], \"target\": 50}").find("not 0"), std::string::npos);
   EXPECT_NE(why("{\"numbers\": [1, 2, 3], \"target\": 5}").find("target 5"), std::string::npos);
   EXPECT_EQ(why(std::string(100000, '[')), "not JSON");
+  EXPECT_EQ(why(std::string(100000, '[') + std::string(100000, ']')), "not a JSON object");
 }
 
 TEST(CountdownLab, ConfigErrorsNameTheKey) {

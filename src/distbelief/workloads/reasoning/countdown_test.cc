@@ -21,6 +21,11 @@ TEST(Countdown, OperationsAreExactAndNonNegative) {
   EXPECT_TRUE(ApplyCountdownOp(0, '/', 7, &r));
   EXPECT_EQ(r, 0);
   EXPECT_FALSE(ApplyCountdownOp(7, 'x', 2, &r));
+  // Found by fuzz/countdown_fuzz: numbers written by hand can overflow int64.
+  EXPECT_FALSE(ApplyCountdownOp(int64_t{164875876171776}, '*', 1580544, &r));
+  EXPECT_FALSE(ApplyCountdownOp(INT64_MAX, '+', 1, &r));
+  EXPECT_NE(VerifyExpression({{1, 2}, 10}, "999999999999*999999999999*999999999999").reason.find("too large"),
+            std::string::npos);
 }
 
 TEST(Countdown, SolverFindsEverySolutionOnceAndOnlySolutions) {
