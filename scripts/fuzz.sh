@@ -6,7 +6,7 @@
 # and solution verifiers (fuzz/*.cc).
 # Each harness starts from its seed corpus in fuzz/corpus/<name> (which also holds every input
 # that once crashed it) plus what earlier runs here found (build-fuzz/corpus/<name>), runs for
-# SECONDS (default 60), and any crash, leak or timeout fails the run with the input saved in
+# SECONDS (default 60), one harness per core at a time, and any crash, leak or timeout fails the run with the input saved in
 # build-fuzz/artifacts/. Usage: scripts/fuzz.sh [SECONDS] [HARNESS...]
 # For hours: scripts/fuzz.sh 14400 image   (or several harnesses at once in separate shells).
 set -euo pipefail
@@ -25,18 +25,29 @@ mkdir -p $dir/artifacts
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS=suppressions=$PWD/testing/lsan.supp
-status=0
-for h in "${harnesses[@]}"; do
+# One harness per core at a time: each still gets its SECONDS of fuzzing.
+run_one() {
+  local h=$1 log=$dir/artifacts/$1.log
   mkdir -p $dir/corpus/$h
-  log=$dir/artifacts/$h.log
-  echo "fuzz: $h for $seconds s"
   if "$dir/fuzz/${h}_fuzz" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=30 -print_final_stats=1 \
        -artifact_prefix="$dir/artifacts/$h-" "$dir/corpus/$h" "fuzz/corpus/$h" >"$log" 2>&1; then
-    grep -E "^#[0-9]+.*DONE" "$log" | tail -1
+    echo "fuzz: $h for $seconds s: $(grep -E "^#[0-9]+.*DONE" "$log" | tail -1)"
   else
-    status=1
     echo "fuzz: $h FAILED; the input is in $dir/artifacts/ ($h-*), the report in $log:"
     grep -E -A30 "ERROR|runtime error|SUMMARY" "$log" | head -60
+    return 1
+  fi
+}
+jobs=$(nproc)
+status=0
+pids=()
+for h in "${harnesses[@]}"; do
+  run_one "$h" &
+  pids+=($!)
+  if [ ${#pids[@]} -ge "$jobs" ]; then
+    wait "${pids[0]}" || status=1
+    pids=("${pids[@]:1}")
   fi
 done
+for p in "${pids[@]}"; do wait "$p" || status=1; done
 exit $status

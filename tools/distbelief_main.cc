@@ -7,7 +7,8 @@
 //   distbelief eval bleu --hyp FILE --ref FILE [--tokenize 13a|none]   (corpus BLEU, one sentence a line)
 //   distbelief translate --checkpoint FILE [--config FILE] [--beam N] [--length-penalty A] [--batch N]
 //                      (Seq2Seq: English lines on stdin, one French line each on stdout)
-//   distbelief search --problems FILE [--checkpoint FILE] [--samples N] [--temperature T] [--seed S]
+//   distbelief search --problems FILE [--checkpoint FILE] [--strategy tree|samples] [--budget TOKENS]
+//                     [--children N] [--samples N] [--temperature T] [--seed S]
 //                      (Countdown: one JSON problem a line, one JSON answer a line on stdout)
 //   distbelief scale  --config FILE          (a scaling-law sweep: `train` of a [scale] config)
 //   distbelief launch --config FILE [--overwrite] (the job as shard and replica processes over gRPC)
@@ -211,15 +212,20 @@ int main(int argc, char** argv) {
 
   CLI::App* search = app.add_subcommand("search", "Solve Countdown problems (JSON lines) with a trained policy and the exact verifier");
   std::string se_problems = "-", se_checkpoint = "runs/countdown/checkpoint.safetensors";
-  int64_t se_samples = 64;
-  float se_temperature = 1.0f;
-  uint64_t se_seed = 1;
+  CountdownSearchOptions se;
+  std::string se_strategy = "tree";
   search->add_option("--problems", se_problems, "One {\"numbers\": [..], \"target\": N} a line (- = stdin)");
   search->add_option("--checkpoint", se_checkpoint, "A Countdown policy (distbelief train --config configs/countdown.toml)");
-  search->add_option("--samples", se_samples, "Samples tried after the greedy answer until one verifies (0: greedy only)")
+  search->add_option("--strategy", se_strategy, "tree: policy-guided tree search over steps; samples: greedy then samples")
+      ->check(CLI::IsMember({"tree", "samples"}));
+  search->add_option("--budget", se.tree_options.max_tokens, "Tokens the tree search may generate per problem")
+      ->check(CLI::Range(1, 1 << 20));
+  search->add_option("--children", se.tree_options.children, "Next steps the tree search samples at each node")
+      ->check(CLI::Range(1, 256));
+  search->add_option("--samples", se.samples, "Samples tried after the greedy answer until one verifies (0: greedy only)")
       ->check(CLI::Range(0, 4096));
-  search->add_option("--temperature", se_temperature, "Sampling temperature")->check(CLI::Range(0.01, 10.0));
-  search->add_option("--seed", se_seed, "Seed of the sampling");
+  search->add_option("--temperature", se.temperature, "Sampling temperature")->check(CLI::Range(0.01, 10.0));
+  search->add_option("--seed", se.seed, "Seed of the sampling");
 
   CLI::App* scale = app.add_subcommand("scale", "Run a scaling-law sweep ([scale] config)");
   scale_flags.Add(scale);
@@ -287,7 +293,8 @@ int main(int argc, char** argv) {
   } else if (search->parsed()) {
     FILE* in = se_problems == "-" ? stdin : std::fopen(se_problems.c_str(), "r");
     if (!in) return Fail(absl::NotFoundError("cannot open problems file " + se_problems));
-    s = RunCountdownSearch(se_checkpoint, se_samples, se_temperature, se_seed, in, stdout);
+    se.tree = se_strategy == "tree";
+    s = RunCountdownSearch(se_checkpoint, se, in, stdout);
     if (in != stdin) std::fclose(in);
   } else if (translate->parsed()) {
     s = RunTranslate(tr_checkpoint, tr_config, tr_beam, tr_alpha, tr_batch, stdin, stdout);

@@ -196,6 +196,54 @@ std::string StepsExpression(const CountdownProblem& p, const std::vector<Countdo
   return e;
 }
 
+namespace {
+
+// Parses one step "a op b=r" at *at (spaces allowed around each part), checks its arithmetic and
+// takes a and b from *left, adding r. On failure *error names the problem and *left is unchanged.
+bool ParseAndApplyStep(std::string_view text, size_t* at, std::vector<int64_t>* left, CountdownStep* s,
+                       std::string* error) {
+  auto fail = [&](std::string e) { return *error = std::move(e), false; };
+  SkipSpaces(text, at);
+  if (!ParseNumber(text, at, &s->a)) return fail("expected a number");
+  SkipSpaces(text, at);
+  if (*at >= text.size() || std::string_view("+-*/").find(text[*at]) == std::string_view::npos)
+    return fail("expected one of + - * /");
+  s->op = text[(*at)++];
+  SkipSpaces(text, at);
+  if (!ParseNumber(text, at, &s->b)) return fail(std::string("expected a number after ") + s->op);
+  SkipSpaces(text, at);
+  if (*at >= text.size() || text[*at] != '=') return fail("expected =");
+  ++*at;
+  SkipSpaces(text, at);
+  if (!ParseNumber(text, at, &s->result)) return fail("expected the result after =");
+  int64_t r;
+  if (!ApplyCountdownOp(s->a, s->op, s->b, &r)) return fail(NotAllowed(s->a, s->op, s->b));
+  if (r != s->result)
+    return fail(std::to_string(s->a) + s->op + std::to_string(s->b) + " is " + std::to_string(r) + ", not " +
+                std::to_string(s->result));
+  std::vector<int64_t> after = *left;
+  if (!Take(&after, s->a)) return fail(std::to_string(s->a) + " is not left");
+  if (!Take(&after, s->b)) return fail(std::to_string(s->b) + " is not left");
+  after.push_back(r);
+  *left = std::move(after);
+  return true;
+}
+
+}  // namespace
+
+Status ApplyCountdownStep(std::string_view text, std::vector<int64_t>* left, CountdownStep* step) {
+  size_t at = 0;
+  CountdownStep s;
+  std::string error;
+  std::vector<int64_t> after = *left;
+  if (!ParseAndApplyStep(text, &at, &after, &s, &error)) return absl::InvalidArgumentError(error);
+  SkipSpaces(text, &at);
+  if (at != text.size()) return absl::InvalidArgumentError("unexpected '" + std::string(1, text[at]) + "' after the step");
+  *left = std::move(after);
+  if (step) *step = s;
+  return absl::OkStatus();
+}
+
 CountdownVerdict VerifySteps(const CountdownProblem& p, std::string_view text) {
   CountdownVerdict v;
   std::vector<int64_t> left = p.numbers;
@@ -204,27 +252,9 @@ CountdownVerdict VerifySteps(const CountdownProblem& p, std::string_view text) {
   if (at == text.size()) return Reject("no steps");
   for (int n = 1;; ++n) {
     CountdownStep s;
+    std::string error;
     const std::string where = "step " + std::to_string(n) + ": ";
-    SkipSpaces(text, &at);
-    if (!ParseNumber(text, &at, &s.a)) return Reject(where + "expected a number");
-    SkipSpaces(text, &at);
-    if (at >= text.size() || std::string_view("+-*/").find(text[at]) == std::string_view::npos)
-      return Reject(where + "expected one of + - * /");
-    s.op = text[at++];
-    SkipSpaces(text, &at);
-    if (!ParseNumber(text, &at, &s.b)) return Reject(where + "expected a number after " + s.op);
-    SkipSpaces(text, &at);
-    if (at >= text.size() || text[at] != '=') return Reject(where + "expected =");
-    ++at;
-    SkipSpaces(text, &at);
-    if (!ParseNumber(text, &at, &s.result)) return Reject(where + "expected the result after =");
-    int64_t r;
-    if (!ApplyCountdownOp(s.a, s.op, s.b, &r)) return Reject(where + NotAllowed(s.a, s.op, s.b));
-    if (r != s.result) return Reject(where + std::to_string(s.a) + s.op + std::to_string(s.b) + " is " + std::to_string(r) +
-                                     ", not " + std::to_string(s.result));
-    if (!Take(&left, s.a)) return Reject(where + std::to_string(s.a) + " is not left");
-    if (!Take(&left, s.b)) return Reject(where + std::to_string(s.b) + " is not left");
-    left.push_back(r);
+    if (!ParseAndApplyStep(text, &at, &left, &s, &error)) return Reject(where + error);
     v.steps.push_back(s);
     SkipSpaces(text, &at);
     if (at == text.size()) break;

@@ -60,6 +60,10 @@ struct CountdownVerdict {
   std::vector<CountdownStep> steps;  // as parsed (ok: the whole solution)
 };
 CountdownVerdict VerifySteps(const CountdownProblem& p, std::string_view text);
+// One step, the whole of `text` ("53-21=32", spaces allowed), taken on the numbers `left`: on
+// success a and b are taken from *left and the result added (and *step set when given); else
+// kInvalidArgument naming what is wrong (as VerifySteps's reasons) and *left unchanged.
+Status ApplyCountdownStep(std::string_view text, std::vector<int64_t>* left, CountdownStep* step = nullptr);
 // An infix expression over the source numbers with + - * / and parentheses (x and the Unicode
 // signs are not accepted): each source number used exactly once, every intermediate value exact
 // and non-negative, the value the target.

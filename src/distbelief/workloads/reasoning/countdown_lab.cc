@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "distbelief/base/shuffle.h"
@@ -16,6 +18,8 @@ StatusOr<CountdownLabOptions> ParseCountdownLabOptions(ConfigFile* file) {
   CountdownLabOptions o;
   Section& s = file->section("countdown");
   DB_RETURN_IF_ERROR(s.Int("sources", &o.sources, kMinSources, kMaxSources - 1));
+  o.max_sources = o.sources;
+  DB_RETURN_IF_ERROR(s.Int("max_sources", &o.max_sources, o.sources, kMaxSources - 1));
   DB_RETURN_IF_ERROR(s.Int("problems", &o.problems, 10, int64_t{1} << 24));
   DB_RETURN_IF_ERROR(s.Int("test_percent", &o.test_percent, 1, 90));
   DB_RETURN_IF_ERROR(s.Int("test_limit", &o.test_limit, 1, 100000));
@@ -33,9 +37,12 @@ StatusOr<CountdownLabOptions> ParseCountdownLabOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(s.Int("train_tokens", &o.train_tokens, 1, int64_t{1} << 40));
   DB_RETURN_IF_ERROR(s.Int("samples", &o.samples, 1, 4096));
   DB_RETURN_IF_ERROR(s.Float("temperature", &o.temperature, 0.0, 10.0));
+  DB_RETURN_IF_ERROR(s.Int("tree_children", &o.tree.children, 1, 256));
+  DB_RETURN_IF_ERROR(s.Int("tree_tokens", &o.tree.max_tokens, 1, 1 << 20));
+  o.tree.temperature = o.temperature;
   o.net.vocab = static_cast<int64_t>(CountdownVocabulary().size());
   // A prompt of the out-of-distribution test (one more number) must fit with room to answer.
-  const int64_t prompt = 4 * (o.sources + 1) + 5;
+  const int64_t prompt = 4 * (o.max_sources + 1) + 5;
   if (o.max_chars + 24 > o.net.context || prompt + 16 > o.net.context)
     return s.Error("context", "= " + std::to_string(o.net.context) + " cannot hold a prompt and a trace of " +
                                   "countdown.max_chars = " + std::to_string(o.max_chars) + " characters");
@@ -50,12 +57,23 @@ int CountdownId(char c) {
 
 StatusOr<std::shared_ptr<const CountdownData>> BuildCountdownData(const CountdownLabOptions& o, uint64_t seed) {
   auto d = std::make_shared<CountdownData>();
-  for (CountdownProblem& p : GenerateCountdown(o.problems, o.sources, seed * 7919 + 17))
-    (CountdownSplit(p, o.test_percent) ? d->test : d->train).push_back(std::move(p));
+  const int counts = o.max_sources - o.sources + 1;
+  std::vector<std::vector<CountdownProblem>> held(static_cast<size_t>(counts));
+  for (int k = o.sources; k <= o.max_sources; ++k) {
+    const int64_t n = o.problems / counts + (k - o.sources < o.problems % counts);
+    for (CountdownProblem& p : GenerateCountdown(n, k, seed * 7919 + 17 + uint64_t(k - o.sources) * 1000003)) {
+      auto& h = held[static_cast<size_t>(k - o.sources)];
+      if (!CountdownSplit(p, o.test_percent)) d->train.push_back(std::move(p));
+      else if (static_cast<int64_t>(h.size()) < o.test_limit) h.push_back(std::move(p));
+    }
+  }
+  // Held-out problems of each count in turn, so any prefix of them mixes the counts.
+  for (size_t i = 0; i < static_cast<size_t>(o.test_limit); ++i)
+    for (const auto& h : held)
+      if (i < h.size()) d->test.push_back(h[i]);
   // Out of distribution: one more number, held-out problems only.
-  for (CountdownProblem& p : GenerateCountdown(o.test_limit * 100 / o.test_percent + 100, o.sources + 1, seed * 7919 + 29))
+  for (CountdownProblem& p : GenerateCountdown(o.test_limit * 100 / o.test_percent + 100, o.max_sources + 1, seed * 7919 + 29))
     if (CountdownSplit(p, o.test_percent) && static_cast<int64_t>(d->ood.size()) < o.test_limit) d->ood.push_back(std::move(p));
-  if (d->test.size() > static_cast<size_t>(o.test_limit)) d->test.resize(o.test_limit);
   int64_t k = 0;
   for (const CountdownProblem& p : d->train) {
     StatusOr<std::string> t = o.traces == CountdownTraces::kOptimal
@@ -145,6 +163,69 @@ CountdownAnswer SearchCountdown(Gpt* gpt, const CountdownProblem& p, int64_t sam
     left -= n;
     for (const std::string& t : SampleCountdown(gpt, prompt, n, temperature, rng, &a.tokens))
       if (consider(t)) return a;
+  }
+  return a;
+}
+
+CountdownAnswer TreeSearchCountdown(Gpt* gpt, const CountdownProblem& p, const TreeSearchOptions& o, Random* rng) {
+  CountdownAnswer a;
+  const std::string prompt = CountdownPrompt(p);
+  auto accept = [&](const std::string& text) {
+    const CountdownVerdict v = VerifySteps(p, SolutionPart(prompt + text));
+    if (!v.ok) return false;
+    a.verified = true;
+    a.text = text;
+    a.steps = StepsText(v.steps);
+    a.expression = StepsExpression(p, v.steps);
+    return true;
+  };
+  ++a.tries;
+  const std::string greedy = SampleCountdown(gpt, prompt, 1, 0.0f, rng, &a.tokens)[0];
+  a.text = greedy;
+  a.steps = std::string(SolutionPart(prompt + greedy));
+  if (accept(greedy) || o.temperature <= 0.0f) return a;
+  struct Node {
+    std::string text;  // the steps so far, each ending in ','
+    std::vector<int64_t> left;
+  };
+  auto key = [](std::vector<int64_t> v) {
+    std::sort(v.begin(), v.end());
+    std::string k;
+    for (int64_t x : v) k += std::to_string(x) + ' ';
+    return k;
+  };
+  // Depth first; a tree exhausted within the budget is searched again with twice the children.
+  for (int64_t children = o.children; a.tokens < o.max_tokens && children <= 256; children *= 2) {
+    std::set<std::string> seen{key(p.numbers)};
+    std::vector<Node> stack{{"", p.numbers}};
+    while (!stack.empty() && a.tokens < o.max_tokens) {
+      const Node node = std::move(stack.back());
+      stack.pop_back();
+      // Distinct legal next steps, by how often the policy wrote them.
+      std::map<std::string, std::pair<int, std::vector<int64_t>>> next;
+      for (const std::string& t : SampleCountdown(gpt, prompt + node.text, children, o.temperature, rng, &a.tokens, ",.")) {
+        const bool ended = !t.empty() && (t.back() == ',' || t.back() == '.');
+        std::vector<int64_t> left = node.left;
+        CountdownStep s;
+        if (!ApplyCountdownStep(std::string_view(t).substr(0, t.size() - ended), &left, &s).ok()) continue;
+        auto& e = next[StepsText({s})];
+        ++e.first;
+        e.second = std::move(left);
+      }
+      std::vector<std::pair<int, Node>> kids;
+      for (auto& [step, e] : next) {
+        if (e.second.size() == 1) {
+          ++a.tries;
+          if (accept(node.text + step + ".")) return a;
+          continue;
+        }
+        if (!seen.insert(key(e.second)).second) continue;
+        kids.push_back({e.first, Node{node.text + step + ",", std::move(e.second)}});
+      }
+      // Most sampled on top of the stack (ties: the order of the steps' text, for determinism).
+      std::stable_sort(kids.begin(), kids.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+      for (auto& k : kids) stack.push_back(std::move(k.second));
+    }
   }
   return a;
 }
@@ -261,27 +342,44 @@ class CountdownWorkload : public Workload {
   std::string DataLine() const {
     char buf[512];
     std::snprintf(buf, sizeof(buf),
-                  "Countdown, %d numbers: %zu training traces (%s, %ld supervised tokens, %ld problems without a "
+                  "Countdown, %s numbers: %zu training traces (%s, %ld supervised tokens, %ld problems without a "
                   "trace within %ld characters), %zu held-out problems, %zu out of distribution (%d numbers)",
-                  o_.sources, data_->traces.size(),
+                  Counts().c_str(), data_->traces.size(),
                   o_.traces == CountdownTraces::kOptimal ? "optimal paths" : "depth- and breadth-first streams",
                   long(data_->supervised_tokens), long(data_->dropped), long(o_.max_chars), data_->test.size(),
-                  data_->ood.size(), o_.sources + 1);
+                  data_->ood.size(), o_.max_sources + 1);
     return buf;
   }
+  std::string Counts() const {
+    return o_.max_sources == o_.sources ? std::to_string(o_.sources)
+                                        : std::to_string(o_.sources) + "-" + std::to_string(o_.max_sources);
+  }
   std::string ScoreTable(Gpt* gpt, uint64_t seed) {
+    const TreeSearchOptions& tree = o_.tree;
     std::string t = "| test | greedy | tokens/problem | best of " + std::to_string(o_.samples) +
-                    " (exact verifier) | tokens/problem |\n|---|---|---|---|---|\n";
-    for (int ood = 0; ood < 2; ++ood) {
-      const auto& problems = ood ? data_->ood : data_->test;
+                    " (exact verifier) | tokens/problem | tree search (" + std::to_string(tree.children) +
+                    " children, budget " + std::to_string(tree.max_tokens) + " tokens) | tokens/problem |\n"
+                    "|---|---|---|---|---|---|---|\n";
+    for (int k = o_.sources; k <= o_.max_sources + 1; ++k) {
+      const bool ood = k > o_.max_sources;
+      std::vector<CountdownProblem> problems;
+      for (const CountdownProblem& p : ood ? data_->ood : data_->test)
+        if (static_cast<int>(p.numbers.size()) == k) problems.push_back(p);
       const Score g = ScoreOn(gpt, problems, 0, 0.0f, seed + 1);
       const Score b = ScoreOn(gpt, problems, o_.samples, o_.temperature, seed + 2);
-      char row[256];
-      std::snprintf(row, sizeof(row), "| %s, %ld problems | %.1f%% | %.0f | %.1f%% | %.0f |\n",
-                    ood ? (std::to_string(o_.sources + 1) + " numbers (out of distribution)").c_str()
-                        : (std::to_string(o_.sources) + " numbers").c_str(),
-                    long(g.problems), g.Percent(), g.problems ? double(g.tokens) / g.problems : 0.0, b.Percent(),
-                    b.problems ? double(b.tokens) / b.problems : 0.0);
+      Score s;
+      Random rng(seed + 3);
+      for (const CountdownProblem& p : problems) {
+        const CountdownAnswer a = TreeSearchCountdown(gpt, p, tree, &rng);
+        s.solved += a.verified;
+        s.tokens += a.tokens;
+        ++s.problems;
+      }
+      auto per = [](const Score& x) { return x.problems ? double(x.tokens) / x.problems : 0.0; };
+      char row[320];
+      std::snprintf(row, sizeof(row), "| %s, %ld problems | %.1f%% | %.0f | %.1f%% | %.0f | %.1f%% | %.0f |\n",
+                    (std::to_string(k) + (ood ? " numbers (out of distribution)" : " numbers")).c_str(),
+                    long(g.problems), g.Percent(), per(g), b.Percent(), per(b), s.Percent(), per(s));
       t += row;
     }
     return t;
@@ -326,11 +424,12 @@ StatusOr<CountdownPolicy> LoadCountdownPolicy(const std::string& checkpoint) {
   return p;
 }
 
-Status RunCountdownSearch(const std::string& checkpoint, int64_t samples, float temperature, uint64_t seed, FILE* in,
-                          FILE* out) {
+Status RunCountdownSearch(const std::string& checkpoint, const CountdownSearchOptions& o, FILE* in, FILE* out) {
   DB_ASSIGN_OR_RETURN(CountdownPolicy policy, LoadCountdownPolicy(checkpoint));
   Gpt& gpt = *policy.gpt;
-  Random rng(seed);
+  Random rng(o.seed);
+  TreeSearchOptions tree = o.tree_options;
+  tree.temperature = o.temperature;
   char* buf = nullptr;
   size_t cap = 0;
   int64_t line_no = 0;
@@ -343,7 +442,8 @@ Status RunCountdownSearch(const std::string& checkpoint, int64_t samples, float 
     if (!p.ok()) {
       result = {{"line", line_no}, {"error", std::string(p.status().message())}};
     } else {
-      const CountdownAnswer a = SearchCountdown(&gpt, *p, samples, temperature, &rng);
+      const CountdownAnswer a = o.tree ? TreeSearchCountdown(&gpt, *p, tree, &rng)
+                                       : SearchCountdown(&gpt, *p, o.samples, o.temperature, &rng);
       result = {{"numbers", p->numbers}, {"target", p->target}, {"verified", a.verified},
                 {"steps", a.steps}, {"solvable", IsSolvable(*p)}, {"tokens", a.tokens}};
       result["expression"] = a.verified ? nlohmann::json(a.expression) : nlohmann::json(nullptr);

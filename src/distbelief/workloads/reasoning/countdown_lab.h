@@ -26,13 +26,28 @@
 
 namespace distbelief {
 
+// Policy-guided tree search over steps (a lookahead search: the policy proposes, the rules of
+// the game prune, search backtracks): the greedy text first; then depth first from the prompt,
+// each node "prompt + steps so far," expanded by `children` samples of the next step alone (up to
+// ',' or '.'). Children that are not legal steps on the numbers left are dropped, children leading
+// to the same numbers left as a node already seen are merged, the rest tried most sampled first;
+// a node with one number left is a leaf (solved if it is the target). A tree exhausted within the
+// budget is searched again with twice the children (up to 256). Stops at the first solution or
+// when `max_tokens` have been generated (the greedy text's included).
+struct TreeSearchOptions {
+  int64_t children = 4;
+  float temperature = 1.0f;
+  int64_t max_tokens = 4096;
+};
+
 enum class CountdownTraces { kOptimal, kStreams };
 
 struct CountdownLabOptions {
-  int sources = 3;                  // numbers per problem in training and test (OOD: one more)
+  int sources = 3;                  // numbers per problem in training and test, from sources
+  int max_sources = 3;              // to max_sources (OOD: max_sources + 1); problems shared evenly
   int64_t problems = 20000;         // generated, then split by problem
   int test_percent = 10;            // of problems held out
-  int64_t test_limit = 200;         // held-out problems scored in the report (in and out of distribution)
+  int64_t test_limit = 200;         // held-out problems scored in the report, per count of numbers
   CountdownTraces traces = CountdownTraces::kStreams;  // streams: depth-first and breadth-first, alternating
   int64_t max_chars = 400;          // of a stream beyond its prompt (longer searches are not examples)
   int beam = 5;                     // breadth-first streams keep this many nodes per depth
@@ -41,6 +56,7 @@ struct CountdownLabOptions {
   int64_t train_tokens = 2000000;   // supervised tokens of all steps (sets the steps)
   int64_t samples = 16;             // best-of-N in the report
   float temperature = 1.0f;         // of sampling
+  TreeSearchOptions tree;           // the report's and `search`'s tree search (tree_children, tree_tokens)
 };
 StatusOr<CountdownLabOptions> ParseCountdownLabOptions(ConfigFile* file);
 
@@ -50,7 +66,7 @@ int CountdownId(char c);
 
 // The training and held-out data of one config.
 struct CountdownData {
-  std::vector<CountdownProblem> train, test, ood;
+  std::vector<CountdownProblem> train, test, ood;  // test: up to test_limit of each count, in turn
   std::vector<std::string> traces;  // one per usable training problem
   std::vector<int> prompt_chars;    // length of each trace's prompt
   int64_t supervised_tokens = 0;    // of all traces
@@ -75,6 +91,9 @@ struct CountdownAnswer {
   int64_t tries = 0;       // texts verified
 };
 CountdownAnswer SearchCountdown(Gpt* gpt, const CountdownProblem& p, int64_t samples, float temperature, Random* rng);
+
+// The tree search of TreeSearchOptions (above).
+CountdownAnswer TreeSearchCountdown(Gpt* gpt, const CountdownProblem& p, const TreeSearchOptions& o, Random* rng);
 
 class CountdownReplica : public ReplicaModel {
  public:
@@ -117,9 +136,16 @@ StatusOr<CountdownPolicy> LoadCountdownPolicy(const std::string& checkpoint);
 // line each on `out`: the problem, "expression" (null when none verified), "steps", "verified",
 // "solvable" (the exact solver's word), "tokens"; or, for a line that is not a problem,
 // {"line": L, "error": "..."}. Never stops for a bad line. The policy and its config come from
-// the checkpoint.
-Status RunCountdownSearch(const std::string& checkpoint, int64_t samples, float temperature, uint64_t seed, FILE* in,
-                          FILE* out);
+// the checkpoint. The search: the policy-guided tree search (TreeSearchCountdown), or the greedy
+// text then up to `samples` samples (SearchCountdown).
+struct CountdownSearchOptions {
+  bool tree = true;
+  TreeSearchOptions tree_options;  // its temperature is `temperature`
+  int64_t samples = 64;
+  float temperature = 1.0f;
+  uint64_t seed = 1;
+};
+Status RunCountdownSearch(const std::string& checkpoint, const CountdownSearchOptions& o, FILE* in, FILE* out);
 
 // [countdown] selects this workload.
 StatusOr<std::unique_ptr<Workload>> MakeCountdownWorkload(ConfigFile* file);

@@ -40,6 +40,13 @@ CountdownLabOptions Small() {
   return o;
 }
 
+CountdownSearchOptions SamplesSearch(int64_t samples) {
+  CountdownSearchOptions o;
+  o.tree = false;
+  o.samples = samples;
+  return o;
+}
+
 EngineOptions Adam(const std::string& dir) {
   EngineOptions e;
   e.train.run_dir = dir;
@@ -114,7 +121,9 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
   for (const CountdownProblem& p : some) {
     const CountdownAnswer a = PrmBeamSearch(&gpt, &gpt, p, 2, 2, 1.0f, &rng);
     EXPECT_GT(a.tokens, 0);
-    if (a.verified) EXPECT_TRUE(VerifyExpression(p, a.expression).ok) << a.expression;
+    if (a.verified) {
+      EXPECT_TRUE(VerifyExpression(p, a.expression).ok) << a.expression;
+    }
   }
   const auto steps = CollectStepExamples(&gpt, some, 2, 2, 1.0f, 4);
   for (const OrmExample& x : steps) EXPECT_EQ(x.text.back(), ',') << x.text;
@@ -136,7 +145,7 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
   FILE* in = std::fopen(in_path.c_str(), "r");
   FILE* out = std::fopen(out_path.c_str(), "w");
   ASSERT_TRUE(in && out);
-  Status s = RunCountdownSearch(RunCheckpointPath(dir), 8, 1.0f, 1, in, out);
+  Status s = RunCountdownSearch(RunCheckpointPath(dir), SamplesSearch(8), in, out);
   std::fclose(in);
   std::fclose(out);
   ASSERT_TRUE(s.ok()) << s;
@@ -162,6 +171,37 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
       EXPECT_TRUE(VerifySteps(p, a["steps"].get<std::string>()).ok) << a.dump();
     }
   }
+  // The tree search starts with the greedy text, so it solves every problem greedy solves; what
+  // it calls verified verifies; `search` uses it by default and still answers every line.
+  int64_t greedy = 0, tree = 0;
+  for (const CountdownProblem& p : (*d)->test) {
+    greedy += SearchCountdown(&gpt, p, 0, 0.0f, &rng).verified;
+    const CountdownAnswer a = TreeSearchCountdown(&gpt, p, {4, 1.0f, 600}, &rng);
+    tree += a.verified;
+    if (a.verified) {
+      EXPECT_TRUE(VerifyExpression(p, a.expression).ok) << a.expression;
+    }
+  }
+  EXPECT_GE(tree, greedy);
+  std::printf("held-out: greedy %ld, tree search %ld of %zu\n", long(greedy), long(tree), (*d)->test.size());
+  in = std::fopen(in_path.c_str(), "r");
+  out = std::fopen(out_path.c_str(), "w");
+  ASSERT_TRUE(in && out);
+  s = RunCountdownSearch(RunCheckpointPath(dir), {}, in, out);
+  std::fclose(in);
+  std::fclose(out);
+  ASSERT_TRUE(s.ok()) << s;
+  std::ifstream tree_answers(out_path);
+  int tree_lines = 0;
+  for (std::string l; std::getline(tree_answers, l); ++tree_lines) {
+    const auto a = nlohmann::json::parse(l);
+    if (a.contains("verified") && a["verified"].get<bool>()) {
+      CountdownProblem p{a["numbers"].get<std::vector<int64_t>>(), a["target"].get<int64_t>()};
+      EXPECT_TRUE(VerifyExpression(p, a["expression"].get<std::string>()).ok) << a.dump();
+    }
+  }
+  EXPECT_EQ(tree_lines, 9);
+
   // The verifier lab and STaR run end to end on this policy (tiny settings) and write their
   // reports; STaR's checkpoint is a policy `search` loads.
   for (const char* section : {"verifier", "star"}) {
@@ -182,8 +222,9 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
       std::ifstream csv(out_dir + "/budget.csv");
       int rows = 0;
       for (std::string l; std::getline(csv, l);) ++rows;
-      EXPECT_EQ(rows, 1 + 2 * (1 + 2 * 3 + 2))
-          << "header, then per test: greedy, 3 strategies at N = 1, 2, and beam search at 1 x 2 and 2 x 2";
+      EXPECT_EQ(rows, 1 + 2 * (1 + 2 * 3 + 2 + 2))
+          << "header, then per test: greedy, 3 strategies at N = 1, 2, tree search at N = 1, 2, and beam search "
+             "at 1 x 2 and 2 x 2";
     } else {
       EXPECT_TRUE(LoadCountdownPolicy(RunCheckpointPath(out_dir)).ok());
       std::ifstream md(out_dir + "/report.md");
@@ -194,7 +235,7 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
   }
 
   // A checkpoint that is not a Countdown policy is an error before anything is read.
-  EXPECT_FALSE(RunCountdownSearch(dir + "/none.safetensors", 1, 1.0f, 1, stdin, stdout).ok());
+  EXPECT_FALSE(RunCountdownSearch(dir + "/none.safetensors", {}, stdin, stdout).ok());
 }
 
 TEST(CountdownLab, SearchLinesAreProblemsOrNamedErrors) {
@@ -217,6 +258,49 @@ TEST(CountdownLab, SearchLinesAreProblemsOrNamedErrors) {
   EXPECT_NE(why("{\"numbers\": [1, 2, 3], \"target\": 5}").find("target 5"), std::string::npos);
   EXPECT_EQ(why(std::string(100000, '[')), "not JSON");
   EXPECT_EQ(why(std::string(100000, '[') + std::string(100000, ']')), "not a JSON object");
+}
+
+// The tree search's contract on any policy (here an untrained one, which rarely writes a legal
+// step): it stops within its token budget (plus at most one expansion of at most 256 children of
+// at most a context each), and what it calls verified verifies.
+TEST(CountdownLab, TreeSearchKeepsItsBudgetAndClaimsOnlyVerifiedAnswers) {
+  Gpt gpt({static_cast<int64_t>(CountdownVocabulary().size()), 64, 32, 1, 2}, 7);
+  Random rng(1);
+  for (const CountdownProblem& p : GenerateCountdown(5, 3, 11)) {
+    const TreeSearchOptions o{3, 1.0f, 300};
+    const CountdownAnswer a = TreeSearchCountdown(&gpt, p, o, &rng);
+    EXPECT_GT(a.tokens, 0);
+    EXPECT_LE(a.tokens, o.max_tokens + 256 * 64);
+    if (a.verified) {
+      EXPECT_TRUE(VerifyExpression(p, a.expression).ok) << a.expression;
+    }
+  }
+}
+
+TEST(CountdownLab, MixedCountsShareTheProblemsAndTheOodHasOneMore) {
+  CountdownLabOptions o;
+  o.sources = 3;
+  o.max_sources = 4;
+  o.problems = 600;
+  o.test_limit = 10;
+  o.traces = CountdownTraces::kOptimal;
+  o.net.context = 64;
+  o.max_chars = 40;
+  auto d = BuildCountdownData(o, 2);
+  ASSERT_TRUE(d.ok()) << d.status();
+  int64_t by_count[8] = {};
+  for (const auto& p : (*d)->train) ++by_count[p.numbers.size()];
+  EXPECT_GT(by_count[3], 200);
+  EXPECT_GT(by_count[4], 200);
+  EXPECT_EQ(by_count[3] + by_count[4], static_cast<int64_t>((*d)->train.size()));
+  int64_t test_count[8] = {};
+  for (const auto& p : (*d)->test) ++test_count[p.numbers.size()];
+  EXPECT_EQ(test_count[3], 10);
+  EXPECT_EQ(test_count[4], 10);
+  for (const auto& p : (*d)->ood) EXPECT_EQ(p.numbers.size(), 5u);
+  auto f = ConfigFile::Parse("[countdown]\nsources = 4\nmax_sources = 3\n", "bad.toml");
+  ASSERT_TRUE(f.ok());
+  EXPECT_NE(ParseCountdownLabOptions(&*f).status().message().find("max_sources"), std::string_view::npos);
 }
 
 TEST(CountdownLab, ConfigErrorsNameTheKey) {

@@ -97,6 +97,20 @@ TEST(Countdown, VerifierNamesWhatIsWrong) {
   // Using a number twice when it appears once.
   EXPECT_NE(reason("53-21=32,53-3=50").find("53 is not left"), std::string::npos);
 
+  // One step on the numbers left: taken and added on success, untouched on failure.
+  std::vector<int64_t> left = p.numbers;
+  CountdownStep st;
+  ASSERT_TRUE(ApplyCountdownStep(" 53 - 21 = 32 ", &left, &st).ok());
+  EXPECT_EQ(left, (std::vector<int64_t>{3, 4, 32}));
+  EXPECT_EQ(st, (CountdownStep{53, 21, 32, '-'}));
+  for (const char* bad : {"53-21=32", "32*3=97", "32*3=96,", "32*3", "", "3/4=0", "4-32=0", "32 * 3 = 96 x"}) {
+    const std::vector<int64_t> before = left;
+    EXPECT_FALSE(ApplyCountdownStep(bad, &left).ok()) << bad;
+    EXPECT_EQ(left, before) << bad;
+  }
+  EXPECT_NE(std::string(ApplyCountdownStep("53-21=32", &left).message()).find("53 is not left"), std::string::npos);
+  EXPECT_NE(std::string(ApplyCountdownStep("32*3=96 x", &left).message()).find("unexpected 'x'"), std::string::npos);
+
   EXPECT_TRUE(VerifyExpression(p, "((53-21)*3)+4").ok);
   EXPECT_TRUE(VerifyExpression(p, "(53 - 21) * 3 + 4").ok);
   EXPECT_NE(VerifyExpression(p, "(53-21)*3").reason.find("not each of"), std::string::npos);

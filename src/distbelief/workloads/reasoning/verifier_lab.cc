@@ -139,6 +139,21 @@ std::vector<CurvePoint> BudgetCurves(Gpt* policy, Gpt* orm, const std::vector<Co
     out.push_back({"weighted vote (verifier)", n, tokens / P, vote_right / P});
     out.push_back({"pass@N (exact verifier)", n, tokens / P, pass / P});
   }
+  // The policy-guided tree search (no verifier: the rules prune, the exact verifier ends it) with
+  // the budget best-of-N spent at each N.
+  for (int64_t n = 1; n <= max_samples; n *= 2) {
+    double budget = 0;
+    for (const CurvePoint& c : out)
+      if (c.strategy == "pass@N (exact verifier)" && c.n == n) budget = c.tokens;
+    double right = 0, tokens = 0;
+    for (const CountdownProblem& p : problems) {
+      const CountdownAnswer a =
+          TreeSearchCountdown(policy, p, {4, temperature, std::max<int64_t>(1, std::llround(budget))}, &rng);
+      right += a.verified;
+      tokens += static_cast<double>(a.tokens);
+    }
+    out.push_back({"tree search", n, tokens / P, right / P});
+  }
   // Step-level beam search guided by the verifier's score of each partial solution: beam B,
   // E samples of the next step from each.
   for (auto [beam, expand] : std::vector<std::pair<int64_t, int64_t>>{{1, 2}, {2, 2}, {2, 4}, {4, 4}, {4, 8}}) {
@@ -268,13 +283,13 @@ class VerifierWorkload : public Workload {
   // One data file per test and strategy (so each curve is one line), then one gnuplot script.
   Status Plot(const std::string& dir, const std::vector<std::pair<std::string, CurvePoint>>& points) {
     const char* strategies[] = {"best-of-N (verifier)", "weighted vote (verifier)", "PRM beam search",
-                                "pass@N (exact verifier)", "greedy"};
+                                "pass@N (exact verifier)", "greedy", "tree search"};
     std::string script = "set terminal pngcairo size 1000,450 noenhanced\nset output '" + dir + "/budget.png'\n"
                          "set logscale x 2\nset xlabel 'generated tokens per problem'\nset ylabel 'accuracy'\n"
                          "set yrange [0:1]\nset key bottom right\nset grid\nset multiplot layout 1,2\n";
     for (const char* t : {"test", "ood"}) {
       script += std::string("set title '") + (std::string(t) == "test" ? "held-out problems" : "one more number") + "'\nplot ";
-      for (int i = 0; i < 5; ++i) {
+      for (int i = 0; i < 6; ++i) {
         const std::string file = dir + "/budget_" + t + "_" + std::to_string(i) + ".dat";
         std::ofstream f(file);
         for (const auto& [test, c] : points)
@@ -329,34 +344,6 @@ std::vector<OrmExample> CollectOrmExamples(Gpt* policy, const std::vector<Countd
 
 namespace {
 
-// The numbers left after `step` ("a op b=r") on `numbers`, or false if it is not a legal step.
-bool ApplyStepText(const std::vector<int64_t>& numbers, const std::string& step, std::vector<int64_t>* left) {
-  CountdownStep s;
-  size_t at = 0;
-  auto num = [&](int64_t* v) {
-    size_t k = at;
-    int64_t x = 0;
-    while (k < step.size() && k - at < 12 && std::isdigit(static_cast<unsigned char>(step[k]))) x = x * 10 + (step[k++] - '0');
-    if (k == at) return false;
-    *v = x;
-    at = k;
-    return true;
-  };
-  int64_t r = 0;
-  if (!(num(&s.a) && at < step.size() && std::string_view("+-*/").find(step[at]) != std::string_view::npos &&
-        (s.op = step[at++], num(&s.b)) && at < step.size() && step[at++] == '=' && num(&s.result) && at == step.size() &&
-        ApplyCountdownOp(s.a, s.op, s.b, &r) && r == s.result))
-    return false;
-  *left = numbers;
-  for (int64_t x : {s.a, s.b}) {
-    auto it = std::find(left->begin(), left->end(), x);
-    if (it == left->end()) return false;
-    left->erase(it);
-  }
-  left->push_back(r);
-  return true;
-}
-
 // Math-Shepherd's label of a prefix: does any of `rollouts` continuations verify?
 bool RolloutLabel(Gpt* policy, const CountdownProblem& p, const std::string& prefix, int64_t rollouts, float temperature,
                   Random* rng, int64_t* tokens) {
@@ -377,8 +364,8 @@ std::vector<OrmExample> CollectStepExamples(Gpt* policy, const std::vector<Count
     const std::string prompt = CountdownPrompt(p);
     for (const std::string& t : SampleCountdown(policy, prompt, samples, temperature, &rng, &tokens, ",.")) {
       if (t.empty() || t.back() != ',') continue;  // a one-step answer: the outcome data has it
-      std::vector<int64_t> left;
-      const bool legal = ApplyStepText(p.numbers, t.substr(0, t.size() - 1), &left);
+      std::vector<int64_t> left = p.numbers;
+      const bool legal = ApplyCountdownStep(std::string_view(t).substr(0, t.size() - 1), &left).ok();
       out.push_back({prompt + t, legal && RolloutLabel(policy, p, prompt + t, rollouts, temperature, &rng, &tokens)});
     }
   }
@@ -398,8 +385,8 @@ StepLabelAgreement CheckStepLabels(Gpt* policy, const std::vector<CountdownProbl
       if (comma == std::string::npos) continue;
       ++a.prefixes;
       const std::string first = t.substr(0, comma);
-      std::vector<int64_t> left;
-      if (!ApplyStepText(p.numbers, first, &left)) {
+      std::vector<int64_t> left = p.numbers;
+      if (!ApplyCountdownStep(first, &left).ok()) {
         ++a.invalid;
         continue;
       }

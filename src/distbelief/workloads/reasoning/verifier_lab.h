@@ -11,8 +11,9 @@
 //      exact reachability of each first step (CheckStepLabels);
 //   4. on held-out problems, accuracy against generated tokens for budgets of 1..N samples:
 //      greedy; best-of-N ranked by the verifier; verifier-weighted majority vote over distinct
-//      solutions; step-level beam search guided by the verifier (PRM); and, as the ceiling,
-//      best-of-N checked by the exact verifier (pass@N). CSV and PNG.
+//      solutions; step-level beam search guided by the verifier (PRM); the policy-guided tree
+//      search (TreeSearchCountdown) with best-of-N's tokens at each N as its budget; and, as the
+//      ceiling, best-of-N checked by the exact verifier (pass@N). CSV and PNG.
 //
 // Config: [verifier] (below); [optimizer], [train] seed and run_dir. The policy's own config comes
 // from its checkpoint.
