@@ -234,12 +234,34 @@ CountdownReplica::CountdownReplica(const CountdownLabOptions& o, std::shared_ptr
                                    uint64_t seed, int replica, int replicas)
     : o_(o), data_(std::move(data)), gpt_(o.net, seed), seed_(seed), replica_(replica), replicas_(replicas) {}
 
+float CountdownBatchLoss(Gpt* gpt, const std::vector<std::string>& traces, const std::vector<int>& prompt_chars,
+                         const std::vector<int64_t>& rows, Tensor* x, Tensor* y) {
+  const int64_t B = static_cast<int64_t>(rows.size());
+  int64_t T = 1;  // the batch is as long as its longest trace (not the whole context)
+  for (int64_t k : rows) T = std::max<int64_t>(T, static_cast<int64_t>(traces[k].size()));
+  T = std::min(T, gpt->options().context);
+  x->Resize({B, T});
+  y->Resize({B, T});
+  x->Zero();
+  y->Fill(-1.0f);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t k = rows[b];
+    const std::string& t = traces[k];
+    const int64_t len = static_cast<int64_t>(t.size()), prompt = prompt_chars[k];
+    for (int64_t j = 0; j < len && j < T; ++j) (*x)[b * T + j] = static_cast<float>(CountdownId(t[j]));
+    for (int64_t j = prompt - 1; j + 1 < len && j < T; ++j) (*y)[b * T + j] = static_cast<float>(CountdownId(t[j + 1]));
+  }
+  gpt->ZeroGrad();
+  const float loss = gpt->Forward(*x, *y);
+  if (std::isfinite(loss)) gpt->Backward();
+  return loss;
+}
+
 StatusOr<StepLoss> CountdownReplica::ComputeGradient(int64_t step) {
   // Replica r takes examples r, r + R, ... of a seeded order of all traces, reshuffled per epoch.
   const int64_t n = static_cast<int64_t>(data_->traces.size());
   const int64_t first = (step * replicas_ + replica_) * o_.batch;
   std::vector<int64_t> rows(static_cast<size_t>(o_.batch));
-  int64_t T = 1;  // the batch is as long as its longest trace (not the whole context)
   for (int64_t b = 0; b < o_.batch; ++b) {
     const int64_t i = first + b, epoch = i / n;
     if (epoch != epoch_) {
@@ -247,24 +269,9 @@ StatusOr<StepLoss> CountdownReplica::ComputeGradient(int64_t step) {
       epoch_ = epoch;
     }
     rows[b] = order_[i % n];
-    T = std::max<int64_t>(T, static_cast<int64_t>(data_->traces[rows[b]].size()));
   }
-  T = std::min(T, o_.net.context);
-  x_.Resize({o_.batch, T});
-  y_.Resize({o_.batch, T});
-  x_.Zero();
-  y_.Fill(-1.0f);
-  for (int64_t b = 0; b < o_.batch; ++b) {
-    const int64_t k = rows[b];
-    const std::string& t = data_->traces[k];
-    const int64_t len = static_cast<int64_t>(t.size()), prompt = data_->prompt_chars[k];
-    for (int64_t j = 0; j < len && j < T; ++j) x_[b * T + j] = static_cast<float>(CountdownId(t[j]));
-    for (int64_t j = prompt - 1; j + 1 < len && j < T; ++j) y_[b * T + j] = static_cast<float>(CountdownId(t[j + 1]));
-  }
-  gpt_.ZeroGrad();
   StepLoss l;
-  l.total = gpt_.Forward(x_, y_);
-  if (std::isfinite(l.total)) gpt_.Backward();
+  l.total = CountdownBatchLoss(&gpt_, data_->traces, data_->prompt_chars, rows, &x_, &y_);
   return l;
 }
 

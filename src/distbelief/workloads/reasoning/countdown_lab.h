@@ -95,6 +95,12 @@ CountdownAnswer SearchCountdown(Gpt* gpt, const CountdownProblem& p, int64_t sam
 // The tree search of TreeSearchOptions (above).
 CountdownAnswer TreeSearchCountdown(Gpt* gpt, const CountdownProblem& p, const TreeSearchOptions& o, Random* rng);
 
+// The loss of traces[rows] (each scored after its prompt_chars) as one batch padded to its longest
+// trace (at most the context); the gradients are accumulated into gpt, zeroed first (none when the
+// loss is not finite). x and y are scratch.
+float CountdownBatchLoss(Gpt* gpt, const std::vector<std::string>& traces, const std::vector<int>& prompt_chars,
+                         const std::vector<int64_t>& rows, Tensor* x, Tensor* y);
+
 class CountdownReplica : public ReplicaModel {
  public:
   CountdownReplica(const CountdownLabOptions& o, std::shared_ptr<const CountdownData> data, uint64_t seed,

@@ -234,6 +234,32 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
     }
   }
 
+  // STaR by actors: 2 Downpour replicas, in one process and over gRPC, each sampling its share of
+  // every round with the weights it pulled, then pushing gradients of what it kept.
+  for (TransportKind kind : {TransportKind::kInproc, TransportKind::kGrpc}) {
+    const std::string out_dir = TempDir(kind == TransportKind::kGrpc ? "actors_grpc" : "actors_inproc");
+    auto f = ConfigFile::Parse("[star]\nmode = \"actors\"\npolicy = \"" + RunCheckpointPath(dir) +
+                                   "\"\nrounds = 2\nproblems_per_round = 30\nsamples = 3\nsteps = 6\ntest_problems = 4\n",
+                               "actors.toml");
+    ASSERT_TRUE(f.ok()) << f.status();
+    auto w = MakeStarWorkload(&*f);
+    ASSERT_TRUE(w.ok()) << w.status();
+    EngineOptions le = Adam(out_dir);
+    le.distributed.mode = Mode::kDownpour;
+    le.distributed.downpour.replicas = 2;
+    le.distributed.cluster.shards = 2;
+    le.distributed.cluster.transport.kind = kind;
+    Status st = (*w)->Train(le);
+    ASSERT_TRUE(st.ok()) << st;
+    EXPECT_TRUE(LoadCountdownPolicy(RunCheckpointPath(out_dir)).ok());
+    std::ifstream md(out_dir + "/report.md");
+    std::stringstream all;
+    all << md.rdbuf();
+    // Every problem of both rounds sampled 3 times, by one actor or the other.
+    EXPECT_NE(all.str().find("of 180 samples"), std::string::npos) << all.str();
+    EXPECT_NE(all.str().find("2 rounds by 2 actors (12 steps)"), std::string::npos) << all.str();
+  }
+
   // A checkpoint that is not a Countdown policy is an error before anything is read.
   EXPECT_FALSE(RunCountdownSearch(dir + "/none.safetensors", {}, stdin, stdout).ok());
 }

@@ -1,6 +1,7 @@
 #include "distbelief/workloads/reasoning/star_lab.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -27,6 +28,75 @@ std::vector<bool> Solved(Gpt* gpt, const std::vector<CountdownProblem>& problems
 double Percent(const std::vector<bool>& v) {
   return v.empty() ? 0.0 : 100.0 * static_cast<double>(std::count(v.begin(), v.end(), true)) / v.size();
 }
+
+// Counts of all actors together (threads of one process).
+struct ActorStats {
+  std::atomic<int64_t> sampled{0}, kept{0}, tokens{0}, empty_steps{0};
+};
+
+// One actor-learner of mode = "actors": samples its share of each round's problems with the
+// weights Downpour last fetched, keeps the verified samples, and learns on them.
+class StarActor : public ReplicaModel {
+ public:
+  StarActor(const CountdownLabOptions& po, const StarLabOptions& o, std::shared_ptr<const std::vector<CountdownProblem>> fresh,
+            std::shared_ptr<ActorStats> stats, const std::vector<Tensor>& start, uint64_t seed, int replica, int replicas)
+      : po_(po), o_(o), fresh_(std::move(fresh)), stats_(std::move(stats)), gpt_(po.net, seed),
+        rng_(seed * 7907 + static_cast<uint64_t>(replica)), replica_(replica), replicas_(replicas) {
+    const std::vector<Param*> ps = gpt_.params();
+    for (size_t i = 0; i < ps.size(); ++i) std::memcpy(ps[i]->value.data(), start[i].data(), start[i].size() * sizeof(float));
+    per_round_ = std::max<int64_t>(1, (o_.steps + replicas - 1) / replicas);
+  }
+  std::vector<Param*> params(int) override { return gpt_.params(); }
+  Gpt& gpt() { return gpt_; }
+
+  StatusOr<StepLoss> ComputeGradient(int64_t step) override {
+    const int64_t round = step / per_round_;
+    if (step % per_round_ == 0 && round < o_.rounds) Act(round);
+    StepLoss l;
+    if (traces_.empty()) {  // nothing verified yet: a zero gradient
+      gpt_.ZeroGrad();
+      ++stats_->empty_steps;
+      return l;
+    }
+    std::vector<int64_t> rows(static_cast<size_t>(po_.batch));
+    for (int64_t& r : rows) r = static_cast<int64_t>(rng_.UniformInt(traces_.size()));
+    l.total = CountdownBatchLoss(&gpt_, traces_, prompt_chars_, rows, &x_, &y_);
+    return l;
+  }
+
+ private:
+  // This actor's problems of `round`: r, r + R, ... of the round's slice of the fresh problems.
+  void Act(int64_t round) {
+    const size_t begin = static_cast<size_t>(o_.problems_per_round * round);
+    const size_t end = std::min(fresh_->size(), begin + static_cast<size_t>(o_.problems_per_round));
+    int64_t tokens = 0;
+    for (size_t i = begin + static_cast<size_t>(replica_); i < end; i += static_cast<size_t>(replicas_)) {
+      const CountdownProblem& p = (*fresh_)[i];
+      const std::string prompt = CountdownPrompt(p);
+      std::set<std::string> kept;
+      for (const std::string& t : SampleCountdown(&gpt_, prompt, o_.samples, o_.temperature, &rng_, &tokens)) {
+        ++stats_->sampled;
+        if (t.empty() || t.back() != '.' || !VerifySteps(p, SolutionPart(prompt + t)).ok || !kept.insert(t).second) continue;
+        traces_.push_back(prompt + t);
+        prompt_chars_.push_back(static_cast<int>(prompt.size()));
+        ++stats_->kept;
+      }
+    }
+    stats_->tokens += tokens;
+  }
+
+  CountdownLabOptions po_;
+  StarLabOptions o_;
+  std::shared_ptr<const std::vector<CountdownProblem>> fresh_;
+  std::shared_ptr<ActorStats> stats_;
+  Gpt gpt_;
+  Random rng_;
+  int replica_, replicas_;
+  int64_t per_round_ = 1;
+  std::vector<std::string> traces_;
+  std::vector<int> prompt_chars_;
+  Tensor x_, y_;
+};
 
 class StarWorkload : public Workload {
  public:
@@ -59,6 +129,7 @@ class StarWorkload : public Workload {
     std::snprintf(row, sizeof(row), "| 0 (the policy) | | %.1f%% | | %.1f%% |\n", Percent(first_test), Percent(first_ood));
     table += row;
     std::printf("%s", table.c_str());
+    if (o_.actors) return TrainActors(e, policy, po, *all, std::move(fresh), first_test, first_ood, table);
     Random rng(e.train.seed * 977 + 1);
     auto data = std::make_shared<CountdownData>();  // every verified sample so far
     for (int round = 1; round <= o_.rounds; ++round) {
@@ -126,6 +197,54 @@ class StarWorkload : public Workload {
   }
 
  private:
+  Status TrainActors(const EngineOptions& e, CountdownPolicy& policy, const CountdownLabOptions& po,
+                     const CountdownData& all, std::vector<CountdownProblem> fresh, const std::vector<bool>& first_test,
+                     const std::vector<bool>& first_ood, std::string table) {
+    if (e.distributed.mode == Mode::kSandblaster)
+      return absl::InvalidArgumentError("star.mode = \"actors\" runs under Downpour (or locally), not Sandblaster");
+    Gpt& gpt = *policy.gpt;
+    std::vector<Tensor> start;
+    for (Param* q : gpt.params()) start.push_back(q->value);
+    auto problems = std::make_shared<const std::vector<CountdownProblem>>(std::move(fresh));
+    auto stats = std::make_shared<ActorStats>();
+    const StarLabOptions o = o_;
+    const uint64_t seed = e.train.seed;
+    Job job;
+    job.name = "star-actors";
+    job.steps = o.steps * o.rounds;
+    job.examples_per_step = po.batch;
+    job.write_checkpoint = false;
+    job.make_replica = [po, o, problems, stats, start, seed](int r, int R) -> StatusOr<std::unique_ptr<ReplicaModel>> {
+      return std::unique_ptr<ReplicaModel>(new StarActor(po, o, problems, stats, start, seed, r, R));
+    };
+    EngineOptions run_e = e;
+    run_e.train.run_dir.clear();
+    DB_ASSIGN_OR_RETURN(RunResult r, RunJob(run_e, job));
+    if (r.diverged) return absl::InternalError("the actors diverged (lower optimizer.learning_rate)");
+    CopyWeights(r.model->params(0), gpt.params());
+    const std::vector<bool> test = Solved(&gpt, all.test), ood = Solved(&gpt, all.ood);
+    int64_t fresh_solved = 0;
+    for (size_t i = 0; i < test.size(); ++i) fresh_solved += test[i] && !first_test[i];
+    const int replicas = e.distributed.mode == Mode::kDownpour ? e.distributed.downpour.replicas : 1;
+    char row[384];
+    std::snprintf(row, sizeof(row), "| %d rounds by %d actors (%ld steps) | %ld of %ld samples (%ld tokens); %ld steps had none yet | %.1f%% | %ld | %.1f%% |\n",
+                  o.rounds, replicas, long(r.steps), long(stats->kept.load()), long(stats->sampled.load()),
+                  long(stats->tokens.load()), long(stats->empty_steps.load()), Percent(test), long(fresh_solved), Percent(ood));
+    table += row;
+    std::printf("%s", row);
+    DB_RETURN_IF_ERROR(SaveModelCheckpoint(RunCheckpointPath(e.train.run_dir), gpt.params(), nullptr,
+                                           {o.rounds, policy.config, ""}));
+    std::ofstream(e.train.run_dir + "/report.md")
+        << "# Self-improvement (STaR) on Countdown, by actors under "
+        << (e.distributed.mode == Mode::kDownpour ? "Downpour" : "the local driver") << "\n\nStarting policy: " << o.policy
+        << "; " << o.samples << " samples of " << o.problems_per_round << " fresh training problems a round, shared by "
+        << replicas << " actors that pull the weights from the parameter server; " << o.steps
+        << " steps a round; pass@1 on " << all.test.size() << " held-out problems and " << all.ood.size()
+        << " with one more number.\n\n" << table;
+    std::printf("report: %s/report.md\ncheckpoint: %s\n", e.train.run_dir.c_str(), RunCheckpointPath(e.train.run_dir).c_str());
+    return absl::OkStatus();
+  }
+
   StarLabOptions o_;
 };
 
@@ -142,6 +261,7 @@ StatusOr<StarLabOptions> ParseStarLabOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(s.Float("temperature", &o.temperature, 0.01, 10.0));
   DB_RETURN_IF_ERROR(s.Int("steps", &o.steps, 1, int64_t{1} << 30));
   DB_RETURN_IF_ERROR(s.Int("test_problems", &o.test_problems, 1, 100000));
+  DB_RETURN_IF_ERROR(s.Enum("mode", &o.actors, {{"rounds", false}, {"actors", true}}));
   return o;
 }
 

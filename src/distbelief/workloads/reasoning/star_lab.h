@@ -7,8 +7,15 @@
 // is measured before the first round and after each, with the held-out problems solved that the
 // first model could not.
 //
+// mode = "actors" runs the same expert iteration as one engine job, online: each Downpour replica
+// is an actor-learner that, at the start of each round (every steps / replicas of its own steps),
+// samples its share of the round's problems with the weights it last pulled from the parameter
+// server, keeps what the exact verifier accepts, and then pushes gradients of its kept samples
+// through Downpour (in one process, or over gRPC with distributed.transport). pass@1 is measured
+// before and after.
+//
 // Config: [star] (below); [optimizer], [train] seed and run_dir; optionally [distributed] for the
-// fine-tuning. The last round's policy goes to run_dir/checkpoint.safetensors with the policy's
+// fine-tuning (rounds) or the actors. The last round's policy goes to run_dir/checkpoint.safetensors with the policy's
 // own config, so `distbelief search` takes it.
 #pragma once
 
@@ -28,6 +35,7 @@ struct StarLabOptions {
   float temperature = 1.0f;
   int64_t steps = 300;              // fine-tuning steps per round
   int64_t test_problems = 200;      // scored greedily after each round (and as many out of distribution)
+  bool actors = false;              // mode: "rounds" (false) or "actors"
 };
 StatusOr<StarLabOptions> ParseStarLabOptions(ConfigFile* file);
 
