@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libdnnl-dev libopenblas-dev libabsl-dev nlohmann-json3-dev libtoml11-dev libcli11-dev
-  libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev libstb-dev
+  libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev libstb-dev libjpeg-dev libpng-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libssl-dev iproute2 nftables openssl procps
   libsentencepiece-dev libceres-dev libsqlite3-dev libxxhash-dev gnuplot-nox ffmpeg
   clang-14 libclang-rt-14-dev libfuzzer-14-dev libomp-14-dev

@@ -1,12 +1,18 @@
 #include "distbelief/data/images.h"
 
-#include <stb_image.h>
 #include <stb_image_resize.h>
 #include <stb_image_write.h>
+
+#include <cstdio>  // before jpeglib.h, which uses FILE
+
+#include <jpeglib.h>
+#include <png.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <csetjmp>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -19,18 +25,34 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The width, height and maximum value of a binary PNM (P5/P6) header, or -1s if the header does
-// not parse. Debian's stb_image (2022-09) converts 16-bit P6 pixels to grey as if they were 8-bit
-// and reads past its buffer, and its header integers overflow on long digit runs (both found by
-// fuzz/image_fuzz), so such PNMs are refused before stb sees them.
-struct PnmFields {
+// Untrusted bytes go only to decoders that are fuzzed upstream (libjpeg-turbo, libpng) or to the
+// PNM reader below; Debian's stb_image (2022-09) is used only to resize and to write PNGs. Its
+// decoders read out of bounds on inputs fuzz/image_fuzz found (a 16-bit P6, overflowing PNM header
+// integers, a corrupt JPEG Huffman table: fuzz/corpus/image/regression-*).
+
+// Grey from gamma-encoded R, G, B: the luma of ITU-R BT.601, which is what libjpeg's grey output
+// (the Y of YCbCr) holds, so every format gives the same grey for the same picture.
+inline float Luma(float r, float g, float b) { return 0.299f * r + 0.587f * g + 0.114f * b; }
+
+Status TooLarge(const std::string& origin, int64_t w, int64_t h, int64_t max_pixels) {
+  return absl::DataLossError("image " + origin + " is " + std::to_string(w) + "x" + std::to_string(h) +
+                             " (more than " + std::to_string(max_pixels) + " pixels)");
+}
+
+// ---- binary PNM (P5 grey, P6 colour; 8 or 16 bits) ----
+
+struct PnmHeader {
   int64_t w = -1, h = -1, maxval = -1;
+  size_t body = 0;  // offset of the first pixel byte
 };
-PnmFields ParsePnmHeader(std::string_view b) {
+
+// Header integers saturate at 2^40 so a long digit run cannot overflow; false if the header does
+// not parse (a missing field, no whitespace after maxval).
+bool ParsePnmHeader(std::string_view b, PnmHeader* out) {
   size_t at = 2;
   int64_t fields[3] = {0, 0, 0};
   for (int64_t& f : fields) {
-    for (;;) {  // whitespace and # comments, as stb skips them
+    for (;;) {  // whitespace and # comments
       while (at < b.size() && std::isspace(static_cast<unsigned char>(b[at]))) ++at;
       if (at < b.size() && b[at] == '#') {
         while (at < b.size() && b[at] != '\n' && b[at] != '\r') ++at;
@@ -38,50 +60,176 @@ PnmFields ParsePnmHeader(std::string_view b) {
       }
       break;
     }
-    if (at >= b.size() || !std::isdigit(static_cast<unsigned char>(b[at]))) return {};
-    // Every digit is consumed (saturating), so the fields stay in step with stb's reading of them.
+    if (at >= b.size() || !std::isdigit(static_cast<unsigned char>(b[at]))) return false;
     while (at < b.size() && std::isdigit(static_cast<unsigned char>(b[at]))) {
       f = std::min<int64_t>(f * 10 + (b[at++] - '0'), int64_t{1} << 40);
     }
   }
-  return {fields[0], fields[1], fields[2]};
+  // Exactly one whitespace byte separates maxval from the pixels.
+  if (at >= b.size() || !std::isspace(static_cast<unsigned char>(b[at]))) return false;
+  *out = {fields[0], fields[1], fields[2], at + 1};
+  return true;
+}
+
+StatusOr<GreyImage> DecodePnm(std::string_view b, const std::string& origin, int64_t max_pixels) {
+  PnmHeader hd;
+  if (!ParsePnmHeader(b, &hd)) return absl::DataLossError("cannot decode " + origin + ": bad PNM header");
+  if (hd.maxval < 1 || hd.maxval > 65535)
+    return absl::DataLossError("image " + origin + ": PNM maxval " + std::to_string(hd.maxval) +
+                               " is outside 1..65535");
+  if (hd.w < 1 || hd.h < 1)
+    return absl::DataLossError("image " + origin + " has no pixels (" + std::to_string(hd.w) + "x" +
+                               std::to_string(hd.h) + ")");
+  if (hd.w > (int64_t{1} << 24) || hd.h > (int64_t{1} << 24))
+    return absl::DataLossError("image " + origin + ": PNM header claims " + std::to_string(hd.w) + "x" +
+                               std::to_string(hd.h) + " pixels");
+  if (hd.w * hd.h > max_pixels) return TooLarge(origin, hd.w, hd.h, max_pixels);
+  const int channels = b[1] == '6' ? 3 : 1;
+  const int bytes_per_sample = hd.maxval > 255 ? 2 : 1;
+  const int64_t n = hd.w * hd.h;
+  const size_t need = static_cast<size_t>(n) * channels * bytes_per_sample;
+  if (b.size() - hd.body < need)
+    return absl::DataLossError("image " + origin + " is truncated (" + std::to_string(b.size() - hd.body) +
+                               " of " + std::to_string(need) + " pixel bytes)");
+  const auto* px = reinterpret_cast<const unsigned char*>(b.data() + hd.body);
+  auto sample = [&](int64_t i) -> float {
+    const unsigned v = bytes_per_sample == 1 ? px[i] : (unsigned{px[2 * i]} << 8) | px[2 * i + 1];
+    return std::min(static_cast<float>(v), static_cast<float>(hd.maxval));
+  };
+  GreyImage img;
+  img.w = hd.w;
+  img.h = hd.h;
+  img.path = origin;
+  img.pixels.resize(n);
+  const float scale = 1.0f / static_cast<float>(hd.maxval);
+  for (int64_t i = 0; i < n; ++i) {
+    img.pixels[i] = channels == 1 ? sample(i) * scale
+                                  : Luma(sample(3 * i), sample(3 * i + 1), sample(3 * i + 2)) * scale;
+  }
+  return img;
+}
+
+// ---- JPEG (libjpeg-turbo) ----
+
+// libjpeg reports errors through a callback that must not return; it jumps back to DecodeJpeg.
+// Warnings (corrupt data libjpeg can step over) are errors too: a training image with a grey band
+// where its data was lost is worse than a skipped one.
+struct JpegErrors {
+  jpeg_error_mgr mgr;
+  jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+[[noreturn]] void JpegFail(j_common_ptr c) {
+  auto* e = reinterpret_cast<JpegErrors*>(c->err);
+  (*c->err->format_message)(c, e->message);
+  std::longjmp(e->jump, 1);
+}
+void JpegMessage(j_common_ptr c, int level) {
+  if (level < 0) JpegFail(c);  // a warning; trace messages (level >= 0) are ignored
+}
+// A progressive JPEG can hold thousands of tiny scans, each a pass over the whole image (the
+// libjpeg-turbo fuzzers cap them likewise): more than 500 is refused.
+constexpr int kMaxJpegScans = 500;
+void JpegProgress(j_common_ptr c) {
+  auto* d = reinterpret_cast<j_decompress_ptr>(c);
+  if (d->input_scan_number > kMaxJpegScans) {
+    auto* e = reinterpret_cast<JpegErrors*>(c->err);
+    std::snprintf(e->message, sizeof e->message, "more than %d progressive scans", kMaxJpegScans);
+    std::longjmp(e->jump, 1);
+  }
+}
+
+// Decodes into `img` (already named). Only plain data lives in this frame across setjmp.
+Status DecodeJpeg(std::string_view b, int64_t max_pixels, GreyImage* img) {
+  jpeg_decompress_struct cinfo;
+  JpegErrors err;
+  jpeg_progress_mgr progress;
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = JpegFail;
+  err.mgr.emit_message = JpegMessage;
+  err.message[0] = '\0';
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    return absl::DataLossError("cannot decode " + img->path + ": " + err.message);
+  }
+  jpeg_create_decompress(&cinfo);
+  progress.progress_monitor = JpegProgress;
+  cinfo.progress = &progress;
+  jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(b.data()), static_cast<unsigned long>(b.size()));
+  jpeg_read_header(&cinfo, TRUE);
+  if (int64_t{cinfo.image_width} * cinfo.image_height > max_pixels) {
+    const Status s = TooLarge(img->path, cinfo.image_width, cinfo.image_height, max_pixels);
+    jpeg_destroy_decompress(&cinfo);
+    return s;
+  }
+  cinfo.out_color_space = JCS_GRAYSCALE;  // libjpeg converts YCbCr, RGB and CMYK-free files
+  jpeg_start_decompress(&cinfo);
+  img->w = cinfo.output_width;
+  img->h = cinfo.output_height;
+  img->pixels.assign(static_cast<size_t>(img->w) * img->h, 0.0f);
+  // One row of bytes: the image's row buffer, allocated by libjpeg so it is freed with cinfo.
+  JSAMPARRAY row = (*cinfo.mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(&cinfo), JPOOL_IMAGE,
+                                               cinfo.output_width * cinfo.output_components, 1);
+  while (cinfo.output_scanline < cinfo.output_height) {
+    const int64_t y = cinfo.output_scanline;
+    jpeg_read_scanlines(&cinfo, row, 1);
+    float* dst = img->pixels.data() + y * img->w;
+    for (int64_t x = 0; x < img->w; ++x) dst[x] = row[0][x] / 255.0f;
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  return absl::OkStatus();
+}
+
+// ---- PNG (libpng's simplified API) ----
+
+StatusOr<GreyImage> DecodePng(std::string_view b, const std::string& origin, int64_t max_pixels) {
+  png_image png;
+  std::memset(&png, 0, sizeof png);
+  png.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory(&png, b.data(), b.size()))
+    return absl::DataLossError("cannot decode " + origin + ": " + png.message);
+  if (int64_t{png.width} * png.height > max_pixels) {
+    png_image_free(&png);
+    return TooLarge(origin, png.width, png.height, max_pixels);
+  }
+  // 8-bit gamma-encoded RGBA, alpha ignored (as in a JPEG export of the picture).
+  png.format = PNG_FORMAT_RGBA;
+  std::vector<unsigned char> rgba(PNG_IMAGE_SIZE(png));
+  if (!png_image_finish_read(&png, nullptr, rgba.data(), 0, nullptr))
+    return absl::DataLossError("cannot decode " + origin + ": " + png.message);
+  GreyImage img;
+  img.w = png.width;
+  img.h = png.height;
+  img.path = origin;
+  img.pixels.resize(static_cast<size_t>(img.w) * img.h);
+  for (size_t i = 0; i < img.pixels.size(); ++i)
+    img.pixels[i] = Luma(rgba[4 * i], rgba[4 * i + 1], rgba[4 * i + 2]) / 255.0f;
+  return img;
 }
 
 }  // namespace
 
 StatusOr<GreyImage> DecodeGreyFromMemory(std::string_view bytes, const std::string& origin, int64_t max_pixels) {
-  if (bytes.size() >= 2 && bytes[0] == 'P' && (bytes[1] == '5' || bytes[1] == '6')) {
-    const PnmFields pnm = ParsePnmHeader(bytes);
-    if (pnm.maxval < 1 || pnm.maxval > 255)
-      return absl::DataLossError("image " + origin + ": only 8-bit binary PNM is read (header maxval " +
-                                 std::to_string(pnm.maxval) + ")");
-    if (pnm.w > (int64_t{1} << 24) || pnm.h > (int64_t{1} << 24))
-      return absl::DataLossError("image " + origin + ": PNM header claims " + std::to_string(pnm.w) + "x" +
-                                 std::to_string(pnm.h) + " pixels");
-  }
-  const auto* p = reinterpret_cast<const stbi_uc*>(bytes.data());
   if (bytes.size() > size_t{1} << 30) return absl::DataLossError("image " + origin + " is larger than 1 GiB");
-  const int n = static_cast<int>(bytes.size());
-  int w = 0, h = 0, channels = 0;
-  // The header is read first, so a file that claims a huge image is refused before any allocation.
-  if (!stbi_info_from_memory(p, n, &w, &h, &channels))
-    return absl::DataLossError("cannot decode " + origin + ": " + stbi_failure_reason());
-  if (int64_t{w} * h > max_pixels)
-    return absl::DataLossError("image " + origin + " is " + std::to_string(w) + "x" + std::to_string(h) +
-                               " (more than " + std::to_string(max_pixels) + " pixels)");
-  unsigned char* data = stbi_load_from_memory(p, n, &w, &h, &channels, 1);
-  if (!data) return absl::DataLossError("cannot decode " + origin + ": " + stbi_failure_reason());
-  if (w < 1 || h < 1) {  // stb decodes a PNM header of zero rows
-    stbi_image_free(data);
-    return absl::DataLossError("image " + origin + " has no pixels (" + std::to_string(w) + "x" + std::to_string(h) + ")");
+  auto starts = [&](std::string_view magic) { return bytes.substr(0, magic.size()) == magic; };
+  StatusOr<GreyImage> img = absl::DataLossError("");
+  if (starts("\xff\xd8\xff")) {
+    GreyImage g;
+    g.path = origin;
+    if (Status s = DecodeJpeg(bytes, max_pixels, &g); !s.ok()) return s;
+    img = std::move(g);
+  } else if (starts("\x89PNG\r\n\x1a\n")) {
+    img = DecodePng(bytes, origin, max_pixels);
+  } else if (starts("P5") || starts("P6")) {
+    img = DecodePnm(bytes, origin, max_pixels);
+  } else {
+    return absl::DataLossError("cannot decode " + origin + ": not a JPEG, PNG or binary PNM (P5/P6) file");
   }
-  GreyImage img;
-  img.w = w;
-  img.h = h;
-  img.path = origin;
-  img.pixels.resize(static_cast<size_t>(w) * h);
-  for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = data[i] / 255.0f;
-  stbi_image_free(data);
+  if (img.ok() && (img->w < 1 || img->h < 1))
+    return absl::DataLossError("image " + origin + " has no pixels (" + std::to_string(img->w) + "x" +
+                               std::to_string(img->h) + ")");
   return img;
 }
 
@@ -133,7 +281,7 @@ StatusOr<ImageFolder> LoadImageFolder(const std::string& dir, const ImageFolderO
     }
     std::string ext = it->path().extension().string();
     std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
-    if (ext != ".jpg" && ext != ".jpeg" && ext != ".png" && ext != ".pgm" && ext != ".ppm" && ext != ".bmp") continue;
+    if (ext != ".jpg" && ext != ".jpeg" && ext != ".png" && ext != ".pgm" && ext != ".ppm") continue;
     if (regular) paths.push_back(it->path().string());
   }
   std::sort(paths.begin(), paths.end());

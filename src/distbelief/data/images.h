@@ -1,4 +1,5 @@
-// Images for the unsupervised workloads: decoding (JPEG, PNG, PGM via stb_image), folders of
+// Images for the unsupervised workloads: decoding (JPEG by libjpeg-turbo, PNG by libpng, binary
+// PGM/PPM by our own reader), folders of
 // images that skip what they cannot read, and a stream of random square grey crops prefetched in
 // the background (Le et al. 2012 trained on 200x200 frames; we crop photos at several scales).
 #pragma once
@@ -27,8 +28,9 @@ struct GreyImage {
   std::string path;
 };
 
-// Decodes one file to grey. kNotFound if missing; kDataLoss naming the file and stb's reason if
-// it cannot be decoded (truncated, not an image).
+// Decodes one file to grey (colour to BT.601 luma, alpha ignored, 16-bit samples scaled to [0, 1]).
+// kNotFound if missing; kDataLoss naming the file and the decoder's reason if it cannot be decoded
+// (truncated, corrupt, not a JPEG / PNG / P5 / P6 file, more than 500 progressive JPEG scans).
 StatusOr<GreyImage> DecodeGrey(const std::string& path);
 
 // Decodes the bytes of an image file; `origin` names it in errors and becomes its path. kDataLoss
@@ -55,7 +57,7 @@ struct ImageFolder {
   std::vector<std::pair<std::string, int64_t>> per_source;
 };
 
-// Reads every .jpg .jpeg .png .pgm .ppm .bmp file under `dir` (recursively), decoding on the
+// Reads every .jpg .jpeg .png .pgm .ppm file under `dir` (recursively), decoding on the
 // process's thread pool. Unreadable files and
 // entries that cannot be examined (symlink loops, dangling links, folders without permission) are
 // skipped with a warning and counted as unreadable. kNotFound if `dir` does not exist; kInvalidArgument if it

@@ -28,6 +28,21 @@ GreyImage Gradient(int64_t w, int64_t h) {
   return g;
 }
 
+// A 16x16 JPEG of grey 128 (ffmpeg's mjpeg encoder, yuvj444p, q 2).
+std::string JpegOfGrey128() {
+  static const char kBytes[] =
+      "\xff\xd8\xff\xfe\x00\x10\x4c\x61\x76\x63\x35\x39\x2e\x33\x37\x2e\x31\x30\x30\x00\xff\xdb\x00\x43"
+      "\x00\x08\x04\x04\x04\x04\x04\x05\x05\x05\x05\x05\x05\x06\x06\x06\x06\x06\x06\x06\x06\x06\x06\x06"
+      "\x06\x06\x07\x07\x07\x08\x08\x08\x07\x07\x07\x06\x06\x07\x07\x08\x08\x08\x08\x09\x09\x09\x08\x08"
+      "\x08\x08\x09\x09\x0a\x0a\x0a\x0c\x0c\x0b\x0b\x0e\x0e\x0e\x11\x11\x14\xff\xc4\x00\x4a\x00\x01\x00"
+      "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x01\x00\x00\x00\x00\x00\x00\x00"
+      "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x10\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+      "\x00\x00\x00\x11\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\xff\xc0\x00"
+      "\x11\x08\x00\x10\x00\x10\x03\x01\x12\x00\x02\x12\x00\x03\x12\x00\xff\xda\x00\x0c\x03\x01\x00\x02"
+      "\x11\x03\x11\x00\x3f\x00\x00\x00\x00\xff\xd9";
+  return std::string(kBytes, sizeof kBytes - 1);
+}
+
 TEST(Images, PngRoundTripsAndBrokenFilesAreSkippedAndCounted) {
   const std::string dir = Dir("folder");
   ASSERT_TRUE(WritePng(dir + "/a.png", Gradient(40, 30)).ok());
@@ -76,12 +91,13 @@ TEST(Images, HugeImagesAreRefusedFromTheirHeader) {
   auto empty = DecodeGreyFromMemory(std::string("P6\n2 0\n255\n\x01\x02\x03"), "empty.ppm");
   ASSERT_FALSE(empty.ok());
   EXPECT_NE(empty.status().message().find("no pixels"), std::string::npos) << empty.status();
-  // Found by fuzz/image_fuzz: a 16-bit P6 made Debian's stb_image read out of bounds.
+  // Found by fuzz/image_fuzz: a 16-bit P6 made Debian's stb_image read out of bounds. The header
+  // has no whitespace after maxval, so it does not parse.
   const std::string wide_bytes = std::string("P6\n\n988\n777\n\n777A16\n\n\xd5(") + std::string(2, '\0') + "``" +
                                  std::string(2, '\0') + "1717 ";
   auto wide = DecodeGreyFromMemory(wide_bytes, "wide.ppm");
   ASSERT_FALSE(wide.ok());
-  EXPECT_NE(wide.status().message().find("8-bit"), std::string::npos) << wide.status();
+  EXPECT_NE(wide.status().message().find("bad PNM header"), std::string::npos) << wide.status();
   // Found by fuzz/image_fuzz: header integers longer than an int overflowed inside stb.
   auto overflow = DecodeGreyFromMemory("P6" + std::string(70, '0') + "40 355\n" + std::string(60, '0') + "1040\xca",
                                        "overflow.ppm");
@@ -93,6 +109,47 @@ TEST(Images, HugeImagesAreRefusedFromTheirHeader) {
   ASSERT_TRUE(small.ok()) << small.status();
   EXPECT_EQ(small->w, 2);
   EXPECT_FLOAT_EQ(small->pixels[1], 1.0f);
+}
+
+// PNM bodies are read by our own reader: 16-bit samples, colour to luma, truncation refused.
+TEST(Images, PnmSixteenBitColourAndTruncation) {
+  auto wide = DecodeGreyFromMemory(std::string("P5\n2 1\n1000\n\x01\xf4\x03\xe8", 16), "wide.pgm");
+  ASSERT_TRUE(wide.ok()) << wide.status();
+  EXPECT_FLOAT_EQ(wide->pixels[0], 0.5f);  // 500 / 1000
+  EXPECT_FLOAT_EQ(wide->pixels[1], 1.0f);
+  auto red = DecodeGreyFromMemory(std::string("P6 1 1 255\n\xff\x00\x00", 14), "red.ppm");
+  ASSERT_TRUE(red.ok()) << red.status();
+  EXPECT_NEAR(red->pixels[0], 0.299f, 1e-6);
+  auto cut = DecodeGreyFromMemory(std::string("P5\n3 3\n255\n\x01\x02", 13), "cut.pgm");
+  ASSERT_FALSE(cut.ok());
+  EXPECT_NE(cut.status().message().find("truncated"), std::string::npos) << cut.status();
+}
+
+// JPEGs are decoded by libjpeg-turbo and PNGs by libpng; a corrupt or truncated file is an error
+// naming it, and a format we do not read (here BMP) says which formats we do.
+TEST(Images, JpegAndPngAreDecodedAndCorruptOnesRefused) {
+  const std::string dir = Dir("jpeg");
+  ASSERT_TRUE(WritePng(dir + "/a.png", Gradient(40, 30)).ok());
+  std::ifstream in(dir + "/a.png", std::ios::binary);
+  const std::string png((std::istreambuf_iterator<char>(in)), {});
+  auto back = DecodeGreyFromMemory(png, "a.png");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_NEAR(back->pixels[29 * 40 + 39], 68.0f / 70.0f, 1.0f / 255.0f);
+  auto cut_png = DecodeGreyFromMemory(png.substr(0, png.size() / 2), "cut.png");
+  ASSERT_FALSE(cut_png.ok());
+  EXPECT_NE(cut_png.status().message().find("cut.png"), std::string::npos) << cut_png.status();
+  const std::string jpeg = JpegOfGrey128();
+  auto j = DecodeGreyFromMemory(jpeg, "grey.jpg");
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(j->w, 16);
+  EXPECT_EQ(j->h, 16);
+  for (float v : j->pixels) EXPECT_NEAR(v, 128.0f / 255.0f, 2.0f / 255.0f);
+  auto cut_jpeg = DecodeGreyFromMemory(jpeg.substr(0, jpeg.size() - 40), "cut.jpg");
+  ASSERT_FALSE(cut_jpeg.ok());
+  EXPECT_NE(cut_jpeg.status().message().find("cut.jpg"), std::string::npos) << cut_jpeg.status();
+  auto bmp = DecodeGreyFromMemory(std::string("BM\x3a\0\0\0", 6), "a.bmp");
+  ASSERT_FALSE(bmp.ok());
+  EXPECT_NE(bmp.status().message().find("not a JPEG, PNG or binary PNM"), std::string::npos) << bmp.status();
 }
 
 TEST(Images, MissingOrEmptyFolderIsAClearError) {

@@ -29,6 +29,20 @@ double Percent(const std::vector<bool>& v) {
   return v.empty() ? 0.0 : 100.0 * static_cast<double>(std::count(v.begin(), v.end(), true)) / v.size();
 }
 
+// One STaR sampling step, shared by the rounds and the actors: `samples` continuations of p's
+// prompt at `temperature`; returns the distinct ones the exact verifier accepts (each once,
+// finished with '.'), adding the generated tokens to *tokens.
+std::vector<std::string> SampleVerified(Gpt* gpt, const CountdownProblem& p, const std::string& prompt,
+                                        const StarLabOptions& o, Random* rng, int64_t* tokens) {
+  std::set<std::string> kept;
+  std::vector<std::string> out;
+  for (std::string& t : SampleCountdown(gpt, prompt, o.samples, o.temperature, rng, tokens)) {
+    if (t.empty() || t.back() != '.' || !VerifySteps(p, SolutionPart(prompt + t)).ok || !kept.insert(t).second) continue;
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
 // Counts of all actors together (threads of one process).
 struct ActorStats {
   std::atomic<int64_t> sampled{0}, kept{0}, tokens{0}, empty_steps{0};
@@ -73,10 +87,8 @@ class StarActor : public ReplicaModel {
     for (size_t i = begin + static_cast<size_t>(replica_); i < end; i += static_cast<size_t>(replicas_)) {
       const CountdownProblem& p = (*fresh_)[i];
       const std::string prompt = CountdownPrompt(p);
-      std::set<std::string> kept;
-      for (const std::string& t : SampleCountdown(&gpt_, prompt, o_.samples, o_.temperature, &rng_, &tokens)) {
-        ++stats_->sampled;
-        if (t.empty() || t.back() != '.' || !VerifySteps(p, SolutionPart(prompt + t)).ok || !kept.insert(t).second) continue;
+      stats_->sampled += o_.samples;
+      for (const std::string& t : SampleVerified(&gpt_, p, prompt, o_, &rng_, &tokens)) {
         traces_.push_back(prompt + t);
         prompt_chars_.push_back(static_cast<int>(prompt.size()));
         ++stats_->kept;
@@ -141,9 +153,7 @@ class StarWorkload : public Workload {
       for (size_t i = begin; i < end; ++i) {
         const CountdownProblem& p = fresh[i];
         const std::string prompt = CountdownPrompt(p);
-        std::set<std::string> kept;  // each distinct solution once
-        for (const std::string& t : SampleCountdown(&gpt, prompt, o_.samples, o_.temperature, &rng, &tokens)) {
-          if (t.empty() || t.back() != '.' || !VerifySteps(p, SolutionPart(prompt + t)).ok || !kept.insert(t).second) continue;
+        for (const std::string& t : SampleVerified(&gpt, p, prompt, o_, &rng, &tokens)) {
           data->traces.push_back(prompt + t);
           data->prompt_chars.push_back(static_cast<int>(prompt.size()));
           data->supervised_tokens += static_cast<int64_t>(t.size());
