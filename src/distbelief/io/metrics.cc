@@ -12,13 +12,17 @@ MetricsWriter::~MetricsWriter() {
   if (f_) std::fclose(f_);
 }
 
-Status MetricsWriter::Open(const std::string& path) {
+Status MetricsWriter::Open(const std::string& path, bool tensorboard) {
   if (path.empty()) return absl::OkStatus();
   std::error_code ec;
   const std::filesystem::path p(path);
   if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
   f_ = std::fopen(path.c_str(), "a");
   if (!f_) return absl::UnavailableError("cannot open metrics file " + path + ": " + std::strerror(errno));
+  if (tensorboard) {
+    events_ = std::make_unique<EventWriter>();
+    return events_->Open(p.has_parent_path() ? p.parent_path().string() : ".");
+  }
   return absl::OkStatus();
 }
 
@@ -27,6 +31,25 @@ void MetricsWriter::Write(const nlohmann::json& record) {
   const std::string line = record.dump() + "\n";
   std::fwrite(line.data(), 1, line.size(), f_);
   std::fflush(f_);
+  ++records_;
+  if (!events_ || !record.is_object()) return;
+  // Every number but the step becomes a scalar; records without a step count from 1.
+  int64_t step = records_;
+  std::vector<std::pair<std::string, double>> scalars;
+  for (const auto& [k, v] : record.items()) {
+    if (!v.is_number()) continue;
+    if (k == "step") {
+      step = static_cast<int64_t>(v.get<double>());
+    } else {
+      scalars.emplace_back(k, v.get<double>());
+    }
+  }
+  if (scalars.empty()) return;
+  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  if (Status s = events_->WriteScalars(step, now, scalars); !s.ok()) {
+    std::fprintf(stderr, "warning: %s; TensorBoard events stop here\n", std::string(s.message()).c_str());
+    events_.reset();
+  }
 }
 
 void MetricsWriter::Write(const Metrics& record) {

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -11,26 +12,31 @@
 #include <nlohmann/json.hpp>
 
 #include "distbelief/base/status.h"
+#include "distbelief/io/tfevents.h"
 
 namespace distbelief {
 
 // Named numbers: a metrics record, an evaluation's results.
 using Metrics = std::vector<std::pair<std::string, double>>;
 
-// Appends one JSON object per line to a file. Not thread-safe.
+// Appends one JSON object per line to a file and, if asked, the same numbers as TensorBoard
+// scalars (tfevents.h) in an event file beside it, at the record's "step". Not thread-safe.
 class MetricsWriter {
  public:
   MetricsWriter() = default;
   ~MetricsWriter();
   MetricsWriter(const MetricsWriter&) = delete;
   MetricsWriter& operator=(const MetricsWriter&) = delete;
-  // Opens `path` for appending (creating folders). An empty path writes nothing.
-  Status Open(const std::string& path);
+  // Opens `path` for appending (creating folders). An empty path writes nothing. With
+  // `tensorboard`, also a new event file in path's folder.
+  Status Open(const std::string& path, bool tensorboard = false);
   void Write(const nlohmann::json& record);
   void Write(const Metrics& record);
 
  private:
   std::FILE* f_ = nullptr;
+  std::unique_ptr<EventWriter> events_;
+  int64_t records_ = 0;
 };
 
 class Progress {

@@ -373,7 +373,7 @@ class Watch {
         TrainObserver* observer)
       : e_(e), job_(job), shared_(shared), ps_(ps), model_(model), observer_(observer),
         progress_(shared->steps_each * shared->replicas * job.examples_per_step, "examples") {}
-  Status Open() { return job_.write_checkpoint ? metrics_.Open(e_.train.run_dir + "/metrics.jsonl") : absl::OkStatus(); }
+  Status Open() { return job_.write_checkpoint ? metrics_.Open(e_.train.run_dir + "/metrics.jsonl", e_.train.tensorboard) : absl::OkStatus(); }
   void Run(const std::atomic<int>& finished);
   MetricsWriter& metrics() { return metrics_; }
   Clock::duration paused{0};  // spent in checks, left out of the run's seconds

@@ -102,7 +102,7 @@ StatusOr<RunResult> TrainLocal(const TrainOptions& t, const OptimizerOptions& o,
   const int64_t total = t.max_steps > 0 ? std::min(job.steps, t.max_steps) : job.steps;
   const int64_t end = stop_at > 0 ? std::min(stop_at, total) : total;
   MetricsWriter metrics;
-  if (job.write_checkpoint) DB_RETURN_IF_ERROR(metrics.Open(t.run_dir + "/metrics.jsonl"));
+  if (job.write_checkpoint) DB_RETURN_IF_ERROR(metrics.Open(t.run_dir + "/metrics.jsonl", t.tensorboard));
   if (job.show_progress)
     LOG_INFO << "training " << job.name << " (" << CountParams(run.params) << " parameters), " << total
              << " steps, " << NumThreads() << " thread(s)";

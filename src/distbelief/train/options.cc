@@ -19,6 +19,7 @@ Status ParseTrain(Section& t, TrainOptions* o) {
   DB_RETURN_IF_ERROR(t.Int("checkpoint_every", &o->checkpoint_every, 0, int64_t{1} << 40));
   DB_RETURN_IF_ERROR(t.Int("log_every", &o->log_every, 1, int64_t{1} << 40));
   DB_RETURN_IF_ERROR(t.Int("max_steps", &o->max_steps, 0, int64_t{1} << 40));
+  DB_RETURN_IF_ERROR(t.Bool("tensorboard", &o->tensorboard));
   if (o->run_dir.empty()) return t.Error("run_dir", "must not be empty");
   return absl::OkStatus();
 }

@@ -30,6 +30,7 @@ struct TrainOptions {
   int64_t checkpoint_every = 0;  // local: steps between checkpoints; 0 = each epoch and the end
   int64_t log_every = 100;       // local: steps between metrics records
   int64_t max_steps = 0;         // stop after this many steps of all replicas; 0 = the workload's
+  bool tensorboard = false;      // metrics also as TensorBoard scalars in run_dir (io/tfevents.h)
   // Not keys: what the command line adds.
   std::string config_text;       // the config as given, stored in checkpoints
   std::string resume;            // local: continue from this checkpoint ("" = start afresh)

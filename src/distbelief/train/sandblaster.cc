@@ -267,7 +267,7 @@ StatusOr<RunResult> RunSandblaster(const EngineOptions& e, const Job& job) {
   Dispatcher dispatcher(workers.channels, std::max(1, NumThreads() / static_cast<int>(workers.channels.size())));
   DB_ASSIGN_OR_RETURN(auto coordinator, ps->Connect(0, -1));
   MetricsWriter metrics;
-  if (job.write_checkpoint) DB_RETURN_IF_ERROR(metrics.Open(e.train.run_dir + "/metrics.jsonl"));
+  if (job.write_checkpoint) DB_RETURN_IF_ERROR(metrics.Open(e.train.run_dir + "/metrics.jsonl", e.train.tensorboard));
 
   // The batch: every example, cut into portions; the replicas take them as they finish.
   const int64_t n = model->num_examples();

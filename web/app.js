@@ -1,0 +1,228 @@
+'use strict';
+// The dashboard page: the runs (polled every 2 s), one server-sent event stream per ticked run
+// (every record of its metrics.jsonl, then each new one), and a uPlot chart of one metric against
+// the step (or examples, or iteration) with TensorBoard's debiased smoothing and log axes.
+
+const token = new URLSearchParams(location.search).get('token');
+const COLORS = ['#1f77b4', '#d62728'];
+const state = {
+  runs: [], selected: [], records: {}, streams: {}, metric: null,
+  chart: null, chartKey: '', dirty: true, pictures: '',
+  userChose: false,  // until the user ticks a run, the page follows the newest running one
+};
+
+function api(path, params) {
+  const q = new URLSearchParams(params || {});
+  if (token) q.set('token', token);
+  return path + '?' + q.toString();
+}
+
+function xKey(records) {
+  for (const k of ['step', 'examples', 'iteration']) {
+    if (records.some(r => typeof r[k] === 'number')) return k;
+  }
+  return null;  // the record's position
+}
+
+function numericKeys() {
+  const keys = new Set();
+  for (const name of state.selected) {
+    for (const r of state.records[name] || []) {
+      for (const [k, v] of Object.entries(r)) if (typeof v === 'number') keys.add(k);
+    }
+  }
+  return [...keys].sort();
+}
+
+// TensorBoard's smoothing: an exponential moving average, debiased for its first points.
+function smooth(ys, w) {
+  if (w <= 0) return ys;
+  let last = 0, n = 0;
+  return ys.map(y => {
+    if (y === null || !isFinite(y)) return null;
+    last = last * w + (1 - w) * y;
+    n += 1;
+    return last / (1 - Math.pow(w, n));
+  });
+}
+
+// One run's points of the metric: [xs, ys] sorted by x, one point per x (the last).
+function series(name, metric, logx, logy) {
+  const recs = state.records[name] || [];
+  const key = xKey(recs);
+  const byX = new Map();
+  recs.forEach((r, i) => {
+    const v = r[metric];
+    if (typeof v !== 'number') return;
+    const x = key === null ? i + 1 : r[key];
+    if (typeof x !== 'number' || (logx && x <= 0)) return;
+    byX.set(x, logy && v <= 0 ? null : v);
+  });
+  const xs = [...byX.keys()].sort((a, b) => a - b);
+  return { key: key || 'record', xs, ys: xs.map(x => byX.get(x)) };
+}
+
+function updateMetricChoices() {
+  const select = document.getElementById('metric');
+  const keys = numericKeys().filter(k => !['step', 'examples', 'iteration', 'seconds'].includes(k));
+  const have = [...select.options].map(o => o.value);
+  if (keys.join() !== have.join()) {
+    select.innerHTML = '';
+    for (const k of keys) select.add(new Option(k, k));
+  }
+  if (!keys.includes(state.metric)) {
+    state.metric = ['train_loss', 'loss', 'test_loss'].find(k => keys.includes(k)) || keys[0] || null;
+  }
+  if (state.metric !== null) select.value = state.metric;
+}
+
+function redraw() {
+  state.dirty = false;
+  updateMetricChoices();
+  const metric = state.metric;
+  const w = parseFloat(document.getElementById('smooth').value);
+  const logx = document.getElementById('logx').checked;
+  const logy = document.getElementById('logy').checked;
+  const runs = state.selected.slice(0, 2);
+  const all = runs.map(n => series(n, metric, logx, logy));
+  // Live numbers: the first ticked run, raw (not smoothed) values.
+  const first = all[0];
+  document.getElementById('live-run').textContent = runs[0] || '';
+  document.getElementById('metric-name').textContent = metric || '';
+  document.getElementById('x-name').textContent = first ? first.key : 'step';
+  document.getElementById('points').textContent = first ? String(first.ys.filter(y => y !== null).length) : '0';
+  document.getElementById('last-x').textContent = first && first.xs.length ? String(first.xs[first.xs.length - 1]) : '';
+  document.getElementById('last-value').textContent =
+      first && first.ys.length && first.ys[first.ys.length - 1] !== null ? String(first.ys[first.ys.length - 1]) : '';
+  const chartDiv = document.getElementById('chart');
+  if (!metric || runs.length === 0) {
+    if (state.chart) { state.chart.destroy(); state.chart = null; state.chartKey = ''; }
+    return;
+  }
+  const data = all.length === 1
+      ? [first.xs, smooth(first.ys, w)]
+      : uPlot.join(all.map(s => [s.xs, smooth(s.ys, w)]));
+  const key = JSON.stringify([runs, metric, logx, logy, first.key]);
+  if (state.chart && state.chartKey === key) {
+    state.chart.setData(data);
+    return;
+  }
+  if (state.chart) state.chart.destroy();
+  state.chartKey = key;
+  state.chart = new uPlot({
+    width: Math.max(480, Math.min(1100, window.innerWidth - 80)),
+    height: 360,
+    scales: { x: { time: false, distr: logx ? 3 : 1 }, y: { distr: logy ? 3 : 1 } },
+    axes: [{ label: first.key }, { label: metric }],
+    series: [{ label: first.key }].concat(runs.map((n, i) => ({
+      label: n, stroke: COLORS[i], width: 2, spanGaps: true,
+    }))),
+  }, data, chartDiv);
+}
+
+function openStream(name) {
+  const es = new EventSource(api('api/stream', { run: name }));
+  // A reconnected stream starts again from the first record.
+  es.onopen = () => { state.records[name] = []; state.dirty = true; };
+  es.onmessage = e => {
+    try {
+      (state.records[name] = state.records[name] || []).push(JSON.parse(e.data));
+      state.dirty = true;
+    } catch (err) { /* a line that is not JSON is not a record */ }
+  };
+  state.streams[name] = es;
+}
+
+function select(names) {
+  for (const [n, es] of Object.entries(state.streams)) {
+    if (!names.includes(n)) { es.close(); delete state.streams[n]; delete state.records[n]; }
+  }
+  for (const n of names) if (!state.streams[n]) openStream(n);
+  state.selected = names;
+  state.dirty = true;
+  showRunDetails();
+}
+
+function showRunDetails() {
+  const run = state.runs.find(r => r.name === state.selected[0]);
+  document.getElementById('config').textContent = run && run.config ? run.config : '(no checkpoint yet)';
+  const pics = run ? run.pictures : [];
+  const key = (run ? run.name : '') + '|' + pics.join();
+  if (key === state.pictures) return;
+  state.pictures = key;
+  const div = document.getElementById('pictures');
+  div.innerHTML = '';
+  for (const p of pics) {
+    const fig = document.createElement('figure');
+    const img = document.createElement('img');
+    img.src = api('api/file', { run: run.name, name: p });
+    img.alt = p;
+    const cap = document.createElement('figcaption');
+    cap.textContent = p;
+    fig.append(img, cap);
+    div.append(fig);
+  }
+}
+
+function renderRuns() {
+  const body = document.querySelector('#runs tbody');
+  body.innerHTML = '';
+  for (const r of state.runs) {
+    const tr = document.createElement('tr');
+    const box = document.createElement('input');
+    box.type = 'checkbox';
+    box.checked = state.selected.includes(r.name);
+    box.dataset.run = r.name;
+    box.addEventListener('change', () => {
+      state.userChose = true;
+      let names = state.selected.filter(n => n !== r.name);
+      if (box.checked) names = names.concat([r.name]).slice(-2);
+      select(names);
+      renderRuns();
+    });
+    const cells = [r.name, r.status, String(r.records),
+                   r.last.step !== undefined ? String(r.last.step) : (r.last.examples !== undefined ? String(r.last.examples) : ''),
+                   r.last.train_loss !== undefined ? Number(r.last.train_loss).toPrecision(5) : ''];
+    const td0 = document.createElement('td');
+    td0.append(box);
+    tr.append(td0);
+    cells.forEach((c, i) => {
+      const td = document.createElement('td');
+      td.textContent = c;
+      if (i === 1 && c === 'running') td.className = 'running';
+      tr.append(td);
+    });
+    body.append(tr);
+  }
+}
+
+async function pollRuns() {
+  try {
+    const res = await fetch(api('api/runs'));
+    if (!res.ok) throw new Error('runs: HTTP ' + res.status);
+    const body = await res.json();
+    state.runs = body.runs;
+    document.getElementById('runs-dir').textContent = body.runs_dir;
+    document.getElementById('status-line').textContent = 'updated ' + new Date().toLocaleTimeString();
+    if (!state.userChose && state.runs.length > 0) {
+      const running = state.runs.filter(r => r.status === 'running');
+      running.sort((a, b) => a.seconds_since_update - b.seconds_since_update);
+      const follow = running.length > 0 ? running[0] : (state.selected.length === 0 ? state.runs[0] : null);
+      if (follow && (state.selected.length !== 1 || state.selected[0] !== follow.name)) select([follow.name]);
+    }
+    renderRuns();
+    showRunDetails();
+  } catch (err) {
+    document.getElementById('status-line').textContent = 'server unreachable';
+  }
+}
+
+document.getElementById('metric').addEventListener('change', e => { state.metric = e.target.value; state.dirty = true; });
+document.getElementById('smooth').addEventListener('input', e => {
+  document.getElementById('smooth-value').textContent = e.target.value;
+  state.dirty = true;
+});
+for (const id of ['logx', 'logy']) document.getElementById(id).addEventListener('change', () => { state.dirty = true; });
+setInterval(() => { if (state.dirty) redraw(); }, 300);
+setInterval(pollRuns, 2000);
+pollRuns();
