@@ -48,6 +48,15 @@ else
   bad "replica kill (launcher status $status)" "$log"
 fi
 
+# 1b. The launcher's cluster.jsonl (what the dashboard shows) saw it: replica 1 failed, the others done.
+states=$(tail -1 "$tmp/run1/cluster.jsonl" 2>/dev/null |
+         python3 -c 'import json, sys; print(" ".join(r["state"] for r in json.load(sys.stdin)["replicas"]))' 2>/dev/null)
+if [ "$states" = "done failed done" ]; then
+  ok "cluster.jsonl ends with the replicas $states"
+else
+  bad "cluster.jsonl's last replica states are '$states', not 'done failed done'" "$tmp/run1/cluster.jsonl"
+fi
+
 # 2. kill -9 of a shard: restarted from its last checkpoint, the run completes.
 log=$tmp/shard.log
 timeout 300 "$bin" launch --config configs/mnist_downpour.toml "${common[@]}" \
@@ -74,6 +83,21 @@ if [ $status = 0 ] && grep -q "shard 1 died (killed by signal 9); restarting" "$
   ok "a shard killed with -9: restarted at $restored from its checkpoint, replicas pushed $replayed kept updates again, the run completes"
 else
   bad "shard kill (launcher status $status, restored '$restored')" "$log"
+fi
+
+# 2b. cluster.jsonl saw shard 1 down and back with a new incarnation.
+seen=$(python3 - "$tmp/run2/cluster.jsonl" <<'PY' 2>/dev/null
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+s1 = [r["shards"][1] for r in recs]
+incarnations = {s["incarnation"] for s in s1 if s["up"]}
+print("%d %d" % (len(incarnations), sum(1 for s in s1 if not s["up"])))
+PY
+)
+if [ "${seen%% *}" = 2 ]; then
+  ok "cluster.jsonl saw shard 1 restart (2 incarnations, down in ${seen##* } records)"
+else
+  bad "cluster.jsonl did not see shard 1 restart ('$seen': incarnations, records down)" "$tmp/run2/cluster.jsonl"
 fi
 
 # 3. A replica on its own host, cut off from the shards for 10 s, reconnects with backoff.

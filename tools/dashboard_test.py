@@ -62,9 +62,11 @@ def wait_for(what, check, timeout):
 
 
 def train(bin_path, run_dir, epochs, extra=()):
-    return [bin_path, "train", "--config", "configs/mnist_mlp.toml", "--overwrite",
+    """Downpour on MNIST, 2 replicas and 2 shards in one process: a metrics record and a
+    cluster.jsonl record every second."""
+    return [bin_path, "train", "--config", "configs/mnist_downpour.toml", "--overwrite",
             "--set", 'train.run_dir="%s"' % run_dir, "--set", "train.epochs=%d" % epochs,
-            "--set", "train.log_every=10", "--set", "model.hidden=[256]",
+            "--set", "distributed.replicas=2", "--set", "model.hidden=[256]",
             "--set", "train.tensorboard=true"] + list(extra)
 
 
@@ -88,8 +90,8 @@ def main():
     port = free_port()
     base = "http://127.0.0.1:%d/" % port
     log = open(os.path.join(a.work, "train.log"), "w")
-    # About 20 s on 2 cores: long enough to watch, and the page is checked before it ends.
-    proc = subprocess.Popen(train(a.bin, live, 30, ["--dashboard", str(port)]), stdout=log, stderr=subprocess.STDOUT)
+    # About 30 s on 2 cores: long enough to watch, and the page is checked before it ends.
+    proc = subprocess.Popen(train(a.bin, live, 50, ["--dashboard", str(port)]), stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for("the dashboard", lambda: _up(base), 30)
         opts = Options()
@@ -127,7 +129,7 @@ def text(driver, id_):
 def check_page(driver, base, live, screenshot, proc):
     driver.get(base)
     wait_for("the live run to be listed as running",
-             lambda: "running" in driver.find_element(By.ID, "runs").text, 20)
+             lambda: "running" in driver.find_element(By.ID, "runs").text, 30)
     wait_for("the page to follow the live run", lambda: text(driver, "live-run") == "live", 10)
     wait_for("the first points", lambda: text(driver, "points").isdigit() and int(text(driver, "points")) > 0, 30)
     n1 = int(text(driver, "points"))
@@ -148,6 +150,7 @@ def check_page(driver, base, live, screenshot, proc):
     if not match or abs(match[-1][metric] - last_v) > 1e-9 * max(1.0, abs(last_v)):
         fail("the page shows %s=%g, %s=%r, which metrics.jsonl does not hold" % (x_name, last_x, metric, last_v))
     print("dashboard_test: the page shows %s %g, %s %r, as metrics.jsonl does" % (x_name, last_x, metric, last_v), flush=True)
+    check_cluster(driver, live)
     # Overlay the earlier run: two series in the chart's legend besides x.
     # (A click through script: the table is redrawn every 2 s, so a found element may go stale.)
     driver.execute_script("document.querySelector('input[data-run=\"earlier\"]').click();")
@@ -166,10 +169,34 @@ def check_page(driver, base, live, screenshot, proc):
         fail("the browser console shows errors: %s" % errors)
 
 
+def check_cluster(driver, live):
+    """Replicas and shards: one row each, steps growing, the staleness bars those of cluster.jsonl."""
+    wait_for("the replicas and shards section", lambda: driver.find_element(By.ID, "cluster").is_displayed(), 10)
+    def rows(id_):
+        return driver.execute_script(
+            "return [...document.querySelectorAll('#%s tbody tr')].map(tr => [...tr.cells].map(c => c.textContent));" % id_)
+    r1 = rows("replicas")
+    if len(r1) != 2 or len(rows("shards")) != 2:
+        fail("expected 2 replicas and 2 shards, the page shows %s and %s" % (r1, rows("shards")))
+    time.sleep(4.5)  # the page asks every 2 s
+    r2 = rows("replicas")
+    if not all(b[1] == "up" and int(b[2]) > int(a[2]) for a, b in zip(r1, r2)):
+        fail("replica steps did not grow while up: %s then %s" % (r1, r2))
+    shards = rows("shards")
+    if not all(s[2] == "up" and int(s[3]) > 0 for s in shards):
+        fail("shards not up or without updates: %s" % shards)
+    shown = driver.execute_script(
+        "return [...document.querySelectorAll('#staleness span[data-bucket]')].map(s => +s.textContent);")
+    records = [json.loads(l) for l in open(os.path.join(live, "cluster.jsonl")) if l.strip()]
+    if shown not in [r["staleness"] for r in records]:
+        fail("the staleness bars %s are no record of cluster.jsonl" % shown)
+    print("dashboard_test: replicas %s, shards %s, staleness %s" % (r2, shards, shown), flush=True)
+
+
 def check_edges(port):
     base = "http://127.0.0.1:%d/" % port
     for method, path, want in (("POST", "api/runs", 405), ("DELETE", "api/runs", 405),
-                               ("GET", "api/metrics?run=../../etc", 404),
+                               ("GET", "api/metrics?run=../../etc", 404), ("GET", "api/cluster?run=nothing", 404),
                                ("GET", "api/metrics?run=live&from=-1", 400),
                                ("GET", "api/file?run=live&name=../../../etc/passwd.png", 400),
                                ("GET", "api/file?run=live&name=metrics.jsonl", 400),

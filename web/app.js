@@ -1,5 +1,5 @@
 'use strict';
-// The dashboard page: the runs (polled every 2 s), one server-sent event stream per ticked run
+// The dashboard page: the runs (polled every 5 s), one server-sent event stream per ticked run
 // (every record of its metrics.jsonl, then each new one), and a uPlot chart of one metric against
 // the step (or examples, or iteration) with TensorBoard's debiased smoothing and log axes.
 
@@ -146,6 +146,8 @@ function select(names) {
 function showRunDetails() {
   const run = state.runs.find(r => r.name === state.selected[0]);
   document.getElementById('config').textContent = run && run.config ? run.config : '(no checkpoint yet)';
+  document.getElementById('report').textContent = run && run.report ? run.report : '';
+  document.getElementById('report-section').hidden = !(run && run.report);
   const pics = run ? run.pictures : [];
   const key = (run ? run.name : '') + '|' + pics.join();
   if (key === state.pictures) return;
@@ -196,6 +198,78 @@ function renderRuns() {
   }
 }
 
+function fillTable(id, rows) {
+  const body = document.querySelector('#' + id + ' tbody');
+  body.innerHTML = '';
+  for (const cells of rows) {
+    const tr = document.createElement('tr');
+    for (const c of cells) {
+      const td = document.createElement('td');
+      td.textContent = c;
+      if (c === 'down' || c === 'failed') td.className = c;
+      tr.append(td);
+    }
+    body.append(tr);
+  }
+}
+
+// Replicas and shards of the first ticked run, from its cluster.jsonl (Downpour runs only).
+async function pollCluster() {
+  const run = state.selected[0];
+  const section = document.getElementById('cluster');
+  if (!run) { section.hidden = true; return; }
+  let recs = [];
+  try {
+    const res = await fetch(api('api/cluster', { run }));
+    if (res.ok) recs = await res.json();
+  } catch (err) { recs = []; }
+  if (!Array.isArray(recs) || recs.length === 0) { section.hidden = true; return; }
+  section.hidden = false;
+  const last = recs[recs.length - 1];
+  const prev = recs.length > 1 ? recs[recs.length - 2] : null;
+  const dt = prev ? last.seconds - prev.seconds : 0;
+  const rate = (now, before) => (dt > 0 && before !== undefined ? ((now - before) / dt).toFixed(1) : '');
+  // Downpour's replicas count steps; Sandblaster's workers count the portions they finished.
+  document.getElementById('replica-unit').textContent = last.unit || 'steps';
+  document.getElementById('replica-rate').textContent = (last.unit || 'steps') + '/s';
+  fillTable('replicas', last.replicas.map((r, i) => [
+    String(r.replica), r.state, String(r.steps), rate(r.steps, prev && prev.replicas[i] ? prev.replicas[i].steps : undefined),
+    String(r.restarts)]));
+  fillTable('shards', last.shards.map((sh, i) => {
+    // Restarts: changes of the shard's incarnation; checkpoint age: since its durable version last moved.
+    let restarts = 0, movedAt = recs[0].seconds;
+    for (let k = 1; k < recs.length; k++) {
+      const a = recs[k - 1].shards[i], b = recs[k].shards[i];
+      if (!a || !b) continue;
+      if (a.incarnation !== undefined && b.incarnation !== undefined && a.incarnation !== b.incarnation) restarts++;
+      if (a.durable !== b.durable) movedAt = recs[k].seconds;
+    }
+    const p = prev ? prev.shards[i] : undefined;
+    const known = sh.updates !== undefined;
+    return [String(sh.group), String(sh.shard), sh.up ? 'up' : 'down', known ? String(sh.updates) : '',
+            known && p ? rate(sh.updates, p.updates) : '', known ? String(sh.updates - sh.durable) : '',
+            (last.seconds - movedAt).toFixed(0), String(restarts)];
+  }));
+  const div = document.getElementById('staleness');
+  div.innerHTML = '';
+  if (!Array.isArray(last.staleness)) return;  // a launch's record: replicas are other processes
+  const total = last.staleness.reduce((a, b) => a + b, 0) || 1;
+  last.staleness.forEach((count, i) => {
+    const row = document.createElement('div');
+    row.className = 'bar';
+    const label = document.createElement('span');
+    label.textContent = last.staleness_buckets[i];
+    const fill = document.createElement('span');
+    fill.className = 'fill';
+    fill.style.width = Math.round(400 * count / total) + 'px';
+    const n = document.createElement('span');
+    n.textContent = String(count);
+    n.dataset.bucket = last.staleness_buckets[i];
+    row.append(label, fill, n);
+    div.append(row);
+  });
+}
+
 async function pollRuns() {
   try {
     const res = await fetch(api('api/runs'));
@@ -223,6 +297,10 @@ document.getElementById('smooth').addEventListener('input', e => {
   state.dirty = true;
 });
 for (const id of ['logx', 'logy']) document.getElementById(id).addEventListener('change', () => { state.dirty = true; });
-setInterval(() => { if (state.dirty) redraw(); }, 300);
-setInterval(pollRuns, 2000);
+// Redraws at most twice a second, and only when a record arrived or a control changed; the run list
+// every 5 s, replicas and shards every 2 s (the engine writes them once a second): a page left open
+// beside training should cost it little (bench/dashboard_overhead.py).
+setInterval(() => { if (state.dirty) redraw(); }, 500);
+setInterval(pollRuns, 5000);
+setInterval(pollCluster, 2000);
 pollRuns();

@@ -1,10 +1,15 @@
 #include "distbelief/dashboard/dashboard.h"
 
 #include <httplib.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -101,6 +106,54 @@ std::string PidStatus(const fs::path& dir) {
 
 bool IsPicture(const fs::path& p) { return p.extension() == ".png" || p.extension() == ".svg"; }
 
+// The server's pool: cpp-httplib's task queue on threads named "dashboard", so their CPU time can
+// be told apart from training's in /proc (bench/dashboard_overhead.py reads it).
+class NamedPool : public httplib::TaskQueue {
+ public:
+  explicit NamedPool(int n) {
+    for (int i = 0; i < n; ++i)
+      threads_.emplace_back([this] {
+        pthread_setname_np(pthread_self(), "dashboard");
+        Loop();
+      });
+  }
+  void enqueue(std::function<void()> fn) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      jobs_.push_back(std::move(fn));
+    }
+    cv_.notify_one();
+  }
+  void shutdown() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (std::thread& t : threads_) t.join();
+  }
+
+ private:
+  void Loop() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return stop_ || !jobs_.empty(); });
+        if (stop_ && jobs_.empty()) return;
+        fn = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      fn();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  std::vector<std::thread> threads_;
+  bool stop_ = false;
+};
+
 void Error(httplib::Response& res, int code, const std::string& what) {
   res.status = code;
   res.set_content(json{{"error", what}}.dump(), "application/json");
@@ -150,7 +203,10 @@ class Dashboard::Impl {
       if (!server_.bind_to_port(host_, port)) return absl::UnavailableError("cannot bind " + o_.listen);
       port_ = port;
     }
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "dashboard");
+      server_.listen_after_bind();
+    });
     return absl::OkStatus();
   }
 
@@ -166,18 +222,27 @@ class Dashboard::Impl {
     fs::path dir;
   };
 
-  // Every folder under runs_dir (4 levels deep at most) that holds a metrics.jsonl.
+  // A run folder holds metrics.jsonl (a training run), report.md (a lab's report) or scale.db
+  // (a scaling sweep).
+  static bool IsRunDir(const fs::path& d) {
+    std::error_code ec;
+    for (const char* f : {"metrics.jsonl", "report.md", "scale.db"})
+      if (fs::is_regular_file(d / f, ec)) return true;
+    return false;
+  }
+
+  // Every run folder under runs_dir, 4 levels deep at most.
   std::vector<Run> FindRuns() const {
     std::vector<Run> runs;
     const fs::path root(o_.runs_dir);
     std::error_code ec;
-    if (fs::is_regular_file(root / "metrics.jsonl", ec)) runs.push_back({".", root});
+    if (IsRunDir(root)) runs.push_back({".", root});
     fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec), end;
     for (; !ec && it != end; it.increment(ec)) {
       if (it.depth() >= 4) it.disable_recursion_pending();
       std::error_code e2;
       if (!it->is_directory(e2) || it->is_symlink(e2)) continue;
-      if (fs::is_regular_file(it->path() / "metrics.jsonl", e2))
+      if (IsRunDir(it->path()))
         runs.push_back({fs::relative(it->path(), root, e2).generic_string(), it->path()});
     }
     std::sort(runs.begin(), runs.end(), [](const Run& a, const Run& b) { return a.name < b.name; });
@@ -224,11 +289,12 @@ class Dashboard::Impl {
                 {"records", records.size()},
                 {"last", latest},
                 {"config", has_checkpoint ? CheckpointConfig(r.dir / "checkpoint.safetensors") : ""},
+                {"report", ReadSmallFile(r.dir / "report.md", 256 << 10).value_or("")},
                 {"pictures", pictures}};
   }
 
   void Routes() {
-    server_.new_task_queue = [] { return new httplib::ThreadPool(4); };
+    server_.new_task_queue = [] { return new NamedPool(4); };
     server_.set_payload_max_length(1 << 16);
     server_.set_read_timeout(5, 0);
     server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -281,6 +347,17 @@ class Dashboard::Impl {
       std::vector<json> records = ReadNewRecords(run->dir / "metrics.jsonl", &off);
       json out = json::array();
       for (size_t i = static_cast<size_t>(std::min<int64_t>(from, records.size())); i < records.size(); ++i)
+        out.push_back(std::move(records[i]));
+      res.set_content(out.dump(), "application/json");
+    });
+    server_.Get("/api/cluster", [this](const httplib::Request& req, httplib::Response& res) {
+      auto run = FindRun(req.get_param_value("run"));
+      if (!run) return Error(res, 404, "no such run");
+      std::streamoff off = 0;
+      std::vector<json> records = ReadNewRecords(run->dir / "cluster.jsonl", &off);
+      constexpr size_t kKeep = 300;  // five minutes at one record a second
+      json out = json::array();
+      for (size_t i = records.size() > kKeep ? records.size() - kKeep : 0; i < records.size(); ++i)
         out.push_back(std::move(records[i]));
       res.set_content(out.dump(), "application/json");
     });

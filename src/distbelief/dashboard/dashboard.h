@@ -3,10 +3,13 @@
 //
 // What it serves (cpp-httplib, from Debian): the page and its script (web/), the plotting library
 // uPlot (npm, unpacked by scripts/setup.sh), and a JSON API over the runs found under runs_dir
-// (every folder holding a metrics.jsonl):
-//   GET /api/runs                      runs, their status, record count, last record, config, pictures
+// (every folder holding a metrics.jsonl, a report.md or a scaling sweep's scale.db):
+//   GET /api/runs                      runs, their status, record count, latest values, config,
+//                                      report (report.md, up to 256 KiB), pictures
 //   GET /api/metrics?run=R[&from=N]    records N.. of R's metrics.jsonl, as a JSON array
 //   GET /api/stream?run=R              server-sent events: every record, then each new one as written
+//   GET /api/cluster?run=R             the last 300 records of R's cluster.jsonl (Downpour: replicas,
+//                                      shards, staleness histogram, once a second), a JSON array
 //   GET /api/file?run=R&name=F         a picture (.png / .svg) of the run, by its path in the run
 // Security: loopback by default; any other address needs a token, given as ?token= or an
 // "Authorization: Bearer" header, else 401. Only GET and HEAD (else 405); a request naming an

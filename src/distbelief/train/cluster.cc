@@ -103,4 +103,15 @@ StatusOr<std::vector<std::vector<ShardInfo>>> ParameterServer::Info() const {
   return out;
 }
 
+nlohmann::json ShardStatusRecord(int group, int shard, const ShardInfo* info) {
+  nlohmann::json one = {{"group", group}, {"shard", shard}, {"up", info != nullptr}};
+  if (info) {
+    one["updates"] = info->version;
+    one["durable"] = info->durable_version;
+    one["incarnation"] = std::to_string(info->incarnation);
+    one["error"] = info->background_error;
+  }
+  return one;
+}
+
 }  // namespace distbelief

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "distbelief/ps/parameter_client.h"
 #include "distbelief/ps/parameter_shard.h"
 #include "distbelief/ps/shard_map.h"
@@ -69,6 +71,11 @@ class ParameterServer {
 // The initial values and bounds of every group of `model` (replica 0's model: the same seed
 // gives the same values in every process).
 std::vector<GroupSpec> GroupsOf(ReplicaModel* model);
+
+// One shard's entry in run_dir/cluster.jsonl, the record the dashboard shows (docs/dashboard.md):
+// group, shard, up (it answered Info), and when it did: updates (its version), durable (the
+// version its last checkpoint holds), incarnation (new when the shard process restarts), error.
+nlohmann::json ShardStatusRecord(int group, int shard, const ShardInfo* info);
 
 // Group g's map: even cuts moved off the bound's blocks.
 ShardMap MapFor(int64_t total, int shards, const NormBound& bound);

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <future>
@@ -40,8 +41,11 @@ double CpuSeconds() {
 struct Shared {
   // `replicas` threads here, of `total` replicas in the run (more under `distbelief launch`).
   Shared(const DownpourOptions& o, int replicas, int total, int64_t steps_each)
-      : o(o), replicas(replicas), total(total), steps_each(steps_each), restarts_left(o.replica_restarts) {
+      : o(o), replicas(replicas), total(total), steps_each(steps_each), restarts_left(o.replica_restarts),
+        steps_done(new std::atomic<int64_t>[replicas]), replica_restarts(new std::atomic<int>[replicas]),
+        replica_state(new std::atomic<int>[replicas]) {
     if (o.synchronous) sync = std::make_unique<std::barrier<>>(replicas);
+    for (int r = 0; r < replicas; ++r) steps_done[r] = replica_restarts[r] = replica_state[r] = 0;
   }
   const DownpourOptions o;
   const int replicas, total;
@@ -59,7 +63,21 @@ struct Shared {
   int64_t staleness_count = 0;
   uint64_t staleness_max = 0;
   int64_t max_clock_lead = -1;
+  // Per replica thread here, for cluster.jsonl (the dashboard): steps done, restarts, and state
+  // (kUp, kDone, kFailed).
+  std::unique_ptr<std::atomic<int64_t>[]> steps_done;
+  std::unique_ptr<std::atomic<int>[]> replica_restarts, replica_state;
+  static constexpr int kUp = 0, kDone = 1, kFailed = 2;
+  // Pushes by staleness (guarded by mu): 0, 1, 2, 3-4, 5-8, 9-16, 17-32, 33 or more.
+  static constexpr int kStalenessBuckets = 8;
+  int64_t staleness_hist[kStalenessBuckets] = {};
 };
+
+int StalenessBucket(uint64_t st) {
+  int b = 0;
+  for (uint64_t top = 0; b < Shared::kStalenessBuckets - 1 && st > top; ++b) top = top == 0 ? 1 : top * 2;
+  return b;
+}
 
 // One parameter group as a replica holds it.
 struct GroupLink {
@@ -213,6 +231,7 @@ Status Replica::FinishPush(GroupLink& g) {
     shared_->staleness_sum += static_cast<double>(st);
     shared_->staleness_count++;
     shared_->staleness_max = std::max(shared_->staleness_max, st);
+    shared_->staleness_hist[StalenessBucket(st)]++;
   }
   return absl::OkStatus();
 }
@@ -268,6 +287,7 @@ Status Replica::Step(int64_t step) {
     LOG_WARN << job_.name << " replica " << r_ << " failed at step " << step << " (" << loss.status().message()
              << "); rebuilding it";
     shared_->restarts++;
+    shared_->replica_restarts[r_]++;
     for (GroupLink& g : groups_)
       if (g.fetching.valid()) (void)g.fetching.get();
     return Build();  // this step is skipped; the next one fetches first
@@ -275,6 +295,7 @@ Status Replica::Step(int64_t step) {
   DB_RETURN_IF_ERROR(Push(step));
   shared_->examples += job_.examples_per_step;
   if (r_ == 0) shared_->replica0_steps++;
+  shared_->steps_done[r_]++;
   std::lock_guard<std::mutex> lock(shared_->mu);
   shared_->log.Add(*loss);
   shared_->window.Add(*loss);
@@ -373,7 +394,13 @@ class Watch {
         TrainObserver* observer)
       : e_(e), job_(job), shared_(shared), ps_(ps), model_(model), observer_(observer),
         progress_(shared->steps_each * shared->replicas * job.examples_per_step, "examples") {}
-  Status Open() { return job_.write_checkpoint ? metrics_.Open(e_.train.run_dir + "/metrics.jsonl", e_.train.tensorboard) : absl::OkStatus(); }
+  Status Open() {
+    if (!job_.write_checkpoint) return absl::OkStatus();
+    DB_RETURN_IF_ERROR(metrics_.Open(e_.train.run_dir + "/metrics.jsonl", e_.train.tensorboard));
+    std::error_code ec;  // a fresh cluster log per run
+    std::filesystem::remove(e_.train.run_dir + "/cluster.jsonl", ec);
+    return cluster_.Open(e_.train.run_dir + "/cluster.jsonl");
+  }
   void Run(const std::atomic<int>& finished);
   MetricsWriter& metrics() { return metrics_; }
   Clock::duration paused{0};  // spent in checks, left out of the run's seconds
@@ -381,6 +408,7 @@ class Watch {
 
  private:
   void Record(Clock::time_point start);
+  void RecordCluster(double seconds, const std::vector<int64_t>& hist);
   void Check(const std::atomic<int>& finished);
   const EngineOptions& e_;
   const Job& job_;
@@ -390,9 +418,13 @@ class Watch {
   TrainObserver* observer_;
   Progress progress_;
   MetricsWriter metrics_;
+  MetricsWriter cluster_;  // cluster.jsonl: replicas, shards, staleness, once a second
 };
 
 void Watch::Record(Clock::time_point start) {
+  std::vector<int64_t> hist;
+  double seconds = 0;
+  {
   std::lock_guard<std::mutex> lock(shared_->mu);
   if (shared_->window.size() == 0) return;
   const StepLoss mean = shared_->window.LastMean(1.0);
@@ -404,6 +436,38 @@ void Watch::Record(Clock::time_point start) {
                {"max_staleness", double(shared_->staleness_max)}};
   for (size_t i = 0; i < mean.terms.size() && i < job_.loss_terms.size(); ++i) m.push_back({job_.loss_terms[i], mean.terms[i]});
   metrics_.Write(m);
+  seconds = m[1].second;
+  hist.assign(shared_->staleness_hist, shared_->staleness_hist + Shared::kStalenessBuckets);
+  }
+  RecordCluster(seconds, hist);  // outside the lock: it calls the shards
+}
+
+// One line of cluster.jsonl: each replica thread's steps, state and restarts; each shard's
+// updates applied, the updates its last checkpoint holds, and its incarnation (a new one is a
+// restarted shard process); pushes by staleness (`hist`). The shards are asked over the transport
+// (an unreachable group is recorded as down).
+void Watch::RecordCluster(double seconds, const std::vector<int64_t>& hist) {
+  nlohmann::json replicas = nlohmann::json::array();
+  for (int r = 0; r < shared_->replicas; ++r) {
+    static const char* kStates[] = {"up", "done", "failed"};
+    replicas.push_back({{"replica", r},
+                        {"steps", shared_->steps_done[r].load()},
+                        {"restarts", shared_->replica_restarts[r].load()},
+                        {"state", kStates[shared_->replica_state[r].load()]}});
+  }
+  nlohmann::json shards = nlohmann::json::array();
+  auto infos = ps_->Info();
+  for (int g = 0; g < ps_->num_groups(); ++g) {
+    for (int s = 0; s < ps_->map(g).num_shards(); ++s) {
+      const bool known = infos.ok() && g < static_cast<int>(infos->size()) && s < static_cast<int>((*infos)[g].size());
+      shards.push_back(ShardStatusRecord(g, s, known ? &(*infos)[g][s] : nullptr));
+    }
+  }
+  cluster_.Write(nlohmann::json{{"seconds", seconds},
+                                {"replicas", replicas},
+                                {"shards", shards},
+                                {"staleness_buckets", {"0", "1", "2", "3-4", "5-8", "9-16", "17-32", "33+"}},
+                                {"staleness", hist}});
 }
 
 void Watch::Check(const std::atomic<int>& finished) {
@@ -464,6 +528,7 @@ void StartReplicas(const EngineOptions& e, const Job& job, const ParameterServer
       SetNumThreads(each);  // this thread's share of the cores (OpenMP's per-thread setting)
       Replica replica(e, job, ps, shared, r);
       t->status[r] = replica.Run();
+      shared->replica_state[r] = t->status[r].ok() ? Shared::kDone : Shared::kFailed;
       if (!t->status[r].ok()) {
         LOG_WARN << job.name << " replica " << r << " stopped: " << t->status[r];
         shared->failed++;

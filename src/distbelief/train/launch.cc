@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "distbelief/base/logging.h"
+#include "distbelief/io/metrics.h"
 #include "distbelief/train/checkpointing.h"
 #include "distbelief/train/cluster.h"
 #include "distbelief/train/downpour.h"
@@ -246,14 +247,54 @@ Status WatchDownpour(const EngineOptions& e, Cluster* c, LaunchResult* result) {
   int restarts_left = d.replica_restarts;
   auto transport = MakeGrpcTransport(Coordinator(e, *c).distributed.cluster.transport);
   DB_ASSIGN_OR_RETURN(auto shard0, transport->ConnectShard(c->addresses[0]));
+  // cluster.jsonl for the dashboard, once a second: each replica process's state, steps (from its
+  // progress file) and restarts; each shard's Info (docs/dashboard.md).
+  std::vector<std::string> state(d.replicas, "waiting");
+  std::vector<int> restarts(d.replicas, 0);
+  state[0] = "up";
+  std::vector<std::shared_ptr<ShardChannel>> shards;
+  for (const std::string& a : c->addresses) {
+    auto ch = transport->ConnectShard(a);
+    shards.push_back(ch.ok() ? *ch : nullptr);
+  }
+  MetricsWriter cluster_log;
+  std::error_code ec;
+  std::filesystem::remove(e.train.run_dir + "/cluster.jsonl", ec);
+  DB_RETURN_IF_ERROR(cluster_log.Open(e.train.run_dir + "/cluster.jsonl"));
+  const auto start = std::chrono::steady_clock::now();
+  auto last_record = start - std::chrono::seconds(1);
+  auto record = [&] {
+    nlohmann::json replicas = nlohmann::json::array(), shard_list = nlohmann::json::array();
+    for (int r = 0; r < d.replicas; ++r) {
+      int64_t steps = 0;
+      std::ifstream(c->ProgressFile(r)) >> steps;
+      replicas.push_back({{"replica", r}, {"steps", steps}, {"restarts", restarts[r]}, {"state", state[r]}});
+    }
+    for (size_t s = 0; s < shards.size(); ++s) {
+      ShardInfo info;
+      const bool up = shards[s] && shards[s]->Info(&info, Millis(500)).ok();
+      shard_list.push_back(ShardStatusRecord(0, static_cast<int>(s), up ? &info : nullptr));
+    }
+    cluster_log.Write(nlohmann::json{
+        {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()},
+        {"replicas", replicas},
+        {"shards", shard_list}});
+  };
   while (running > 0 || started < d.replicas) {
     if (g_stop.load()) return absl::CancelledError("launch interrupted");
+    if (std::chrono::steady_clock::now() - last_record >= std::chrono::seconds(1)) {
+      record();
+      last_record = std::chrono::steady_clock::now();
+    }
     if (started < d.replicas) {
       ShardInfo info;
       const bool warm = d.warmstart_steps == 0 || (shard0->Info(&info, Millis(2000)).ok() &&
                                                    static_cast<int64_t>(info.version) >= d.warmstart_steps / d.n_push);
       if (warm || running == 0)
-        for (; started < d.replicas; ++started, ++running) DB_RETURN_IF_ERROR(c->StartReplica(started));
+        for (; started < d.replicas; ++started, ++running) {
+          DB_RETURN_IF_ERROR(c->StartReplica(started));
+          state[started] = "up";
+        }
     }
     int status = 0;
     const pid_t pid = ::waitpid(-1, &status, WNOHANG);
@@ -268,14 +309,17 @@ Status WatchDownpour(const EngineOptions& e, Cluster* c, LaunchResult* result) {
       --running;
       if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         LOG_INFO << "replica " << r << " finished";
+        state[r] = "done";
       } else if (restarts_left > 0) {
         --restarts_left;
         ++result->replica_restarts;
+        ++restarts[r];
         LOG_WARN << "replica " << r << " died (" << Describe(status) << "); starting it again where it was";
         DB_RETURN_IF_ERROR(c->StartReplica(r));
         ++running;
       } else {
         ++result->replicas_failed;
+        state[r] = "failed";
         LOG_WARN << "replica " << r << " died (" << Describe(status) << "); the run goes on without it";
       }
     } else if (auto sh = c->shard_of.find(pid); sh != c->shard_of.end()) {
@@ -291,6 +335,7 @@ Status WatchDownpour(const EngineOptions& e, Cluster* c, LaunchResult* result) {
       DB_RETURN_IF_ERROR(st);
     }
   }
+  record();
   if (result->replicas_failed == d.replicas) return absl::InternalError("every replica died");
   return absl::OkStatus();
 }

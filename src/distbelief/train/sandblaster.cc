@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -103,6 +104,15 @@ class Dispatcher {
     return failure_;
   }
 
+  // Each worker's entry of cluster.jsonl: portions finished (its "steps"), up or gone.
+  nlohmann::json Workers() {
+    std::lock_guard<std::mutex> lock(mu_);
+    nlohmann::json out = nlohmann::json::array();
+    for (size_t w = 0; w < workers_.size(); ++w)
+      out.push_back({{"replica", w}, {"steps", portions_by_[w]}, {"restarts", 0}, {"state", gone_[w] ? "failed" : "up"}});
+    return out;
+  }
+
  private:
   enum State { kTodo, kRunning, kDone };
 
@@ -125,6 +135,7 @@ class Dispatcher {
     if (batch_ != batch) return true;  // a straggler finishing an old batch: ignore
     runners_[p].erase(w);
     if (s.ok()) {
+      ++portions_by_[w];
       if (state_[p] != kDone) {
         state_[p] = kDone;
         ++done_;
@@ -159,6 +170,7 @@ class Dispatcher {
       const bool alive = Finish(w, p, batch, s, reply);
       cv_.notify_all();
       if (!alive) {
+        gone_[w] = true;
         --alive_;
         cv_.notify_all();
         return;
@@ -180,6 +192,8 @@ class Dispatcher {
   double loss_sum_ = 0.0;
   int64_t examples_ = 0, backups_ = 0;
   Status failure_;
+  std::vector<int64_t> portions_by_ = std::vector<int64_t>(workers_.size(), 0);  // finished, backups too
+  std::vector<bool> gone_ = std::vector<bool>(workers_.size(), false);
 };
 
 // L-BFGS's vector space on the shards: its x is the parameters; its other vectors are the shards'
@@ -266,8 +280,13 @@ StatusOr<RunResult> RunSandblaster(const EngineOptions& e, const Job& job) {
   DB_ASSIGN_OR_RETURN(Workers workers, StartWorkers(o, job, *ps));
   Dispatcher dispatcher(workers.channels, std::max(1, NumThreads() / static_cast<int>(workers.channels.size())));
   DB_ASSIGN_OR_RETURN(auto coordinator, ps->Connect(0, -1));
-  MetricsWriter metrics;
-  if (job.write_checkpoint) DB_RETURN_IF_ERROR(metrics.Open(e.train.run_dir + "/metrics.jsonl", e.train.tensorboard));
+  MetricsWriter metrics, cluster_log;  // cluster.jsonl: workers and shards after each iteration
+  if (job.write_checkpoint) {
+    DB_RETURN_IF_ERROR(metrics.Open(e.train.run_dir + "/metrics.jsonl", e.train.tensorboard));
+    std::error_code ec;
+    std::filesystem::remove(e.train.run_dir + "/cluster.jsonl", ec);
+    DB_RETURN_IF_ERROR(cluster_log.Open(e.train.run_dir + "/cluster.jsonl"));
+  }
 
   // The batch: every example, cut into portions; the replicas take them as they finish.
   const int64_t n = model->num_examples();
@@ -284,8 +303,15 @@ StatusOr<RunResult> RunSandblaster(const EngineOptions& e, const Job& job) {
     char status[64];
     std::snprintf(status, sizeof(status), "loss %.5f", f);
     progress.Update(it, status);
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     metrics.Write(Metrics{{"iteration", double(it)}, {"train_loss", f}, {"evaluations", double(r.evaluations)},
-                          {"seconds", std::chrono::duration<double>(Clock::now() - start).count()}});
+                          {"seconds", seconds}});
+    nlohmann::json shards = nlohmann::json::array();
+    auto infos = ps->Info();
+    for (int s = 0; s < ps->map(0).num_shards(); ++s)
+      shards.push_back(ShardStatusRecord(0, s, infos.ok() && s < static_cast<int>((*infos)[0].size()) ? &(*infos)[0][s] : nullptr));
+    cluster_log.Write(nlohmann::json{{"seconds", seconds}, {"unit", "portions"}, {"replicas", dispatcher.Workers()},
+                                     {"shards", shards}});
   }));
   progress.Finish();
   r.seconds = std::chrono::duration<double>(Clock::now() - start).count();

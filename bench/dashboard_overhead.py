@@ -1,0 +1,179 @@
+#!/usr/bin/python3
+"""What watching costs: training throughput with and without the dashboard, side by side.
+
+Runs the same Downpour MNIST job (2 replicas, 2 shards, one process) in alternating pairs: alone,
+then with `--dashboard` and a watcher. Two kinds of watcher:
+  client:  a script that does what the page does (the event stream of metrics, /api/runs every
+           2 s, /api/cluster every second): the server's own cost;
+  browser: the page itself in headless Chromium on the same machine (its rendering shares the
+           cores with training; a user looking from another machine does not pay this part).
+Throughput is the run's examples / seconds from its last metrics record. Prints each pair and the
+median ratio per kind. On 2 shared vCPUs run-to-run noise is several percent, more than the effect,
+so it also prints the direct measure: the CPU time of the server's threads (named "dashboard",
+read from /proc while the run lasts) as a share of the training process's CPU time.
+
+Usage: bench/dashboard_overhead.py [--bin build/tools/distbelief] [--pairs 3] [--epochs 20]
+"""
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def run(bin_path, run_dir, epochs, threads, port=None):
+    cmd = [bin_path, "train", "--config", "configs/mnist_downpour.toml", "--overwrite",
+           "--set", 'train.run_dir="%s"' % run_dir, "--set", "train.epochs=%d" % epochs,
+           "--set", "distributed.replicas=2", "--set", "train.threads=%d" % threads]
+    if port is not None:
+        cmd += ["--dashboard", str(port)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def cpu_seconds(pid):
+    """(CPU seconds of the process, of its threads named "dashboard"), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    def stat_cpu(path):
+        fields = open(path).read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    total = stat_cpu("/proc/%d/stat" % pid)
+    dash = 0.0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            if open("/proc/%d/task/%s/comm" % (pid, tid)).read().strip() == "dashboard":
+                # schedstat's first field: nanoseconds on a CPU (stat's ticks are 10 ms, too coarse here)
+                dash += int(open("/proc/%d/task/%s/schedstat" % (pid, tid)).read().split()[0]) / 1e9
+        except OSError:
+            pass
+    return total, dash
+
+
+def sample_cpu(proc, out):
+    """Keeps the latest (total, dashboard) CPU seconds of proc in out[0] until it exits."""
+    while proc.poll() is None:
+        try:
+            out[0] = cpu_seconds(proc.pid)
+        except (OSError, IndexError, ValueError):
+            pass
+        time.sleep(0.25)
+
+
+def throughput(run_dir):
+    last = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if l.strip()][-1]
+    return last["examples"] / last["seconds"]
+
+
+def wait_up(base, proc):
+    while proc.poll() is None:
+        try:
+            urllib.request.urlopen(base + "api/runs", timeout=2).read()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def client_watch(base, run, stop):
+    def stream():
+        try:
+            with urllib.request.urlopen(base + "api/stream?run=" + run, timeout=5) as r:
+                while not stop.is_set() and r.readline():
+                    pass
+        except OSError:
+            pass
+    t = threading.Thread(target=stream, daemon=True)
+    t.start()
+    tick = 0
+    while not stop.is_set():
+        try:
+            urllib.request.urlopen(base + "api/cluster?run=" + run, timeout=2).read()
+            if tick % 2 == 0:
+                urllib.request.urlopen(base + "api/runs", timeout=2).read()
+        except OSError:
+            pass
+        tick += 1
+        stop.wait(1.0)
+
+
+def browser_watch(base, stop):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    opts = Options()
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        opts.add_argument(a)
+    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    try:
+        d.get(base)
+        stop.wait()
+    finally:
+        d.quit()
+
+
+def pair(a, work, kind, i):
+    alone = os.path.join(work, "alone")
+    p = run(a.bin, alone, a.epochs, a.threads)
+    p.wait()
+    base_rate = throughput(alone)
+    watched = os.path.join(work, "watched")
+    port = free_port()
+    base = "http://127.0.0.1:%d/" % port
+    p = run(a.bin, watched, a.epochs, a.threads, port)
+    stop = threading.Event()
+    if not wait_up(base, p):
+        raise SystemExit("the watched run ended before its dashboard answered")
+    target = (lambda: client_watch(base, "watched", stop)) if kind == "client" else (lambda: browser_watch(base, stop))
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    cpu = [(0.0, 0.0)]
+    sampler = threading.Thread(target=sample_cpu, args=(p, cpu), daemon=True)
+    sampler.start()
+    p.wait()
+    sampler.join()
+    stop.set()
+    t.join(timeout=30)
+    rate = throughput(watched)
+    share = cpu[0][1] / cpu[0][0] if cpu[0][0] > 0 else 0.0
+    print("  %-7s pair %d: alone %8.0f examples/s, watched %8.0f examples/s, ratio %.3f; "
+          "dashboard threads %.3f s of the process's %.1f s CPU (%.2f%%)" %
+          (kind, i + 1, base_rate, rate, rate / base_rate, cpu[0][1], cpu[0][0], 100 * share), flush=True)
+    return rate / base_rate, share
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="build/tools/distbelief")
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--kinds", default="client,browser")
+    a = ap.parse_args()
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print("dashboard overhead: Downpour MNIST, 2 replicas, %d epochs, %d thread(s); %s, %d cores" %
+          (a.epochs, a.threads, cpu, os.cpu_count()), flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        for kind in a.kinds.split(","):
+            results = [pair(a, work, kind, i) for i in range(a.pairs)]
+            ratios = [r for r, _ in results]
+            shares = [s for _, s in results]
+            print("%s: median throughput with the dashboard open / without = %.3f (%+.1f%%, pairs from %.3f to %.3f); "
+                  "the server's threads used %.3f%% of the process's CPU (median)" %
+                  (kind, statistics.median(ratios), 100 * (statistics.median(ratios) - 1), min(ratios), max(ratios),
+                   100 * statistics.median(shares)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
