@@ -25,8 +25,8 @@ for s in "${which[@]}"; do
     tsan)
       flags="-fsanitize=thread -g1"
       export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/testing/tsan.supp"
-      tests=(-R "^(ps_test|transport_test|distributed_test|mp_test)$")
-      only="ps_test transport_test distributed_test mp_test"
+      tests=(-R "^(ps_test|transport_test|distributed_test|mp_test|dashboard_test)$")
+      only="ps_test transport_test distributed_test mp_test dashboard_test"
       # Timing bounds (a straggler's cost) do not hold at TSan's 5-15x slowdown.
       export GTEST_FILTER="-Sandblaster.BackupTasksKeepAStragglerFromHoldingTheBatch"
       threads=1;;
@@ -38,7 +38,7 @@ for s in "${which[@]}"; do
       -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1" -DCMAKE_CXX_FLAGS="$flags" \
       -DCMAKE_EXE_LINKER_FLAGS="$flags" >/dev/null
   fi
-  # Only what the tests need: no benchmarks (and under TSan only its four tests).
+  # Only what the tests need: no benchmarks (and under TSan only its five tests).
   targets=${only:-$(cd $dir && ninja -t targets all | grep -oE '^[a-z0-9_]+_test:' | tr -d ':' | sort -u)}
   cmake --build $dir -- -j"$jobs" $targets distbelief distbelief_spm csv_classifier
   (cd $dir && ctest --output-on-failure -j1 "${tests[@]}")
