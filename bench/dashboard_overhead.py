@@ -1,18 +1,21 @@
 #!/usr/bin/python3
 """What watching costs: training throughput with and without the dashboard, side by side.
 
-Runs the same Downpour MNIST job (2 replicas, 2 shards, one process) in alternating pairs: alone,
+Runs the same Downpour MNIST job (one replica per thread, 2 shards, one process) in alternating pairs: alone,
 then with `--dashboard` and a watcher. Two kinds of watcher:
   client:  a script that does what the page does (the event stream of metrics, /api/runs every
            2 s, /api/cluster every second): the server's own cost;
   browser: the page itself in headless Chromium on the same machine (its rendering shares the
-           cores with training; a user looking from another machine does not pay this part).
+           cores with training; a user looking from another machine does not pay this part);
+  blank:   headless Chromium on about:blank beside the run (no dashboard): the floor a browser
+           on the same machine costs whatever page it shows.
 Throughput is the run's examples / seconds from its last metrics record. Prints each pair and the
 median ratio per kind. On 2 shared vCPUs run-to-run noise is several percent, more than the effect,
 so it also prints the direct measure: the CPU time of the server's threads (named "dashboard",
 read from /proc while the run lasts) as a share of the training process's CPU time.
 
-Usage: bench/dashboard_overhead.py [--bin build/tools/distbelief] [--pairs 3] [--epochs 20]
+Usage: bench/dashboard_overhead.py [--bin build/tools/distbelief] [--pairs 3] [--epochs 20] [--threads 2]
+                                   [--kinds client,browser,blank]
 """
 import argparse
 import json
@@ -35,9 +38,10 @@ def free_port():
 
 
 def run(bin_path, run_dir, epochs, threads, port=None):
+    # One replica thread per training thread: --threads 1 is one replica on one core.
     cmd = [bin_path, "train", "--config", "configs/mnist_downpour.toml", "--overwrite",
            "--set", 'train.run_dir="%s"' % run_dir, "--set", "train.epochs=%d" % epochs,
-           "--set", "distributed.replicas=2", "--set", "train.threads=%d" % threads]
+           "--set", "distributed.replicas=%d" % threads, "--set", "train.threads=%d" % threads]
     if port is not None:
         cmd += ["--dashboard", str(port)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -108,7 +112,7 @@ def client_watch(base, run, stop):
         stop.wait(1.0)
 
 
-def browser_watch(base, stop):
+def browser_watch(base, stop, url=None):
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
@@ -117,7 +121,7 @@ def browser_watch(base, stop):
         opts.add_argument(a)
     d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
     try:
-        d.get(base)
+        d.get(url or base)
         stop.wait()
     finally:
         d.quit()
@@ -135,7 +139,9 @@ def pair(a, work, kind, i):
     stop = threading.Event()
     if not wait_up(base, p):
         raise SystemExit("the watched run ended before its dashboard answered")
-    target = (lambda: client_watch(base, "watched", stop)) if kind == "client" else (lambda: browser_watch(base, stop))
+    target = {"client": lambda: client_watch(base, "watched", stop),
+              "browser": lambda: browser_watch(base, stop),
+              "blank": lambda: browser_watch(base, stop, "about:blank")}[kind]
     t = threading.Thread(target=target, daemon=True)
     t.start()
     cpu = [(0.0, 0.0)]
@@ -162,8 +168,8 @@ def main():
     ap.add_argument("--kinds", default="client,browser")
     a = ap.parse_args()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    print("dashboard overhead: Downpour MNIST, 2 replicas, %d epochs, %d thread(s); %s, %d cores" %
-          (a.epochs, a.threads, cpu, os.cpu_count()), flush=True)
+    print("dashboard overhead: Downpour MNIST, %d replica(s), %d epochs, %d thread(s); %s, %d cores" %
+          (a.threads, a.epochs, a.threads, cpu, os.cpu_count()), flush=True)
     with tempfile.TemporaryDirectory() as work:
         for kind in a.kinds.split(","):
             results = [pair(a, work, kind, i) for i in range(a.pairs)]

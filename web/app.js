@@ -11,6 +11,12 @@ const state = {
   userChose: false,  // until the user ticks a run, the page follows the newest running one
 };
 
+// Writes text into an element only when it changes: an unchanged page is not laid out or painted again.
+function setText(id, text) {
+  const el = document.getElementById(id);
+  if (el.textContent !== text) el.textContent = text;
+}
+
 function api(path, params) {
   const q = new URLSearchParams(params || {});
   if (token) q.set('token', token);
@@ -87,13 +93,13 @@ function redraw() {
   const all = runs.map(n => series(n, metric, logx, logy));
   // Live numbers: the first ticked run, raw (not smoothed) values.
   const first = all[0];
-  document.getElementById('live-run').textContent = runs[0] || '';
-  document.getElementById('metric-name').textContent = metric || '';
-  document.getElementById('x-name').textContent = first ? first.key : 'step';
-  document.getElementById('points').textContent = first ? String(first.ys.filter(y => y !== null).length) : '0';
-  document.getElementById('last-x').textContent = first && first.xs.length ? String(first.xs[first.xs.length - 1]) : '';
-  document.getElementById('last-value').textContent =
-      first && first.ys.length && first.ys[first.ys.length - 1] !== null ? String(first.ys[first.ys.length - 1]) : '';
+  setText('live-run', runs[0] || '');
+  setText('metric-name', metric || '');
+  setText('x-name', first ? first.key : 'step');
+  setText('points', first ? String(first.ys.filter(y => y !== null).length) : '0');
+  setText('last-x', first && first.xs.length ? String(first.xs[first.xs.length - 1]) : '');
+  setText('last-value', first && first.ys.length && first.ys[first.ys.length - 1] !== null
+      ? String(first.ys[first.ys.length - 1]) : '');
   const chartDiv = document.getElementById('chart');
   if (!metric || runs.length === 0) {
     if (state.chart) { state.chart.destroy(); state.chart = null; state.chartKey = ''; }
@@ -145,8 +151,8 @@ function select(names) {
 
 function showRunDetails() {
   const run = state.runs.find(r => r.name === state.selected[0]);
-  document.getElementById('config').textContent = run && run.config ? run.config : '(no checkpoint yet)';
-  document.getElementById('report').textContent = run && run.report ? run.report : '';
+  setText('config', run && run.config ? run.config : '(no checkpoint yet)');
+  setText('report', run && run.report ? run.report : '');
   document.getElementById('report-section').hidden = !(run && run.report);
   const pics = run ? run.pictures : [];
   const key = (run ? run.name : '') + '|' + pics.join();
@@ -168,6 +174,9 @@ function showRunDetails() {
 
 function renderRuns() {
   const body = document.querySelector('#runs tbody');
+  const key = JSON.stringify([state.selected, state.runs.map(r => [r.name, r.status, r.records, r.last.step, r.last.examples, r.last.train_loss])]);
+  if (body.dataset.key === key) return;
+  body.dataset.key = key;
   body.innerHTML = '';
   for (const r of state.runs) {
     const tr = document.createElement('tr');
@@ -200,6 +209,9 @@ function renderRuns() {
 
 function fillTable(id, rows) {
   const body = document.querySelector('#' + id + ' tbody');
+  const key = JSON.stringify(rows);
+  if (body.dataset.key === key) return;
+  body.dataset.key = key;
   body.innerHTML = '';
   for (const cells of rows) {
     const tr = document.createElement('tr');
@@ -230,8 +242,8 @@ async function pollCluster() {
   const dt = prev ? last.seconds - prev.seconds : 0;
   const rate = (now, before) => (dt > 0 && before !== undefined ? ((now - before) / dt).toFixed(1) : '');
   // Downpour's replicas count steps; Sandblaster's workers count the portions they finished.
-  document.getElementById('replica-unit').textContent = last.unit || 'steps';
-  document.getElementById('replica-rate').textContent = (last.unit || 'steps') + '/s';
+  setText('replica-unit', last.unit || 'steps');
+  setText('replica-rate', (last.unit || 'steps') + '/s');
   fillTable('replicas', last.replicas.map((r, i) => [
     String(r.replica), r.state, String(r.steps), rate(r.steps, prev && prev.replicas[i] ? prev.replicas[i].steps : undefined),
     String(r.restarts)]));
@@ -251,6 +263,9 @@ async function pollCluster() {
             (last.seconds - movedAt).toFixed(0), String(restarts)];
   }));
   const div = document.getElementById('staleness');
+  const key = JSON.stringify(last.staleness || null);
+  if (div.dataset.key === key) return;
+  div.dataset.key = key;
   div.innerHTML = '';
   if (!Array.isArray(last.staleness)) return;  // a launch's record: replicas are other processes
   const total = last.staleness.reduce((a, b) => a + b, 0) || 1;
@@ -276,8 +291,8 @@ async function pollRuns() {
     if (!res.ok) throw new Error('runs: HTTP ' + res.status);
     const body = await res.json();
     state.runs = body.runs;
-    document.getElementById('runs-dir').textContent = body.runs_dir;
-    document.getElementById('status-line').textContent = 'updated ' + new Date().toLocaleTimeString();
+    setText('runs-dir', body.runs_dir);
+    setText('status-line', state.runs.some(r => r.status === 'running') ? 'live' : 'no run is running');
     if (!state.userChose && state.runs.length > 0) {
       const running = state.runs.filter(r => r.status === 'running');
       running.sort((a, b) => a.seconds_since_update - b.seconds_since_update);
@@ -287,7 +302,7 @@ async function pollRuns() {
     renderRuns();
     showRunDetails();
   } catch (err) {
-    document.getElementById('status-line').textContent = 'server unreachable';
+    setText('status-line', 'server unreachable');
   }
 }
 
@@ -297,10 +312,10 @@ document.getElementById('smooth').addEventListener('input', e => {
   state.dirty = true;
 });
 for (const id of ['logx', 'logy']) document.getElementById(id).addEventListener('change', () => { state.dirty = true; });
-// Redraws at most twice a second, and only when a record arrived or a control changed; the run list
+// Redraws at most once a second, and only when a record arrived or a control changed; the run list
 // every 5 s, replicas and shards every 2 s (the engine writes them once a second): a page left open
 // beside training should cost it little (bench/dashboard_overhead.py).
-setInterval(() => { if (state.dirty) redraw(); }, 500);
+setInterval(() => { if (state.dirty) redraw(); }, 1000);
 setInterval(pollRuns, 5000);
 setInterval(pollCluster, 2000);
 pollRuns();
