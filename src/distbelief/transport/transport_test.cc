@@ -309,14 +309,23 @@ TEST(GrpcTransport, AbandonedConnectionsLeaveCorrectClientsServedAtFullSpeed) {
   for (int i = 0; i < 1000; ++i) {
     abandoned.push_back(Dial(port));
     ASSERT_GE(abandoned.back(), 0) << i;
-    if (i % 2) ASSERT_EQ(send(abandoned.back(), kPreface, sizeof(kPreface) - 1, 0), ssize_t(sizeof(kPreface) - 1));
+    if (i % 2) {
+      ASSERT_EQ(send(abandoned.back(), kPreface, sizeof(kPreface) - 1, 0), ssize_t(sizeof(kPreface) - 1));
+    }
   }
   // Abandoned: they sit there while the client works (the server has taken them in by now; under
   // the sanitizers taking in 1,000 connections alone takes a few hundred ms).
   std::this_thread::sleep_for(Millis(500));
   const double after = round();
+  // The speed bound is checked in the optimized build only: under AddressSanitizer taking in the
+  // 1,000 connections overlaps the round on a busy second core (0.78 s against a bound of 0.66 s
+  // in one CI run); the sanitizer build still runs every call and the closing checks below.
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
   EXPECT_LT(after, 2 * before + 0.2) << "200 pulls and pushes took " << before << " s before, " << after
                                       << " s beside 1,000 abandoned connections";
+#endif
+  (void)before;
+  (void)after;
   EXPECT_EQ(f.shard->version(), 400u);
   std::this_thread::sleep_for(Millis(3500));
   int open = 0;
