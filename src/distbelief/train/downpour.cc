@@ -42,10 +42,10 @@ struct Shared {
   // `replicas` threads here, of `total` replicas in the run (more under `distbelief launch`).
   Shared(const DownpourOptions& o, int replicas, int total, int64_t steps_each)
       : o(o), replicas(replicas), total(total), steps_each(steps_each), restarts_left(o.replica_restarts),
-        steps_done(new std::atomic<int64_t>[replicas]), replica_restarts(new std::atomic<int>[replicas]),
-        replica_state(new std::atomic<int>[replicas]) {
+        steps_done(new std::atomic<int64_t>[total]), replica_restarts(new std::atomic<int>[total]),
+        replica_state(new std::atomic<int>[total]) {
     if (o.synchronous) sync = std::make_unique<std::barrier<>>(replicas);
-    for (int r = 0; r < replicas; ++r) steps_done[r] = replica_restarts[r] = replica_state[r] = 0;
+    for (int r = 0; r < total; ++r) steps_done[r] = replica_restarts[r] = replica_state[r] = 0;
   }
   const DownpourOptions o;
   const int replicas, total;
@@ -63,8 +63,8 @@ struct Shared {
   int64_t staleness_count = 0;
   uint64_t staleness_max = 0;
   int64_t max_clock_lead = -1;
-  // Per replica thread here, for cluster.jsonl (the dashboard): steps done, restarts, and state
-  // (kUp, kDone, kFailed).
+  // Per replica, indexed by the replica's number in the run (a replica process runs one of
+  // `total`), for cluster.jsonl (the dashboard): steps done, restarts, state (kUp, kDone, kFailed).
   std::unique_ptr<std::atomic<int64_t>[]> steps_done;
   std::unique_ptr<std::atomic<int>[]> replica_restarts, replica_state;
   static constexpr int kUp = 0, kDone = 1, kFailed = 2;
