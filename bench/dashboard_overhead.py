@@ -112,7 +112,25 @@ def client_watch(base, run, stop):
         stop.wait(1.0)
 
 
-def browser_watch(base, stop, url=None):
+def browser_cpu_seconds():
+    """CPU seconds so far of every Chromium process (browser, renderers, GPU, network), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            exe = open("/proc/%s/cmdline" % pid, "rb").read().split(b"\0")[0]
+            if b"chromium" not in exe or b"chromedriver" in exe:
+                continue
+            fields = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def browser_watch(base, stop, url=None, cpu=None):
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
@@ -122,7 +140,12 @@ def browser_watch(base, stop, url=None):
     d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
     try:
         d.get(url or base)
-        stop.wait()
+        # Chromium's own CPU from 5 s after loading to the end of the run, in cores (cpu[0]).
+        time.sleep(5)
+        c0, t0 = browser_cpu_seconds(), time.time()
+        while not stop.wait(1.0):
+            if cpu is not None and time.time() > t0:
+                cpu[0] = (browser_cpu_seconds() - c0) / (time.time() - t0)
     finally:
         d.quit()
 
@@ -137,11 +160,12 @@ def pair(a, work, kind, i):
     base = "http://127.0.0.1:%d/" % port
     p = run(a.bin, watched, a.epochs, a.threads, port)
     stop = threading.Event()
+    browser_cores = [None]
     if not wait_up(base, p):
         raise SystemExit("the watched run ended before its dashboard answered")
     target = {"client": lambda: client_watch(base, "watched", stop),
-              "browser": lambda: browser_watch(base, stop),
-              "blank": lambda: browser_watch(base, stop, "about:blank")}[kind]
+              "browser": lambda: browser_watch(base, stop, cpu=browser_cores),
+              "blank": lambda: browser_watch(base, stop, "about:blank", cpu=browser_cores)}[kind]
     t = threading.Thread(target=target, daemon=True)
     t.start()
     cpu = [(0.0, 0.0)]
@@ -155,8 +179,9 @@ def pair(a, work, kind, i):
     share = cpu[0][1] / cpu[0][0] if cpu[0][0] > 0 else 0.0
     print("  %-7s pair %d: alone %8.0f examples/s, watched %8.0f examples/s, ratio %.3f; "
           "dashboard threads %.3f s of the process's %.1f s CPU (%.2f%%)" %
-          (kind, i + 1, base_rate, rate, rate / base_rate, cpu[0][1], cpu[0][0], 100 * share), flush=True)
-    return rate / base_rate, share
+          (kind, i + 1, base_rate, rate, rate / base_rate, cpu[0][1], cpu[0][0], 100 * share) +
+          ("; Chromium's processes %.3f cores" % browser_cores[0] if browser_cores[0] is not None else ""), flush=True)
+    return rate / base_rate, share, browser_cores[0]
 
 
 def main():
@@ -173,12 +198,14 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         for kind in a.kinds.split(","):
             results = [pair(a, work, kind, i) for i in range(a.pairs)]
-            ratios = [r for r, _ in results]
-            shares = [s for _, s in results]
+            ratios = [r for r, _, _ in results]
+            shares = [s for _, s, _ in results]
+            browser = [b for _, _, b in results if b is not None]
             print("%s: median throughput with the dashboard open / without = %.3f (%+.1f%%, pairs from %.3f to %.3f); "
                   "the server's threads used %.3f%% of the process's CPU (median)" %
                   (kind, statistics.median(ratios), 100 * (statistics.median(ratios) - 1), min(ratios), max(ratios),
-                   100 * statistics.median(shares)), flush=True)
+                   100 * statistics.median(shares)) +
+                  ("; Chromium used %.3f cores (median)" % statistics.median(browser) if browser else ""), flush=True)
 
 
 if __name__ == "__main__":

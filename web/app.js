@@ -144,9 +144,11 @@ function select(names) {
     if (!names.includes(n)) { es.close(); delete state.streams[n]; delete state.records[n]; }
   }
   for (const n of names) if (!state.streams[n]) openStream(n);
+  const firstChanged = state.selected[0] !== names[0];
   state.selected = names;
   state.dirty = true;
   showRunDetails();
+  if (firstChanged) pollCluster();
 }
 
 function showRunDetails() {
@@ -232,7 +234,7 @@ async function pollCluster() {
   if (!run) { section.hidden = true; return; }
   let recs = [];
   try {
-    const res = await fetch(api('api/cluster', { run }));
+    const res = await fetch(api('api/cluster', { run }), { cache: 'no-store' });
     if (res.ok) recs = await res.json();
   } catch (err) { recs = []; }
   if (!Array.isArray(recs) || recs.length === 0) { section.hidden = true; return; }
@@ -287,7 +289,7 @@ async function pollCluster() {
 
 async function pollRuns() {
   try {
-    const res = await fetch(api('api/runs'));
+    const res = await fetch(api('api/runs'), { cache: 'no-store' });
     if (!res.ok) throw new Error('runs: HTTP ' + res.status);
     const body = await res.json();
     state.runs = body.runs;
@@ -312,10 +314,27 @@ document.getElementById('smooth').addEventListener('input', e => {
   state.dirty = true;
 });
 for (const id of ['logx', 'logy']) document.getElementById(id).addEventListener('change', () => { state.dirty = true; });
-// Redraws at most once a second, and only when a record arrived or a control changed; the run list
-// every 5 s, replicas and shards every 2 s (the engine writes them once a second): a page left open
-// beside training should cost it little (bench/dashboard_overhead.py).
-setInterval(() => { if (state.dirty) redraw(); }, 1000);
-setInterval(pollRuns, 5000);
-setInterval(pollCluster, 2000);
-pollRuns();
+// A page left open beside training should cost it little (bench/dashboard_overhead.py measures
+// it): the chart redraws at most every 2 s and only when a record arrived or a control changed
+// (the curve and the numbers under it come from the event stream); replicas and shards are
+// fetched every 5 s (the engine writes them once a second); the run list every 30 s while a
+// followed run is running (as TensorBoard reloads), every 3 s otherwise, so a new run is found
+// soon; a hidden tab does nothing until it is shown again (the event stream keeps collecting).
+// API answers are never cached: the browser's disk cache was a measurable share of its cost.
+function visible() { return !document.hidden; }
+function schedulePollRuns() {
+  const live = state.selected.length > 0 && state.runs.some(r => r.status === 'running');
+  setTimeout(async () => {
+    if (visible()) await pollRuns();
+    schedulePollRuns();
+  }, live ? 30000 : 3000);
+}
+setInterval(() => { if (visible() && state.dirty) redraw(); }, 2000);
+setInterval(() => { if (visible()) pollCluster(); }, 5000);
+document.addEventListener('visibilitychange', () => {
+  if (!visible()) return;
+  pollRuns();
+  pollCluster();
+  if (state.dirty) redraw();
+});
+pollRuns().then(schedulePollRuns);

@@ -302,6 +302,8 @@ class Dashboard::Impl {
     server_.set_payload_max_length(1 << 16);
     server_.set_read_timeout(5, 0);
     server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      // Live data is never to be cached (a browser's disk cache costs it CPU beside training).
+      if (req.path.rfind("/api/", 0) == 0) res.set_header("Cache-Control", "no-store");
       if (req.method != "GET" && req.method != "HEAD") {
         Error(res, 405, "the dashboard is read-only");
         return httplib::Server::HandlerResponse::Handled;
@@ -377,7 +379,6 @@ class Dashboard::Impl {
     server_.Get("/api/stream", [this](const httplib::Request& req, httplib::Response& res) {
       auto run = FindRun(req.get_param_value("run"));
       if (!run) return Error(res, 404, "no such run");
-      res.set_header("Cache-Control", "no-cache");
       auto offset = std::make_shared<std::streamoff>(0);
       const fs::path file = run->dir / "metrics.jsonl";
       res.set_chunked_content_provider("text/event-stream", [this, offset, file](size_t, httplib::DataSink& sink) {

@@ -68,6 +68,7 @@ TEST(Dashboard, ListsRunsAndServesRecordsPicturesAndPage) {
   httplib::Client c("127.0.0.1", (*d)->port());
   auto runs = c.Get("/api/runs");
   ASSERT_TRUE(runs && runs->status == 200);
+  EXPECT_EQ(runs->get_header_value("Cache-Control"), "no-store");  // live data is never cached
   const json j = json::parse(runs->body);
   ASSERT_EQ(j["runs"].size(), 1u);  // "empty" holds no metrics, report or sweep
   EXPECT_EQ(j["runs"][0]["name"], "a");

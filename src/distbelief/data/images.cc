@@ -331,12 +331,10 @@ void NormalizeContrast(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>((x[i] - mean) * inv);
 }
 
-void CropStream::Crop(const GreyImage& img, const CropOptions& o, Random* rng, float* out) {
-  const int64_t short_side = std::min(img.w, img.h);
-  const int64_t lo = std::min(short_side, std::max<int64_t>(o.size, std::lround(o.min_scale * short_side)));
-  const int64_t side = lo + static_cast<int64_t>(rng->UniformInt(short_side - lo + 1));
-  const int64_t x0 = static_cast<int64_t>(rng->UniformInt(img.w - side + 1));
-  const int64_t y0 = static_cast<int64_t>(rng->UniformInt(img.h - side + 1));
+namespace {
+
+// The square (x0, y0, side) of img resized to o.size x o.size into out, then normalized.
+void CutSquare(const GreyImage& img, int64_t x0, int64_t y0, int64_t side, const CropOptions& o, float* out) {
   stbir_resize_float(img.pixels.data() + y0 * img.w + x0, static_cast<int>(side), static_cast<int>(side),
                      static_cast<int>(img.w * sizeof(float)), out, static_cast<int>(o.size),
                      static_cast<int>(o.size), 0, 1);
@@ -344,8 +342,74 @@ void CropStream::Crop(const GreyImage& img, const CropOptions& o, Random* rng, f
   NormalizeContrast(out, o.size * o.size);
 }
 
-CropStream::CropStream(const ImageFolder* folder, const CropOptions& o)
-    : folder_(folder), o_(o), rng_(o.seed), worker_([this] { Fill(); }) {}
+// The value at fraction q of v (sorted in place).
+int64_t Quantile(std::vector<int64_t>* v, double q) {
+  std::sort(v->begin(), v->end());
+  return (*v)[std::min(v->size() - 1, static_cast<size_t>(q * static_cast<double>(v->size())))];
+}
+
+std::string FolderOf(const std::string& path) { return path.substr(0, path.find_last_of('/') + 1); }
+
+}  // namespace
+
+std::vector<Region> MotionRegions(const ImageFolder& f, int64_t min_side, double min_change) {
+  std::vector<Region> out(f.images.size());
+  constexpr int64_t kBlock = 4;
+  for (size_t i = 0; i < f.images.size(); ++i) {
+    const GreyImage& a = f.images[i];
+    const GreyImage* b = nullptr;
+    for (size_t j : {i + 1, i - 1}) {  // i - 1 wraps past the end for i = 0: skipped by the bound
+      if (j >= f.images.size()) continue;
+      const GreyImage& c = f.images[j];
+      if (c.w == a.w && c.h == a.h && FolderOf(c.path) == FolderOf(a.path)) {
+        b = &c;
+        break;
+      }
+    }
+    const int64_t short_side = std::min(a.w, a.h);
+    if (!b || short_side < min_side) continue;
+    std::vector<int64_t> xs, ys;
+    for (int64_t by = 0; by + kBlock <= a.h; by += kBlock)
+      for (int64_t bx = 0; bx + kBlock <= a.w; bx += kBlock) {
+        double d = 0.0;
+        for (int64_t y = by; y < by + kBlock; ++y)
+          for (int64_t x = bx; x < bx + kBlock; ++x) d += std::fabs(a.pixels[y * a.w + x] - b->pixels[y * a.w + x]);
+        if (d / (kBlock * kBlock) > min_change) {
+          xs.push_back(bx + kBlock / 2);
+          ys.push_back(by + kBlock / 2);
+        }
+      }
+    if (xs.size() < 4) continue;
+    const int64_t cx = Quantile(&xs, 0.5), cy = Quantile(&ys, 0.5);
+    const int64_t spread = std::max(Quantile(&xs, 0.9) - Quantile(&xs, 0.1), Quantile(&ys, 0.9) - Quantile(&ys, 0.1));
+    const int64_t side = std::clamp<int64_t>(std::lround(1.3 * static_cast<double>(spread)), min_side, short_side);
+    out[i] = {std::clamp<int64_t>(cx - side / 2, 0, a.w - side), std::clamp<int64_t>(cy - side / 2, 0, a.h - side), side};
+  }
+  return out;
+}
+
+void CropStream::Crop(const GreyImage& img, const CropOptions& o, Random* rng, float* out) {
+  const int64_t short_side = std::min(img.w, img.h);
+  const int64_t lo = std::min(short_side, std::max<int64_t>(o.size, std::lround(o.min_scale * short_side)));
+  const int64_t side = lo + static_cast<int64_t>(rng->UniformInt(short_side - lo + 1));
+  const int64_t x0 = static_cast<int64_t>(rng->UniformInt(img.w - side + 1));
+  const int64_t y0 = static_cast<int64_t>(rng->UniformInt(img.h - side + 1));
+  CutSquare(img, x0, y0, side, o, out);
+}
+
+void CropStream::CropAbout(const GreyImage& img, const Region& r, const CropOptions& o, Random* rng, float* out) {
+  const int64_t short_side = std::min(img.w, img.h);
+  const double scale = std::exp(rng->Uniform(std::log(0.8f), std::log(1.25f)));
+  const int64_t side = std::clamp<int64_t>(std::lround(scale * static_cast<double>(r.side)), std::min(o.size, short_side), short_side);
+  const double cx = static_cast<double>(r.x) + r.side / 2.0 + rng->Uniform(-0.1f, 0.1f) * static_cast<double>(r.side);
+  const double cy = static_cast<double>(r.y) + r.side / 2.0 + rng->Uniform(-0.1f, 0.1f) * static_cast<double>(r.side);
+  const int64_t x0 = std::clamp<int64_t>(std::lround(cx - side / 2.0), 0, img.w - side);
+  const int64_t y0 = std::clamp<int64_t>(std::lround(cy - side / 2.0), 0, img.h - side);
+  CutSquare(img, x0, y0, side, o, out);
+}
+
+CropStream::CropStream(const ImageFolder* folder, const CropOptions& o, std::vector<Region> regions)
+    : folder_(folder), o_(o), regions_(std::move(regions)), rng_(o.seed), worker_([this] { Fill(); }) {}
 
 CropStream::~CropStream() {
   {
@@ -360,8 +424,13 @@ void CropStream::Fill() {
   while (true) {
     Tensor batch({o_.batch, 1, o_.size, o_.size});
     for (int64_t b = 0; b < o_.batch; ++b) {
-      const GreyImage& img = folder_->images[rng_.UniformInt(folder_->images.size())];
-      Crop(img, o_, &rng_, batch.data() + b * o_.size * o_.size);
+      const size_t i = rng_.UniformInt(folder_->images.size());
+      const GreyImage& img = folder_->images[i];
+      float* out = batch.data() + b * o_.size * o_.size;
+      if (o_.region_share > 0.0 && i < regions_.size() && regions_[i].side > 0 && rng_.Uniform() < o_.region_share)
+        CropAbout(img, regions_[i], o_, &rng_, out);
+      else
+        Crop(img, o_, &rng_, out);
     }
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return stop_ || static_cast<int>(ready_.size()) < o_.prefetch; });

@@ -68,12 +68,28 @@ StatusOr<ImageFolder> LoadImageFolder(const std::string& dir, const ImageFolderO
 // how every crop and every test frame is normalized.
 void NormalizeContrast(float* x, int64_t n);
 
+// A square of an image: top-left corner (x, y) and side, in pixels; side 0 is no region.
+struct Region {
+  int64_t x = 0, y = 0, side = 0;
+};
+
+// Where a video moves, with no labels: for each image whose neighbour in path order (the next,
+// else the previous) lies in the same folder and has the same size, the square around the blocks
+// of 4 x 4 pixels whose mean absolute difference between the two frames exceeds `min_change`
+// (pixels in [0, 1]): centred on their median, its side 1.3 times the larger of their 10-90th
+// percentile spreads, at least `min_side`, at most the short side. No region (side 0) for photos,
+// and where fewer than 4 blocks changed. One entry per image of f, in its order.
+std::vector<Region> MotionRegions(const ImageFolder& f, int64_t min_side, double min_change = 0.04);
+
 struct CropOptions {
   int64_t size = 32;          // output crops are size x size
   int64_t batch = 16;
   double min_scale = 0.25;    // crop side drawn from [max(size, min_scale * short side), short side]
   int prefetch = 4;           // batches prepared ahead by the background thread
   uint64_t seed = 1;
+  // The share of crops taken about an image's region (CropStream's `regions`) where it has one:
+  // the region's square scaled by [0.8, 1.25] and shifted by up to a tenth of its side.
+  double region_share = 0.0;
 };
 
 // Endless random crops of random images from a folder, as batches (B, 1, size, size), each crop
@@ -81,7 +97,8 @@ struct CropOptions {
 // Next() is not thread-safe; destroying the stream stops the thread.
 class CropStream {
  public:
-  CropStream(const ImageFolder* folder, const CropOptions& o);
+  // folder is not owned and must outlive the stream; regions is empty or one per image of folder.
+  CropStream(const ImageFolder* folder, const CropOptions& o, std::vector<Region> regions = {});
   ~CropStream();
   CropStream(const CropStream&) = delete;
   CropStream& operator=(const CropStream&) = delete;
@@ -89,11 +106,14 @@ class CropStream {
   Tensor Next();
   // One crop into out (size * size floats), drawn with rng. Deterministic for a given rng state.
   static void Crop(const GreyImage& img, const CropOptions& o, Random* rng, float* out);
+  // One crop about region r of img (r.side > 0), as o.region_share describes.
+  static void CropAbout(const GreyImage& img, const Region& r, const CropOptions& o, Random* rng, float* out);
 
  private:
   void Fill();
   const ImageFolder* folder_;
   CropOptions o_;
+  std::vector<Region> regions_;
   Random rng_;
   std::mutex mu_;
   std::condition_variable cv_;

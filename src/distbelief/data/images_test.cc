@@ -182,6 +182,71 @@ TEST(Images, CropStreamGivesNormalizedBatchesAndIsSeeded) {
   }
 }
 
+// A dark w x h frame with a bright s x s square at (x, y), named path.
+GreyImage Frame(int64_t w, int64_t h, int64_t x, int64_t y, int64_t s, const std::string& path) {
+  GreyImage g;
+  g.w = w;
+  g.h = h;
+  g.path = path;
+  g.pixels.assign(static_cast<size_t>(w * h), 0.1f);
+  for (int64_t r = y; r < y + s; ++r)
+    for (int64_t c = x; c < x + s; ++c) g.pixels[static_cast<size_t>(r * w + c)] = 0.9f;
+  return g;
+}
+
+TEST(Images, MotionRegionsFollowWhatMovesAndOnlyInVideos) {
+  ImageFolder f;
+  // A video: a 40-pixel square moving right by 8 pixels a frame about (100, 60) of a 200 x 160 frame.
+  for (int i = 0; i < 3; ++i) f.images.push_back(Frame(200, 160, 80 + 8 * i, 40, 40, "v/" + std::to_string(i) + ".png"));
+  f.images.push_back(Frame(200, 160, 10, 10, 40, "w/still.png"));   // alone in its folder: a photo
+  f.images.push_back(Frame(120, 90, 10, 10, 20, "x/0.png"));        // a still pair: nothing changed
+  f.images.push_back(Frame(120, 90, 10, 10, 20, "x/1.png"));
+  f.images.push_back(Frame(100, 100, 10, 10, 20, "y/0.png"));       // neighbours of another size
+  f.images.push_back(Frame(120, 90, 10, 10, 20, "y/1.png"));
+  const std::vector<Region> r = MotionRegions(f, 32);
+  ASSERT_EQ(r.size(), f.images.size());
+  for (int i = 0; i < 3; ++i) {
+    SCOPED_TRACE(i);
+    ASSERT_GT(r[i].side, 0);
+    EXPECT_GE(r[i].side, 32);
+    EXPECT_LE(r[i].side, 160);
+    // The region holds the moving edges (x from 80 + 8i to 128 + 8i, y from 40 to 80).
+    const double cx = r[i].x + r[i].side / 2.0, cy = r[i].y + r[i].side / 2.0;
+    EXPECT_NEAR(cx, 104 + 8 * i, 30);
+    EXPECT_NEAR(cy, 60, 20);
+    EXPECT_GE(r[i].x, 0);
+    EXPECT_GE(r[i].y, 0);
+    EXPECT_LE(r[i].x + r[i].side, 200);
+    EXPECT_LE(r[i].y + r[i].side, 160);
+  }
+  for (size_t i = 3; i < r.size(); ++i) EXPECT_EQ(r[i].side, 0) << f.images[i].path;
+
+  // Crops about a region, at the edges too, stay inside the image and are normalized; a stream
+  // with region_share 1 uses them for the images that have one.
+  CropOptions o;
+  o.size = 16;
+  Random rng(5);
+  std::vector<float> out(256);
+  for (const Region& edge : {Region{0, 0, 40}, Region{160, 120, 40}, Region{0, 0, 160}}) {
+    for (int k = 0; k < 20; ++k) {
+      CropStream::CropAbout(f.images[0], edge, o, &rng, out.data());
+      double mean = 0;
+      for (float v : out) mean += v;
+      EXPECT_NEAR(mean / 256, 0.0, 1e-4);
+    }
+  }
+  ImageFolder video;
+  video.images.assign(f.images.begin(), f.images.begin() + 3);
+  o.batch = 4;
+  o.region_share = 1.0;
+  std::vector<Region> regions = MotionRegions(video, 32);
+  CropStream a(&video, o, regions), b(&video, o, regions);
+  for (int i = 0; i < 3; ++i) {
+    Tensor x = a.Next(), y = b.Next();
+    for (int64_t j = 0; j < x.size(); ++j) ASSERT_EQ(x[j], y[j]);  // same seed, same crops
+  }
+}
+
 TEST(Images, TheSetupDataIsThere) {
   auto train = LoadImageFolder("data/cat/train/photos");
   ASSERT_TRUE(train.ok()) << train.status() << " (run scripts/setup.sh)";

@@ -134,6 +134,7 @@ StatusOr<CatOptions> ParseCatOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(c.Int("batch", &o.batch, 1, 1 << 16));
   DB_RETURN_IF_ERROR(c.Int("max_side", &o.max_side, 0, 1 << 16));
   DB_RETURN_IF_ERROR(c.Int("partitions", &o.partitions, 1, 1024));
+  DB_RETURN_IF_ERROR(c.Float("motion_share", &o.motion_share, 0.0, 1.0));
   if (o.partitions > st.maps)
     return c.Error("partitions", "= " + std::to_string(o.partitions) + " exceeds cat.maps = " + std::to_string(st.maps) +
                                      "; the network is split by maps");
@@ -151,7 +152,8 @@ namespace {
 class CatStageReplica : public ReplicaModel {
  public:
   static StatusOr<std::unique_ptr<CatStageReplica>> Create(CatNet* master, const CatOptions& o, uint64_t seed,
-                                                           const ImageFolder* photos, const TransportOptions& t,
+                                                           const ImageFolder* photos, const std::vector<Region>* motion,
+                                                           const TransportOptions& t,
                                                            int stage, int replica) {
     std::unique_ptr<CatStageReplica> m(new CatStageReplica());
     m->stage_ = stage;
@@ -165,7 +167,8 @@ class CatStageReplica : public ReplicaModel {
     co.size = o.net.frame;
     co.batch = o.batch;
     co.seed = seed * 1000003 + static_cast<uint64_t>(replica) * 7919 + static_cast<uint64_t>(stage);
-    m->crops_ = std::make_unique<CropStream>(photos, co);
+    co.region_share = o.motion_share;
+    m->crops_ = std::make_unique<CropStream>(photos, co, o.motion_share > 0 ? *motion : std::vector<Region>{});
     return m;
   }
   int num_groups() const override { return parts_ ? parts_->partitions() : 1; }
@@ -240,6 +243,13 @@ StatusOr<CatTrainResult> TrainCatNet(CatNet* net, const CatOptions& o, const Eng
                   std::to_string(n);
   LOG_INFO << "training stream " << o.train_dir << ": " << photos.images.size() << " images (" << per_source << ")";
   result.training_images = static_cast<int64_t>(photos.images.size());
+  std::vector<Region> motion;
+  if (o.motion_share > 0) {
+    motion = MotionRegions(photos, o.net.frame);
+    const auto moving = std::count_if(motion.begin(), motion.end(), [](const Region& r) { return r.side > 0; });
+    LOG_INFO << "motion regions in " << moving << " of " << photos.images.size() << " images; " << o.motion_share
+             << " of their crops are taken about them";
+  }
   result.unreadable = photos.unreadable;
   const EngineOptions e = StageOptions(o, engine);
   const uint64_t seed = e.train.seed;
@@ -251,8 +261,8 @@ StatusOr<CatTrainResult> TrainCatNet(CatNet* net, const CatOptions& o, const Eng
     job.examples_per_step = o.batch;
     job.loss_terms = {"reconstruction", "sparsity"};
     job.write_checkpoint = false;
-    job.make_replica = [net, &o, seed, &photos, &t, s](int r, int) -> StatusOr<std::unique_ptr<ReplicaModel>> {
-      DB_ASSIGN_OR_RETURN(auto m, CatStageReplica::Create(net, o, seed, &photos, t, s, r));
+    job.make_replica = [net, &o, seed, &photos, &motion, &t, s](int r, int) -> StatusOr<std::unique_ptr<ReplicaModel>> {
+      DB_ASSIGN_OR_RETURN(auto m, CatStageReplica::Create(net, o, seed, &photos, &motion, t, s, r));
       return std::unique_ptr<ReplicaModel>(std::move(m));
     };
     DB_ASSIGN_OR_RETURN(RunResult r, RunJob(e, job));

@@ -36,6 +36,9 @@ struct CatOptions {
   float learning_rate = 0.05f;      // Adagrad
   int64_t max_side = 256;           // photos are scaled down to this short side when loaded
   int partitions = 1;               // model partitions per replica, split by maps
+  // The share of crops of video frames taken about where the video moves (MotionRegions of
+  // data/images.h: frame differences, no labels); the rest are random crops.
+  float motion_share = 0.0f;
 };
 StatusOr<CatOptions> ParseCatOptions(ConfigFile* file);
 

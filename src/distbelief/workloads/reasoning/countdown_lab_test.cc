@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -234,6 +235,31 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
     }
   }
 
+  // STaR whose sampler is the tree search: at most one kept solution a problem, every one verified.
+  {
+    const std::string out_dir = TempDir("star_tree");
+    auto f = ConfigFile::Parse("[star]\npolicy = \"" + RunCheckpointPath(dir) +
+                                   "\"\nsearch = \"tree\"\ntree_tokens = 300\nrounds = 2\nproblems_per_round = 20\n"
+                                   "steps = 3\ntest_problems = 4\n",
+                               "star_tree.toml");
+    ASSERT_TRUE(f.ok()) << f.status();
+    auto w = MakeStarWorkload(&*f);
+    ASSERT_TRUE(w.ok()) << w.status();
+    EngineOptions le = Adam(out_dir);
+    Status st = (*w)->Train(le);
+    ASSERT_TRUE(st.ok()) << st;
+    EXPECT_TRUE(LoadCountdownPolicy(RunCheckpointPath(out_dir)).ok());
+    std::ifstream md(out_dir + "/report.md");
+    std::stringstream all;
+    all << md.rdbuf();
+    EXPECT_NE(all.str().find("a tree search (4 children, budget 300 tokens) for each of 20"), std::string::npos) << all.str();
+    // Round 1 keeps at most one solution of each of its 20 problems.
+    const size_t row = all.str().find("| 1 | ");
+    ASSERT_NE(row, std::string::npos) << all.str();
+    const int kept = std::atoi(all.str().c_str() + row + 6);
+    EXPECT_LE(kept, 20) << all.str();
+  }
+
   // STaR by actors: 2 Downpour replicas, in one process and over gRPC, each sampling its share of
   // every round with the weights it pulled, then pushing gradients of what it kept.
   for (TransportKind kind : {TransportKind::kInproc, TransportKind::kGrpc}) {
@@ -338,6 +364,16 @@ TEST(CountdownLab, ConfigErrorsNameTheKey) {
   auto g = ConfigFile::Load("configs/countdown.toml");
   ASSERT_TRUE(g.ok()) << g.status();
   EXPECT_TRUE(ParseCountdownLabOptions(&*g).ok());
+  for (const char* shipped : {"configs/star.toml", "configs/star_tree.toml"}) {
+    auto h = ConfigFile::Load(shipped);
+    ASSERT_TRUE(h.ok()) << h.status();
+    EXPECT_TRUE(ParseStarLabOptions(&*h).ok()) << shipped;
+  }
+  auto bad = ConfigFile::Parse("[star]\npolicy = \"p\"\nsearch = \"mcts\"\n", "bad.toml");
+  ASSERT_TRUE(bad.ok());
+  auto so = ParseStarLabOptions(&*bad);
+  ASSERT_FALSE(so.ok());
+  EXPECT_NE(so.status().message().find("search"), std::string::npos) << so.status();
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "distbelief/train/checkpointing.h"
@@ -29,11 +30,45 @@ double Percent(const std::vector<bool>& v) {
   return v.empty() ? 0.0 : 100.0 * static_cast<double>(std::count(v.begin(), v.end(), true)) / v.size();
 }
 
+// "68.0%", or with more than one count of numbers "40.5% (3: 68.0%, 4: 13.0%)".
+std::string PassCell(const std::vector<bool>& solved, const std::vector<CountdownProblem>& problems) {
+  std::map<size_t, std::pair<int, int>> by;  // numbers -> (solved, problems)
+  for (size_t i = 0; i < solved.size(); ++i) {
+    auto& c = by[problems[i].numbers.size()];
+    c.first += solved[i];
+    ++c.second;
+  }
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.1f%%", Percent(solved));
+  std::string out = buf;
+  if (by.size() < 2) return out;
+  const char* sep = " (";
+  for (const auto& [k, c] : by) {
+    std::snprintf(buf, sizeof(buf), "%s%zu: %.1f%%", sep, k, 100.0 * c.first / c.second);
+    out += buf;
+    sep = ", ";
+  }
+  return out + ")";
+}
+
+// How the round's problems are tried, for the report: "4 samples" or "a tree search (...)".
+std::string HowSampled(const StarLabOptions& o) {
+  if (!o.tree) return std::to_string(o.samples) + " samples";
+  return "a tree search (" + std::to_string(o.tree_options.children) + " children, budget " +
+         std::to_string(o.tree_options.max_tokens) + " tokens)";
+}
+
 // One STaR sampling step, shared by the rounds and the actors: `samples` continuations of p's
-// prompt at `temperature`; returns the distinct ones the exact verifier accepts (each once,
-// finished with '.'), adding the generated tokens to *tokens.
+// prompt at `temperature`, or one tree search (o.tree); returns the distinct texts the exact
+// verifier accepts (each once, finished with '.'), adding the generated tokens to *tokens.
 std::vector<std::string> SampleVerified(Gpt* gpt, const CountdownProblem& p, const std::string& prompt,
                                         const StarLabOptions& o, Random* rng, int64_t* tokens) {
+  if (o.tree) {
+    const CountdownAnswer a = TreeSearchCountdown(gpt, p, o.tree_options, rng);
+    *tokens += a.tokens;
+    if (!a.verified) return {};
+    return {a.text};
+  }
   std::set<std::string> kept;
   std::vector<std::string> out;
   for (std::string& t : SampleCountdown(gpt, prompt, o.samples, o.temperature, rng, tokens)) {
@@ -87,7 +122,7 @@ class StarActor : public ReplicaModel {
     for (size_t i = begin + static_cast<size_t>(replica_); i < end; i += static_cast<size_t>(replicas_)) {
       const CountdownProblem& p = (*fresh_)[i];
       const std::string prompt = CountdownPrompt(p);
-      stats_->sampled += o_.samples;
+      stats_->sampled += o_.tree ? 1 : o_.samples;
       for (const std::string& t : SampleVerified(&gpt_, p, prompt, o_, &rng_, &tokens)) {
         traces_.push_back(prompt + t);
         prompt_chars_.push_back(static_cast<int>(prompt.size()));
@@ -127,18 +162,32 @@ class StarWorkload : public Workload {
     // ... and problems it never trained on for the rounds: drawn from another seed, in the
     // training split (never a held-out problem), none of the policy's training problems. Their
     // only label is the exact verifier's verdict on the policy's own samples.
+    // As many of each count of numbers the policy trained on (sources to max_sources), interleaved
+    // so every round's slice mixes them.
     std::set<std::string> seen;
     for (const CountdownProblem& p : all->train) seen.insert(CountdownPrompt(p));
+    const int64_t need = o_.problems_per_round * o_.rounds;
+    const int counts = po.max_sources - po.sources + 1;
+    std::vector<std::vector<CountdownProblem>> by_count(static_cast<size_t>(counts));
+    for (int k = po.sources; k <= po.max_sources; ++k) {
+      auto& bucket = by_count[static_cast<size_t>(k - po.sources)];
+      const size_t want = static_cast<size_t>((need + counts - 1) / counts);
+      for (uint64_t draw = 0; bucket.size() < want; ++draw)
+        for (CountdownProblem& p : GenerateCountdown(o_.problems_per_round, k,
+                                                     e.train.seed * 7919 + 1009 + draw + uint64_t(k - po.sources) * 1000003))
+          if (!CountdownSplit(p, po.test_percent) && seen.insert(CountdownPrompt(p)).second) bucket.push_back(std::move(p));
+    }
     std::vector<CountdownProblem> fresh;
-    for (uint64_t draw = 0; static_cast<int64_t>(fresh.size()) < o_.problems_per_round * o_.rounds; ++draw)
-      for (CountdownProblem& p : GenerateCountdown(o_.problems_per_round, po.sources, e.train.seed * 7919 + 1009 + draw))
-        if (!CountdownSplit(p, po.test_percent) && seen.insert(CountdownPrompt(p)).second) fresh.push_back(std::move(p));
+    for (size_t i = 0; static_cast<int64_t>(fresh.size()) < need; ++i)
+      for (auto& bucket : by_count)
+        if (i < bucket.size() && static_cast<int64_t>(fresh.size()) < need) fresh.push_back(std::move(bucket[i]));
     Gpt& gpt = *policy.gpt;
     std::vector<bool> first_test = Solved(&gpt, all->test), first_ood = Solved(&gpt, all->ood);
     std::string table = "| round | verified samples kept | test pass@1 (greedy) | new vs round 0 | one more number |\n"
                         "|---|---|---|---|---|\n";
     char row[256];
-    std::snprintf(row, sizeof(row), "| 0 (the policy) | | %.1f%% | | %.1f%% |\n", Percent(first_test), Percent(first_ood));
+    std::snprintf(row, sizeof(row), "| 0 (the policy) | | %s | | %.1f%% |\n", PassCell(first_test, all->test).c_str(),
+                  Percent(first_ood));
     table += row;
     std::printf("%s", table.c_str());
     if (o_.actors) return TrainActors(e, policy, po, *all, std::move(fresh), first_test, first_ood, table);
@@ -160,8 +209,8 @@ class StarWorkload : public Workload {
         }
       }
       if (data->traces.empty()) {  // nothing verified yet: nothing to learn from this round
-        std::snprintf(row, sizeof(row), "| %d | 0 from %zu problems: no fine-tuning | %.1f%% | 0 | %.1f%% |\n", round,
-                      end - begin, Percent(first_test), Percent(first_ood));
+        std::snprintf(row, sizeof(row), "| %d | 0 from %zu problems: no fine-tuning | %s | 0 | %.1f%% |\n", round,
+                      end - begin, PassCell(first_test, all->test).c_str(), Percent(first_ood));
         table += row;
         std::printf("%s", row);
         continue;
@@ -189,16 +238,17 @@ class StarWorkload : public Workload {
       const std::vector<bool> test = Solved(&gpt, all->test), ood = Solved(&gpt, all->ood);
       int64_t fresh = 0;
       for (size_t i = 0; i < test.size(); ++i) fresh += test[i] && !first_test[i];
-      std::snprintf(row, sizeof(row), "| %d | %zu from %zu problems (%zu in all) | %.1f%% | %ld | %.1f%% |\n", round,
-                    data->traces.size() - before, end - begin, data->traces.size(), Percent(test), long(fresh), Percent(ood));
+      std::snprintf(row, sizeof(row), "| %d | %zu from %zu problems (%zu in all; %ld tokens generated) | %s | %ld | %.1f%% |\n",
+                    round, data->traces.size() - before, end - begin, data->traces.size(), long(tokens),
+                    PassCell(test, all->test).c_str(), long(fresh), Percent(ood));
       table += row;
       std::printf("%s", row);
     }
     DB_RETURN_IF_ERROR(SaveModelCheckpoint(RunCheckpointPath(e.train.run_dir), gpt.params(), nullptr,
                                            {o_.rounds, policy.config, ""}));
     std::ofstream(e.train.run_dir + "/report.md")
-        << "# Self-improvement (STaR) on Countdown\n\nStarting policy: " << o_.policy << "; " << o_.samples
-        << " samples of " << o_.problems_per_round << " fresh training problems a round, " << o_.steps
+        << "# Self-improvement (STaR) on Countdown\n\nStarting policy: " << o_.policy << "; " << HowSampled(o_)
+        << " for each of " << o_.problems_per_round << " fresh training problems a round, " << o_.steps
         << " fine-tuning steps; pass@1 on " << all->test.size() << " held-out problems and " << all->ood.size()
         << " with one more number.\n\n"
         << table;
@@ -237,9 +287,10 @@ class StarWorkload : public Workload {
     for (size_t i = 0; i < test.size(); ++i) fresh_solved += test[i] && !first_test[i];
     const int replicas = e.distributed.mode == Mode::kDownpour ? e.distributed.downpour.replicas : 1;
     char row[384];
-    std::snprintf(row, sizeof(row), "| %d rounds by %d actors (%ld steps) | %ld of %ld samples (%ld tokens); %ld steps had none yet | %.1f%% | %ld | %.1f%% |\n",
+    std::snprintf(row, sizeof(row), "| %d rounds by %d actors (%ld steps) | %ld of %ld samples (%ld tokens); %ld steps had none yet | %s | %ld | %.1f%% |\n",
                   o.rounds, replicas, long(r.steps), long(stats->kept.load()), long(stats->sampled.load()),
-                  long(stats->tokens.load()), long(stats->empty_steps.load()), Percent(test), long(fresh_solved), Percent(ood));
+                  long(stats->tokens.load()), long(stats->empty_steps.load()), PassCell(test, all.test).c_str(),
+                  long(fresh_solved), Percent(ood));
     table += row;
     std::printf("%s", row);
     DB_RETURN_IF_ERROR(SaveModelCheckpoint(RunCheckpointPath(e.train.run_dir), gpt.params(), nullptr,
@@ -247,7 +298,7 @@ class StarWorkload : public Workload {
     std::ofstream(e.train.run_dir + "/report.md")
         << "# Self-improvement (STaR) on Countdown, by actors under "
         << (e.distributed.mode == Mode::kDownpour ? "Downpour" : "the local driver") << "\n\nStarting policy: " << o.policy
-        << "; " << o.samples << " samples of " << o.problems_per_round << " fresh training problems a round, shared by "
+        << "; " << HowSampled(o) << " for each of " << o.problems_per_round << " fresh training problems a round, shared by "
         << replicas << " actors that pull the weights from the parameter server; " << o.steps
         << " steps a round; pass@1 on " << all.test.size() << " held-out problems and " << all.ood.size()
         << " with one more number.\n\n" << table;
@@ -272,6 +323,10 @@ StatusOr<StarLabOptions> ParseStarLabOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(s.Int("steps", &o.steps, 1, int64_t{1} << 30));
   DB_RETURN_IF_ERROR(s.Int("test_problems", &o.test_problems, 1, 100000));
   DB_RETURN_IF_ERROR(s.Enum("mode", &o.actors, {{"rounds", false}, {"actors", true}}));
+  DB_RETURN_IF_ERROR(s.Enum("search", &o.tree, {{"samples", false}, {"tree", true}}));
+  DB_RETURN_IF_ERROR(s.Int("tree_children", &o.tree_options.children, 1, 256));
+  DB_RETURN_IF_ERROR(s.Int("tree_tokens", &o.tree_options.max_tokens, 1, 1 << 20));
+  o.tree_options.temperature = o.temperature;
   return o;
 }
 

@@ -1,6 +1,7 @@
 // Self-improvement on verified synthetic data (issue 15, item 5): expert iteration as in STaR
 // (Zelikman et al. 2022) on a trained Countdown policy (countdown_lab.h). Each round the policy
-// samples solutions of problems it never trained on (never held-out ones either), the exact
+// samples (or searches, search = "tree") solutions of problems it never trained on, as many of
+// each count of numbers the policy trained on (never held-out ones either), the exact
 // verifier keeps the right ones (their only label), and the
 // policy is fine-tuned on every sample kept so far through the engine (the same replica model as its training, so
 // Downpour works for the fine-tuning too); greedy pass@1 on held-out problems and one more number
@@ -24,6 +25,7 @@
 
 #include "distbelief/config/config.h"
 #include "distbelief/train/engine.h"
+#include "distbelief/workloads/reasoning/countdown_lab.h"
 
 namespace distbelief {
 
@@ -36,6 +38,12 @@ struct StarLabOptions {
   int64_t steps = 300;              // fine-tuning steps per round
   int64_t test_problems = 200;      // scored greedily after each round (and as many out of distribution)
   bool actors = false;              // mode: "rounds" (false) or "actors"
+  // search: "samples" (false: `samples` samples at `temperature`, each verified) or "tree" (true:
+  // the policy-guided tree search of countdown_lab.h, tree_children / tree_tokens, at
+  // `temperature`: expert iteration that distils the search into the policy; it keeps at most one
+  // solution a problem).
+  bool tree = false;
+  TreeSearchOptions tree_options;
 };
 StatusOr<StarLabOptions> ParseStarLabOptions(ConfigFile* file);
 
