@@ -12,7 +12,8 @@ then with `--dashboard` and a watcher. Two kinds of watcher:
 Throughput is the run's examples / seconds from its last metrics record. Prints each pair and the
 median ratio per kind. On 2 shared vCPUs run-to-run noise is several percent, more than the effect,
 so it also prints the direct measure: the CPU time of the server's threads (named "dashboard",
-read from /proc while the run lasts) as a share of the training process's CPU time.
+read from /proc while the run lasts) as a share of the training process's CPU time, and for the
+browser kinds the CPU of all Chromium's processes, in cores, from 5 s after the page loaded.
 
 Usage: bench/dashboard_overhead.py [--bin build/tools/distbelief] [--pairs 3] [--epochs 20] [--threads 2]
                                    [--kinds client,browser,blank]

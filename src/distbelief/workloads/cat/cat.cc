@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <numeric>
 #include <sstream>
 
@@ -251,6 +252,32 @@ StatusOr<CatTrainResult> TrainCatNet(CatNet* net, const CatOptions& o, const Eng
              << " of their crops are taken about them";
   }
   result.unreadable = photos.unreadable;
+  if (!engine.train.run_dir.empty()) {
+    // What the network sees: 64 crops of the training stream as drawn (run_dir/training_crops.png).
+    CropOptions co;
+    co.size = o.net.frame;
+    co.batch = 64;
+    co.seed = engine.train.seed;
+    co.region_share = o.motion_share;
+    CropStream stream(&photos, co, motion);
+    const Tensor crops = stream.Next();
+    const int64_t f = o.net.frame, cells = 8;
+    GreyImage grid;
+    grid.w = grid.h = cells * (f + 1) + 1;
+    grid.pixels.assign(static_cast<size_t>(grid.w * grid.h), 1.0f);
+    for (int64_t k = 0; k < 64; ++k) {
+      const float* c = crops.data() + k * f * f;
+      const auto [lo, hi] = std::minmax_element(c, c + f * f);
+      const float span = std::max(*hi - *lo, 1e-6f);
+      for (int64_t y = 0; y < f; ++y)
+        for (int64_t x = 0; x < f; ++x)
+          grid.pixels[static_cast<size_t>((1 + (k / cells) * (f + 1) + y) * grid.w + 1 + (k % cells) * (f + 1) + x)] =
+              (c[y * f + x] - *lo) / span;
+    }
+    std::error_code ec;
+    std::filesystem::create_directories(engine.train.run_dir, ec);
+    DB_RETURN_IF_ERROR(WritePng(engine.train.run_dir + "/training_crops.png", grid));
+  }
   const EngineOptions e = StageOptions(o, engine);
   const uint64_t seed = e.train.seed;
   const TransportOptions& t = e.distributed.cluster.transport;

@@ -235,11 +235,12 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
     }
   }
 
-  // STaR whose sampler is the tree search: at most one kept solution a problem, every one verified.
+  // STaR whose sampler is the tree search, its fine-tuning replaying the policy's own traces: at
+  // most one kept solution a problem.
   {
     const std::string out_dir = TempDir("star_tree");
     auto f = ConfigFile::Parse("[star]\npolicy = \"" + RunCheckpointPath(dir) +
-                                   "\"\nsearch = \"tree\"\ntree_tokens = 300\nrounds = 2\nproblems_per_round = 20\n"
+                                   "\"\nsearch = \"tree\"\ntree_tokens = 300\nreplay = 1.0\nrounds = 2\nproblems_per_round = 20\n"
                                    "steps = 3\ntest_problems = 4\n",
                                "star_tree.toml");
     ASSERT_TRUE(f.ok()) << f.status();

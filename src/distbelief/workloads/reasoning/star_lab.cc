@@ -58,6 +58,14 @@ std::string HowSampled(const StarLabOptions& o) {
          std::to_string(o.tree_options.max_tokens) + " tokens)";
 }
 
+// " (with 1 x as many of the policy's own traces)" when the rounds replay them, else "".
+std::string ReplayText(const StarLabOptions& o) {
+  if (o.replay <= 0) return "";
+  char buf[96];
+  std::snprintf(buf, sizeof(buf), " (with %g x as many of the policy's own traces)", o.replay);
+  return buf;
+}
+
 // One STaR sampling step, shared by the rounds and the actors: `samples` continuations of p's
 // prompt at `temperature`, or one tree search (o.tree); returns the distinct texts the exact
 // verifier accepts (each once, finished with '.'), adding the generated tokens to *tokens.
@@ -215,8 +223,16 @@ class StarWorkload : public Workload {
         std::printf("%s", row);
         continue;
       }
-      // 2. Fine-tune on every verified sample so far through the engine, from the current weights.
-      DB_ASSIGN_OR_RETURN(Job job, CountdownJob(po, data, e));
+      // 2. Fine-tune on every verified sample so far (and the replayed traces) through the engine,
+      // from the current weights.
+      auto tune = std::make_shared<CountdownData>(*data);
+      const size_t replayed = std::min(all->traces.size(), static_cast<size_t>(o_.replay * static_cast<double>(data->traces.size())));
+      for (size_t k = 0; k < replayed; ++k) {
+        const size_t j = rng.UniformInt(all->traces.size());
+        tune->traces.push_back(all->traces[j]);
+        tune->prompt_chars.push_back(all->prompt_chars[j]);
+      }
+      DB_ASSIGN_OR_RETURN(Job job, CountdownJob(po, tune, e));
       job.name = "star-" + std::to_string(round);
       job.steps = o_.steps;
       job.write_checkpoint = false;
@@ -249,7 +265,8 @@ class StarWorkload : public Workload {
     std::ofstream(e.train.run_dir + "/report.md")
         << "# Self-improvement (STaR) on Countdown\n\nStarting policy: " << o_.policy << "; " << HowSampled(o_)
         << " for each of " << o_.problems_per_round << " fresh training problems a round, " << o_.steps
-        << " fine-tuning steps; pass@1 on " << all->test.size() << " held-out problems and " << all->ood.size()
+        << " fine-tuning steps" << ReplayText(o_)
+        << "; pass@1 on " << all->test.size() << " held-out problems and " << all->ood.size()
         << " with one more number.\n\n"
         << table;
     std::printf("report: %s/report.md\ncheckpoint: %s\n", e.train.run_dir.c_str(), RunCheckpointPath(e.train.run_dir).c_str());
@@ -324,6 +341,7 @@ StatusOr<StarLabOptions> ParseStarLabOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(s.Int("test_problems", &o.test_problems, 1, 100000));
   DB_RETURN_IF_ERROR(s.Enum("mode", &o.actors, {{"rounds", false}, {"actors", true}}));
   DB_RETURN_IF_ERROR(s.Enum("search", &o.tree, {{"samples", false}, {"tree", true}}));
+  DB_RETURN_IF_ERROR(s.Float("replay", &o.replay, 0.0, 100.0));
   DB_RETURN_IF_ERROR(s.Int("tree_children", &o.tree_options.children, 1, 256));
   DB_RETURN_IF_ERROR(s.Int("tree_tokens", &o.tree_options.max_tokens, 1, 1 << 20));
   o.tree_options.temperature = o.temperature;

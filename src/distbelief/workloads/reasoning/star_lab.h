@@ -44,6 +44,9 @@ struct StarLabOptions {
   // solution a problem).
   bool tree = false;
   TreeSearchOptions tree_options;
+  // Each round's fine-tuning data also holds replay x (samples kept so far) of the policy's own
+  // training traces, drawn afresh each round (0: only what the verifier kept), against drift.
+  float replay = 0.0f;
 };
 StatusOr<StarLabOptions> ParseStarLabOptions(ConfigFile* file);
 
