@@ -268,7 +268,7 @@ int main(int argc, char** argv) {
 
   CLI::App* dashboard = app.add_subcommand("dashboard", "Serve a read-only web page of the runs under a folder, live");
   DashboardOptions dash;
-  dashboard->add_option("--runs", dash.runs_dir, "Folder of runs (each a folder with metrics.jsonl)");
+  dashboard->add_option("--runs", dash.runs_dir, "Folder of runs (each a folder with metrics.jsonl, report.md or scale.db)");
   dashboard->add_option("--listen", dash.listen, "HOST:PORT (loopback unless a token is set; port 0: any)");
   dashboard->add_option("--token", dash.token, "Token every request must carry (default: $DISTBELIEF_DASHBOARD_TOKEN)");
 
