@@ -375,6 +375,11 @@ TEST(CountdownLab, ConfigErrorsNameTheKey) {
   auto so = ParseStarLabOptions(&*bad);
   ASSERT_FALSE(so.ok());
   EXPECT_NE(so.status().message().find("search"), std::string::npos) << so.status();
+  auto actors = ConfigFile::Parse("[star]\npolicy = \"p\"\nmode = \"actors\"\nreplay = 1.0\n", "bad.toml");
+  ASSERT_TRUE(actors.ok());
+  auto ao = ParseStarLabOptions(&*actors);
+  ASSERT_FALSE(ao.ok());
+  EXPECT_NE(ao.status().message().find("replay"), std::string::npos) << ao.status();
 }
 
 }  // namespace

@@ -342,6 +342,7 @@ StatusOr<StarLabOptions> ParseStarLabOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(s.Enum("mode", &o.actors, {{"rounds", false}, {"actors", true}}));
   DB_RETURN_IF_ERROR(s.Enum("search", &o.tree, {{"samples", false}, {"tree", true}}));
   DB_RETURN_IF_ERROR(s.Float("replay", &o.replay, 0.0, 100.0));
+  if (o.actors && o.replay > 0) return s.Error("replay", "applies to mode = \"rounds\" only (actors learn online)");
   DB_RETURN_IF_ERROR(s.Int("tree_children", &o.tree_options.children, 1, 256));
   DB_RETURN_IF_ERROR(s.Int("tree_tokens", &o.tree_options.max_tokens, 1, 1 << 20));
   o.tree_options.temperature = o.temperature;

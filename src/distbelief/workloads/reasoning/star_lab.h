@@ -46,6 +46,7 @@ struct StarLabOptions {
   TreeSearchOptions tree_options;
   // Each round's fine-tuning data also holds replay x (samples kept so far) of the policy's own
   // training traces, drawn afresh each round (0: only what the verifier kept), against drift.
+  // mode = "rounds" only: with "actors" it is a config error.
   float replay = 0.0f;
 };
 StatusOr<StarLabOptions> ParseStarLabOptions(ConfigFile* file);
