@@ -243,11 +243,15 @@ class Client {
         address_(std::move(address)) {}
 
  protected:
-  // Runs one unary call with a deadline and the secret, converting the status.
+  // Runs one unary call with a deadline and the secret, converting the status. wait_for_ready:
+  // a connection that cannot be made yet is retried until the deadline instead of failing the
+  // call at once (the message never left, so trying again is safe).
   template <typename Req, typename Reply, typename Method>
-  Status Call(Method method, const Req& req, Reply* reply, Millis timeout, const char* what) {
+  Status Call(Method method, const Req& req, Reply* reply, Millis timeout, const char* what,
+              bool wait_for_ready = false) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+    if (wait_for_ready) ctx.set_wait_for_ready(true);
     if (!secret_.empty()) ctx.AddMetadata(kSecretKey, secret_);
     std::shared_ptr<typename Stub::Stub> stub;
     {
@@ -440,7 +444,10 @@ class GrpcWorkerChannel : public WorkerChannel, Client<rpc::Worker> {
     m.set_end(msg.end);
     wire::AssignFloats(msg.values, m.mutable_values());
     rpc::DeliverReply reply;
-    return Call(&rpc::Worker::Stub::Deliver, m, &reply, t, "Deliver");
+    // A partition's peer is up for the whole step; a first connection that fails (seen once in
+    // CI: "failed to connect ... No such file or directory" at step 0) is tried again until the
+    // step's deadline rather than failing the step. A dead peer fails at the deadline.
+    return Call(&rpc::Worker::Stub::Deliver, m, &reply, t, "Deliver", /*wait_for_ready=*/true);
   }
 };
 
