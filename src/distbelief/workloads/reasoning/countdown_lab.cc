@@ -55,6 +55,28 @@ int CountdownId(char c) {
   return at == std::string::npos ? -1 : static_cast<int>(at);
 }
 
+std::vector<CountdownProblem> FreshCountdownProblems(const CountdownLabOptions& o, const CountdownData& data,
+                                                     int64_t count, uint64_t seed) {
+  std::set<std::string> seen;
+  for (const CountdownProblem& p : data.train) seen.insert(CountdownPrompt(p));
+  const int counts = o.max_sources - o.sources + 1;
+  std::vector<std::vector<CountdownProblem>> by_count(static_cast<size_t>(counts));
+  const size_t want = static_cast<size_t>((count + counts - 1) / counts);
+  for (int k = o.sources; k <= o.max_sources; ++k) {
+    auto& bucket = by_count[static_cast<size_t>(k - o.sources)];
+    for (uint64_t draw = 0; bucket.size() < want; ++draw)
+      for (CountdownProblem& p : GenerateCountdown(std::max<int64_t>(count, 64), k,
+                                                   seed + draw + uint64_t(k - o.sources) * 1000003))
+        if (bucket.size() < want && !CountdownSplit(p, o.test_percent) && seen.insert(CountdownPrompt(p)).second)
+          bucket.push_back(std::move(p));
+  }
+  std::vector<CountdownProblem> out;
+  for (size_t i = 0; static_cast<int64_t>(out.size()) < count; ++i)
+    for (auto& bucket : by_count)
+      if (i < bucket.size() && static_cast<int64_t>(out.size()) < count) out.push_back(std::move(bucket[i]));
+  return out;
+}
+
 StatusOr<std::shared_ptr<const CountdownData>> BuildCountdownData(const CountdownLabOptions& o, uint64_t seed) {
   auto d = std::make_shared<CountdownData>();
   const int counts = o.max_sources - o.sources + 1;

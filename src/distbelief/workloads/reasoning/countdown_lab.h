@@ -74,6 +74,13 @@ struct CountdownData {
 };
 StatusOr<std::shared_ptr<const CountdownData>> BuildCountdownData(const CountdownLabOptions& o, uint64_t seed);
 
+// `count` problems the policy of `o` never trained on, for the lab's later stages (STaR's rounds,
+// the verifier's data): drawn from `seed` (not the data's), in the training split (never a
+// held-out problem), none of `data.train`, no two alike; as many of each count of numbers from
+// o.sources to o.max_sources, interleaved so any slice mixes them.
+std::vector<CountdownProblem> FreshCountdownProblems(const CountdownLabOptions& o, const CountdownData& data,
+                                                     int64_t count, uint64_t seed);
+
 // Continues `prompt` n times with the policy (temperature 0: greedy, n is then 1) until one of
 // `stops` (written, and ending the text), or the end of the context, with the key/value cache.
 // Adds the tokens generated to *tokens.

@@ -120,7 +120,7 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
   // Beam search guided by a verifier (here the policy itself stands in for one): an answer it
   // calls verified verifies, and it spends tokens.
   for (const CountdownProblem& p : some) {
-    const CountdownAnswer a = PrmBeamSearch(&gpt, &gpt, p, 2, 2, 1.0f, &rng);
+    const CountdownAnswer a = PrmBeamSearch(&gpt, &gpt, &gpt, p, 2, 2, 1.0f, &rng);
     EXPECT_GT(a.tokens, 0);
     if (a.verified) {
       EXPECT_TRUE(VerifyExpression(p, a.expression).ok) << a.expression;
@@ -226,6 +226,13 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
       EXPECT_EQ(rows, 1 + 2 * (1 + 2 * 3 + 2 + 2))
           << "header, then per test: greedy, 3 strategies at N = 1, 2, tree search at N = 1, 2, and beam search "
              "at 1 x 2 and 2 x 2";
+      // By default the ORM and the PRM are two models, and both report their agreement.
+      std::ifstream md(out_dir + "/report.md");
+      std::stringstream all;
+      all << md.rdbuf();
+      EXPECT_NE(all.str().find("ORM: trained on"), std::string::npos) << all.str();
+      EXPECT_NE(all.str().find("fresh training problems"), std::string::npos) << all.str();
+      EXPECT_NE(all.str().find("PRM on "), std::string::npos) << all.str();
     } else {
       EXPECT_TRUE(LoadCountdownPolicy(RunCheckpointPath(out_dir)).ok());
       std::ifstream md(out_dir + "/report.md");
@@ -351,6 +358,23 @@ TEST(CountdownLab, MixedCountsShareTheProblemsAndTheOodHasOneMore) {
   EXPECT_EQ(test_count[3], 10);
   EXPECT_EQ(test_count[4], 10);
   for (const auto& p : (*d)->ood) EXPECT_EQ(p.numbers.size(), 5u);
+  // Problems for the later stages (STaR, the verifiers): never the policy's, never held out, no
+  // two alike, both counts interleaved.
+  const std::vector<CountdownProblem> fresh = FreshCountdownProblems(o, **d, 301, 77);
+  ASSERT_EQ(fresh.size(), 301u);
+  std::set<std::string> own, seen;
+  for (const auto& p : (*d)->train) own.insert(CountdownPrompt(p));
+  int64_t fresh_count[8] = {};
+  for (size_t i = 0; i < fresh.size(); ++i) {
+    const CountdownProblem& p = fresh[i];
+    EXPECT_FALSE(own.count(CountdownPrompt(p))) << CountdownPrompt(p);
+    EXPECT_TRUE(seen.insert(CountdownPrompt(p)).second) << CountdownPrompt(p);
+    EXPECT_EQ(CountdownSplit(p, o.test_percent), 0) << CountdownPrompt(p);
+    EXPECT_EQ(p.numbers.size(), i % 2 ? 4u : 3u) << i;
+    ++fresh_count[p.numbers.size()];
+  }
+  EXPECT_EQ(fresh_count[3], 151);
+  EXPECT_EQ(fresh_count[4], 150);
   auto f = ConfigFile::Parse("[countdown]\nsources = 4\nmax_sources = 3\n", "bad.toml");
   ASSERT_TRUE(f.ok());
   EXPECT_NE(ParseCountdownLabOptions(&*f).status().message().find("max_sources"), std::string_view::npos);

@@ -172,23 +172,8 @@ class StarWorkload : public Workload {
     // only label is the exact verifier's verdict on the policy's own samples.
     // As many of each count of numbers the policy trained on (sources to max_sources), interleaved
     // so every round's slice mixes them.
-    std::set<std::string> seen;
-    for (const CountdownProblem& p : all->train) seen.insert(CountdownPrompt(p));
-    const int64_t need = o_.problems_per_round * o_.rounds;
-    const int counts = po.max_sources - po.sources + 1;
-    std::vector<std::vector<CountdownProblem>> by_count(static_cast<size_t>(counts));
-    for (int k = po.sources; k <= po.max_sources; ++k) {
-      auto& bucket = by_count[static_cast<size_t>(k - po.sources)];
-      const size_t want = static_cast<size_t>((need + counts - 1) / counts);
-      for (uint64_t draw = 0; bucket.size() < want; ++draw)
-        for (CountdownProblem& p : GenerateCountdown(o_.problems_per_round, k,
-                                                     e.train.seed * 7919 + 1009 + draw + uint64_t(k - po.sources) * 1000003))
-          if (!CountdownSplit(p, po.test_percent) && seen.insert(CountdownPrompt(p)).second) bucket.push_back(std::move(p));
-    }
-    std::vector<CountdownProblem> fresh;
-    for (size_t i = 0; static_cast<int64_t>(fresh.size()) < need; ++i)
-      for (auto& bucket : by_count)
-        if (i < bucket.size() && static_cast<int64_t>(fresh.size()) < need) fresh.push_back(std::move(bucket[i]));
+    std::vector<CountdownProblem> fresh =
+        FreshCountdownProblems(po, *all, o_.problems_per_round * o_.rounds, e.train.seed * 7919 + 1009);
     Gpt& gpt = *policy.gpt;
     std::vector<bool> first_test = Solved(&gpt, all->test), first_ood = Solved(&gpt, all->ood);
     std::string table = "| round | verified samples kept | test pass@1 (greedy) | new vs round 0 | one more number |\n"

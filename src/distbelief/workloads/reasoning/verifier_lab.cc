@@ -76,7 +76,7 @@ struct CurvePoint {
   double tokens = 0.0, accuracy = 0.0;
 };
 
-std::vector<CurvePoint> BudgetCurves(Gpt* policy, Gpt* orm, const std::vector<CountdownProblem>& problems,
+std::vector<CurvePoint> BudgetCurves(Gpt* policy, Gpt* orm, Gpt* prm, const std::vector<CountdownProblem>& problems,
                                      int64_t max_samples, float temperature, uint64_t seed) {
   struct Sampled {
     std::string steps;  // the solution part, normalized when it parses
@@ -156,11 +156,12 @@ std::vector<CurvePoint> BudgetCurves(Gpt* policy, Gpt* orm, const std::vector<Co
   }
   // Step-level beam search guided by the verifier's score of each partial solution: beam B,
   // E samples of the next step from each.
-  for (auto [beam, expand] : std::vector<std::pair<int64_t, int64_t>>{{1, 2}, {2, 2}, {2, 4}, {4, 4}, {4, 8}}) {
+  for (auto [beam, expand] :
+       std::vector<std::pair<int64_t, int64_t>>{{1, 2}, {2, 2}, {2, 4}, {4, 4}, {4, 8}, {8, 8}, {8, 16}, {16, 16}}) {
     if (beam * expand > 2 * max_samples) break;
     double right = 0, tokens = 0;
     for (const CountdownProblem& p : problems) {
-      const CountdownAnswer a = PrmBeamSearch(policy, orm, p, beam, expand, temperature, &rng);
+      const CountdownAnswer a = PrmBeamSearch(policy, prm, orm, p, beam, expand, temperature, &rng);
       right += a.verified;
       tokens += static_cast<double>(a.tokens);
     }
@@ -175,12 +176,15 @@ class VerifierWorkload : public Workload {
   StatusOr<Job> MakeJob(const EngineOptions& e) override {
     if (e.distributed.mode != Mode::kLocal) return absl::InvalidArgumentError("the ORM trains locally (no [distributed])");
     DB_RETURN_IF_ERROR(Prepare(e));
+    return VerifierJob(o_.separate ? "orm" : "verifier", o_.separate ? outcomes_ : both_, e);
+  }
+  // A verifier (ORM or PRM) learning `data` through the engine.
+  Job VerifierJob(const std::string& name, std::shared_ptr<const std::vector<OrmExample>> data, const EngineOptions& e) {
     Job job;
-    job.name = "verifier";
+    job.name = name;
     job.steps = o_.orm_steps;
     job.examples_per_step = o_.batch;
     const GptOptions net = OrmNet(policy_opts_.net);
-    const auto data = examples_;
     const int64_t batch = o_.batch;
     const uint64_t seed = e.train.seed;
     job.make_replica = [net, data, batch, seed](int r, int R) -> StatusOr<std::unique_ptr<ReplicaModel>> {
@@ -191,8 +195,20 @@ class VerifierWorkload : public Workload {
   Status Report(const EngineOptions& e, RunResult* r) override {
     if (r->diverged) return absl::InternalError("the ORM diverged (lower optimizer.learning_rate)");
     Gpt& orm = static_cast<OrmReplica*>(r->model.get())->gpt();
-    std::printf("ORM: %ld steps in %.1f s, train loss first %.4f, last %.4f\n", long(r->steps), r->seconds,
-                r->first_loss.total, r->last_loss.total);
+    std::printf("%s: %ld steps in %.1f s, train loss first %.4f, last %.4f\n", o_.separate ? "ORM" : "verifier",
+                long(r->steps), r->seconds, r->first_loss.total, r->last_loss.total);
+    // The PRM: a second model on the process labels (or the same one).
+    Gpt* prm = &orm;
+    RunResult prm_run;
+    if (o_.separate) {
+      EngineOptions pe = e;
+      pe.train.run_dir.clear();  // nothing written for it
+      DB_ASSIGN_OR_RETURN(prm_run, RunJob(pe, VerifierJob("prm", steps_, e)));
+      if (prm_run.diverged) return absl::InternalError("the PRM diverged (lower optimizer.learning_rate)");
+      prm = &static_cast<OrmReplica*>(prm_run.model.get())->gpt();
+      std::printf("PRM: %ld steps in %.1f s, train loss first %.4f, last %.4f\n", long(prm_run.steps),
+                  prm_run.seconds, prm_run.first_loss.total, prm_run.last_loss.total);
+    }
     // The ORM on held-out samples: accuracy of its verdict (threshold 0.5) against the verifier.
     const auto held = CollectOrmExamples(policy_.get(), data_->test, 2, o_.temperature, e.train.seed + 5);
     int64_t agree = 0, right = 0;
@@ -205,11 +221,12 @@ class VerifierWorkload : public Workload {
                      ").\n\n";
     char line[512];
     std::snprintf(line, sizeof(line),
-                  "Verifier: trained on %zu complete policy samples of %ld training problems (%.1f%% right) and their first steps; on %zu held-out "
+                  "%s: trained on %zu complete policy samples of %ld %s problems (%.1f%% right)%s; on %zu held-out "
                   "samples (%.1f%% right) its verdict agrees with the exact verifier on %.1f%% (always the more "
                   "common verdict: %.1f%%).\n\n",
-                  outcome_examples_, long(o_.train_problems), 100.0 * positives_ / std::max<size_t>(1, outcome_examples_),
-                  held.size(), 100.0 * right / std::max<size_t>(1, held.size()), 100.0 * agree / std::max<size_t>(1, held.size()),
+                  o_.separate ? "ORM" : "Verifier", outcome_examples_, long(o_.train_problems),
+                  o_.fresh ? "fresh training" : "the policy's training", 100.0 * positives_ / std::max<size_t>(1, outcome_examples_),
+                  o_.separate ? "" : " and their first steps", held.size(), 100.0 * right / std::max<size_t>(1, held.size()), 100.0 * agree / std::max<size_t>(1, held.size()),
                   100.0 * std::max<size_t>(right, held.size() - right) / std::max<size_t>(1, held.size()));
     md += line;
     std::printf("%s", line);
@@ -225,6 +242,23 @@ class VerifierWorkload : public Workload {
                   long(s.exact_only), long(s.neither), legal ? 100.0 * (s.both + s.neither) / legal : 0.0);
     md += line;
     std::printf("%s", line);
+    // The PRM's verdict on held-out first steps against their rollout labels.
+    {
+      const auto held_steps = CollectStepExamples(policy_.get(), data_->test, 2, o_.rollouts, o_.temperature, e.train.seed + 11);
+      int64_t agree_steps = 0, good = 0;
+      for (const OrmExample& x : held_steps) {
+        agree_steps += (OrmScore(prm, x.text) > 0.5) == x.correct;
+        good += x.correct;
+      }
+      const size_t n = std::max<size_t>(1, held_steps.size());
+      std::snprintf(line, sizeof(line),
+                    "%s on %zu held-out first steps (%.1f%% good by %ld rollouts): agrees with the rollout label on "
+                    "%.1f%% (always the more common label: %.1f%%).\n\n",
+                    o_.separate ? "PRM" : "Verifier", held_steps.size(), 100.0 * good / n, long(o_.rollouts),
+                    100.0 * agree_steps / n, 100.0 * std::max<int64_t>(good, int64_t(held_steps.size()) - good) / n);
+      md += line;
+      std::printf("%s", line);
+    }
     std::ofstream csv(e.train.run_dir + "/budget.csv");
     csv << "test,strategy,n,tokens_per_problem,accuracy\n";
     md += "| test | strategy | N | tokens/problem | accuracy |\n|---|---|---|---|---|\n";
@@ -234,7 +268,7 @@ class VerifierWorkload : public Workload {
       std::vector<CountdownProblem> ps(problems.begin(),
                                        problems.begin() + std::min<size_t>(problems.size(), o_.test_problems));
       const std::string name = ood ? "ood" : "test";
-      for (const CurvePoint& c : BudgetCurves(policy_.get(), &orm, ps, o_.max_samples, o_.temperature, e.train.seed + 9)) {
+      for (const CurvePoint& c : BudgetCurves(policy_.get(), &orm, prm, ps, o_.max_samples, o_.temperature, e.train.seed + 9)) {
         csv << name << "," << c.strategy << "," << c.n << "," << c.tokens << "," << c.accuracy << "\n";
         points.push_back({name, c});
         std::snprintf(line, sizeof(line), "| %s | %s | %ld | %.0f | %.1f%% |\n",
@@ -254,30 +288,39 @@ class VerifierWorkload : public Workload {
 
  private:
   Status Prepare(const EngineOptions& e) {
-    if (examples_) return absl::OkStatus();
+    if (both_) return absl::OkStatus();
     DB_ASSIGN_OR_RETURN(CountdownPolicy loaded, LoadCountdownPolicy(o_.policy));
     policy_opts_ = loaded.options;
     policy_ = std::move(loaded.gpt);
-    // The policy's own split (same seed as its training): the ORM learns on training problems.
+    // The policy's own split (same seed as its training); the verifiers learn on training-split
+    // problems: fresh ones (never the policy's) or the policy's own.
     CountdownLabOptions d = policy_opts_;
     d.test_limit = o_.test_problems;
     DB_ASSIGN_OR_RETURN(data_, BuildCountdownData(d, e.train.seed));
-    std::vector<CountdownProblem> train(data_->train.begin(),
-                                        data_->train.begin() + std::min<size_t>(data_->train.size(), o_.train_problems));
-    auto ex = std::make_shared<std::vector<OrmExample>>(
+    std::vector<CountdownProblem> train =
+        o_.fresh ? FreshCountdownProblems(d, *data_, o_.train_problems, e.train.seed * 7919 + 2003)
+                 : std::vector<CountdownProblem>(data_->train.begin(),
+                                                 data_->train.begin() + std::min<size_t>(data_->train.size(), o_.train_problems));
+    auto outcomes = std::make_shared<std::vector<OrmExample>>(
         CollectOrmExamples(policy_.get(), train, o_.samples_per_problem, o_.temperature, e.train.seed));
-    for (const OrmExample& x : *ex) positives_ += x.correct;
-    outcome_examples_ = ex->size();
-    // Process examples: first steps labelled by rollouts (Math-Shepherd), for the PRM's use.
-    const auto steps = CollectStepExamples(policy_.get(), train, o_.step_samples, o_.rollouts, o_.temperature,
-                                           e.train.seed + 3);
+    for (const OrmExample& x : *outcomes) positives_ += x.correct;
+    outcome_examples_ = outcomes->size();
+    // Process examples: first steps labelled by rollouts (Math-Shepherd), for the PRM.
+    auto steps = std::make_shared<std::vector<OrmExample>>(
+        CollectStepExamples(policy_.get(), train, o_.step_samples, o_.rollouts, o_.temperature, e.train.seed + 3));
     size_t good_steps = 0;
-    for (const OrmExample& x : steps) good_steps += x.correct;
-    ex->insert(ex->end(), steps.begin(), steps.end());
-    std::printf("verifier data: %zu complete samples of %zu training problems (%zu right), %zu first steps (%zu "
-                "good by %ld rollouts)\n", outcome_examples_, train.size(), positives_, steps.size(), good_steps,
+    for (const OrmExample& x : *steps) good_steps += x.correct;
+    std::printf("verifier data: %zu complete samples of %zu %s problems (%zu right), %zu first steps (%zu "
+                "good by %ld rollouts)\n", outcome_examples_, train.size(),
+                o_.fresh ? "fresh training" : "the policy's training", positives_, steps->size(), good_steps,
                 long(o_.rollouts));
-    examples_ = std::move(ex);
+    if (steps->empty() && o_.separate)
+      return absl::InvalidArgumentError("verifier.separate: no first steps to train a PRM on (step_samples = 0?)");
+    auto both = std::make_shared<std::vector<OrmExample>>(*outcomes);
+    both->insert(both->end(), steps->begin(), steps->end());
+    outcomes_ = std::move(outcomes);
+    steps_ = std::move(steps);
+    both_ = std::move(both);
     return absl::OkStatus();
   }
   // One data file per test and strategy (so each curve is one line), then one gnuplot script.
@@ -306,7 +349,7 @@ class VerifierWorkload : public Workload {
   CountdownLabOptions policy_opts_;
   std::unique_ptr<Gpt> policy_;
   std::shared_ptr<const CountdownData> data_;
-  std::shared_ptr<const std::vector<OrmExample>> examples_;
+  std::shared_ptr<const std::vector<OrmExample>> outcomes_, steps_, both_;
   size_t positives_ = 0, outcome_examples_ = 0;
 };
 
@@ -326,6 +369,8 @@ StatusOr<VerifierLabOptions> ParseVerifierLabOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(s.Int("test_problems", &o.test_problems, 1, 100000));
   DB_RETURN_IF_ERROR(s.Int("max_samples", &o.max_samples, 1, 4096));
   DB_RETURN_IF_ERROR(s.Float("temperature", &o.temperature, 0.01, 10.0));
+  DB_RETURN_IF_ERROR(s.Bool("fresh", &o.fresh));
+  DB_RETURN_IF_ERROR(s.Bool("separate", &o.separate));
   return o;
 }
 
@@ -401,7 +446,7 @@ StepLabelAgreement CheckStepLabels(Gpt* policy, const std::vector<CountdownProbl
   return a;
 }
 
-CountdownAnswer PrmBeamSearch(Gpt* policy, Gpt* verifier, const CountdownProblem& p, int64_t beam, int64_t expand,
+CountdownAnswer PrmBeamSearch(Gpt* policy, Gpt* prm, Gpt* orm, const CountdownProblem& p, int64_t beam, int64_t expand,
                               float temperature, Random* rng) {
   CountdownAnswer best;
   double best_score = -1.0;
@@ -413,7 +458,8 @@ CountdownAnswer PrmBeamSearch(Gpt* policy, Gpt* verifier, const CountdownProblem
       for (const std::string& step : SampleCountdown(policy, b, expand, temperature, rng, &best.tokens, ",.")) {
         if (step.empty()) continue;
         const std::string text = b + step;
-        next.push_back({OrmScore(verifier, text), text});
+        const bool complete = text.back() == '.' || static_cast<int64_t>(text.size()) >= context;
+        next.push_back({OrmScore(complete ? orm : prm, text), text});
       }
     std::stable_sort(next.begin(), next.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
     beams.clear();

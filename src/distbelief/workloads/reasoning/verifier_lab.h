@@ -40,6 +40,13 @@ struct VerifierLabOptions {
   int64_t test_problems = 100;    // held-out problems of the budget curves (and as many out of distribution)
   int64_t max_samples = 32;       // the largest budget (N)
   float temperature = 1.0f;
+  // fresh: the verifier's training problems are ones the policy never trained on (drawn like
+  // STaR's, FreshCountdownProblems), so its samples fail as often as on held-out problems;
+  // false: the policy's own training problems (which it has memorized).
+  bool fresh = true;
+  // separate: an ORM learns the outcome labels and a PRM, a second model of the same shape, the
+  // process labels; false: one verifier learns both.
+  bool separate = true;
 };
 StatusOr<VerifierLabOptions> ParseVerifierLabOptions(ConfigFile* file);
 
@@ -59,10 +66,11 @@ double OrmScore(Gpt* orm, const std::string& text);
 // labelled good when it is legal and some of `rollouts` continuations of the policy verifies.
 std::vector<OrmExample> CollectStepExamples(Gpt* policy, const std::vector<CountdownProblem>& problems, int64_t samples,
                                             int64_t rollouts, float temperature, uint64_t seed);
-// Step-level beam search guided by the verifier (its score of "prompt + steps so far," as a PRM):
-// `beam` partial solutions kept per depth, `expand` samples of the next step from each; the answer
-// is the complete solution the verifier scores highest (the exact verifier only grades it).
-CountdownAnswer PrmBeamSearch(Gpt* policy, Gpt* verifier, const CountdownProblem& p, int64_t beam, int64_t expand,
+// Step-level beam search guided by the PRM (its score of "prompt + steps so far,"): `beam` partial
+// solutions kept per depth, `expand` samples of the next step from each; complete solutions are
+// scored by the ORM (which may be the same model) and the answer is the one it scores highest
+// (the exact verifier only grades it).
+CountdownAnswer PrmBeamSearch(Gpt* policy, Gpt* prm, Gpt* orm, const CountdownProblem& p, int64_t beam, int64_t expand,
                               float temperature, Random* rng);
 
 // Math-Shepherd's process labels, checked: for each first step a policy writes (a prefix
