@@ -6,7 +6,9 @@
 #   2. a verifier for the optimal-path policy (outcome and process labels) and accuracy against
 #      generated tokens for greedy, best-of-N, weighted vote, verifier-guided step beam search and
 #      pass@N (configs/verifier.toml);
-#   3. three rounds of self-improvement on verified samples (configs/star.toml).
+#   3. three rounds of self-improvement on verified samples (configs/star.toml), and from a seed
+#      policy given few solver traces, beside its control arm (configs/countdown_seed.toml,
+#      configs/star_seed.toml).
 # Each step's report is runs/<name>/report.md. Extra arguments go to every train command
 # (e.g. --set countdown.train_tokens=3000000 for a shorter run).
 set -euo pipefail
@@ -18,4 +20,6 @@ $bin train --config configs/countdown.toml --set 'countdown.traces="streams"' \
   --set 'train.run_dir="runs/countdown_streams"' --overwrite "$@"
 $bin train --config configs/verifier.toml --overwrite
 $bin train --config configs/star.toml --overwrite
-for r in countdown countdown_streams verifier star; do echo "== runs/$r/report.md"; cat runs/$r/report.md; echo; done
+$bin train --config configs/countdown_seed.toml --overwrite
+$bin train --config configs/star_seed.toml --overwrite
+for r in countdown countdown_streams verifier star countdown_seed star_seed; do echo "== runs/$r/report.md"; cat runs/$r/report.md; echo; done

@@ -136,6 +136,7 @@ StatusOr<CatOptions> ParseCatOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(c.Int("max_side", &o.max_side, 0, 1 << 16));
   DB_RETURN_IF_ERROR(c.Int("partitions", &o.partitions, 1, 1024));
   DB_RETURN_IF_ERROR(c.Float("motion_share", &o.motion_share, 0.0, 1.0));
+  DB_RETURN_IF_ERROR(c.Float("min_scale", &o.min_scale, 0.01, 1.0));
   if (o.partitions > st.maps)
     return c.Error("partitions", "= " + std::to_string(o.partitions) + " exceeds cat.maps = " + std::to_string(st.maps) +
                                      "; the network is split by maps");
@@ -169,6 +170,7 @@ class CatStageReplica : public ReplicaModel {
     co.batch = o.batch;
     co.seed = seed * 1000003 + static_cast<uint64_t>(replica) * 7919 + static_cast<uint64_t>(stage);
     co.region_share = o.motion_share;
+    co.min_scale = o.min_scale;
     m->crops_ = std::make_unique<CropStream>(photos, co, o.motion_share > 0 ? *motion : std::vector<Region>{});
     return m;
   }
@@ -259,6 +261,7 @@ StatusOr<CatTrainResult> TrainCatNet(CatNet* net, const CatOptions& o, const Eng
     co.batch = 64;
     co.seed = engine.train.seed;
     co.region_share = o.motion_share;
+    co.min_scale = o.min_scale;
     CropStream stream(&photos, co, motion);
     const Tensor crops = stream.Next();
     const int64_t f = o.net.frame, cells = 8;

@@ -39,6 +39,9 @@ struct CatOptions {
   // The share of crops of video frames taken about where the video moves (MotionRegions of
   // data/images.h: frame differences, no labels); the rest are random crops.
   float motion_share = 0.0f;
+  // Random crops' side is drawn from [max(frame, min_scale x the image's short side), short side]
+  // (CropOptions): larger values show whole objects (and whole faces in the face videos) more often.
+  float min_scale = 0.25f;
 };
 StatusOr<CatOptions> ParseCatOptions(ConfigFile* file);
 

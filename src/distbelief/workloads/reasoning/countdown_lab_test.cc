@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstdio>
 #include <filesystem>
@@ -210,7 +211,8 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
     const std::string text = std::string("[") + section + "]\npolicy = \"" + RunCheckpointPath(dir) + "\"\n" +
                              (std::string(section) == "verifier"
                                   ? "train_problems = 40\norm_steps = 5\nbatch = 8\ntest_problems = 4\nmax_samples = 2\nrollouts = 2\n"
-                                  : "rounds = 2\nproblems_per_round = 60\nsamples = 4\nsteps = 3\ntest_problems = 4\n");
+                                  : "rounds = 2\nproblems_per_round = 60\nsamples = 4\nsteps = 3\ntest_problems = 4\n"
+                                    "control = true\n");
     auto f = ConfigFile::Parse(text, "lab.toml");
     ASSERT_TRUE(f.ok()) << f.status();
     auto w = std::string(section) == "verifier" ? MakeVerifierWorkload(&*f) : MakeStarWorkload(&*f);
@@ -239,6 +241,11 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
       std::stringstream all;
       all << md.rdbuf();
       EXPECT_NE(all.str().find("| 2 |"), std::string::npos) << all.str();
+      // The control arm is a sixth column of every row.
+      EXPECT_NE(all.str().find("control: same steps on its own traces"), std::string::npos) << all.str();
+      const size_t r2 = all.str().find("| 2 |");
+      const std::string line = all.str().substr(r2, all.str().find('\n', r2) - r2);
+      EXPECT_EQ(std::count(line.begin(), line.end(), '|'), 7) << line;
     }
   }
 
@@ -404,6 +411,11 @@ TEST(CountdownLab, ConfigErrorsNameTheKey) {
   auto ao = ParseStarLabOptions(&*actors);
   ASSERT_FALSE(ao.ok());
   EXPECT_NE(ao.status().message().find("replay"), std::string::npos) << ao.status();
+  auto actors_control = ConfigFile::Parse("[star]\npolicy = \"p\"\nmode = \"actors\"\ncontrol = true\n", "bad.toml");
+  ASSERT_TRUE(actors_control.ok());
+  auto ac = ParseStarLabOptions(&*actors_control);
+  ASSERT_FALSE(ac.ok());
+  EXPECT_NE(ac.status().message().find("control"), std::string::npos) << ac.status();
 }
 
 }  // namespace

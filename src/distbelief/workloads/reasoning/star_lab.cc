@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "distbelief/train/checkpointing.h"
@@ -176,15 +177,24 @@ class StarWorkload : public Workload {
         FreshCountdownProblems(po, *all, o_.problems_per_round * o_.rounds, e.train.seed * 7919 + 1009);
     Gpt& gpt = *policy.gpt;
     std::vector<bool> first_test = Solved(&gpt, all->test), first_ood = Solved(&gpt, all->ood);
-    std::string table = "| round | verified samples kept | test pass@1 (greedy) | new vs round 0 | one more number |\n"
-                        "|---|---|---|---|---|\n";
-    char row[256];
-    std::snprintf(row, sizeof(row), "| 0 (the policy) | | %s | | %.1f%% |\n", PassCell(first_test, all->test).c_str(),
-                  Percent(first_ood));
+    // The control arm (star.control, mode = "rounds"): a second copy of the policy fine-tuned
+    // with the same steps on its own training traces only.
+    const bool with_control = o_.control && !o_.actors;
+    std::optional<CountdownPolicy> control;
+    if (with_control) {
+      DB_ASSIGN_OR_RETURN(CountdownPolicy c, LoadCountdownPolicy(o_.policy));
+      control.emplace(std::move(c));
+    }
+    std::string table = std::string("| round | verified samples kept | test pass@1 (greedy) | new vs round 0 | one more number |") +
+                        (with_control ? " control: same steps on its own traces, pass@1 |\n|---|---|---|---|---|---|\n"
+                                      : "\n|---|---|---|---|---|\n");
+    char row[512];
+    std::snprintf(row, sizeof(row), "| 0 (the policy) | | %s | | %.1f%% |%s\n", PassCell(first_test, all->test).c_str(),
+                  Percent(first_ood), with_control ? (" " + PassCell(first_test, all->test) + " |").c_str() : "");
     table += row;
     std::printf("%s", table.c_str());
     if (o_.actors) return TrainActors(e, policy, po, *all, std::move(fresh), first_test, first_ood, table);
-    Random rng(e.train.seed * 977 + 1);
+    Random rng(e.train.seed * 977 + 1), control_rng(e.train.seed * 977 + 2);
     auto data = std::make_shared<CountdownData>();  // every verified sample so far
     for (int round = 1; round <= o_.rounds; ++round) {
       // 1. Sample fresh training problems and keep what the exact verifier accepts.
@@ -202,8 +212,9 @@ class StarWorkload : public Workload {
         }
       }
       if (data->traces.empty()) {  // nothing verified yet: nothing to learn from this round
-        std::snprintf(row, sizeof(row), "| %d | 0 from %zu problems: no fine-tuning | %s | 0 | %.1f%% |\n", round,
-                      end - begin, PassCell(first_test, all->test).c_str(), Percent(first_ood));
+        std::snprintf(row, sizeof(row), "| %d | 0 from %zu problems: no fine-tuning | %s | 0 | %.1f%% |%s\n", round,
+                      end - begin, PassCell(first_test, all->test).c_str(), Percent(first_ood),
+                      control ? (" " + PassCell(Solved(control->gpt.get(), all->test), all->test) + " |").c_str() : "");
         table += row;
         std::printf("%s", row);
         continue;
@@ -217,31 +228,26 @@ class StarWorkload : public Workload {
         tune->traces.push_back(all->traces[j]);
         tune->prompt_chars.push_back(all->prompt_chars[j]);
       }
-      DB_ASSIGN_OR_RETURN(Job job, CountdownJob(po, tune, e));
-      job.name = "star-" + std::to_string(round);
-      job.steps = o_.steps;
-      job.write_checkpoint = false;
-      std::vector<Tensor> start;
-      for (Param* q : gpt.params()) start.push_back(q->value);
-      auto make = job.make_replica;
-      job.make_replica = [make, start](int r, int R) -> StatusOr<std::unique_ptr<ReplicaModel>> {
-        DB_ASSIGN_OR_RETURN(auto m, make(r, R));
-        const std::vector<Param*> ps = m->params(0);
-        for (size_t i = 0; i < ps.size(); ++i) std::memcpy(ps[i]->value.data(), start[i].data(), start[i].size() * sizeof(float));
-        return m;
-      };
-      EngineOptions round_e = e;
-      round_e.train.run_dir.clear();  // nothing written per round
-      DB_ASSIGN_OR_RETURN(RunResult r, RunJob(round_e, job));
-      if (r.diverged) return absl::InternalError("round " + std::to_string(round) + " diverged (lower optimizer.learning_rate)");
-      CopyWeights(r.model->params(0), gpt.params());
+      DB_RETURN_IF_ERROR(FineTune(e, po, tune, round, "star-", &gpt));
+      // 2b. The control arm: the same steps on as many of the policy's own training traces,
+      // none of the kept samples: what the fine-tuning alone is worth.
+      if (control) {
+        auto own = std::make_shared<CountdownData>();
+        for (size_t k = 0; k < tune->traces.size(); ++k) {
+          const size_t j = control_rng.UniformInt(all->traces.size());
+          own->traces.push_back(all->traces[j]);
+          own->prompt_chars.push_back(all->prompt_chars[j]);
+        }
+        DB_RETURN_IF_ERROR(FineTune(e, po, own, round, "control-", control->gpt.get()));
+      }
       // 3. Greedy pass@1 on held-out problems.
       const std::vector<bool> test = Solved(&gpt, all->test), ood = Solved(&gpt, all->ood);
       int64_t fresh = 0;
       for (size_t i = 0; i < test.size(); ++i) fresh += test[i] && !first_test[i];
-      std::snprintf(row, sizeof(row), "| %d | %zu from %zu problems (%zu in all; %ld tokens generated) | %s | %ld | %.1f%% |\n",
+      std::snprintf(row, sizeof(row), "| %d | %zu from %zu problems (%zu in all; %ld tokens generated) | %s | %ld | %.1f%% |%s\n",
                     round, data->traces.size() - before, end - begin, data->traces.size(), long(tokens),
-                    PassCell(test, all->test).c_str(), long(fresh), Percent(ood));
+                    PassCell(test, all->test).c_str(), long(fresh), Percent(ood),
+                    control ? (" " + PassCell(Solved(control->gpt.get(), all->test), all->test) + " |").c_str() : "");
       table += row;
       std::printf("%s", row);
     }
@@ -255,6 +261,31 @@ class StarWorkload : public Workload {
         << " with one more number.\n\n"
         << table;
     std::printf("report: %s/report.md\ncheckpoint: %s\n", e.train.run_dir.c_str(), RunCheckpointPath(e.train.run_dir).c_str());
+    return absl::OkStatus();
+  }
+
+  // Fine-tunes *model on `tune` for star.steps steps through the engine, from its current weights
+  // (the same replica model as the policy's training).
+  Status FineTune(const EngineOptions& e, const CountdownLabOptions& po, std::shared_ptr<const CountdownData> tune,
+                  int round, const std::string& name, Gpt* model) {
+    DB_ASSIGN_OR_RETURN(Job job, CountdownJob(po, std::move(tune), e));
+    job.name = name + std::to_string(round);
+    job.steps = o_.steps;
+    job.write_checkpoint = false;
+    std::vector<Tensor> start;
+    for (Param* q : model->params()) start.push_back(q->value);
+    auto make = job.make_replica;
+    job.make_replica = [make, start](int r, int R) -> StatusOr<std::unique_ptr<ReplicaModel>> {
+      DB_ASSIGN_OR_RETURN(auto m, make(r, R));
+      const std::vector<Param*> ps = m->params(0);
+      for (size_t i = 0; i < ps.size(); ++i) std::memcpy(ps[i]->value.data(), start[i].data(), start[i].size() * sizeof(float));
+      return m;
+    };
+    EngineOptions round_e = e;
+    round_e.train.run_dir.clear();  // nothing written per round
+    DB_ASSIGN_OR_RETURN(RunResult r, RunJob(round_e, job));
+    if (r.diverged) return absl::InternalError("round " + std::to_string(round) + " diverged (lower optimizer.learning_rate)");
+    CopyWeights(r.model->params(0), model->params());
     return absl::OkStatus();
   }
 
@@ -327,6 +358,8 @@ StatusOr<StarLabOptions> ParseStarLabOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(s.Enum("mode", &o.actors, {{"rounds", false}, {"actors", true}}));
   DB_RETURN_IF_ERROR(s.Enum("search", &o.tree, {{"samples", false}, {"tree", true}}));
   DB_RETURN_IF_ERROR(s.Float("replay", &o.replay, 0.0, 100.0));
+  DB_RETURN_IF_ERROR(s.Bool("control", &o.control));
+  if (o.actors && o.control) return s.Error("control", "applies to mode = \"rounds\" only");
   if (o.actors && o.replay > 0) return s.Error("replay", "applies to mode = \"rounds\" only (actors learn online)");
   DB_RETURN_IF_ERROR(s.Int("tree_children", &o.tree_options.children, 1, 256));
   DB_RETURN_IF_ERROR(s.Int("tree_tokens", &o.tree_options.max_tokens, 1, 1 << 20));

@@ -48,6 +48,10 @@ struct StarLabOptions {
   // training traces, drawn afresh each round (0: only what the verifier kept), against drift.
   // mode = "rounds" only: with "actors" it is a config error.
   float replay = 0.0f;
+  // control: a second copy of the starting policy gets the same fine-tuning steps each round on
+  // as many of its own training traces (none of the kept samples); its pass@1 is a column of the
+  // table, so what the verified samples add is read against it in the same run. mode = "rounds".
+  bool control = false;
 };
 StatusOr<StarLabOptions> ParseStarLabOptions(ConfigFile* file);
 

@@ -226,7 +226,7 @@ class VerifierWorkload : public Workload {
                   "common verdict: %.1f%%).\n\n",
                   o_.separate ? "ORM" : "Verifier", outcome_examples_, long(o_.train_problems),
                   o_.fresh ? "fresh training" : "the policy's training", 100.0 * positives_ / std::max<size_t>(1, outcome_examples_),
-                  o_.separate ? "" : " and their first steps", held.size(), 100.0 * right / std::max<size_t>(1, held.size()), 100.0 * agree / std::max<size_t>(1, held.size()),
+                  o_.separate ? "" : " and partial solutions", held.size(), 100.0 * right / std::max<size_t>(1, held.size()), 100.0 * agree / std::max<size_t>(1, held.size()),
                   100.0 * std::max<size_t>(right, held.size() - right) / std::max<size_t>(1, held.size()));
     md += line;
     std::printf("%s", line);
@@ -242,7 +242,7 @@ class VerifierWorkload : public Workload {
                   long(s.exact_only), long(s.neither), legal ? 100.0 * (s.both + s.neither) / legal : 0.0);
     md += line;
     std::printf("%s", line);
-    // The PRM's verdict on held-out first steps against their rollout labels.
+    // The PRM's verdict on held-out partial solutions against their rollout labels.
     {
       const auto held_steps = CollectStepExamples(policy_.get(), data_->test, 2, o_.rollouts, o_.temperature, e.train.seed + 11);
       int64_t agree_steps = 0, good = 0;
@@ -252,7 +252,7 @@ class VerifierWorkload : public Workload {
       }
       const size_t n = std::max<size_t>(1, held_steps.size());
       std::snprintf(line, sizeof(line),
-                    "%s on %zu held-out first steps (%.1f%% good by %ld rollouts): agrees with the rollout label on "
+                    "%s on %zu held-out partial solutions (%.1f%% good by %ld rollouts): agrees with the rollout label on "
                     "%.1f%% (always the more common label: %.1f%%).\n\n",
                     o_.separate ? "PRM" : "Verifier", held_steps.size(), 100.0 * good / n, long(o_.rollouts),
                     100.0 * agree_steps / n, 100.0 * std::max<int64_t>(good, int64_t(held_steps.size()) - good) / n);
@@ -305,17 +305,17 @@ class VerifierWorkload : public Workload {
         CollectOrmExamples(policy_.get(), train, o_.samples_per_problem, o_.temperature, e.train.seed));
     for (const OrmExample& x : *outcomes) positives_ += x.correct;
     outcome_examples_ = outcomes->size();
-    // Process examples: first steps labelled by rollouts (Math-Shepherd), for the PRM.
+    // Process examples: partial solutions labelled by rollouts (Math-Shepherd), for the PRM.
     auto steps = std::make_shared<std::vector<OrmExample>>(
         CollectStepExamples(policy_.get(), train, o_.step_samples, o_.rollouts, o_.temperature, e.train.seed + 3));
     size_t good_steps = 0;
     for (const OrmExample& x : *steps) good_steps += x.correct;
-    std::printf("verifier data: %zu complete samples of %zu %s problems (%zu right), %zu first steps (%zu "
+    std::printf("verifier data: %zu complete samples of %zu %s problems (%zu right), %zu partial solutions (%zu "
                 "good by %ld rollouts)\n", outcome_examples_, train.size(),
                 o_.fresh ? "fresh training" : "the policy's training", positives_, steps->size(), good_steps,
                 long(o_.rollouts));
     if (steps->empty() && o_.separate)
-      return absl::InvalidArgumentError("verifier.separate: no first steps to train a PRM on (step_samples = 0?)");
+      return absl::InvalidArgumentError("verifier.separate: no partial solutions to train a PRM on (step_samples = 0?)");
     auto both = std::make_shared<std::vector<OrmExample>>(*outcomes);
     both->insert(both->end(), steps->begin(), steps->end());
     outcomes_ = std::move(outcomes);
@@ -407,11 +407,15 @@ std::vector<OrmExample> CollectStepExamples(Gpt* policy, const std::vector<Count
   for (const CountdownProblem& p : problems) {
     if (p.numbers.size() < 3) continue;
     const std::string prompt = CountdownPrompt(p);
-    for (const std::string& t : SampleCountdown(policy, prompt, samples, temperature, &rng, &tokens, ",.")) {
-      if (t.empty() || t.back() != ',') continue;  // a one-step answer: the outcome data has it
+    for (const std::string& t : SampleCountdown(policy, prompt, samples, temperature, &rng, &tokens)) {
+      // Every prefix that ends a step ("prompt + steps,"), up to the first illegal step.
       std::vector<int64_t> left = p.numbers;
-      const bool legal = ApplyCountdownStep(std::string_view(t).substr(0, t.size() - 1), &left).ok();
-      out.push_back({prompt + t, legal && RolloutLabel(policy, p, prompt + t, rollouts, temperature, &rng, &tokens)});
+      for (size_t from = 0, comma; (comma = t.find(',', from)) != std::string::npos; from = comma + 1) {
+        const bool legal = ApplyCountdownStep(std::string_view(t).substr(from, comma - from), &left).ok();
+        const std::string prefix = prompt + t.substr(0, comma + 1);
+        out.push_back({prefix, legal && RolloutLabel(policy, p, prefix, rollouts, temperature, &rng, &tokens)});
+        if (!legal) break;
+      }
     }
   }
   return out;

@@ -1,12 +1,13 @@
 // The reasoning lab's verifier and search at test time (issue 15, items 3 and 4), on a trained
 // Countdown policy (countdown_lab.h):
-//   1. the policy samples solutions of training problems, the exact verifier labels them;
-//   2. a verifier learns to tell right from wrong: the policy's architecture, trained from scratch
+//   1. the policy samples solutions of training-split problems it never trained on (fresh: true)
+//      or of its own training problems, the exact verifier labels them;
+//   2. verifiers learn to tell right from wrong: the policy's architecture, trained from scratch
 //      through the engine to write the verdict after a text ('#' right, '!' wrong, characters the
-//      traces already use for "solved" and "dead end"), its score the probability of '#' (a
-//      generative verifier). It learns outcome labels (complete solutions, by the exact verifier)
-//      and process labels (first steps, by Monte-Carlo rollouts as in Math-Shepherd), so it scores
-//      answers as an ORM and partial solutions as a PRM;
+//      traces already use for "solved" and "dead end"), the score the probability of '#' (a
+//      generative verifier). The ORM learns outcome labels (complete solutions, by the exact
+//      verifier); the PRM, a second model (separate: true) or the same one, learns process labels
+//      (partial solutions, by Monte-Carlo rollouts as in Math-Shepherd);
 //   3. process labels from Monte-Carlo rollouts (Math-Shepherd) checked against the solver's
 //      exact reachability of each first step (CheckStepLabels);
 //   4. on held-out problems, accuracy against generated tokens for budgets of 1..N samples:
@@ -34,8 +35,8 @@ struct VerifierLabOptions {
   int64_t train_problems = 4000;  // training problems the policy samples for the ORM
   int64_t samples_per_problem = 4;
   int64_t orm_steps = 600;        // of the verifier
-  int64_t step_samples = 2;       // first steps sampled per training problem for process labels
-  int64_t rollouts = 8;           // continuations that label a first step (Math-Shepherd)
+  int64_t step_samples = 2;       // solutions sampled per training problem for process labels (each step's prefix)
+  int64_t rollouts = 8;           // continuations that label a partial solution (Math-Shepherd)
   int64_t batch = 32;
   int64_t test_problems = 100;    // held-out problems of the budget curves (and as many out of distribution)
   int64_t max_samples = 32;       // the largest budget (N)
@@ -62,8 +63,10 @@ std::vector<OrmExample> CollectOrmExamples(Gpt* policy, const std::vector<Countd
 // at the position after it. A text longer than the ORM's context (64) is read up to there.
 double OrmScore(Gpt* orm, const std::string& text);
 
-// Process examples for the verifier: `samples` first steps per problem ("prompt + step,"), each
-// labelled good when it is legal and some of `rollouts` continuations of the policy verifies.
+// Process examples for the PRM: `samples` solutions per problem from the policy, and each of their
+// partial solutions ("prompt + steps," after every step but the last, up to the first illegal
+// one) labelled good when its steps are legal and some of `rollouts` continuations of the policy
+// verifies (Math-Shepherd).
 std::vector<OrmExample> CollectStepExamples(Gpt* policy, const std::vector<CountdownProblem>& problems, int64_t samples,
                                             int64_t rollouts, float temperature, uint64_t seed);
 // Step-level beam search guided by the PRM (its score of "prompt + steps so far,"): `beam` partial
