@@ -299,6 +299,18 @@ TEST(CatConfig, TopStageMayBeWiderAndDenser) {
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(p->net.stages[2].maps, 16);
   EXPECT_EQ(p->net.stages[2].stride, 2);
+  EXPECT_FLOAT_EQ(p->min_scale, 0.25f);
+  // The crops' smallest scale is read, and out of range is an error naming it.
+  auto big = ConfigFile::Load("configs/cat.toml", {"cat.min_scale=0.5"});
+  ASSERT_TRUE(big.ok());
+  auto b = ParseCatOptions(&*big);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_FLOAT_EQ(b->min_scale, 0.5f);
+  auto bad = ConfigFile::Load("configs/cat.toml", {"cat.min_scale=0"});
+  ASSERT_TRUE(bad.ok());
+  auto e = ParseCatOptions(&*bad);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().message().find("min_scale"), std::string::npos) << e.status();
 }
 
 TEST(CatConfig, PaperConfigHasThePapersShape) {
