@@ -1,6 +1,6 @@
 #include "distbelief/workloads/reasoning/arithmetic.h"
 
-#include <climits>
+#include <charconv>
 #include <map>
 #include <set>
 
@@ -11,15 +11,12 @@ namespace {
 
 constexpr int64_t kLimit = 1000000000;  // 10^kMaxMultiplyDigits
 
-// A non-negative decimal of at most 18 digits, no sign, no leading '+', spaces not allowed.
+// The whole of `s` as a decimal below 10^18 (so any sum of two fits in int64): no sign, no spaces.
 bool ParseNumber(std::string_view s, int64_t* out) {
-  if (s.empty() || s.size() > 18) return false;
-  int64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    v = v * 10 + (c - '0');
-  }
-  *out = v;
+  uint64_t v = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || v >= 1000000000000000000ull) return false;
+  *out = static_cast<int64_t>(v);
   return true;
 }
 
@@ -92,7 +89,6 @@ MultiplyVerdict VerifyMultiply(const MultiplyProblem& p, std::string_view text) 
       if (x != p.a) return Reject(where + lhs + " does not multiply " + std::to_string(p.a));
       auto it = terms_left.find(y);
       if (it == terms_left.end()) return Reject(where + lhs + ": " + std::to_string(y) + " is not a place term of " + std::to_string(p.b) + " left");
-      if (y != 0 && x > INT64_MAX / y) return Reject(where + lhs + " overflows");
       if (x * y != z) return Reject(where + lhs + " is not " + std::to_string(z));
       if (--it->second == 0) terms_left.erase(it);
     } else {
@@ -102,7 +98,7 @@ MultiplyVerdict VerifyMultiply(const MultiplyProblem& p, std::string_view text) 
       auto iy = results.find(y);
       if (iy == results.end()) return Reject(where + std::to_string(y) + " is not an unused earlier result");
       results.erase(iy);
-      if (x > INT64_MAX - y || x + y != z) return Reject(where + lhs + " is not " + std::to_string(z));
+      if (x + y != z) return Reject(where + lhs + " is not " + std::to_string(z));
     }
     results.insert(z);
     last = z;
@@ -110,10 +106,10 @@ MultiplyVerdict VerifyMultiply(const MultiplyProblem& p, std::string_view text) 
   }
   if (!terms_left.empty()) return Reject(std::to_string(terms_left.begin()->first) + " of " + std::to_string(p.b) + " was never multiplied");
   if (results.size() != 1) return Reject(std::to_string(results.size()) + " results are left, not one");
-  MultiplyVerdict v;
-  v.answer = last;
   if (last != p.a * p.b) return Reject("ends at " + std::to_string(last) + ", not " + std::to_string(p.a * p.b));
+  MultiplyVerdict v;
   v.ok = true;
+  v.answer = last;
   return v;
 }
 
@@ -121,16 +117,16 @@ std::vector<MultiplyProblem> GenerateMultiply(int64_t count, int digits, uint64_
   std::vector<MultiplyProblem> out;
   if (digits < 1 || digits > kMaxMultiplyDigits) return out;
   Random rng(seed);
-  int64_t lo = 1;
-  for (int i = 1; i < digits; ++i) lo *= 10;
-  const int64_t hi = lo * 10;  // a in [lo, hi)
+  // A number of d digits: uniform in [10^(d-1), 10^d) (1-9 for one digit).
+  auto draw = [&rng](int d) {
+    int64_t lo = 1;
+    for (int k = 1; k < d; ++k) lo *= 10;
+    return lo + static_cast<int64_t>(rng.UniformInt(static_cast<uint64_t>(9 * lo)));
+  };
   for (int64_t i = 0; i < count; ++i) {
     MultiplyProblem p;
-    p.a = (digits == 1 ? 1 : lo) + static_cast<int64_t>(rng.UniformInt(static_cast<uint64_t>(hi - (digits == 1 ? 1 : lo))));
-    const int bd = 1 + static_cast<int>(rng.UniformInt(static_cast<uint64_t>(digits)));
-    int64_t blo = 1;
-    for (int k = 1; k < bd; ++k) blo *= 10;
-    p.b = (bd == 1 ? 1 : blo) + static_cast<int64_t>(rng.UniformInt(static_cast<uint64_t>(blo * 10 - (bd == 1 ? 1 : blo))));
+    p.a = draw(digits);
+    p.b = draw(1 + static_cast<int>(rng.UniformInt(static_cast<uint64_t>(digits))));
     out.push_back(p);
   }
   return out;

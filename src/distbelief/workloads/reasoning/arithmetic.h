@@ -41,7 +41,7 @@ std::string SolveMultiply(const MultiplyProblem& p);
 struct MultiplyVerdict {
   bool ok = false;
   std::string reason;  // "" when ok
-  int64_t answer = 0;  // the last step's result, when the steps parse
+  int64_t answer = 0;  // the product the steps reach, when ok
 };
 MultiplyVerdict VerifyMultiply(const MultiplyProblem& p, std::string_view text);
 

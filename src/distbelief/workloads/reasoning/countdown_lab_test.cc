@@ -249,6 +249,27 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
     }
   }
 
+  // One verifier for both kinds of label, learned on the policy's own training problems.
+  {
+    const std::string out_dir = TempDir("verifier_one");
+    auto f = ConfigFile::Parse("[verifier]\npolicy = \"" + RunCheckpointPath(dir) +
+                                   "\"\ntrain_problems = 40\norm_steps = 5\nbatch = 8\ntest_problems = 4\nmax_samples = 2\n"
+                                   "rollouts = 2\nseparate = false\nfresh = false\n",
+                               "verifier_one.toml");
+    ASSERT_TRUE(f.ok()) << f.status();
+    auto w = MakeVerifierWorkload(&*f);
+    ASSERT_TRUE(w.ok()) << w.status();
+    EngineOptions le = Adam(out_dir);
+    Status st = (*w)->Train(le);
+    ASSERT_TRUE(st.ok()) << st;
+    std::ifstream md(out_dir + "/report.md");
+    std::stringstream all;
+    all << md.rdbuf();
+    EXPECT_NE(all.str().find("Verifier: trained on"), std::string::npos) << all.str();
+    EXPECT_NE(all.str().find("the policy's training problems"), std::string::npos) << all.str();
+    EXPECT_EQ(all.str().find("ORM:"), std::string::npos) << all.str();
+  }
+
   // STaR whose sampler is the tree search, its fine-tuning replaying the policy's own traces: at
   // most one kept solution a problem.
   {

@@ -288,7 +288,7 @@ class VerifierWorkload : public Workload {
 
  private:
   Status Prepare(const EngineOptions& e) {
-    if (both_) return absl::OkStatus();
+    if (outcomes_) return absl::OkStatus();
     DB_ASSIGN_OR_RETURN(CountdownPolicy loaded, LoadCountdownPolicy(o_.policy));
     policy_opts_ = loaded.options;
     policy_ = std::move(loaded.gpt);
@@ -316,11 +316,13 @@ class VerifierWorkload : public Workload {
                 long(o_.rollouts));
     if (steps->empty() && o_.separate)
       return absl::InvalidArgumentError("verifier.separate: no partial solutions to train a PRM on (step_samples = 0?)");
-    auto both = std::make_shared<std::vector<OrmExample>>(*outcomes);
-    both->insert(both->end(), steps->begin(), steps->end());
+    if (!o_.separate) {  // one verifier learns both kinds of label
+      auto both = std::make_shared<std::vector<OrmExample>>(*outcomes);
+      both->insert(both->end(), steps->begin(), steps->end());
+      both_ = std::move(both);
+    }
     outcomes_ = std::move(outcomes);
     steps_ = std::move(steps);
-    both_ = std::move(both);
     return absl::OkStatus();
   }
   // One data file per test and strategy (so each curve is one line), then one gnuplot script.
