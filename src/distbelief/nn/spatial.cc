@@ -682,141 +682,111 @@ LocalContrastNorm::LocalContrastNorm(int64_t window, float sigma, float c0) : g_
     kernel1_[a] = static_cast<float>(std::exp(-double((a - r) * (a - r)) / (2.0 * sigma * sigma)) / total);
 }
 
-void LocalContrastNorm::Smooth(const float* in, int64_t nb, int64_t c, int64_t h, int64_t w,
-                               float* out) const {
-  // The Gaussian is separable (g[a][d] = k1[a] k1[d]) and zero padding commutes with that:
-  // the channel sum, then a horizontal and a vertical pass of G taps.
-  const int64_t r = g_ / 2, hw = h * w;
-  const float inv_c = 1.0f / static_cast<float>(c);
-  const float* k1 = kernel1_.data();
-  ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<float> sum(hw), row(hw);
-    for (int64_t b = lo; b < hi; ++b) {
-      const float* src = in + b * c * hw;
-      std::copy(src, src + hw, sum.begin());
-      for (int64_t ci = 1; ci < c; ++ci) {
-        const float* sc = src + ci * hw;
-        for (int64_t i = 0; i < hw; ++i) sum[i] += sc[i];
-      }
-      // Horizontal pass over the plane as one flat row (taps reaching into a neighbouring row
-      // are wrong only in the r columns at each edge, redone with the bounds), then the
-      // vertical pass likewise (wrong only in the r rows at the top and bottom).
-      if (w > 2 * r) WeightedSumOfShifted(sum.data(), hw - 2 * r, g_, 1, k1, 1.0f, row.data() + r);
-      for (int64_t y = 0; y < h; ++y) {
-        const float* sr = sum.data() + y * w;
-        float* rr = row.data() + y * w;
-        for (int64_t x = 0; x < w; ++x) {
-          if (x == r && w - r > r) x = w - r;  // the interior is done
-          float acc = 0.0f;
-          const int64_t d0 = std::max<int64_t>(-r, -x), d1 = std::min<int64_t>(r, w - 1 - x);
-          for (int64_t d = d0; d <= d1; ++d) acc += k1[d + r] * sr[x + d];
-          rr[x] = acc;
-        }
-      }
-      float* o = out + b * hw;
-      if (h > 2 * r) WeightedSumOfShifted(row.data(), (h - 2 * r) * w, g_, w, k1, inv_c, o + r * w);
-      for (int64_t y = 0; y < h; ++y) {
-        if (y == r && h - r > r) y = h - r;  // the interior is done
-        float* orow = o + y * w;
-        std::fill(orow, orow + w, 0.0f);
-        const int64_t a0 = std::max<int64_t>(-r, -y), a1 = std::min<int64_t>(r, h - 1 - y);
-        for (int64_t a = a0; a <= a1; ++a) {
-          const float k = k1[a + r] * inv_c;
-          const float* rr = row.data() + (y + a) * w;
-          for (int64_t x = 0; x < w; ++x) orow[x] += k * rr[x];
-        }
-      }
-    }
-  });
+int64_t LocalContrastNorm::SmoothScratch(int64_t h, int64_t w) const {
+  const int64_t r = g_ / 2, wp = w + 2 * r;
+  return h * w + 2 * (h + 2 * r) * wp + h * wp;
 }
 
-// m = Smooth(x); v = x - m; den = sqrt(c0 + Smooth(v^2)); y = v / den. Keeps v and 1 / den.
+void LocalContrastNorm::SmoothImage(const float* in, int64_t c, int64_t h, int64_t w, float scale,
+                                    float* scratch, float* out) const {
+  // The Gaussian is separable (g[a][d] = k1[a] k1[d]) and zero padding commutes with that: the
+  // channel sum, into a plane padded by r zeros on every side, then a horizontal and a vertical
+  // pass of G taps, each over the padded rows as one flat row (a window that crosses into the
+  // next row lands in a padding column, never read), every loop a vector loop.
+  const int64_t r = g_ / 2, hw = h * w, wp = w + 2 * r;
+  const float* k1 = kernel1_.data();
+  float* sum = scratch;                      // (H, W)
+  float* pad = sum + hw;                     // (H + 2r, W + 2r): zero borders, never written
+  float* rows = pad + (h + 2 * r) * wp;      // (H + 2r, W + 2r): the horizontal pass, zero rows around
+  float* cols = rows + (h + 2 * r) * wp;     // (H, W + 2r): the vertical pass
+  std::copy(in, in + hw, sum);
+  for (int64_t ci = 1; ci < c; ++ci) {
+    const float* sc = in + ci * hw;
+    for (int64_t i = 0; i < hw; ++i) sum[i] += sc[i];
+  }
+  for (int64_t y = 0; y < h; ++y) CopyRow(sum + y * w, nullptr, w, pad + (y + r) * wp + r);
+  WeightedSumOfShifted(pad + r * wp, h * wp, g_, 1, k1, 1.0f, rows + r * wp);
+  WeightedSumOfShifted(rows, h * wp, g_, wp, k1, scale, cols);
+  for (int64_t y = 0; y < h; ++y) CopyRow(cols + y * wp, nullptr, w, out + y * w);
+}
+
+// Image by image, every pass while the image is in cache: m = Smooth(x); v = x - m;
+// den = sqrt(c0 + Smooth(v^2)); y = v / den. Keeps m and 1 / den (v is recomputed from x).
 void LocalContrastNorm::Forward(const Tensor& x, Tensor* y) {
   CHECK(x.ndim() == 4) << "lcn: input " << x.ShapeString();
   x_ = &x;
   const int64_t nb = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3), hw = h * w;
   m_.Resize({nb, h, w});
-  Smooth(x.data(), nb, c, h, w, m_.data());
-  v_.Resize(x.shape());
-  v2_.Resize({nb, 1, h, w});  // sum over the maps of v^2, / C
+  den_.Resize({nb, h, w});
+  y->Resize(x.shape());
   const float inv_c = 1.0f / static_cast<float>(c);
   ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> scratch(SmoothScratch(h, w), 0.0f), s2(hw);
     for (int64_t b = lo; b < hi; ++b) {
-      const float* ms = m_.data() + b * hw;
-      float* s2 = v2_.data() + b * hw;
-      std::fill(s2, s2 + hw, 0.0f);
+      const float* xb = x.data() + b * c * hw;
+      float* m = m_.data() + b * hw;
+      float* d = den_.data() + b * hw;  // Smooth(v^2), then 1 / den
+      SmoothImage(xb, c, h, w, inv_c, scratch.data(), m);
+      std::fill(s2.begin(), s2.end(), 0.0f);
       for (int64_t ci = 0; ci < c; ++ci) {
-        const float* xs = x.data() + (b * c + ci) * hw;
-        float* vs = v_.data() + (b * c + ci) * hw;
+        const float* xs = xb + ci * hw;
         for (int64_t i = 0; i < hw; ++i) {
-          vs[i] = xs[i] - ms[i];
-          s2[i] += vs[i] * vs[i];
+          const float v = xs[i] - m[i];
+          s2[i] += v * v;
         }
       }
-      for (int64_t i = 0; i < hw; ++i) s2[i] *= inv_c;
-    }
-  });
-  den_.Resize({nb, h, w});
-  Smooth(v2_.data(), nb, 1, h, w, den_.data());
-  y->Resize(x.shape());
-  ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t b = lo; b < hi; ++b) {
-      float* d = den_.data() + b * hw;  // becomes 1 / den
+      SmoothImage(s2.data(), 1, h, w, inv_c, scratch.data(), d);
       for (int64_t i = 0; i < hw; ++i) d[i] = 1.0f / std::sqrt(c0_ + d[i]);
+      float* yb = y->data() + b * c * hw;
       for (int64_t ci = 0; ci < c; ++ci) {
-        const float* vs = v_.data() + (b * c + ci) * hw;
-        float* ys = y->data() + (b * c + ci) * hw;
-        for (int64_t i = 0; i < hw; ++i) ys[i] = vs[i] * d[i];
+        const float* xs = xb + ci * hw;
+        float* ys = yb + ci * hw;
+        for (int64_t i = 0; i < hw; ++i) ys[i] = (xs[i] - m[i]) * d[i];
       }
     }
   });
 }
 
-// With s = Smooth(v^2), den = sqrt(c0 + s):
+// With v = x - m, s = Smooth(v^2), den = sqrt(c0 + s):
 //   dv  = dy / den + 2 v * Smooth^T(ds),  ds = -sum_c (dy v) / den^2 * 1 / (2 den)
 //   dx  = dv - Smooth^T(dv)   (Smooth^T broadcasts over c; g is symmetric)
+// Image by image, like Forward.
 void LocalContrastNorm::Backward(const Tensor& dy, Tensor* dx) {
   if (!dx) return;
-  const int64_t nb = v_.dim(0), c = v_.dim(1), h = v_.dim(2), w = v_.dim(3), hw = h * w;
-  // ds per (b, pixel), then spread back: Smooth of a single-map tensor acts as Smooth^T / C.
-  Tensor ds({nb, 1, h, w});
-  ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t b = lo; b < hi; ++b) {
-      float* dsb = ds.data() + b * hw;
-      std::fill(dsb, dsb + hw, 0.0f);
-      for (int64_t ci = 0; ci < c; ++ci) {
-        const float* dys = dy.data() + (b * c + ci) * hw;
-        const float* vs = v_.data() + (b * c + ci) * hw;
-        for (int64_t i = 0; i < hw; ++i) dsb[i] += dys[i] * vs[i];
-      }
-      const float* inv = den_.data() + b * hw;
-      for (int64_t i = 0; i < hw; ++i) dsb[i] = -0.5f * dsb[i] * inv[i] * inv[i] * inv[i];
-    }
-  });
-  Tensor ds_spread({nb, h, w});
-  Smooth(ds.data(), nb, 1, h, w, ds_spread.data());  // = Smooth^T(ds) * C ... divided below
-  dx->Resize(v_.shape());  // holds dv until the last pass
+  const Tensor& x = *x_;
+  const int64_t nb = x.dim(0), c = x.dim(1), h = x.dim(2), w = x.dim(3), hw = h * w;
+  dx->Resize(x.shape());
   const float inv_c = 1.0f / static_cast<float>(c);
   ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t b = lo; b < hi; ++b)
+    std::vector<float> scratch(SmoothScratch(h, w), 0.0f), ds(hw), spread(hw);
+    for (int64_t b = lo; b < hi; ++b) {
+      const float* xb = x.data() + b * c * hw;
+      const float* dyb = dy.data() + b * c * hw;
+      float* dxb = dx->data() + b * c * hw;  // holds dv until the last pass
+      const float* m = m_.data() + b * hw;
+      const float* inv = den_.data() + b * hw;
+      std::fill(ds.begin(), ds.end(), 0.0f);
       for (int64_t ci = 0; ci < c; ++ci) {
-        const float* dys = dy.data() + (b * c + ci) * hw;
-        const float* vs = v_.data() + (b * c + ci) * hw;
-        const float* inv = den_.data() + b * hw;
-        const float* sp = ds_spread.data() + b * hw;
-        float* dv = dx->data() + (b * c + ci) * hw;
-        for (int64_t i = 0; i < hw; ++i) dv[i] = dys[i] * inv[i] + 2.0f * vs[i] * sp[i] * inv_c;
+        const float* dys = dyb + ci * hw;
+        const float* xs = xb + ci * hw;
+        for (int64_t i = 0; i < hw; ++i) ds[i] += dys[i] * (xs[i] - m[i]);
       }
-  });
-  Tensor dm({nb, h, w});
-  Smooth(dx->data(), nb, c, h, w, dm.data());  // (1/C) g * sum_c dv
-  ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t b = lo; b < hi; ++b)
+      for (int64_t i = 0; i < hw; ++i) ds[i] = -0.5f * ds[i] * inv[i] * inv[i] * inv[i];
+      // Smooth of a single map is Smooth^T of ds, broadcast over the maps below.
+      SmoothImage(ds.data(), 1, h, w, 1.0f, scratch.data(), spread.data());
       for (int64_t ci = 0; ci < c; ++ci) {
-        float* dv = dx->data() + (b * c + ci) * hw;
-        const float* m = dm.data() + b * hw;
-        for (int64_t i = 0; i < hw; ++i) dv[i] -= m[i];
+        const float* dys = dyb + ci * hw;
+        const float* xs = xb + ci * hw;
+        float* dv = dxb + ci * hw;
+        for (int64_t i = 0; i < hw; ++i) dv[i] = dys[i] * inv[i] + 2.0f * (xs[i] - m[i]) * spread[i] * inv_c;
       }
+      float* dm = ds.data();  // (1/C) g * sum_c dv
+      SmoothImage(dxb, c, h, w, inv_c, scratch.data(), dm);
+      for (int64_t ci = 0; ci < c; ++ci) {
+        float* dv = dxb + ci * hw;
+        for (int64_t i = 0; i < hw; ++i) dv[i] -= dm[i];
+      }
+    }
   });
 }
 

@@ -116,15 +116,18 @@ class LocalContrastNorm : public Layer {
   void Backward(const Tensor& dy, Tensor* dx) override;
 
  private:
-  // out[b,h,w] = sum_c sum_{dy,dx} g[dy,dx] / C * in[b,c,h+dy,w+dx]; `in` (B,C,H,W), out (B,H,W).
-  // Symmetric g, so this map is its own adjoint up to the broadcast over c.
-  void Smooth(const float* in, int64_t b, int64_t c, int64_t h, int64_t w, float* out) const;
+  // out[h,w] = scale * sum_c sum_{dy,dx} g[dy,dx] * in[c,h+dy,w+dx] for one image (zero padding):
+  // `in` (C,H,W), out (H,W). `scratch` holds SmoothScratch(h, w) floats, zeroed before its first
+  // use (the padding stays zero). Symmetric g, so this map is its own adjoint up to the broadcast
+  // over c. Const; a thread needs scratch of its own.
+  int64_t SmoothScratch(int64_t h, int64_t w) const;
+  void SmoothImage(const float* in, int64_t c, int64_t h, int64_t w, float scale, float* scratch,
+                   float* out) const;
   int64_t g_;
   float c0_;
   std::vector<float> kernel1_;  // (G): g = kernel1_ kernel1_^T, which sums to 1
-  const Tensor* x_ = nullptr;
-  Tensor v_, den_;   // v (B, C, H, W), 1 / den (B, H, W)
-  Tensor m_, v2_;    // scratch kept between calls: the local mean, the maps' mean of v^2
+  const Tensor* x_ = nullptr;   // the input of the last Forward; must outlive Backward
+  Tensor m_, den_;              // the local mean m (B, H, W), 1 / den (B, H, W)
 };
 
 }  // namespace distbelief
