@@ -5,6 +5,7 @@
 #include "distbelief/workloads/lm/lm.h"
 #include "distbelief/workloads/mnist/mnist.h"
 #include "distbelief/workloads/reasoning/countdown_lab.h"
+#include "distbelief/workloads/reasoning/multiply_lab.h"
 #include "distbelief/workloads/reasoning/star_lab.h"
 #include "distbelief/workloads/reasoning/verifier_lab.h"
 #include "distbelief/workloads/scale/sweep.h"
@@ -27,6 +28,8 @@ const std::vector<WorkloadEntry>& Workloads() {
        MakeVerifierWorkload},
       {"star", "star", "self-improvement of a Countdown policy on its own verified solutions (STaR), in rounds",
        MakeStarWorkload},
+      {"multiply", "multiply", "the reasoning lab's second task: long multiplication as steps, scored by the step verifier",
+       MakeMultiplyWorkload},
       {"scale", "scale", "a scaling-law sweep of language models or autoencoders", MakeScaleWorkload},
   };
   return all;
