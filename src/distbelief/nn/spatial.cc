@@ -123,6 +123,38 @@ void WeightedSumOfShifted(const float* in, int64_t n, int64_t taps, int64_t step
   }
 }
 
+// out[i] = sum_{ci < c} term(ci, i) for i < n, the maps innermost and summed in registers (4
+// vectors at a time): one store per output rather than a load and a store per map. vec(ci, i)
+// gives the terms at i .. i + kLanes - 1, scalar(ci, i) one term (the tail); the maps are added in
+// order, so the sums equal a per-map loop's.
+template <typename V, typename S>
+void SumOverMaps(int64_t c, int64_t n, float* out, V vec, S scalar) {
+  int64_t i = 0;
+  for (; i + 4 * kLanes <= n; i += 4 * kLanes) {
+    vf a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    for (int64_t ci = 0; ci < c; ++ci) {
+      a0 += vec(ci, i);
+      a1 += vec(ci, i + kLanes);
+      a2 += vec(ci, i + 2 * kLanes);
+      a3 += vec(ci, i + 3 * kLanes);
+    }
+    Store(out + i, a0);
+    Store(out + i + kLanes, a1);
+    Store(out + i + 2 * kLanes, a2);
+    Store(out + i + 3 * kLanes, a3);
+  }
+  for (; i + kLanes <= n; i += kLanes) {
+    vf a = {};
+    for (int64_t ci = 0; ci < c; ++ci) a += vec(ci, i);
+    Store(out + i, a);
+  }
+  for (; i < n; ++i) {
+    float a = 0.0f;
+    for (int64_t ci = 0; ci < c; ++ci) a += scalar(ci, i);
+    out[i] = a;
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -695,16 +727,17 @@ void LocalContrastNorm::SmoothImage(const float* in, int64_t c, int64_t h, int64
   // next row lands in a padding column, never read), every loop a vector loop.
   const int64_t r = g_ / 2, hw = h * w, wp = w + 2 * r;
   const float* k1 = kernel1_.data();
-  float* sum = scratch;                      // (H, W)
+  float* sum = scratch;                      // (H, W): the maps' sum when C > 1
   float* pad = sum + hw;                     // (H + 2r, W + 2r): zero borders, never written
   float* rows = pad + (h + 2 * r) * wp;      // (H + 2r, W + 2r): the horizontal pass, zero rows around
   float* cols = rows + (h + 2 * r) * wp;     // (H, W + 2r): the vertical pass
-  std::copy(in, in + hw, sum);
-  for (int64_t ci = 1; ci < c; ++ci) {
-    const float* sc = in + ci * hw;
-    for (int64_t i = 0; i < hw; ++i) sum[i] += sc[i];
+  const float* plane = in;
+  if (c > 1) {
+    SumOverMaps(c, hw, sum, [&](int64_t ci, int64_t i) { return Load(in + ci * hw + i); },
+                [&](int64_t ci, int64_t i) { return in[ci * hw + i]; });
+    plane = sum;
   }
-  for (int64_t y = 0; y < h; ++y) CopyRow(sum + y * w, nullptr, w, pad + (y + r) * wp + r);
+  for (int64_t y = 0; y < h; ++y) CopyRow(plane + y * w, nullptr, w, pad + (y + r) * wp + r);
   WeightedSumOfShifted(pad + r * wp, h * wp, g_, 1, k1, 1.0f, rows + r * wp);
   WeightedSumOfShifted(rows, h * wp, g_, wp, k1, scale, cols);
   for (int64_t y = 0; y < h; ++y) CopyRow(cols + y * wp, nullptr, w, out + y * w);
@@ -727,14 +760,16 @@ void LocalContrastNorm::Forward(const Tensor& x, Tensor* y) {
       float* m = m_.data() + b * hw;
       float* d = den_.data() + b * hw;  // Smooth(v^2), then 1 / den
       SmoothImage(xb, c, h, w, inv_c, scratch.data(), m);
-      std::fill(s2.begin(), s2.end(), 0.0f);
-      for (int64_t ci = 0; ci < c; ++ci) {
-        const float* xs = xb + ci * hw;
-        for (int64_t i = 0; i < hw; ++i) {
-          const float v = xs[i] - m[i];
-          s2[i] += v * v;
-        }
-      }
+      SumOverMaps(
+          c, hw, s2.data(),
+          [&](int64_t ci, int64_t i) {
+            const vf v = Load(xb + ci * hw + i) - Load(m + i);
+            return v * v;
+          },
+          [&](int64_t ci, int64_t i) {
+            const float v = xb[ci * hw + i] - m[i];
+            return v * v;
+          });
       SmoothImage(s2.data(), 1, h, w, inv_c, scratch.data(), d);
       for (int64_t i = 0; i < hw; ++i) d[i] = 1.0f / std::sqrt(c0_ + d[i]);
       float* yb = y->data() + b * c * hw;
@@ -758,30 +793,36 @@ void LocalContrastNorm::Backward(const Tensor& dy, Tensor* dx) {
   dx->Resize(x.shape());
   const float inv_c = 1.0f / static_cast<float>(c);
   ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<float> scratch(SmoothScratch(h, w), 0.0f), ds(hw), spread(hw);
+    std::vector<float> scratch(SmoothScratch(h, w), 0.0f), ds(hw), spread(hw), dv_sum(hw);
     for (int64_t b = lo; b < hi; ++b) {
       const float* xb = x.data() + b * c * hw;
       const float* dyb = dy.data() + b * c * hw;
       float* dxb = dx->data() + b * c * hw;  // holds dv until the last pass
       const float* m = m_.data() + b * hw;
       const float* inv = den_.data() + b * hw;
-      std::fill(ds.begin(), ds.end(), 0.0f);
-      for (int64_t ci = 0; ci < c; ++ci) {
-        const float* dys = dyb + ci * hw;
-        const float* xs = xb + ci * hw;
-        for (int64_t i = 0; i < hw; ++i) ds[i] += dys[i] * (xs[i] - m[i]);
-      }
+      SumOverMaps(
+          c, hw, ds.data(),
+          [&](int64_t ci, int64_t i) { return Load(dyb + ci * hw + i) * (Load(xb + ci * hw + i) - Load(m + i)); },
+          [&](int64_t ci, int64_t i) { return dyb[ci * hw + i] * (xb[ci * hw + i] - m[i]); });
       for (int64_t i = 0; i < hw; ++i) ds[i] = -0.5f * ds[i] * inv[i] * inv[i] * inv[i];
       // Smooth of a single map is Smooth^T of ds, broadcast over the maps below.
       SmoothImage(ds.data(), 1, h, w, 1.0f, scratch.data(), spread.data());
-      for (int64_t ci = 0; ci < c; ++ci) {
-        const float* dys = dyb + ci * hw;
-        const float* xs = xb + ci * hw;
-        float* dv = dxb + ci * hw;
-        for (int64_t i = 0; i < hw; ++i) dv[i] = dys[i] * inv[i] + 2.0f * (xs[i] - m[i]) * spread[i] * inv_c;
-      }
+      // dv, written to dx and summed over the maps on the way.
+      const float* sp = spread.data();
+      SumOverMaps(
+          c, hw, dv_sum.data(),
+          [&](int64_t ci, int64_t i) {
+            const int64_t at = ci * hw + i;
+            const vf dv = Load(dyb + at) * Load(inv + i) + 2.0f * (Load(xb + at) - Load(m + i)) * Load(sp + i) * inv_c;
+            Store(dxb + at, dv);
+            return dv;
+          },
+          [&](int64_t ci, int64_t i) {
+            const int64_t at = ci * hw + i;
+            return dxb[at] = dyb[at] * inv[i] + 2.0f * (xb[at] - m[i]) * sp[i] * inv_c;
+          });
       float* dm = ds.data();  // (1/C) g * sum_c dv
-      SmoothImage(dxb, c, h, w, inv_c, scratch.data(), dm);
+      SmoothImage(dv_sum.data(), 1, h, w, inv_c, scratch.data(), dm);
       for (int64_t ci = 0; ci < c; ++ci) {
         float* dv = dxb + ci * hw;
         for (int64_t i = 0; i < hw; ++i) dv[i] -= dm[i];
