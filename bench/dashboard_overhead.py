@@ -9,8 +9,12 @@ then with `--dashboard` and a watcher. Two kinds of watcher:
            cores with training; a user looking from another machine does not pay this part);
   blank:   headless Chromium on about:blank beside the run (no dashboard): the floor a browser
            on the same machine costs whatever page it shows.
-Throughput is the run's examples / seconds from its last metrics record. Prints each pair and the
-median ratio per kind. On 2 shared vCPUs run-to-run noise is several percent, more than the effect,
+Chromium is launched before the watched run starts (a user's browser is already open; launching
+one is not watching) and opens the page as soon as the run's dashboard answers. Throughput is the
+run's examples / seconds from its last metrics record, and also the steady state: from the first
+record after the watcher settled (the page loaded, 5 s more) to the end, against the same window
+of seconds of the run alone. Prints
+each pair and the median ratios per kind. On 2 shared vCPUs run-to-run noise is several percent, more than the effect,
 so it also prints the direct measure: the CPU time of the server's threads (named "dashboard",
 read from /proc while the run lasts) as a share of the training process's CPU time, and for the
 browser kinds the CPU of all Chromium's processes, in cores, from 5 s after the page loaded.
@@ -76,9 +80,21 @@ def sample_cpu(proc, out):
         time.sleep(0.25)
 
 
-def throughput(run_dir):
-    last = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if l.strip()][-1]
-    return last["examples"] / last["seconds"]
+def records(run_dir):
+    try:
+        return [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if l.strip()]
+    except OSError:
+        return []
+
+
+def throughput(run_dir, after=0.0):
+    """Examples/s of the whole run, or of its records from `after` seconds into it to its end."""
+    rs = records(run_dir)
+    last = rs[-1]
+    first = next((r for r in rs if r["seconds"] >= after), None) if after > 0 else None
+    if first is None or last["seconds"] - first["seconds"] < 1.0:
+        return last["examples"] / last["seconds"]
+    return (last["examples"] - first["examples"]) / (last["seconds"] - first["seconds"])
 
 
 def wait_up(base, proc):
@@ -91,7 +107,7 @@ def wait_up(base, proc):
     return False
 
 
-def client_watch(base, run, stop):
+def client_watch(base, run, stop, ready):
     def stream():
         try:
             with urllib.request.urlopen(base + "api/stream?run=" + run, timeout=5) as r:
@@ -101,6 +117,7 @@ def client_watch(base, run, stop):
             pass
     t = threading.Thread(target=stream, daemon=True)
     t.start()
+    ready.set()
     tick = 0
     while not stop.is_set():
         try:
@@ -131,23 +148,30 @@ def browser_cpu_seconds():
     return total
 
 
-def browser_watch(base, stop, url=None, cpu=None):
+def start_browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
     opts = Options()
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         opts.add_argument(a)
-    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+
+def browser_watch(d, url, stop, ready, cpu=None):
+    """Opens url in the browser d (already running) and keeps it open until stop; quits d."""
     try:
-        d.get(url or base)
-        # Chromium's own CPU from 5 s after loading to the end of the run, in cores (cpu[0]).
+        d.get(url)
+        # Chromium's own CPU from 5 s after loading to the end of the run, in cores (cpu[0]),
+        # read every 3 s (walking /proc is the benchmark's own cost, paid by browser and blank alike).
         time.sleep(5)
+        ready.set()
         c0, t0 = browser_cpu_seconds(), time.time()
-        while not stop.wait(1.0):
+        while not stop.wait(3.0):
             if cpu is not None and time.time() > t0:
                 cpu[0] = (browser_cpu_seconds() - c0) / (time.time() - t0)
     finally:
+        ready.set()
         d.quit()
 
 
@@ -159,16 +183,28 @@ def pair(a, work, kind, i):
     watched = os.path.join(work, "watched")
     port = free_port()
     base = "http://127.0.0.1:%d/" % port
+    # A user's browser is open before the run: Chromium is launched (and left 3 s to settle) before
+    # the watched run starts, and opens the page as soon as the dashboard answers.
+    driver = start_browser() if kind in ("browser", "blank") else None
+    if driver is not None:
+        time.sleep(3)
     p = run(a.bin, watched, a.epochs, a.threads, port)
     stop = threading.Event()
+    ready = threading.Event()
     browser_cores = [None]
     if not wait_up(base, p):
+        if driver is not None:
+            driver.quit()
         raise SystemExit("the watched run ended before its dashboard answered")
-    target = {"client": lambda: client_watch(base, "watched", stop),
-              "browser": lambda: browser_watch(base, stop, cpu=browser_cores),
-              "blank": lambda: browser_watch(base, stop, "about:blank", cpu=browser_cores)}[kind]
+    target = {"client": lambda: client_watch(base, "watched", stop, ready),
+              "browser": lambda: browser_watch(driver, base, stop, ready, cpu=browser_cores),
+              "blank": lambda: browser_watch(driver, "about:blank", stop, ready, cpu=browser_cores)}[kind]
     t = threading.Thread(target=target, daemon=True)
     t.start()
+    # The steady state: from the first metrics record after the watcher is settled (the page
+    # loaded and 5 s passed).
+    ready.wait()
+    settled = max([r["seconds"] for r in records(watched)] or [0.0]) + 1.0
     cpu = [(0.0, 0.0)]
     sampler = threading.Thread(target=sample_cpu, args=(p, cpu), daemon=True)
     sampler.start()
@@ -177,12 +213,13 @@ def pair(a, work, kind, i):
     stop.set()
     t.join(timeout=30)
     rate = throughput(watched)
+    steady = throughput(watched, settled) / throughput(alone, settled)
     share = cpu[0][1] / cpu[0][0] if cpu[0][0] > 0 else 0.0
-    print("  %-7s pair %d: alone %8.0f examples/s, watched %8.0f examples/s, ratio %.3f; "
+    print("  %-7s pair %d: alone %8.0f examples/s, watched %8.0f examples/s, ratio %.3f; from %.0f s on %.3f; "
           "dashboard threads %.3f s of the process's %.1f s CPU (%.2f%%)" %
-          (kind, i + 1, base_rate, rate, rate / base_rate, cpu[0][1], cpu[0][0], 100 * share) +
+          (kind, i + 1, base_rate, rate, rate / base_rate, settled, steady, cpu[0][1], cpu[0][0], 100 * share) +
           ("; Chromium's processes %.3f cores" % browser_cores[0] if browser_cores[0] is not None else ""), flush=True)
-    return rate / base_rate, share, browser_cores[0]
+    return rate / base_rate, share, browser_cores[0], steady
 
 
 def main():
@@ -199,12 +236,15 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         for kind in a.kinds.split(","):
             results = [pair(a, work, kind, i) for i in range(a.pairs)]
-            ratios = [r for r, _, _ in results]
-            shares = [s for _, s, _ in results]
-            browser = [b for _, _, b in results if b is not None]
+            ratios = [r[0] for r in results]
+            shares = [r[1] for r in results]
+            browser = [r[2] for r in results if r[2] is not None]
+            steady = [r[3] for r in results]
             print("%s: median throughput with the dashboard open / without = %.3f (%+.1f%%, pairs from %.3f to %.3f); "
+                  "steady state (from the watcher settled on) %.3f (%+.1f%%, pairs from %.3f to %.3f); "
                   "the server's threads used %.3f%% of the process's CPU (median)" %
                   (kind, statistics.median(ratios), 100 * (statistics.median(ratios) - 1), min(ratios), max(ratios),
+                   statistics.median(steady), 100 * (statistics.median(steady) - 1), min(steady), max(steady),
                    100 * statistics.median(shares)) +
                   ("; Chromium used %.3f cores (median)" % statistics.median(browser) if browser else ""), flush=True)
 
