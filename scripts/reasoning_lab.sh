@@ -8,7 +8,8 @@
 #      pass@N (configs/verifier.toml);
 #   3. three rounds of self-improvement on verified samples (configs/star.toml), and from a seed
 #      policy given few solver traces, beside its control arm (configs/countdown_seed.toml,
-#      configs/star_seed.toml);
+#      configs/star_seed.toml), and the same by 2 actor-learners under Downpour
+#      (configs/star_seed_actors.toml);
 #   4. the second task: the same GPT on long multiplication written as steps, scored by its step
 #      verifier (configs/multiply.toml, about 4 minutes).
 # Each step's report is runs/<name>/report.md. Extra arguments go to every train command
@@ -24,5 +25,6 @@ $bin train --config configs/verifier.toml --overwrite
 $bin train --config configs/star.toml --overwrite
 $bin train --config configs/countdown_seed.toml --overwrite
 $bin train --config configs/star_seed.toml --overwrite
+$bin train --config configs/star_seed_actors.toml --overwrite
 $bin train --config configs/multiply.toml --overwrite
-for r in countdown countdown_streams verifier star countdown_seed star_seed multiply; do echo "== runs/$r/report.md"; cat runs/$r/report.md; echo; done
+for r in countdown countdown_streams verifier star countdown_seed star_seed star_seed_actors multiply; do echo "== runs/$r/report.md"; cat runs/$r/report.md; echo; done
