@@ -83,9 +83,12 @@ inline void CopyRow(const float* src, const float* scale, int64_t n, float* dst)
 }
 
 // out[i] = (add + sum_{t < taps} f(in[i + t step])) * (mul ? mul[i] : 1) for i < n, with f the
-// square or the identity: one pass, one store per output, vectors along i.
-void SumOfShifted(const float* in, int64_t n, int64_t taps, int64_t step, bool square, float add,
-                  const float* mul, float* out) {
+// square or the identity: one pass, one store per output, vectors along i. Taps (`Taps` > 0: a
+// constant, so the tap loop unrolls) or `taps` (Taps = 0).
+template <int Taps>
+void SumOfShiftedT(const float* in, int64_t n, int64_t taps, int64_t step, bool square, float add,
+                   const float* mul, float* out) {
+  if (Taps > 0) taps = Taps;
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     vf acc = {};
@@ -107,9 +110,17 @@ void SumOfShifted(const float* in, int64_t n, int64_t taps, int64_t step, bool s
   }
 }
 
+void SumOfShifted(const float* in, int64_t n, int64_t taps, int64_t step, bool square, float add,
+                  const float* mul, float* out) {
+  if (taps == 3) return SumOfShiftedT<3>(in, n, taps, step, square, add, mul, out);  // the cat network's pools
+  SumOfShiftedT<0>(in, n, taps, step, square, add, mul, out);
+}
+
 // out[i] = scale * sum_{t < taps} k[t] in[i + t step] for i < n: one pass, vectors along i.
-void WeightedSumOfShifted(const float* in, int64_t n, int64_t taps, int64_t step, const float* k,
-                          float scale, float* out) {
+template <int Taps>
+void WeightedSumOfShiftedT(const float* in, int64_t n, int64_t taps, int64_t step, const float* k,
+                           float scale, float* out) {
+  if (Taps > 0) taps = Taps;
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     vf acc = {};
@@ -121,6 +132,12 @@ void WeightedSumOfShifted(const float* in, int64_t n, int64_t taps, int64_t step
     for (int64_t t = 0; t < taps; ++t) acc += k[t] * in[i + t * step];
     out[i] = scale * acc;
   }
+}
+
+void WeightedSumOfShifted(const float* in, int64_t n, int64_t taps, int64_t step, const float* k,
+                          float scale, float* out) {
+  if (taps == 5) return WeightedSumOfShiftedT<5>(in, n, taps, step, k, scale, out);  // the cat network's LCN
+  WeightedSumOfShiftedT<0>(in, n, taps, step, k, scale, out);
 }
 
 // out[i] = sum_{ci < c} term(ci, i) for i < n, the maps innermost and summed in registers (4
