@@ -88,7 +88,8 @@ const Tensor& CatNet::StageInput(int s, const Tensor& x) {
 // d rec = 2 (rec - in) / B;  d h = W2^T d rec + H'(h) d sparsity.
 std::pair<double, double> StageObjectiveBackward(float lambda, float eps, const Tensor& in, const Tensor& rec,
                                                  const Tensor& pooled, LocallyConnected2d* enc,
-                                                 LocallyConnectedTranspose2d* dec, L2Pool* pool) {
+                                                 LocallyConnectedTranspose2d* dec, L2Pool* pool,
+                                                 StageWorkspace* ws) {
   const int64_t per_example = in.size() / in.dim(0);
   MeanSquaredError mse;
   // The paper's sum over pixels, averaged over the batch: MSE (a mean over every element) times
@@ -96,7 +97,7 @@ std::pair<double, double> StageObjectiveBackward(float lambda, float eps, const 
   const double reconstruction = mse.Forward(rec, in) * per_example;
   IcaSparsity ica(lambda, eps);
   const double sparsity = ica.Forward(pooled);
-  Tensor drec, dh, dp, dh_pool;
+  Tensor &drec = ws->drec, &dh = ws->dh, &dp = ws->dp, &dh_pool = ws->dh_pool;
   mse.Backward(&drec);
   for (float& v : drec.span()) v *= static_cast<float>(per_example);
   dec->Backward(drec, &dh);
@@ -113,7 +114,7 @@ std::pair<double, double> CatNet::StageLossAndGradient(int s, const Tensor& in) 
   st.enc->Forward(in, &st.h);
   st.dec->Forward(st.h, &st.rec);
   st.pool->Forward(st.h, &st.p);
-  return StageObjectiveBackward(o_.lambda, o_.eps, in, st.rec, st.p, st.enc.get(), st.dec.get(), st.pool.get());
+  return StageObjectiveBackward(o_.lambda, o_.eps, in, st.rec, st.p, st.enc.get(), st.dec.get(), st.pool.get(), &st.ws);
 }
 
 std::vector<Tensor> CatNet::Features(const Tensor& x) {

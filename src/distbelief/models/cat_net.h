@@ -41,9 +41,16 @@ struct CatNetOptions {
 // the batch, plus lambda sum_j sqrt(eps + pooled_j^2). Backpropagates both terms into enc's and
 // dec's parameter gradients and returns {reconstruction, sparsity}. `rec` may be a sum of
 // partial reconstructions (model partitions); dec then receives the gradient of the whole.
+// `ws` holds the backward pass's batch-sized tensors from step to step (owned by the caller, one
+// per stage and thread): allocating them every step let the allocator return them to the
+// system and page-fault them back in, a third of the step's time at these sizes.
+struct StageWorkspace {
+  Tensor drec, dh, dp, dh_pool;
+};
 std::pair<double, double> StageObjectiveBackward(float lambda, float eps, const Tensor& in, const Tensor& rec,
                                                  const Tensor& pooled, LocallyConnected2d* enc,
-                                                 LocallyConnectedTranspose2d* dec, L2Pool* pool);
+                                                 LocallyConnectedTranspose2d* dec, L2Pool* pool,
+                                                 StageWorkspace* ws);
 
 class CatNet {
  public:
@@ -83,6 +90,7 @@ class CatNet {
     std::unique_ptr<L2Pool> pool;
     std::unique_ptr<LocalContrastNorm> lcn;
     Tensor h, p, n, rec;  // code, pooled, normalized, reconstruction
+    StageWorkspace ws;
   };
   CatNetOptions o_;
   std::vector<Stage> stages_;

@@ -40,6 +40,7 @@ struct CatPartitions::Part {
     std::unique_ptr<LocalContrastNorm> lcn;
     int64_t k0 = 0, kp = 0, k = 0;
     Tensor h, rec, p, full_p, n;
+    StageWorkspace ws;
   };
   std::vector<Stage> stages;
   MpStats stats;
@@ -198,7 +199,7 @@ Status CatPartitions::RunPart(int p, int s, int64_t step, const Tensor& x, std::
     for (int64_t i = 0; i < rec.size(); ++i) rec[i] += r[i];
   }
   st.pool->Forward(st.h, &st.p);
-  *loss = StageObjectiveBackward(o_.lambda, o_.eps, *in, rec, st.p, st.enc.get(), st.dec.get(), st.pool.get());
+  *loss = StageObjectiveBackward(o_.lambda, o_.eps, *in, rec, st.p, st.enc.get(), st.dec.get(), st.pool.get(), &st.ws);
   return absl::OkStatus();
 }
 

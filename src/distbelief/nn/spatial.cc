@@ -270,10 +270,11 @@ void AccumulateTapsAll(int64_t nb, int64_t cff, const int64_t* off, const float*
   for (; j < cff; ++j) AccumulateTaps<L, KC, 1>(nb, off + j, base0, stride, c, ldc, dw + j * ldw, ldw);
 }
 
-// q (TJ, ldq) [BV vectors of the batch] = sum_k w[t wj + k wk] ct[k] for ct (K, ldc).
+// dst[off[t] ldd] [BV vectors of the batch] += sum_k w[t wj + k wk] ct[k] for the TJ taps t, ct
+// (K, ldc): the field of one location added into images laid out batch innermost.
 template <int BV, int TJ>
-void WeightsTimesCode(int64_t nk, const float* w, int64_t wj, int64_t wk, const float* ct,
-                      int64_t ldc, float* q, int64_t ldq) {
+void WeightsTimesCodeAdd(int64_t nk, const float* w, int64_t wj, int64_t wk, const float* ct,
+                         int64_t ldc, const int64_t* off, float* dst, int64_t ldd) {
   vf acc[TJ][BV] = {};
   for (int64_t k = 0; k < nk; ++k) {
     vf cv[BV];
@@ -283,17 +284,19 @@ void WeightsTimesCode(int64_t nk, const float* w, int64_t wj, int64_t wk, const 
       for (int v = 0; v < BV; ++v) acc[t][v] += ws * cv[v];
     }
   }
-  for (int t = 0; t < TJ; ++t)
-    for (int v = 0; v < BV; ++v) Store(q + t * ldq + v * kLanes, acc[t][v]);
+  for (int t = 0; t < TJ; ++t) {
+    float* row = dst + off[t] * ldd;
+    for (int v = 0; v < BV; ++v) Store(row + v * kLanes, Load(row + v * kLanes) + acc[t][v]);
+  }
 }
 
 template <int BV>
-void WeightsTimesCodeAll(int64_t cff, int64_t nk, const float* w, int64_t wj, int64_t wk,
-                         const float* ct, int64_t ldc, float* q, int64_t ldq) {
+void WeightsTimesCodeAddAll(int64_t cff, int64_t nk, const float* w, int64_t wj, int64_t wk,
+                            const float* ct, int64_t ldc, const int64_t* off, float* dst, int64_t ldd) {
   constexpr int TJ = kAccs / BV > 0 ? kAccs / BV : 1;
   int64_t j = 0;
-  for (; j + TJ <= cff; j += TJ) WeightsTimesCode<BV, TJ>(nk, w + j * wj, wj, wk, ct, ldc, q + j * ldq, ldq);
-  for (; j < cff; ++j) WeightsTimesCode<BV, 1>(nk, w + j * wj, wj, wk, ct, ldc, q + j * ldq, ldq);
+  for (; j + TJ <= cff; j += TJ) WeightsTimesCodeAdd<BV, TJ>(nk, w + j * wj, wj, wk, ct, ldc, off + j, dst, ldd);
+  for (; j < cff; ++j) WeightsTimesCodeAdd<BV, 1>(nk, w + j * wj, wj, wk, ct, ldc, off + j, dst, ldd);
 }
 
 // Runs fn.template operator()<V>(v0) for each chunk of at most 4 vectors of L lanes of n (a
@@ -329,24 +332,133 @@ const float* MapsInnerAt(const LcGeometry& g, const float* w, bool k_inner, int6
   return t;
 }
 
+#if defined(__AVX512F__)
+// Two taps per 16-lane vector, for layers of at most 8 maps (8 lanes would leave half of each
+// AVX-512 register, and so half the FMA width, idle) and fields of even width, whose taps pair up
+// as neighbours in memory: tap pair p is taps 2p and 2p + 1, at off2[p] and off2[p] + 1. A pair
+// vector's lane 2m + t belongs to map m and tap 2p + t, so one 64-bit broadcast of x[off2[p]..+1]
+// times the pair's weights does both taps' multiply-adds for 8 maps at once.
+inline __m512 BroadcastPair(const float* p) {
+  double d;
+  std::memcpy(&d, p, sizeof d);
+  return _mm512_castpd_ps(_mm512_set1_pd(d));
+}
+// Lane 2m + t of the result = lane 8t + m of v: rows j, j+1 of a (CFF, 8) weight block, paired.
+inline __m512 PairUp(__m512 v) {
+  return _mm512_maskz_permutexvar_ps(0xFFFF, _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), v);
+}
+// The inverse of PairUp: lane 8t + m of the result = lane 2m + t of v.
+inline __m512 Unpair(__m512 v) {
+  return _mm512_maskz_permutexvar_ps(0xFFFF, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15), v);
+}
+
+// y (NB, 8) = sum_p x_b[off2[p]..+1] . wp[p] for the NB images whose field corners are base[b];
+// wp (NP, 16) paired weights.
+template <int NB>
+void FieldPairsTimesWeights(int64_t np, const int64_t* off2, const float* const* base, const float* wp,
+                            float* y) {
+  __m512 acc[NB];
+  for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < np; ++p) {
+    const __m512 wv = _mm512_loadu_ps(wp + p * 16);
+    const int64_t o = off2[p];
+    for (int b = 0; b < NB; ++b) acc[b] = _mm512_fmadd_ps(BroadcastPair(base[b] + o), wv, acc[b]);
+  }
+  for (int b = 0; b < NB; ++b) {  // map m = lane 2m + lane 2m + 1
+    const __m512 sum = Unpair(_mm512_add_ps(acc[b], _mm512_maskz_permute_ps(0xFFFF, acc[b], 0xB1)));
+    _mm512_mask_storeu_ps(y + b * 8, 0x00FF, sum);
+  }
+}
+
+// dw (2 TP rows from 2 p0, 8) += sum_b x_b[off2[p]..+1] (x) code_b for TP pairs: the weight
+// gradient's two taps per vector; code (B, 8).
+template <int TP>
+void AccumulateTapPairs(int64_t nb, const int64_t* off2, const float* base0, int64_t stride,
+                        const float* code, float* dw) {
+  const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  __m512 acc[TP];
+  for (int t = 0; t < TP; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* x = base0 + b * stride;
+    const __m512 c = _mm512_maskz_permutexvar_ps(0xFFFF, dup, _mm512_maskz_loadu_ps(0x00FF, code + b * 8));
+    for (int t = 0; t < TP; ++t) acc[t] = _mm512_fmadd_ps(BroadcastPair(x + off2[t]), c, acc[t]);
+  }
+  for (int t = 0; t < TP; ++t) _mm512_storeu_ps(dw + t * 16, _mm512_add_ps(_mm512_loadu_ps(dw + t * 16), Unpair(acc[t])));
+}
+#endif
+
+// Field pairs apply (above) to at most 8 maps and fields of even width.
+bool UsePairs(const LcGeometry& g) {
+#if defined(__AVX512F__)
+  return g.k <= 8 && g.f % 2 == 0;
+#else
+  (void)g;
+  return false;
+#endif
+}
+// off2[p] = off[2p]: the first tap of each pair.
+std::vector<int64_t> PairOffsets(const LcGeometry& g) {
+  const std::vector<int64_t> off = g.TapOffsets();
+  std::vector<int64_t> off2(off.size() / 2);
+  for (size_t p = 0; p < off2.size(); ++p) off2[p] = off[2 * p];
+  return off2;
+}
+
 // code (B, K, OH, OW) = P_l(img) W_l (+ bias (K, OH OW) when not null). Locations over threads.
+// Locations are taken in tiles of kLocTile, so that the code, laid out (B, K, OH OW), is read and
+// written in runs of consecutive locations rather than one float per cache line.
+constexpr int64_t kLocTile = 16;
+
 template <int L>
 void LcImageToCodeL(const LcGeometry& g, const float* img, const float* w, bool k_inner,
                     const float* bias, float* code) {
-  const int64_t locs = g.locs(), cff = g.cff(), ldk = RoundUp(g.k, L);
+  const int64_t locs = g.locs(), cff = g.cff(), ldk = RoundUp(g.k, L), ldy = g.b * ldk;
   const std::vector<int64_t> off = g.TapOffsets();
+  const bool pairs = L == 8 && UsePairs(g);
+  const std::vector<int64_t> off2 = pairs ? PairOffsets(g) : std::vector<int64_t>();
   ParallelFor(locs, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t l = lo; l < hi; ++l) {
-      int64_t ldw;
-      const float* wl = MapsInnerAt(g, w, k_inner, l, L, &ldw);
-      float* y = Scratch(1, g.b * ldk);
-      const float* corner = img + g.corner(l);
-      ForVectorChunks<L>(ldk, [&]<int KC>(int64_t k0) {
-        FieldsTimesWeightsBatch<L, KC>(g.b, cff, off.data(), corner, g.image(), wl + k0, ldw, y + k0, ldk);
-      });
+    float* yt = Scratch(1, kLocTile * ldy);  // (tile, B, ldk)
+    for (int64_t l0 = lo; l0 < hi; l0 += kLocTile) {
+      const int64_t nl = std::min(kLocTile, hi - l0);
+      for (int64_t i = 0; i < nl; ++i) {
+        const int64_t l = l0 + i;
+        int64_t ldw;
+        const float* wl = MapsInnerAt(g, w, k_inner, l, L, &ldw);
+        float* y = yt + i * ldy;
+        const float* corner = img + g.corner(l);
+        if (l + 1 < hi) {  // the next location's weights, streamed from memory, during this one
+          const float* next = w + (l + 1) * cff * g.k;
+          for (int64_t j = 0; j < cff * g.k; j += 16) __builtin_prefetch(next + j);
+        }
+        if (pairs) {
+#if defined(__AVX512F__)
+          const int64_t np = cff / 2;
+          float* wp = Scratch(2, np * 16);
+          for (int64_t p = 0; p < np; ++p) _mm512_storeu_ps(wp + p * 16, PairUp(_mm512_loadu_ps(wl + p * 16)));
+          const float* base[8];
+          int64_t b = 0;
+          for (; b + 8 <= g.b; b += 8) {
+            for (int j = 0; j < 8; ++j) base[j] = corner + (b + j) * g.image();
+            FieldPairsTimesWeights<8>(np, off2.data(), base, wp, y + b * 8);
+          }
+          for (; b < g.b; ++b) {
+            base[0] = corner + b * g.image();
+            FieldPairsTimesWeights<1>(np, off2.data(), base, wp, y + b * 8);
+          }
+#endif
+        } else {
+          ForVectorChunks<L>(ldk, [&]<int KC>(int64_t k0) {
+            FieldsTimesWeightsBatch<L, KC>(g.b, cff, off.data(), corner, g.image(), wl + k0, ldw, y + k0, ldk);
+          });
+        }
+      }
       for (int64_t b = 0; b < g.b; ++b)
-        for (int64_t k = 0; k < g.k; ++k)
-          code[(b * g.k + k) * locs + l] = y[b * ldk + k] + (bias ? bias[k * locs + l] : 0.0f);
+        for (int64_t k = 0; k < g.k; ++k) {
+          float* out = code + (b * g.k + k) * locs + l0;
+          const float* in = yt + b * ldk + k;
+          const float* bk = bias ? bias + k * locs + l0 : nullptr;
+          for (int64_t i = 0; i < nl; ++i) out[i] = in[i * ldy] + (bk ? bk[i] : 0.0f);
+        }
     }
   });
 }
@@ -357,27 +469,40 @@ void LcImageToCode(const LcGeometry& g, const float* img, const float* w, bool k
 }
 
 // img (B, C, H, W) = sum_l scatter(code_l W_l^T): the transpose of LcImageToCode (overwrites img).
-// Images over threads, since fields of different locations overlap.
+// Whole vectors of images over threads, since fields of different locations overlap. Each thread
+// adds the fields into its images laid out batch innermost (CHW, ldb), so that every add is a
+// vector, and transposes them into img at the end.
 void LcCodeToImage(const LcGeometry& g, const float* code, const float* w, bool k_inner, float* img) {
-  const int64_t locs = g.locs(), cff = g.cff(), k = g.k;
+  const int64_t locs = g.locs(), cff = g.cff(), k = g.k, chw = g.image();
   const std::vector<int64_t> off = g.TapOffsets();
-  std::memset(img, 0, g.b * g.image() * sizeof(float));
-  ParallelFor(g.b, 1, [&](int64_t b_lo, int64_t b_hi) {
-    const int64_t mb = b_hi - b_lo, ldb = RoundUp(mb, kLanes);
-    float* ct = ScratchZeroed(1, k * ldb);  // (K, ldb): this location's code, batch innermost
-    float* q = Scratch(2, cff * ldb);       // (CFF, ldb): its fields
-    for (int64_t l = 0; l < locs; ++l) {
-      for (int64_t m = 0; m < k; ++m)
-        for (int64_t b = 0; b < mb; ++b) ct[m * ldb + b] = code[((b_lo + b) * k + m) * locs + l];
-      const float* wl = w + l * cff * k;
-      const int64_t wj = k_inner ? k : 1, wk = k_inner ? 1 : cff;
-      ForVectorChunks<kLanes>(ldb, [&]<int BV>(int64_t b0) {
-        WeightsTimesCodeAll<BV>(cff, k, wl, wj, wk, ct + b0, ldb, q + b0, ldb);
-      });
-      const int64_t corner = g.corner(l);
+  const int64_t wj = k_inner ? k : 1, wk = k_inner ? 1 : cff;
+  ParallelFor((g.b + kLanes - 1) / kLanes, 1, [&](int64_t v_lo, int64_t v_hi) {
+    const int64_t b_lo = v_lo * kLanes, mb = std::min(g.b, v_hi * kLanes) - b_lo, ldb = (v_hi - v_lo) * kLanes;
+    float* ct = ScratchZeroed(1, kLocTile * k * ldb);  // (tile, K, ldb): the tile's code, zero beyond mb
+    float* acc = ScratchZeroed(2, chw * ldb);          // (CHW, ldb): the images
+    for (int64_t l0 = 0; l0 < locs; l0 += kLocTile) {
+      const int64_t nl = std::min(kLocTile, locs - l0);
+      for (int64_t b = 0; b < mb; ++b)
+        for (int64_t m = 0; m < k; ++m) {
+          const float* in = code + ((b_lo + b) * k + m) * locs + l0;
+          float* out = ct + m * ldb + b;
+          for (int64_t i = 0; i < nl; ++i) out[i * k * ldb] = in[i];
+        }
+      for (int64_t i = 0; i < nl; ++i) {
+        const int64_t l = l0 + i;
+        const float* wl = w + l * cff * k;
+        float* dst = acc + g.corner(l) * ldb;
+        ForVectorChunks<kLanes>(ldb, [&]<int BV>(int64_t b0) {
+          WeightsTimesCodeAddAll<BV>(cff, k, wl, wj, wk, ct + i * k * ldb + b0, ldb, off.data(), dst + b0, ldb);
+        });
+      }
+    }
+    for (int64_t i0 = 0; i0 < chw; i0 += kLanes) {  // (CHW, ldb) -> (mb, CHW), a block at a time
+      const int64_t ni = std::min<int64_t>(kLanes, chw - i0);
       for (int64_t b = 0; b < mb; ++b) {
-        float* dst = img + (b_lo + b) * g.image() + corner;
-        for (int64_t j = 0; j < cff; ++j) dst[off[j]] += q[j * ldb + b];
+        float* out = img + (b_lo + b) * chw + i0;
+        const float* in = acc + i0 * ldb + b;
+        for (int64_t ii = 0; ii < ni; ++ii) out[ii] = in[ii * ldb];
       }
     }
   });
@@ -391,26 +516,50 @@ void LcWeightGradL(const LcGeometry& g, const float* img, const float* code, flo
   const int64_t locs = g.locs(), cff = g.cff(), k = g.k, ldk = RoundUp(k, L);
   const std::vector<int64_t> off = g.TapOffsets();
   const bool direct = k_inner && k == ldk;
+  const bool pairs = L == 8 && UsePairs(g);
+  const std::vector<int64_t> off2 = pairs ? PairOffsets(g) : std::vector<int64_t>();
+  const int64_t ldc = g.b * ldk;
   ParallelFor(locs, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t l = lo; l < hi; ++l) {
-      float* cl = k == ldk ? Scratch(1, g.b * ldk) : ScratchZeroed(1, g.b * ldk);  // (B, ldk): this location's code
+    float* ct = Scratch(1, kLocTile * ldc);  // (tile, B, ldk): the tile's code, zero beyond K
+    for (int64_t l0 = lo; l0 < hi; l0 += kLocTile) {
+      const int64_t nl = std::min(kLocTile, hi - l0);
+      if (k != ldk) std::memset(ct, 0, nl * ldc * sizeof(float));
       for (int64_t b = 0; b < g.b; ++b)
-        for (int64_t m = 0; m < k; ++m) cl[b * ldk + m] = code[(b * k + m) * locs + l];
-      float* dwl = dw + l * cff * k;
-      float* acc = direct ? dwl : ScratchZeroed(0, cff * ldk);  // (CFF, ldk)
-      const float* corner = img + g.corner(l);
-      ForVectorChunks<L>(ldk, [&]<int KC>(int64_t k0) {
-        AccumulateTapsAll<L, KC>(g.b, cff, off.data(), corner, g.image(), cl + k0, ldk, acc + k0, ldk);
-      });
-      if (!direct)
-        for (int64_t j = 0; j < cff; ++j)
-          for (int64_t m = 0; m < k; ++m) (k_inner ? dwl[j * k + m] : dwl[m * cff + j]) += acc[j * ldk + m];
-      if (dbias)
         for (int64_t m = 0; m < k; ++m) {
-          float s = 0.0f;
-          for (int64_t b = 0; b < g.b; ++b) s += cl[b * ldk + m];
-          dbias[m * locs + l] += s;
+          const float* in = code + (b * k + m) * locs + l0;
+          float* out = ct + b * ldk + m;
+          for (int64_t i = 0; i < nl; ++i) out[i * ldc] = in[i];
         }
+      for (int64_t i = 0; i < nl; ++i) {
+        const int64_t l = l0 + i;
+        const float* cl = ct + i * ldc;  // (B, ldk): this location's code
+        float* dwl = dw + l * cff * k;
+        float* acc = direct ? dwl : ScratchZeroed(0, cff * ldk);  // (CFF, ldk)
+        const float* corner = img + g.corner(l);
+        if (pairs) {
+#if defined(__AVX512F__)
+          constexpr int TP = 8;
+          const int64_t np = cff / 2;
+          int64_t p = 0;
+          for (; p + TP <= np; p += TP)
+            AccumulateTapPairs<TP>(g.b, off2.data() + p, corner, g.image(), cl, acc + p * 16);
+          for (; p < np; ++p) AccumulateTapPairs<1>(g.b, off2.data() + p, corner, g.image(), cl, acc + p * 16);
+#endif
+        } else {
+          ForVectorChunks<L>(ldk, [&]<int KC>(int64_t k0) {
+            AccumulateTapsAll<L, KC>(g.b, cff, off.data(), corner, g.image(), cl + k0, ldk, acc + k0, ldk);
+          });
+        }
+        if (!direct)
+          for (int64_t j = 0; j < cff; ++j)
+            for (int64_t m = 0; m < k; ++m) (k_inner ? dwl[j * k + m] : dwl[m * cff + j]) += acc[j * ldk + m];
+        if (dbias)
+          for (int64_t m = 0; m < k; ++m) {
+            float s = 0.0f;
+            for (int64_t b = 0; b < g.b; ++b) s += cl[b * ldk + m];
+            dbias[m * locs + l] += s;
+          }
+      }
     }
   });
 }
