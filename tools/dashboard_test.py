@@ -90,8 +90,9 @@ def main():
     port = free_port()
     base = "http://127.0.0.1:%d/" % port
     log = open(os.path.join(a.work, "train.log"), "w")
-    # About 50 s on 2 cores: long enough to watch, and the page is checked before it ends.
-    proc = subprocess.Popen(train(a.bin, live, 80, ["--dashboard", str(port)]), stdout=log, stderr=subprocess.STDOUT)
+    # Long enough that the page is checked before it ends: 80 epochs took about 50 s on a Zen 4 but
+    # ended before the last check on a Zen 5 (the page's next poll then failed in the console).
+    proc = subprocess.Popen(train(a.bin, live, 200, ["--dashboard", str(port)]), stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for("the dashboard", lambda: _up(base), 30)
         opts = Options()

@@ -108,11 +108,14 @@ TEST_P(BatchTest, LocallyConnectedTranspose) {
 }
 
 // Both layers' forward passes against the definitions, written the slow way, for map counts
-// below, at and above a vector and batches below and above a register block.
+// below, at and above a vector, batches below and above a register block, and fields of odd and
+// even width (even widths with at most 8 maps take the kernels of tap pairs).
 TEST(LocallyConnected, ForwardIsTheDefinition) {
-  const int64_t c = 2, h = 9, w = 8, f = 3, s = 2, oh = 4, ow = 3;
-  for (int64_t k : {5, 16, 40})
+  const int64_t c = 2, h = 9, w = 8, s = 2;
+  for (int64_t f : {3, 4})
+    for (int64_t k : {5, 8, 16, 40})
     for (int64_t b : {3, 37}) {
+      const int64_t oh = (h - f) / s + 1, ow = (w - f) / s + 1;
       Random rng(40 + k);
       LocallyConnected2d lc("lc", {c, h, w}, k, f, s, &rng);
       for (float& v : lc.params()[1]->value.span()) v = rng.Uniform(-1.0f, 1.0f);
@@ -137,10 +140,10 @@ TEST(LocallyConnected, ForwardIsTheDefinition) {
                   acc += double(filters[(l * k + m) * c * f * f + j]) * x[at];
                   expect_xt[at] += double(wd[(l * k + m) * c * f * f + j]) * z[((i * k + m) * oh + oy) * ow + ox];
                 }
-            ASSERT_NEAR(y[((i * k + m) * oh + oy) * ow + ox], acc, 1e-4) << "k " << k << " b " << b;
+            ASSERT_NEAR(y[((i * k + m) * oh + oy) * ow + ox], acc, 1e-4) << "f " << f << " k " << k << " b " << b;
           }
       for (int64_t i = 0; i < b * c * h * w; ++i)
-        ASSERT_NEAR(xt[i], expect_xt[i] + bd[i % (c * h * w)], 1e-4) << "k " << k << " b " << b;
+        ASSERT_NEAR(xt[i], expect_xt[i] + bd[i % (c * h * w)], 1e-4) << "f " << f << " k " << k << " b " << b;
     }
 }
 

@@ -181,7 +181,8 @@ void SumOverMaps(int64_t c, int64_t n, float* out, V vec, S scalar) {
 // (OH OW, K, C F F) (the decoder's: each map's decoding basis contiguous, for the norm bound).
 // P_l(img) (B, CFF) is the field of location l in every image. No kernel copies a field: tap j =
 // (ci, fy, fx) of location l in image b is img[b CHW + corner(l) + off[j]], read in place, and
-// the vectors run along the maps K (image -> code, weight gradient) or the batch (code -> image).
+// the vectors run along the maps K (image -> code, weight gradient; with at most 8 maps and
+// AVX-512, along pairs of taps and maps) or the batch (code -> image).
 
 namespace {
 
@@ -404,10 +405,11 @@ std::vector<int64_t> PairOffsets(const LcGeometry& g) {
   return off2;
 }
 
-// code (B, K, OH, OW) = P_l(img) W_l (+ bias (K, OH OW) when not null). Locations over threads.
 // Locations are taken in tiles of kLocTile, so that the code, laid out (B, K, OH OW), is read and
 // written in runs of consecutive locations rather than one float per cache line.
 constexpr int64_t kLocTile = 16;
+
+// code (B, K, OH, OW) = P_l(img) W_l (+ bias (K, OH OW) when not null). Locations over threads.
 
 template <int L>
 void LcImageToCodeL(const LcGeometry& g, const float* img, const float* w, bool k_inner,
