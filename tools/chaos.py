@@ -317,6 +317,14 @@ def main():
         ok = False
         report.append(f"FAIL: the run ended after {seconds:.0f} s, before {args.minutes:g} minutes of faults "
                       "(give more --epochs)")
+    kinds_done = {(e[1], e[3]) for e in events}
+    cover_kinds = {("shard", "kill -9"), ("replica", "kill -9"), ("shard", "SIGSTOP"), ("replica", "SIGSTOP")}
+    if cuts:
+        cover_kinds |= {("replica", "cut"), ("shard", "cut")}
+    if args.cover and not cover_kinds <= kinds_done:
+        ok = False
+        missing = ", ".join(f"{k} of a {r}" for r, k in sorted(cover_kinds - kinds_done))
+        report.append(f"FAIL: --cover, but no {missing} in {fault_window:.0f} s of faults (give more --minutes)")
     if acc is not None and acc < base_acc - args.tolerance:
         ok = False
         report.append(f"FAIL: accuracy {acc:.2f}% is more than {args.tolerance:g} points below {base_acc:.2f}%")
