@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
       const Tensor& in = (*net)->StageInput(s, x);
       (*net)->StageLossAndGradient(s, in);
       ++step;
-      for (size_t i = 0; i < params.size(); ++i) rule.Apply(params[i]->value.span(), params[i]->grad.span(), state[i], step);
+      for (size_t i = 0; i < params.size(); ++i) rule.ApplyOnPool(params[i]->value.span(), params[i]->grad.span(), state[i], step);
       (*net)->ConstrainDecoder(s);
     }, min_s);
     total_s += t;

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "distbelief/base/parallel.h"
 #include "distbelief/optim/lbfgs.h"
 #include "distbelief/optim/projection.h"
 #include "distbelief/optim/schedule.h"
@@ -57,6 +58,32 @@ TEST(UpdateRules, AdagradUsesSumOfSquaredGradients) {
   rule.Apply(w, g2, st, 2);
   EXPECT_FLOAT_EQ(w[0], -1.0f - 4.0f / 5.0f);  // 4 / sqrt(9 + 16)
   EXPECT_FLOAT_EQ(st[0], 25.0f);
+}
+
+TEST(UpdateRules, OnThePoolEqualsOneThreadBitwise) {
+  // Chunks over 2 threads, an odd size: each chunk's elements (and Adam's second moments, stored
+  // after all n first moments) must be the ones a single pass updates.
+  SetNumThreads(2);
+  const int64_t n = 100003;
+  for (Optimizer kind : {Optimizer::kSgd, Optimizer::kAdagrad, Optimizer::kAdam}) {
+    OptimizerOptions o;
+    o.name = kind;
+    o.learning_rate = 0.1f;
+    o.momentum = 0.9f;
+    o.weight_decay = 0.01f;
+    auto rule = MakeUpdateRule(o);
+    ASSERT_TRUE(rule.ok());
+    std::vector<float> w(n), g(n), st(n * (*rule)->StatePerParam(), 0.0f);
+    for (int64_t i = 0; i < n; ++i) w[i] = std::sin(0.37 * i), g[i] = std::cos(0.11 * i);
+    std::vector<float> w2 = w, st2 = st;
+    for (int64_t step = 1; step <= 3; ++step) {
+      (*rule)->Apply(w, g, st, step);
+      (*rule)->ApplyOnPool(w2, g, st2, step);
+    }
+    EXPECT_EQ(w, w2) << (*rule)->Name();
+    EXPECT_EQ(st, st2) << (*rule)->Name();
+  }
+  SetNumThreads(1);
 }
 
 TEST(UpdateRules, MadeByKindAndRefusedWithoutARate) {

@@ -2,34 +2,41 @@
 
 #include <cmath>
 
+#include "distbelief/base/parallel.h"
+
 namespace distbelief {
 
-void Sgd::Apply(std::span<float> w, std::span<const float> g, std::span<float> state,
-                int64_t step) const {
+void UpdateRule::ApplyOnPool(std::span<float> w, std::span<const float> g, std::span<float> state,
+                             int64_t step) const {
+  ParallelFor(static_cast<int64_t>(w.size()), 16384,
+              [&](int64_t lo, int64_t hi) { ApplyRange(w, g, state, step, lo, hi); });
+}
+
+void Sgd::ApplyRange(std::span<float> w, std::span<const float> g, std::span<float> state,
+                     int64_t step, int64_t lo, int64_t hi) const {
   const float lr = o_.learning_rate, wd = o_.weight_decay, mu = o_.momentum;
-  const size_t n = w.size();
   if (mu > 0.0f) {
-    for (size_t i = 0; i < n; ++i) {
+    for (int64_t i = lo; i < hi; ++i) {
       state[i] = mu * state[i] + g[i] + wd * w[i];
       w[i] -= lr * state[i];
     }
   } else {
-    for (size_t i = 0; i < n; ++i) w[i] -= lr * (g[i] + wd * w[i]);
+    for (int64_t i = lo; i < hi; ++i) w[i] -= lr * (g[i] + wd * w[i]);
   }
 }
 
-void Adagrad::Apply(std::span<float> w, std::span<const float> g, std::span<float> state,
-                    int64_t step) const {
+void Adagrad::ApplyRange(std::span<float> w, std::span<const float> g, std::span<float> state,
+                         int64_t step, int64_t lo, int64_t hi) const {
   const float lr = o_.learning_rate, wd = o_.weight_decay, eps = o_.epsilon;
-  for (size_t i = 0; i < w.size(); ++i) {
+  for (int64_t i = lo; i < hi; ++i) {
     const float gi = g[i] + wd * w[i];
     state[i] += gi * gi;
     w[i] -= lr * gi / std::sqrt(eps + state[i]);
   }
 }
 
-void Adam::Apply(std::span<float> w, std::span<const float> g, std::span<float> state,
-                 int64_t step) const {
+void Adam::ApplyRange(std::span<float> w, std::span<const float> g, std::span<float> state,
+                      int64_t step, int64_t lo, int64_t hi) const {
   const size_t n = w.size();
   float* m = state.data();
   float* v = state.data() + n;
@@ -37,7 +44,7 @@ void Adam::Apply(std::span<float> w, std::span<const float> g, std::span<float> 
   const float c1 = 1.0f - static_cast<float>(std::pow(b1, step));
   const float c2 = 1.0f - static_cast<float>(std::pow(b2, step));
   const float lr = o_.learning_rate, eps = o_.epsilon, wd = o_.weight_decay;
-  for (size_t i = 0; i < n; ++i) {
+  for (int64_t i = lo; i < hi; ++i) {
     const float gi = g[i] + wd * w[i];
     m[i] = b1 * m[i] + (1.0f - b1) * gi;
     v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;

@@ -1,6 +1,8 @@
 // Update rules on flat arrays. The same object serves the local driver and the parameter-server
 // shards (Dean et al. 2012, §4.1: Adagrad applied on the shards).
-// Apply is thread-compatible: distinct (w, state) spans may be updated concurrently.
+// Apply is thread-compatible: distinct (w, state) spans may be updated concurrently. ApplyOnPool
+// splits one update over the process's thread pool (base/parallel.h): call it only from a thread
+// that owns the pool (the driver, not a shard's transport threads); its result is bitwise Apply's.
 #pragma once
 
 #include <cstdint>
@@ -33,14 +35,20 @@ class UpdateRule {
   // Floats of optimizer state kept per parameter (0, 1 or 2); the state starts at zero.
   virtual int StatePerParam() const = 0;
   // w (n), g (n), state (n * StatePerParam()). `step` counts updates from 1 (Adam's bias terms).
-  virtual void Apply(std::span<float> w, std::span<const float> g, std::span<float> state,
-                     int64_t step) const = 0;
+  void Apply(std::span<float> w, std::span<const float> g, std::span<float> state, int64_t step) const {
+    ApplyRange(w, g, state, step, 0, static_cast<int64_t>(w.size()));
+  }
+  // The same update, elements in chunks over the thread pool (every rule is elementwise).
+  void ApplyOnPool(std::span<float> w, std::span<const float> g, std::span<float> state, int64_t step) const;
   // Changes gamma for later updates (learning-rate schedules).
   void SetLearningRate(float lr) { o_.learning_rate = lr; }
   const OptimizerOptions& options() const { return o_; }
 
  protected:
   explicit UpdateRule(const OptimizerOptions& o) : o_(o) {}
+  // Updates elements [lo, hi) of the n = w.size() (state laid out for all n).
+  virtual void ApplyRange(std::span<float> w, std::span<const float> g, std::span<float> state, int64_t step,
+                          int64_t lo, int64_t hi) const = 0;
   OptimizerOptions o_;
 };
 
@@ -51,8 +59,10 @@ class Sgd : public UpdateRule {
   explicit Sgd(const OptimizerOptions& o) : UpdateRule(o) {}
   std::string Name() const override { return "sgd"; }
   int StatePerParam() const override { return o_.momentum > 0.0f ? 1 : 0; }
-  void Apply(std::span<float> w, std::span<const float> g, std::span<float> state,
-             int64_t step) const override;
+
+ protected:
+  void ApplyRange(std::span<float> w, std::span<const float> g, std::span<float> state, int64_t step, int64_t lo,
+                  int64_t hi) const override;
 };
 
 // DistBelief's Adagrad (Dean et al. 2012, §4.1; Duchi et al. 2011): each parameter's learning rate
@@ -62,8 +72,10 @@ class Adagrad : public UpdateRule {
   explicit Adagrad(const OptimizerOptions& o) : UpdateRule(o) {}
   std::string Name() const override { return "adagrad"; }
   int StatePerParam() const override { return 1; }
-  void Apply(std::span<float> w, std::span<const float> g, std::span<float> state,
-             int64_t step) const override;
+
+ protected:
+  void ApplyRange(std::span<float> w, std::span<const float> g, std::span<float> state, int64_t step, int64_t lo,
+                  int64_t hi) const override;
 };
 
 // Adam (Kingma & Ba 2015) with bias correction. state = [m (n), v (n)].
@@ -72,8 +84,10 @@ class Adam : public UpdateRule {
   explicit Adam(const OptimizerOptions& o) : UpdateRule(o) {}
   std::string Name() const override { return "adam"; }
   int StatePerParam() const override { return 2; }
-  void Apply(std::span<float> w, std::span<const float> g, std::span<float> state,
-             int64_t step) const override;
+
+ protected:
+  void ApplyRange(std::span<float> w, std::span<const float> g, std::span<float> state, int64_t step, int64_t lo,
+                  int64_t hi) const override;
 };
 
 // Returns the rule o.name names, or kInvalidArgument if the learning rate is not positive.

@@ -83,7 +83,7 @@ void Update(const TrainOptions& t, const OptimizerOptions& o, int64_t total, Loc
   run->rule->SetLearningRate(ScheduledRate(t.schedule, o.learning_rate, run->step, total));
   ++run->step;
   for (size_t i = 0; i < run->params.size(); ++i)
-    run->rule->Apply(run->params[i]->value.span(), run->params[i]->grad.span(), run->state[i].span(), run->step);
+    run->rule->ApplyOnPool(run->params[i]->value.span(), run->params[i]->grad.span(), run->state[i].span(), run->step);
   for (auto& [p, bound] : run->bounds) ProjectBlockNorms(p->value.span(), bound);
 }
 
