@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs, builds and runs every test, then the tests again under the sanitizers
-# (scripts/sanitize.sh), then 30 s of libFuzzer on each parser of outside input, one per core (scripts/fuzz.sh;
+# (scripts/sanitize.sh), then 20 s of libFuzzer on each parser of outside input, one per core (scripts/fuzz.sh;
 # every crash found so far is in the seed corpora, so each run replays them all).
 # With --quick: only the build's tests, without those labelled "slow".
 set -euo pipefail
@@ -25,4 +25,4 @@ fi
 phase ctest --test-dir build --output-on-failure -j1
 phase scripts/sanitize.sh asan
 phase scripts/sanitize.sh tsan
-phase scripts/fuzz.sh 30
+phase scripts/fuzz.sh 20
