@@ -173,6 +173,15 @@ TEST_P(BatchTest, L2Pool) {
   ExpectGradientsMatch(&pool, RandomTensor({GetParam(), 2, 7, 8}, 14));
   L2Pool overlap(2, 1);
   ExpectGradientsMatch(&overlap, RandomTensor({GetParam(), 1, 5, 5}, 15));
+  // Stride 1 runs in one pass down the rows, a block of 16 (or 8) columns at a time, windows 3
+  // and 5 compiled apart: rows wider than two blocks (a partial last block), each window size,
+  // and a window too large for the one pass (the direct loops).
+  for (int64_t p : {3, 4, 5}) {
+    L2Pool wide(p, 1);
+    ExpectGradientsMatch(&wide, RandomTensor({GetParam(), 2, 7, 37}, 16 + p));
+  }
+  L2Pool large(9, 1);
+  ExpectGradientsMatch(&large, RandomTensor({GetParam(), 1, 10, 12}, 23));
 }
 
 TEST_P(BatchTest, LocalContrastNorm) {
@@ -181,24 +190,29 @@ TEST_P(BatchTest, LocalContrastNorm) {
 }
 
 TEST(L2Pool, ForwardIsTheDefinition) {
-  for (int64_t stride : {1, 2}) {
-    L2Pool pool(3, stride, 1e-4f);
-    const Tensor x = RandomTensor({2, 3, 8, 9}, 22);
+  // (window, stride, width): the direct loops (stride 2, window 9) and the one-pass kernel for
+  // windows 3 and 5 (compiled apart) and 4, over one block of columns and over three.
+  const int64_t cases[][3] = {{3, 1, 9}, {3, 2, 9}, {3, 1, 37}, {5, 1, 37}, {4, 1, 21}, {9, 1, 19}};
+  for (const auto& c : cases) {
+    const int64_t p = c[0], stride = c[1], h = 18, w = c[2];
+    L2Pool pool(p, stride, 1e-4f);
+    const Tensor x = RandomTensor({2, 3, h, w}, 22);
     Tensor y;
     pool.Forward(x, &y);
-    const int64_t oh = (8 - 3) / stride + 1, ow = (9 - 3) / stride + 1;
+    const int64_t oh = (h - p) / stride + 1, ow = (w - p) / stride + 1;
     ASSERT_EQ(y.dim(2), oh);
     ASSERT_EQ(y.dim(3), ow);
     for (int64_t pl = 0; pl < 6; ++pl)
       for (int64_t oy = 0; oy < oh; ++oy)
         for (int64_t ox = 0; ox < ow; ++ox) {
           double s = 1e-4;
-          for (int64_t a = 0; a < 3; ++a)
-            for (int64_t b = 0; b < 3; ++b) {
-              const double v = x[(pl * 8 + oy * stride + a) * 9 + ox * stride + b];
+          for (int64_t a = 0; a < p; ++a)
+            for (int64_t b = 0; b < p; ++b) {
+              const double v = x[(pl * h + oy * stride + a) * w + ox * stride + b];
               s += v * v;
             }
-          EXPECT_NEAR(y[(pl * oh + oy) * ow + ox], std::sqrt(s), 1e-5) << stride;
+          ASSERT_NEAR(y[(pl * oh + oy) * ow + ox], std::sqrt(s), 1e-5 * std::sqrt(s))
+              << "window " << p << " stride " << stride << " width " << w << " at " << pl << "," << oy << "," << ox;
         }
   }
 }

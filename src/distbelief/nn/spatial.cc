@@ -82,40 +82,6 @@ inline void CopyRow(const float* src, const float* scale, int64_t n, float* dst)
 #endif
 }
 
-// out[i] = (add + sum_{t < taps} f(in[i + t step])) * (mul ? mul[i] : 1) for i < n, with f the
-// square or the identity: one pass, one store per output, vectors along i. Taps (`Taps` > 0: a
-// constant, so the tap loop unrolls) or `taps` (Taps = 0).
-template <int Taps>
-void SumOfShiftedT(const float* in, int64_t n, int64_t taps, int64_t step, bool square, float add,
-                   const float* mul, float* out) {
-  if (Taps > 0) taps = Taps;
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    vf acc = {};
-    for (int64_t t = 0; t < taps; ++t) {
-      const vf v = Load(in + i + t * step);
-      acc += square ? v * v : v;
-    }
-    acc += add;
-    if (mul) acc *= Load(mul + i);
-    Store(out + i, acc);
-  }
-  for (; i < n; ++i) {
-    float acc = 0.0f;
-    for (int64_t t = 0; t < taps; ++t) {
-      const float v = in[i + t * step];
-      acc += square ? v * v : v;
-    }
-    out[i] = (acc + add) * (mul ? mul[i] : 1.0f);
-  }
-}
-
-void SumOfShifted(const float* in, int64_t n, int64_t taps, int64_t step, bool square, float add,
-                  const float* mul, float* out) {
-  if (taps == 3) return SumOfShiftedT<3>(in, n, taps, step, square, add, mul, out);  // the cat network's pools
-  SumOfShiftedT<0>(in, n, taps, step, square, add, mul, out);
-}
-
 // out[i] = scale * sum_{t < taps} k[t] in[i + t step] for i < n: one pass, vectors along i.
 template <int Taps>
 void WeightedSumOfShiftedT(const float* in, int64_t n, int64_t taps, int64_t step, const float* k,
@@ -773,6 +739,128 @@ void Conv2d::Backward(const Tensor& dy, Tensor* dx) {
 // ---------------------------------------------------------------------------------------------
 // L2Pool
 
+namespace {
+
+// Which lanes of a vector a load or store touches: lanes [lo, hi). The lanes left out read as 0
+// and their addresses are never touched, so a row's first or last block may reach past the row.
+#if defined(__AVX512F__)
+using LaneMask = __mmask16;
+inline LaneMask LaneRange(int lo, int hi) { return static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1)); }
+inline vf LoadLanes(const float* p, LaneMask m) { return reinterpret_cast<vf>(_mm512_maskz_loadu_ps(m, p)); }
+inline void StoreLanes(float* p, vf v, LaneMask m) { _mm512_mask_storeu_ps(p, m, reinterpret_cast<__m512>(v)); }
+#elif defined(__AVX2__)
+using LaneMask = __m256i;
+inline LaneMask LaneRange(int lo, int hi) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_and_si256(_mm256_cmpgt_epi32(lane, _mm256_set1_epi32(lo - 1)),
+                          _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), lane));
+}
+inline vf LoadLanes(const float* p, LaneMask m) { return reinterpret_cast<vf>(_mm256_maskload_ps(p, m)); }
+inline void StoreLanes(float* p, vf v, LaneMask m) { _mm256_maskstore_ps(p, m, reinterpret_cast<__m256>(v)); }
+#else
+struct LaneMask { int lo, hi; };
+inline LaneMask LaneRange(int lo, int hi) { return {lo, hi}; }
+inline vf LoadLanes(const float* p, LaneMask m) {
+  vf v = {};
+  for (int l = m.lo; l < m.hi; ++l) v[l] = p[l];
+  return v;
+}
+inline void StoreLanes(float* p, vf v, LaneMask m) {
+  for (int l = m.lo; l < m.hi; ++l) p[l] = v[l];
+}
+#endif
+// Stores lanes [0, n) of v: a plain store for a whole vector (masked stores are slow on some
+// cores), else masked.
+inline void StoreFirst(float* p, vf v, int n, LaneMask m) {
+  if (n == kLanes) return Store(p, v);
+  StoreLanes(p, v, m);
+}
+
+// Calls f(i, nl, m) for i = 0, kLanes, 2 kLanes, ... < n: nl lanes from i, m their mask (whole
+// vectors, then one masked vector for the rest). For passes over an image's maps with the
+// per-pixel operands of a block loaded once, the maps innermost.
+template <typename F>
+void ForPixels(int64_t n, F f) {
+  int64_t i = 0;
+  const LaneMask whole = LaneRange(0, kLanes);
+  for (; i + kLanes <= n; i += kLanes) f(i, kLanes, whole);
+  if (i < n) f(i, static_cast<int>(n - i), LaneRange(0, static_cast<int>(n - i)));
+}
+
+// The largest window the one-pass pool handles (its last P row sums live in registers).
+constexpr int64_t kMaxRing = 8;
+
+// One plane of a stride-1 pool, in one pass: a block of up to kLanes output columns at a time,
+// down the rows; each input row's window sums (P masked loads of x, squared) join the last P
+// rows', whose sum is the output. Writes y and 1 / y, (OH, OW) each. P > 0 fixes the window at
+// compile time (the loops unroll, the rows stay in registers); P = 0 takes it from `p`.
+template <int P>
+void PoolPlaneForward(const float* xp, int64_t h, int64_t w, int64_t p, float eps, float* yp, float* inv) {
+  if (P > 0) p = P;
+  const int64_t oh = h - p + 1, ow = w - p + 1;
+  vf rows[P > 0 ? P : kMaxRing];
+  for (int64_t jb = 0; jb < ow; jb += kLanes) {
+    const int nl = static_cast<int>(std::min<int64_t>(kLanes, ow - jb));
+    const LaneMask m = LaneRange(0, nl);
+    auto row_sum = [&](int64_t k) {
+      vf s = {};
+      for (int64_t d = 0; d < p; ++d) {
+        const vf v = LoadLanes(xp + k * w + jb + d, m);
+        s += v * v;
+      }
+      return s;
+    };
+    for (int64_t k = 0; k + 1 < p; ++k) rows[k + 1] = row_sum(k);
+    for (int64_t oy = 0; oy < oh; ++oy) {
+#pragma GCC unroll 16
+      for (int64_t k = 0; k + 1 < p; ++k) rows[k] = rows[k + 1];  // unrolled: else a call to memmove
+      rows[p - 1] = row_sum(oy + p - 1);
+      vf t = vf{} + eps;
+      for (int64_t d = 0; d < p; ++d) t += rows[d];
+      const vf r = Rsqrt(t);
+      StoreFirst(inv + oy * ow + jb, r, nl, m);
+      StoreFirst(yp + oy * ow + jb, t * r, nl, m);
+    }
+  }
+}
+
+// Its transpose, also in one pass: a block of input columns at a time, down the rows. Output row
+// oy's ratio dy / y spread over each window's columns (P shifted masked loads of dy and 1 / y,
+// the lanes outside the row left out) joins the last P rows'; their sum times x is dx.
+template <int P>
+void PoolPlaneBackward(const float* xp, const float* dyp, const float* inv, int64_t h, int64_t w,
+                       int64_t p, float* dxp) {
+  if (P > 0) p = P;
+  const int64_t oh = h - p + 1, ow = w - p + 1;
+  vf rows[P > 0 ? P : kMaxRing];
+  LaneMask shifted[P > 0 ? P : kMaxRing];
+  for (int64_t jb = 0; jb < w; jb += kLanes) {
+    const int nl = static_cast<int>(std::min<int64_t>(kLanes, w - jb));
+    const LaneMask m = LaneRange(0, nl);
+    // Tap d: lane l is input column jb + l, fed by output column jb + l - d when in [0, OW).
+    for (int64_t d = 0; d < p; ++d)
+      shifted[d] = LaneRange(static_cast<int>(std::clamp<int64_t>(d - jb, 0, nl)),
+                         static_cast<int>(std::clamp<int64_t>(ow - jb + d, 0, nl)));
+    for (int64_t d = 0; d < p; ++d) rows[d] = vf{};
+    for (int64_t i = 0; i < h; ++i) {
+#pragma GCC unroll 16
+      for (int64_t k = 0; k + 1 < p; ++k) rows[k] = rows[k + 1];  // unrolled: else a call to memmove
+      vf c = {};
+      if (i < oh)
+        for (int64_t d = 0; d < p; ++d) {
+          const int64_t at = i * ow + jb - d;
+          c += LoadLanes(dyp + at, shifted[d]) * LoadLanes(inv + at, shifted[d]);
+        }
+      rows[p - 1] = c;
+      vf sum = rows[0];
+      for (int64_t d = 1; d < p; ++d) sum += rows[d];
+      StoreFirst(dxp + i * w + jb, sum * LoadLanes(xp + i * w + jb, m), nl, m);
+    }
+  }
+}
+
+}  // namespace
+
 // x (B, C, H, W) -> y (B, C, OH, OW) = sqrt(eps + sum_window x^2)
 void L2Pool::Forward(const Tensor& x, Tensor* y) {
   CHECK(x.ndim() == 4 && x.dim(2) >= p_ && x.dim(3) >= p_) << "l2 pool: input " << x.ShapeString();
@@ -780,35 +868,19 @@ void L2Pool::Forward(const Tensor& x, Tensor* y) {
   const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
   const int64_t oh = (h - p_) / s_ + 1, ow = (w - p_) / s_ + 1;
   y->Resize({x.dim(0), x.dim(1), oh, ow});
-  const int64_t n = (oh - 1) * w + ow;  // outputs of a plane at full width (S = 1)
-  if (s_ == 1) saved_.Resize({planes, n});
+  if (Streamed()) {
+    saved_.Resize({planes, oh * ow});
+    ParallelFor(planes, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t pl = lo; pl < hi; ++pl)
+        (p_ == 3 ? PoolPlaneForward<3> : p_ == 5 ? PoolPlaneForward<5> : PoolPlaneForward<0>)(x.data() + pl * h * w, h, w, p_, eps_, y->data() + pl * oh * ow,
+                         saved_.data() + pl * oh * ow);
+    });
+    return;
+  }
   ParallelFor(planes, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<float> r(h * w), t(n);
     for (int64_t pl = lo; pl < hi; ++pl) {
       const float* xp = x.data() + pl * h * w;
       float* yp = y->data() + pl * oh * ow;
-      if (s_ == 1) {
-        // Separable and at full width: the plane as one flat row, so every loop is long and
-        // contiguous. r[i] = sum_dx x[i + dx]^2; t[i] = eps + sum_dy r[i + dy w] for the outputs
-        // i = oy w + ox (columns ox >= ow computed, not output); y = t / sqrt(t), and 1 / sqrt(t)
-        // kept for Backward.
-        const int64_t nr = h * w - (p_ - 1);
-        float* inv = saved_.data() + pl * n;
-        SumOfShifted(xp, nr, p_, 1, /*square=*/true, 0.0f, nullptr, r.data());
-        SumOfShifted(r.data(), n, p_, w, /*square=*/false, eps_, nullptr, t.data());
-        int64_t i = 0;
-        for (; i + kLanes <= n; i += kLanes) {
-          const vf tv = Load(&t[i]), iv = Rsqrt(tv);
-          Store(inv + i, iv);
-          Store(&t[i], tv * iv);
-        }
-        for (; i < n; ++i) {
-          inv[i] = 1.0f / std::sqrt(t[i]);
-          t[i] = std::sqrt(t[i]);
-        }
-        for (int64_t oy = 0; oy < oh; ++oy) CopyRow(&t[oy * w], nullptr, ow, yp + oy * ow);
-        continue;
-      }
       for (int64_t oy = 0; oy < oh; ++oy) {
         float* yr = yp + oy * ow;
         std::fill(yr, yr + ow, eps_);
@@ -821,7 +893,7 @@ void L2Pool::Forward(const Tensor& x, Tensor* y) {
       }
     }
   });
-  if (s_ != 1) saved_ = *y;
+  saved_ = *y;
 }
 
 // dx[i] = sum over the windows containing i of dy * x[i] / y
@@ -829,30 +901,22 @@ void L2Pool::Backward(const Tensor& dy, Tensor* dx) {
   if (!dx) return;
   const Tensor& x = *x_;
   const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
-  const int64_t oh = (h - p_) / s_ + 1, ow = (w - p_) / s_ + 1, n = (oh - 1) * w + ow;
+  const int64_t oh = (h - p_) / s_ + 1, ow = (w - p_) / s_ + 1;
   dx->Resize(x.shape());
+  if (Streamed()) {
+    ParallelFor(planes, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t pl = lo; pl < hi; ++pl)
+        (p_ == 3 ? PoolPlaneBackward<3> : p_ == 5 ? PoolPlaneBackward<5> : PoolPlaneBackward<0>)(x.data() + pl * h * w, dy.data() + pl * oh * ow, saved_.data() + pl * oh * ow,
+                          h, w, p_, dx->data() + pl * h * w);
+    });
+    return;
+  }
   ParallelFor(planes, 1, [&](int64_t lo, int64_t hi) {
-    // Zero-padded so both spreads are sums of shifted copies: rp = (p - 1 zeros, ratio, p - 1
-    // zeros), rhp = ((p - 1) W zeros, the column spread, zeros).
-    const int64_t nh = n + p_ - 1;
-    std::vector<float> rp(n + 2 * (p_ - 1), 0.0f), rhp(h * w + (p_ - 1) * w, 0.0f), ratio(ow);
+    std::vector<float> ratio(ow);
     for (int64_t pl = lo; pl < hi; ++pl) {
       const float* xp = x.data() + pl * h * w;
       float* dp = dx->data() + pl * h * w;
       const float* dyp = dy.data() + pl * oh * ow;
-      if (s_ == 1) {
-        // The forward's transpose, separable and at full width: ratio (dy / y at i = oy w + ox,
-        // 0 in the dropped columns) spread over each window's columns, then its rows, times x.
-        const float* inv = saved_.data() + pl * n;
-        float* r = rp.data() + (p_ - 1);
-        for (int64_t oy = 0; oy < oh; ++oy) {
-          CopyRow(dyp + oy * ow, inv + oy * w, ow, r + oy * w);
-          for (int64_t i = oy * w + ow; i < std::min((oy + 1) * w, n); ++i) r[i] = 0.0f;
-        }
-        SumOfShifted(rp.data(), nh, p_, 1, false, 0.0f, nullptr, rhp.data() + (p_ - 1) * w);
-        SumOfShifted(rhp.data(), h * w, p_, w, false, 0.0f, xp, dp);
-        continue;
-      }
       std::fill(dp, dp + h * w, 0.0f);
       for (int64_t oy = 0; oy < oh; ++oy) {
         const float* dyr = dyp + oy * ow;
@@ -867,6 +931,8 @@ void L2Pool::Backward(const Tensor& dy, Tensor* dx) {
     }
   });
 }
+
+bool L2Pool::Streamed() const { return s_ == 1 && p_ <= kMaxRing; }
 
 // ---------------------------------------------------------------------------------------------
 // LocalContrastNorm
@@ -928,6 +994,7 @@ void LocalContrastNorm::Forward(const Tensor& x, Tensor* y) {
       float* m = m_.data() + b * hw;
       float* d = den_.data() + b * hw;  // Smooth(v^2), then 1 / den
       SmoothImage(xb, c, h, w, inv_c, scratch.data(), m);
+      float* yb = y->data() + b * c * hw;
       SumOverMaps(
           c, hw, s2.data(),
           [&](int64_t ci, int64_t i) {
@@ -940,12 +1007,11 @@ void LocalContrastNorm::Forward(const Tensor& x, Tensor* y) {
           });
       SmoothImage(s2.data(), 1, h, w, inv_c, scratch.data(), d);
       for (int64_t i = 0; i < hw; ++i) d[i] = 1.0f / std::sqrt(c0_ + d[i]);
-      float* yb = y->data() + b * c * hw;
-      for (int64_t ci = 0; ci < c; ++ci) {
-        const float* xs = xb + ci * hw;
-        float* ys = yb + ci * hw;
-        for (int64_t i = 0; i < hw; ++i) ys[i] = (xs[i] - m[i]) * d[i];
-      }
+      ForPixels(hw, [&](int64_t i, int nl, LaneMask mk) {
+        const vf mv = LoadLanes(m + i, mk), dv = LoadLanes(d + i, mk);
+        for (int64_t ci = 0; ci < c; ++ci)
+          StoreFirst(yb + ci * hw + i, (LoadLanes(xb + ci * hw + i, mk) - mv) * dv, nl, mk);
+      });
     }
   });
 }
@@ -975,26 +1041,26 @@ void LocalContrastNorm::Backward(const Tensor& dy, Tensor* dx) {
       for (int64_t i = 0; i < hw; ++i) ds[i] = -0.5f * ds[i] * inv[i] * inv[i] * inv[i];
       // Smooth of a single map is Smooth^T of ds, broadcast over the maps below.
       SmoothImage(ds.data(), 1, h, w, 1.0f, scratch.data(), spread.data());
-      // dv, written to dx and summed over the maps on the way.
+      // dv, written to dx and summed over the maps on the way (the maps added in order).
       const float* sp = spread.data();
-      SumOverMaps(
-          c, hw, dv_sum.data(),
-          [&](int64_t ci, int64_t i) {
-            const int64_t at = ci * hw + i;
-            const vf dv = Load(dyb + at) * Load(inv + i) + 2.0f * (Load(xb + at) - Load(m + i)) * Load(sp + i) * inv_c;
-            Store(dxb + at, dv);
-            return dv;
-          },
-          [&](int64_t ci, int64_t i) {
-            const int64_t at = ci * hw + i;
-            return dxb[at] = dyb[at] * inv[i] + 2.0f * (xb[at] - m[i]) * sp[i] * inv_c;
-          });
+      ForPixels(hw, [&](int64_t i, int nl, LaneMask mk) {
+        const vf iv = LoadLanes(inv + i, mk), mv = LoadLanes(m + i, mk);
+        const vf sv = 2.0f * LoadLanes(sp + i, mk) * inv_c;
+        vf sum = {};
+        for (int64_t ci = 0; ci < c; ++ci) {
+          const int64_t at = ci * hw + i;
+          const vf dv = LoadLanes(dyb + at, mk) * iv + (LoadLanes(xb + at, mk) - mv) * sv;
+          StoreFirst(dxb + at, dv, nl, mk);
+          sum += dv;
+        }
+        StoreFirst(dv_sum.data() + i, sum, nl, mk);
+      });
       float* dm = ds.data();  // (1/C) g * sum_c dv
       SmoothImage(dv_sum.data(), 1, h, w, inv_c, scratch.data(), dm);
-      for (int64_t ci = 0; ci < c; ++ci) {
-        float* dv = dxb + ci * hw;
-        for (int64_t i = 0; i < hw; ++i) dv[i] -= dm[i];
-      }
+      ForPixels(hw, [&](int64_t i, int nl, LaneMask mk) {
+        const vf dmv = LoadLanes(dm + i, mk);
+        for (int64_t ci = 0; ci < c; ++ci) StoreFirst(dxb + ci * hw + i, LoadLanes(dxb + ci * hw + i, mk) - dmv, nl, mk);
+      });
     }
   });
 }

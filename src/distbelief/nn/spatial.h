@@ -98,8 +98,11 @@ class L2Pool : public Layer {
   int64_t p_, s_;
   float eps_;
   const Tensor* x_ = nullptr;
-  Tensor saved_;  // for Backward: 1 / y (B C, (OH - 1) W + OW), rows at full width, when S = 1;
-                  // else y (B, C, OH, OW)
+  // Stride 1 (and P <= 8): each plane in one pass down its rows, a block of columns at a time,
+  // the last P rows' window sums in registers; 1 / y saved for Backward. Otherwise the direct
+  // loops, y saved.
+  bool Streamed() const;
+  Tensor saved_;  // for Backward: 1 / y (B C, OH OW) when Streamed(), else y (B, C, OH, OW)
 };
 
 // Local contrast normalization (Jarrett et al. 2009, as in Le et al. 2012), same size in and out:
