@@ -5,24 +5,17 @@
 
 #include "distbelief/base/logging.h"
 #include "distbelief/base/parallel.h"
+#include "distbelief/base/sum.h"
 
 namespace distbelief {
 namespace {
 
-// sum_{i < n} term(i) over the pool: each thread's chunk in 8 partial sums (so the loop
-// vectorizes), the chunks added in order, so the result depends only on n and the thread count.
+// sum_{i < n} term(i) over the pool: each thread's chunk in 8 partial sums (PartialSum8), the
+// chunks added in order, so the result depends only on n and the thread count.
 template <typename Term>
 double ParallelSum(int64_t n, Term term) {
   std::vector<double> part(NumThreads(), 0.0);
-  ParallelFor(n, 8192, [&](int64_t lo, int64_t hi) {
-    double p[8] = {};
-    int64_t i = lo;
-    for (; i + 8 <= hi; i += 8)
-      for (int k = 0; k < 8; ++k) p[k] += term(i + k);
-    double s = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
-    for (; i < hi; ++i) s += term(i);
-    part[ThreadIndex()] = s;
-  });
+  ParallelFor(n, 8192, [&](int64_t lo, int64_t hi) { part[ThreadIndex()] = PartialSum8(lo, hi, term); });
   double s = 0.0;
   for (double v : part) s += v;
   return s;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "distbelief/base/sum.h"
+
 namespace distbelief {
 
 void ProjectBlockNorms(std::span<float> v, const NormBound& bound) {
@@ -10,12 +12,7 @@ void ProjectBlockNorms(std::span<float> v, const NormBound& bound) {
   const double max_sq = double(bound.max_norm) * bound.max_norm;
   for (int64_t b = 0; b < r.count; ++b) {
     float* x = v.data() + r.offset + b * r.block;
-    double p[8] = {};  // 8 partial sums, so the loop vectorizes
-    int64_t i = 0;
-    for (; i + 8 <= r.block; i += 8)
-      for (int k = 0; k < 8; ++k) p[k] += double(x[i + k]) * x[i + k];
-    double sq = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
-    for (; i < r.block; ++i) sq += double(x[i]) * x[i];
+    const double sq = PartialSum8(0, r.block, [&](int64_t i) { return double(x[i]) * x[i]; });
     if (sq > max_sq) {
       const float scale = static_cast<float>(std::sqrt(max_sq / sq));
       for (int64_t j = 0; j < r.block; ++j) x[j] *= scale;

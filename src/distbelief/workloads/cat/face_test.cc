@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "distbelief/base/shuffle.h"
+#include "distbelief/base/sum.h"
 #include "distbelief/optim/lbfgs.h"
 #include "distbelief/workloads/cat/cat.h"
 
@@ -144,16 +145,9 @@ FaceRow BestUnitRow(const std::string& name, const float* features, int64_t unit
 
 namespace {
 
-// w . x over d values, in 8 independent partial sums (so the compiler vectorizes it; one running
-// sum is a chain of d dependent adds, and the fits below take thousands of these per image).
+// w . x over d values, vectorized (the fits below take thousands of these per image).
 double Dot(const double* w, const float* x, int64_t d) {
-  double p[8] = {};
-  int64_t j = 0;
-  for (; j + 8 <= d; j += 8)
-    for (int k = 0; k < 8; ++k) p[k] += w[j + k] * x[j + k];
-  double s = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
-  for (; j < d; ++j) s += w[j] * x[j];
-  return s;
+  return PartialSum8(0, d, [&](int64_t j) { return w[j] * x[j]; });
 }
 
 // Mean logistic loss of weights w (d pixels, then a bias) on rows `idx`, plus l2/2 |w|^2
