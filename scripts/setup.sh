@@ -3,13 +3,22 @@
 # Idempotent: packages already present and data already verified are left alone, quietly.
 # `scripts/setup.sh bench` also installs PyTorch (python3-torch), needed only by the side-by-side
 # benchmark bench/compare_pytorch.py. `scripts/setup.sh packages` only installs, `scripts/setup.sh
-# data` only unpacks (scripts/test.sh and main.sh unpack while they build: mostly downloads).
+# data` only unpacks, `scripts/setup.sh build` installs, then unpacks while it builds (mostly
+# downloads; scripts/test.sh and main.sh use it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-all}
 case $mode in
   all|bench|packages|data) ;;
-  *) echo "setup.sh: unknown mode '$mode' (all, bench, packages or data)" >&2; exit 2;;
+  build)  # packages, then the data (mostly downloads, logged to data/setup.log) while it builds
+    scripts/setup.sh packages
+    mkdir -p data && scripts/setup.sh data > data/setup.log 2>&1 &
+    data_pid=$!
+    scripts/build.sh
+    if ! wait $data_pid; then cat data/setup.log >&2; echo "setup.sh: the data failed (above)" >&2; exit 1; fi
+    cat data/setup.log
+    exit 0;;
+  *) echo "setup.sh: unknown mode '$mode' (all, bench, packages, data or build)" >&2; exit 2;;
 esac
 
 SUDO=""

@@ -10,14 +10,7 @@ phase() {  # prints how long each phase took (CI must finish in 45 minutes on 2 
   "$@"
   echo "test.sh: '$*' took $((SECONDS - start)) s (total $SECONDS s)"
 }
-# The data is unpacked (mostly downloads) while the build runs.
-phase scripts/setup.sh packages
-mkdir -p data && scripts/setup.sh data > data/setup.log 2>&1 &
-data_pid=$!
-phase scripts/build.sh
-if ! wait $data_pid; then cat data/setup.log >&2; echo "test.sh: scripts/setup.sh data failed" >&2; exit 1; fi
-cat data/setup.log
-echo "test.sh: data unpacked (total $SECONDS s)"
+phase scripts/setup.sh build  # packages, then the data unpacked while the build runs
 if [ "${1:-}" = "--quick" ]; then
   (cd build && ctest --output-on-failure -j1 -LE slow)
   exit 0
