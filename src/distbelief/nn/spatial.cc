@@ -840,7 +840,7 @@ void PoolPlaneBackward(const float* xp, const float* dyp, const float* inv, int6
     // Tap d: lane l is input column jb + l, fed by output column jb + l - d when in [0, OW).
     for (int64_t d = 0; d < p; ++d)
       shifted[d] = LaneRange(static_cast<int>(std::clamp<int64_t>(d - jb, 0, nl)),
-                         static_cast<int>(std::clamp<int64_t>(ow - jb + d, 0, nl)));
+                             static_cast<int>(std::clamp<int64_t>(ow - jb + d, 0, nl)));
     for (int64_t d = 0; d < p; ++d) rows[d] = vf{};
     for (int64_t i = 0; i < h; ++i) {
 #pragma GCC unroll 16
@@ -870,10 +870,10 @@ void L2Pool::Forward(const Tensor& x, Tensor* y) {
   y->Resize({x.dim(0), x.dim(1), oh, ow});
   if (Streamed()) {
     saved_.Resize({planes, oh * ow});
+    const auto plane = p_ == 3 ? PoolPlaneForward<3> : p_ == 5 ? PoolPlaneForward<5> : PoolPlaneForward<0>;
     ParallelFor(planes, 1, [&](int64_t lo, int64_t hi) {
       for (int64_t pl = lo; pl < hi; ++pl)
-        (p_ == 3 ? PoolPlaneForward<3> : p_ == 5 ? PoolPlaneForward<5> : PoolPlaneForward<0>)(x.data() + pl * h * w, h, w, p_, eps_, y->data() + pl * oh * ow,
-                         saved_.data() + pl * oh * ow);
+        plane(x.data() + pl * h * w, h, w, p_, eps_, y->data() + pl * oh * ow, saved_.data() + pl * oh * ow);
     });
     return;
   }
@@ -904,10 +904,11 @@ void L2Pool::Backward(const Tensor& dy, Tensor* dx) {
   const int64_t oh = (h - p_) / s_ + 1, ow = (w - p_) / s_ + 1;
   dx->Resize(x.shape());
   if (Streamed()) {
+    const auto plane = p_ == 3 ? PoolPlaneBackward<3> : p_ == 5 ? PoolPlaneBackward<5> : PoolPlaneBackward<0>;
     ParallelFor(planes, 1, [&](int64_t lo, int64_t hi) {
       for (int64_t pl = lo; pl < hi; ++pl)
-        (p_ == 3 ? PoolPlaneBackward<3> : p_ == 5 ? PoolPlaneBackward<5> : PoolPlaneBackward<0>)(x.data() + pl * h * w, dy.data() + pl * oh * ow, saved_.data() + pl * oh * ow,
-                          h, w, p_, dx->data() + pl * h * w);
+        plane(x.data() + pl * h * w, dy.data() + pl * oh * ow, saved_.data() + pl * oh * ow, h, w, p_,
+              dx->data() + pl * h * w);
     });
     return;
   }
