@@ -3,10 +3,11 @@
 // of B sequences at once, a 12-token prompt then 200 generated tokens, random weights. Prints one
 // JSON line per batch size with generated tokens/s; bench/compare_sampling.py runs it beside
 // PyTorch's greedy decoding of the same model.
-//   Usage: sample_bench [THREADS] [MIN_SECONDS]
+//   Usage: sample_bench [THREADS] [MIN_SECONDS] [BATCH...]   (batches 1 and 16 by default)
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 #include "bench/bench_util.h"
 #include "distbelief/base/parallel.h"
@@ -21,7 +22,10 @@ int main(int argc, char** argv) {
   const GptOptions o{27, 256, 96, 3, 3};
   Gpt gpt(o, 3);
   const int64_t prompt = 12, generate = 200;
-  for (int64_t batch : {1, 16}) {
+  std::vector<int64_t> batches;
+  for (int i = 3; i < argc; ++i) batches.push_back(std::max(1, std::atoi(argv[i])));
+  if (batches.empty()) batches = {1, 16};
+  for (int64_t batch : batches) {
     const double t = bench::TimePerCall([&] {
       Gpt::Cache cache = gpt.NewCache(batch);
       Tensor tok({batch}), logits;

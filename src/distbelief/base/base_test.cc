@@ -54,6 +54,31 @@ TEST(Parallel, CoversEveryIndexOnce) {
   for (int h : hits) EXPECT_EQ(h, 1);
 }
 
+TEST(Parallel, SerialScopeRunsLoopsOnOneThreadAndRestores) {
+  const int before = NumThreads();
+  SetNumThreads(2);
+  auto chunks = [] {
+    int n = 0;
+    ParallelFor(1000, 1, [&](int64_t, int64_t) {
+#pragma omp atomic
+      ++n;
+    });
+    return n;
+  };
+  EXPECT_EQ(chunks(), 2);
+  {
+    SerialScope serial(true);
+    EXPECT_EQ(NumThreads(), 1);
+    EXPECT_EQ(chunks(), 1);
+  }
+  EXPECT_EQ(NumThreads(), 2);
+  {
+    SerialScope shared(false);
+    EXPECT_EQ(chunks(), 2);
+  }
+  SetNumThreads(before);
+}
+
 Status FailIfNegative(int x) {
   if (x < 0) return absl::InvalidArgumentError("negative");
   return absl::OkStatus();

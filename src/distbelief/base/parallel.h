@@ -18,6 +18,20 @@ int ThreadIndex();
 // Number of threads in the current parallel region, 1 outside one.
 int TeamSize();
 
+// While it lives, the loops and GEMMs the calling thread starts run on that thread alone, when
+// `serial` (work too small to share: a thread's wake-up costs more than it saves). Restores the
+// thread count on destruction. Not for use inside a parallel region.
+class SerialScope {
+ public:
+  explicit SerialScope(bool serial);
+  ~SerialScope();
+  SerialScope(const SerialScope&) = delete;
+  SerialScope& operator=(const SerialScope&) = delete;
+
+ private:
+  int saved_ = 0;  // the thread count to restore, 0 when nothing was changed
+};
+
 // Calls fn(begin, end) on disjoint chunks covering [0, n), in parallel. Each chunk holds at least
 // `grain` indices (the loop runs serially when n <= grain). Chunk boundaries depend only on n,
 // grain and the thread count.

@@ -3,9 +3,14 @@
 #include <cstring>
 
 #include "distbelief/base/logging.h"
+#include "distbelief/base/parallel.h"
 
 namespace distbelief {
 namespace {
+// Sequences x width below which Gpt::Step runs on one thread. Chosen on 2 vCPUs of a Zen 5 at
+// width 96 (docs/reasoning.md, Speed): 1-4 sequences ran faster on one thread, 8 level, 16
+// faster on two.
+constexpr int64_t kSharedStepWork = 8 * 96;
 void AddInto(const Tensor& a, const Tensor& b, Tensor* out) {
   out->Resize(a.shape());
   for (int64_t i = 0; i < a.size(); ++i) (*out)[i] = a[i] + b[i];
@@ -77,6 +82,8 @@ void Gpt::Step(const Tensor& tokens, Cache* cache, Tensor* logits) {
   CHECK(pos < o_.context) << "GPT step at position " << pos << " beyond the context " << o_.context;
   const auto& layers = net_.layers();
   const std::vector<Param*> emb = layers[0]->params();  // token table (V, C), positions (T, C)
+  // A step of few sequences is too small to share between threads (bench/sample_bench).
+  SerialScope serial(b * w < kSharedStepWork);
   x_.Resize({b, w});
   for (int64_t r = 0; r < b; ++r) {
     const int64_t id = static_cast<int64_t>(tokens[r]);

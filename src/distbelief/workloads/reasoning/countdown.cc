@@ -391,7 +391,10 @@ StatusOr<std::string> SearchTrace(const CountdownProblem& p, SearchOrder order, 
   if (order == SearchOrder::kDepthFirst) {
     std::vector<CountdownStep> path;
     std::function<bool(const std::vector<int64_t>&)> dfs = [&](const std::vector<int64_t>& nums) {
-      for (const Child& c : ChildrenByDistance(nums, p.target)) {
+      std::vector<Child> children = ChildrenByDistance(nums, p.target);
+      // Two numbers left: the closest result is the only one that can be the target.
+      if (nums.size() == 2 && children.size() > 1) children.resize(1);
+      for (const Child& c : children) {
         if (t.size() > limit) return false;
         t += node(c);
         path.push_back(c.step);
@@ -419,7 +422,9 @@ StatusOr<std::string> SearchTrace(const CountdownProblem& p, SearchOrder order, 
     while (!found && !frontier.empty() && frontier[0].nums.size() > 1) {
       std::vector<std::pair<int64_t, Node>> next;
       for (const Node& n : frontier) {
-        for (const Child& c : ChildrenByDistance(n.nums, p.target)) {
+        std::vector<Child> children = ChildrenByDistance(n.nums, p.target);
+        if (n.nums.size() == 2 && children.size() > 1) children.resize(1);  // as depth-first
+        for (const Child& c : children) {
           t += node(c);
           Node child{c.left, n.path};
           child.path.push_back(c.step);

@@ -88,8 +88,9 @@ StatusOr<std::string> OptimalTrace(const CountdownProblem& p);
 // and the numbers it leaves, "12*5=60[60 7 3]"; a leaf that is not the target is followed by "!"
 // (a dead end). Depth-first tries children closest to the target first (the smallest distance of
 // a number left to the target) and writes "<" when it goes back up from a node whose children are
-// exhausted; breadth-first expands, depth by depth, the `beam` nodes closest to the target, "|"
-// between depths. When a solution is found the stream ends with "#", the solution's steps and
+// exhausted; with two numbers left only the closest result is written (children come closest
+// first, so if it is not the target none is); breadth-first expands, depth by depth, the `beam`
+// nodes closest to the target, "|" between depths. When a solution is found the stream ends with "#", the solution's steps and
 // ".". kNotFound when the search, limited to `max_chars` characters of trace, finds none (such
 // traces are not training data).
 enum class SearchOrder { kDepthFirst, kBreadthFirst };

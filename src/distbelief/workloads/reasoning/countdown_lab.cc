@@ -23,7 +23,10 @@ StatusOr<CountdownLabOptions> ParseCountdownLabOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(s.Int("problems", &o.problems, 10, int64_t{1} << 24));
   DB_RETURN_IF_ERROR(s.Int("test_percent", &o.test_percent, 1, 90));
   DB_RETURN_IF_ERROR(s.Int("test_limit", &o.test_limit, 1, 100000));
-  DB_RETURN_IF_ERROR(s.Enum("traces", &o.traces, {{"optimal", CountdownTraces::kOptimal}, {"streams", CountdownTraces::kStreams}}));
+  DB_RETURN_IF_ERROR(s.Enum("traces", &o.traces, {{"optimal", CountdownTraces::kOptimal},
+                                                {"streams", CountdownTraces::kStreams},
+                                                {"depth_first", CountdownTraces::kDepthFirst},
+                                                {"breadth_first", CountdownTraces::kBreadthFirst}}));
   DB_RETURN_IF_ERROR(s.Int("max_chars", &o.max_chars, 16, 1 << 16));
   DB_RETURN_IF_ERROR(s.Int("beam", &o.beam, 1, 1000));
   DB_RETURN_IF_ERROR(s.Int("context", &o.net.context, 16, 8192));
@@ -47,6 +50,16 @@ StatusOr<CountdownLabOptions> ParseCountdownLabOptions(ConfigFile* file) {
     return s.Error("context", "= " + std::to_string(o.net.context) + " cannot hold a prompt and a trace of " +
                                   "countdown.max_chars = " + std::to_string(o.max_chars) + " characters");
   return o;
+}
+
+const char* CountdownTracesName(CountdownTraces t) {
+  switch (t) {
+    case CountdownTraces::kOptimal: return "optimal paths";
+    case CountdownTraces::kStreams: return "depth- and breadth-first streams";
+    case CountdownTraces::kDepthFirst: return "depth-first streams";
+    case CountdownTraces::kBreadthFirst: return "breadth-first streams";
+  }
+  return "?";
 }
 
 int CountdownId(char c) {
@@ -98,10 +111,11 @@ StatusOr<std::shared_ptr<const CountdownData>> BuildCountdownData(const Countdow
     if (CountdownSplit(p, o.test_percent) && static_cast<int64_t>(d->ood.size()) < o.test_limit) d->ood.push_back(std::move(p));
   int64_t k = 0;
   for (const CountdownProblem& p : d->train) {
-    StatusOr<std::string> t = o.traces == CountdownTraces::kOptimal
-                                  ? OptimalTrace(p)
-                                  : SearchTrace(p, k++ % 2 ? SearchOrder::kBreadthFirst : SearchOrder::kDepthFirst,
-                                                o.max_chars, o.beam);
+    const bool breadth = o.traces == CountdownTraces::kBreadthFirst || (o.traces == CountdownTraces::kStreams && k++ % 2);
+    StatusOr<std::string> t =
+        o.traces == CountdownTraces::kOptimal
+            ? OptimalTrace(p)
+            : SearchTrace(p, breadth ? SearchOrder::kBreadthFirst : SearchOrder::kDepthFirst, o.max_chars, o.beam);
     const int64_t prompt = static_cast<int64_t>(CountdownPrompt(p).size());
     if (!t.ok() || static_cast<int64_t>(t->size()) > o.net.context) {
       ++d->dropped;
@@ -347,7 +361,7 @@ class CountdownWorkload : public Workload {
     const std::string table = ScoreTable(&gpt, e.train.seed);
     std::printf("%s", table.c_str());
     std::ofstream md(e.train.run_dir + "/report.md");
-    md << "# Countdown policy (" << (o_.traces == CountdownTraces::kOptimal ? "optimal paths" : "streams of search")
+    md << "# Countdown policy (" << CountdownTracesName(o_.traces)
        << ")\n\n" << DataLine() << "\n\n" << table;
     std::printf("report: %s/report.md\ncheckpoint: %s\n", e.train.run_dir.c_str(), RunCheckpointPath(e.train.run_dir).c_str());
     return absl::OkStatus();
@@ -374,7 +388,7 @@ class CountdownWorkload : public Workload {
                   "Countdown, %s numbers: %zu training traces (%s, %ld supervised tokens, %ld problems without a "
                   "trace within %ld characters), %zu held-out problems, %zu out of distribution (%d numbers)",
                   Counts().c_str(), data_->traces.size(),
-                  o_.traces == CountdownTraces::kOptimal ? "optimal paths" : "depth- and breadth-first streams",
+                  CountdownTracesName(o_.traces),
                   long(data_->supervised_tokens), long(data_->dropped), long(o_.max_chars), data_->test.size(),
                   data_->ood.size(), o_.max_sources + 1);
     return buf;

@@ -40,7 +40,9 @@ struct TreeSearchOptions {
   int64_t max_tokens = 4096;
 };
 
-enum class CountdownTraces { kOptimal, kStreams };
+// Streams: depth-first and breadth-first, alternating by problem; or one order only.
+enum class CountdownTraces { kOptimal, kStreams, kDepthFirst, kBreadthFirst };
+const char* CountdownTracesName(CountdownTraces t);  // "optimal paths", "depth- and breadth-first streams", ...
 
 struct CountdownLabOptions {
   int sources = 3;                  // numbers per problem in training and test, from sources
@@ -48,7 +50,7 @@ struct CountdownLabOptions {
   int64_t problems = 20000;         // generated, then split by problem
   int test_percent = 10;            // of problems held out
   int64_t test_limit = 200;         // held-out problems scored in the report, per count of numbers
-  CountdownTraces traces = CountdownTraces::kStreams;  // streams: depth-first and breadth-first, alternating
+  CountdownTraces traces = CountdownTraces::kStreams;  // "optimal", "streams", "depth_first", "breadth_first"
   int64_t max_chars = 400;          // of a stream beyond its prompt (longer searches are not examples)
   int beam = 5;                     // breadth-first streams keep this many nodes per depth
   GptOptions net{0, 512, 128, 4, 4};  // vocab from the tokenizer; context holds prompt and trace

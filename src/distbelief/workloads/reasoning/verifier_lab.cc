@@ -217,7 +217,7 @@ class VerifierWorkload : public Workload {
       right += x.correct;
     }
     std::string md = "# Verifiers and search at test time (Countdown)\n\nPolicy: " + o_.policy + " (" +
-                     (policy_opts_.traces == CountdownTraces::kOptimal ? "optimal paths" : "streams of search") +
+                     CountdownTracesName(policy_opts_.traces) +
                      ").\n\n";
     char line[512];
     std::snprintf(line, sizeof(line),
