@@ -90,9 +90,9 @@ StatusOr<std::string> OptimalTrace(const CountdownProblem& p);
 // a number left to the target) and writes "<" when it goes back up from a node whose children are
 // exhausted; with two numbers left only the closest result is written (children come closest
 // first, so if it is not the target none is); breadth-first expands, depth by depth, the `beam`
-// nodes closest to the target, "|" between depths. When a solution is found the stream ends with "#", the solution's steps and
-// ".". kNotFound when the search, limited to `max_chars` characters of trace, finds none (such
-// traces are not training data).
+// nodes closest to the target, "|" between depths. When a solution is found the stream ends
+// with "#", the solution's steps and ".". kNotFound when the search, limited to `max_chars`
+// characters of trace, finds none (such traces are not training data).
 enum class SearchOrder { kDepthFirst, kBreadthFirst };
 StatusOr<std::string> SearchTrace(const CountdownProblem& p, SearchOrder order, int64_t max_chars, int beam = 3);
 // The characters the policy writes and reads, in id order (id 0 pads).
