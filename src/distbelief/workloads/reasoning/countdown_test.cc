@@ -177,9 +177,11 @@ TEST(Countdown, TracesEndInAVerifiedSolutionInTheVocabulary) {
       EXPECT_TRUE(v.ok) << *t << ": " << v.reason;
       with_dead_ends += t->find('!') != std::string::npos;
       // Two numbers left: one result written, the closest; after a depth-first dead end, back up.
-      if (order == SearchOrder::kDepthFirst)
-        for (size_t at = t->find('!'); at != std::string::npos; at = t->find('!', at + 1))
+      if (order == SearchOrder::kDepthFirst) {
+        for (size_t at = t->find('!'); at != std::string::npos; at = t->find('!', at + 1)) {
           EXPECT_EQ(t->at(at + 1), '<') << *t;
+        }
+      }
       for (char ch : *t) EXPECT_NE(vocab.find(ch), std::string::npos) << "'" << ch << "' in " << *t;
     }
   }
