@@ -459,6 +459,22 @@ const std::string& CountdownVocabulary() {
   return *v;
 }
 
+std::string ReverseDigitRuns(std::string_view text) {
+  std::string out(text);
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  for (size_t i = 0; i < out.size();) {
+    if (!digit(out[i])) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < out.size() && digit(out[j])) ++j;
+    std::reverse(out.begin() + static_cast<std::ptrdiff_t>(i), out.begin() + static_cast<std::ptrdiff_t>(j));
+    i = j;
+  }
+  return out;
+}
+
 std::string_view SolutionPart(std::string_view text) {
   size_t from = text.rfind('#');
   if (from == std::string_view::npos) from = text.find(':');

@@ -95,6 +95,11 @@ StatusOr<std::string> OptimalTrace(const CountdownProblem& p);
 // characters of trace, finds none (such traces are not training data).
 enum class SearchOrder { kDepthFirst, kBreadthFirst };
 StatusOr<std::string> SearchTrace(const CountdownProblem& p, SearchOrder order, int64_t max_chars, int beam = 3);
+// Every maximal run of digits written backwards: "12*5=60" <-> "21*5=06" (its own inverse). A
+// policy with countdown.digits = "reversed" reads and writes numbers least-significant digit first,
+// the order in which carries are computed (which helps small transformers' arithmetic: Lee et al.
+// 2023, "Teaching Arithmetic to Small Transformers"); its text goes through this at the edge.
+std::string ReverseDigitRuns(std::string_view text);
 // The characters the policy writes and reads, in id order (id 0 pads).
 const std::string& CountdownVocabulary();
 // The solution part of a policy's text: after the last '#' of a stream (or after the prompt's ':'

@@ -29,6 +29,8 @@ StatusOr<CountdownLabOptions> ParseCountdownLabOptions(ConfigFile* file) {
                                                 {"breadth_first", CountdownTraces::kBreadthFirst}}));
   DB_RETURN_IF_ERROR(s.Int("max_chars", &o.max_chars, 16, 1 << 16));
   DB_RETURN_IF_ERROR(s.Int("beam", &o.beam, 1, 1000));
+  DB_RETURN_IF_ERROR(s.Enum("digits", &o.text.reversed_digits, {{"natural", false}, {"reversed", true}}));
+  DB_RETURN_IF_ERROR(s.Bool("calculator", &o.text.calculator));
   DB_RETURN_IF_ERROR(s.Int("context", &o.net.context, 16, 8192));
   DB_RETURN_IF_ERROR(s.Int("width", &o.net.width, 8, 4096));
   DB_RETURN_IF_ERROR(s.Int("layers", &o.net.layers, 1, 64));
@@ -43,6 +45,7 @@ StatusOr<CountdownLabOptions> ParseCountdownLabOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(s.Int("tree_children", &o.tree.children, 1, 256));
   DB_RETURN_IF_ERROR(s.Int("tree_tokens", &o.tree.max_tokens, 1, 1 << 20));
   o.tree.temperature = o.temperature;
+  o.tree.text = o.text;
   o.net.vocab = static_cast<int64_t>(CountdownVocabulary().size());
   // A prompt of the out-of-distribution test (one more number) must fit with room to answer.
   const int64_t prompt = 4 * (o.max_sources + 1) + 5;
@@ -122,7 +125,7 @@ StatusOr<std::shared_ptr<const CountdownData>> BuildCountdownData(const Countdow
       continue;
     }
     d->supervised_tokens += static_cast<int64_t>(t->size()) - prompt;
-    d->traces.push_back(std::move(*t));
+    d->traces.push_back(o.text.reversed_digits ? ReverseDigitRuns(*t) : std::move(*t));
     d->prompt_chars.push_back(static_cast<int>(prompt));
   }
   if (d->traces.empty()) return absl::InvalidArgumentError("no Countdown training problem has a trace within countdown.max_chars");
@@ -130,24 +133,62 @@ StatusOr<std::shared_ptr<const CountdownData>> BuildCountdownData(const Countdow
   return std::shared_ptr<const CountdownData>(std::move(d));
 }
 
+std::string CountdownCalculator(std::string_view text, bool reversed) {
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  if (text.empty() || text.back() != '=') return "";
+  size_t end = text.size() - 1, at = end;
+  while (at > 0 && digit(text[at - 1])) --at;
+  const size_t b_from = at, b_len = end - at;
+  if (b_len == 0 || b_len > 9 || at == 0) return "";
+  const char op = text[--at];
+  if (op != '+' && op != '-' && op != '*' && op != '/') return "";
+  end = at;
+  while (at > 0 && digit(text[at - 1])) --at;
+  const size_t a_len = end - at;
+  if (a_len == 0 || a_len > 9) return "";
+  auto value = [&](size_t from, size_t len) {
+    std::string s(text.substr(from, len));
+    if (reversed) std::reverse(s.begin(), s.end());
+    return std::stoll(s);
+  };
+  int64_t r = 0;
+  if (!ApplyCountdownOp(value(at, a_len), op, value(b_from, b_len), &r)) return "";
+  std::string out = std::to_string(r);
+  if (reversed) std::reverse(out.begin(), out.end());
+  return out;
+}
+
 std::vector<std::string> SampleCountdown(Gpt* gpt, const std::string& prompt, int64_t n, float temperature,
-                                         Random* rng, int64_t* tokens, std::string_view stops) {
+                                         Random* rng, int64_t* tokens, std::string_view stops,
+                                         const CountdownPolicyText& text) {
   const GptOptions& g = gpt->options();
   if (temperature <= 0.0f) n = 1;
   std::vector<std::string> out(static_cast<size_t>(n));
   if (prompt.empty() || static_cast<int64_t>(prompt.size()) >= g.context) return out;
   Gpt::Cache cache = gpt->NewCache(n);
   Tensor tok({n}), logits;
-  for (char c : prompt) {  // the prompt, one position at a time (its last logits start the text)
+  // The prompt, one position at a time (its last logits start the text).
+  for (char c : text.reversed_digits ? ReverseDigitRuns(prompt) : prompt) {
     tok.Fill(static_cast<float>(std::max(0, CountdownId(c))));
     gpt->Step(tok, &cache, &logits);
   }
   std::vector<bool> done(static_cast<size_t>(n), false);
+  // The calculator's digits still to write; once written, the next character is not a digit.
+  std::vector<std::string> forced(static_cast<size_t>(n));
+  std::vector<char> end_number(static_cast<size_t>(n), false);
+  std::vector<float> masked;
   int64_t open = n;
   std::vector<double> p(static_cast<size_t>(g.vocab));
   while (open > 0 && cache.pos < g.context) {
     for (int64_t r = 0; r < n; ++r) {
       const float* l = logits.data() + r * g.vocab;
+      std::string& f = forced[static_cast<size_t>(r)];
+      if (end_number[static_cast<size_t>(r)]) {  // the calculator's digits are written: the number ends
+        masked.assign(l, l + g.vocab);
+        for (char d = '0'; d <= '9'; ++d) masked[static_cast<size_t>(CountdownId(d))] = -INFINITY;
+        l = masked.data();
+        end_number[static_cast<size_t>(r)] = false;
+      }
       int64_t pick = 0;
       if (temperature <= 0.0f) {
         pick = std::max_element(l + 1, l + g.vocab) - l;  // never the pad id
@@ -163,20 +204,29 @@ std::vector<std::string> SampleCountdown(Gpt* gpt, const std::string& prompt, in
             break;
           }
       }
+      if (!done[r] && !f.empty()) {
+        pick = CountdownId(f.front());
+        f.erase(0, 1);
+        end_number[static_cast<size_t>(r)] = f.empty();
+      }
       tok[r] = static_cast<float>(pick);
       if (done[r]) continue;
       ++*tokens;
       const char c = CountdownVocabulary()[static_cast<size_t>(pick)];
       out[r] += c;
+      if (text.calculator && c == '=') f = CountdownCalculator(out[r], text.reversed_digits);
       if (stops.find(c) != std::string_view::npos) done[r] = true, --open;
     }
     if (open == 0 || cache.pos >= g.context) break;
     gpt->Step(tok, &cache, &logits);
   }
+  if (text.reversed_digits)
+    for (std::string& t : out) t = ReverseDigitRuns(t);
   return out;
 }
 
-CountdownAnswer SearchCountdown(Gpt* gpt, const CountdownProblem& p, int64_t samples, float temperature, Random* rng) {
+CountdownAnswer SearchCountdown(Gpt* gpt, const CountdownProblem& p, int64_t samples, float temperature, Random* rng,
+                                const CountdownPolicyText& text) {
   CountdownAnswer a;
   const std::string prompt = CountdownPrompt(p);
   auto consider = [&](const std::string& text) {
@@ -191,13 +241,13 @@ CountdownAnswer SearchCountdown(Gpt* gpt, const CountdownProblem& p, int64_t sam
     }
     return v.ok;
   };
-  for (const std::string& t : SampleCountdown(gpt, prompt, 1, 0.0f, rng, &a.tokens))
+  for (const std::string& t : SampleCountdown(gpt, prompt, 1, 0.0f, rng, &a.tokens, ".", text))
     if (consider(t)) return a;
   // Then samples, in rounds of up to 16, until one verifies.
   for (int64_t left = samples; left > 0 && temperature > 0.0f;) {
     const int64_t n = std::min<int64_t>(16, left);
     left -= n;
-    for (const std::string& t : SampleCountdown(gpt, prompt, n, temperature, rng, &a.tokens))
+    for (const std::string& t : SampleCountdown(gpt, prompt, n, temperature, rng, &a.tokens, ".", text))
       if (consider(t)) return a;
   }
   return a;
@@ -216,7 +266,7 @@ CountdownAnswer TreeSearchCountdown(Gpt* gpt, const CountdownProblem& p, const T
     return true;
   };
   ++a.tries;
-  const std::string greedy = SampleCountdown(gpt, prompt, 1, 0.0f, rng, &a.tokens)[0];
+  const std::string greedy = SampleCountdown(gpt, prompt, 1, 0.0f, rng, &a.tokens, ".", o.text)[0];
   a.text = greedy;
   a.steps = std::string(SolutionPart(prompt + greedy));
   if (accept(greedy) || o.temperature <= 0.0f) return a;
@@ -239,7 +289,8 @@ CountdownAnswer TreeSearchCountdown(Gpt* gpt, const CountdownProblem& p, const T
       stack.pop_back();
       // Distinct legal next steps, by how often the policy wrote them.
       std::map<std::string, std::pair<int, std::vector<int64_t>>> next;
-      for (const std::string& t : SampleCountdown(gpt, prompt + node.text, children, o.temperature, rng, &a.tokens, ",.")) {
+      for (const std::string& t :
+           SampleCountdown(gpt, prompt + node.text, children, o.temperature, rng, &a.tokens, ",.", o.text)) {
         const bool ended = !t.empty() && (t.back() == ',' || t.back() == '.');
         std::vector<int64_t> left = node.left;
         CountdownStep s;
@@ -329,16 +380,22 @@ StatusOr<Job> CountdownJob(const CountdownLabOptions& o, std::shared_ptr<const C
 
 namespace {
 
+// ", numbers written backwards, with a calculator" and the like: how the policy's text differs.
+std::string TextName(const CountdownPolicyText& t) {
+  return std::string(t.reversed_digits ? ", numbers written backwards" : "") + (t.calculator ? ", with a calculator" : "");
+}
+
 struct Score {
   int64_t solved = 0, problems = 0, tokens = 0;
   double Percent() const { return problems ? 100.0 * solved / problems : 0.0; }
 };
 
-Score ScoreOn(Gpt* gpt, const std::vector<CountdownProblem>& problems, int64_t samples, float temperature, uint64_t seed) {
+Score ScoreOn(Gpt* gpt, const std::vector<CountdownProblem>& problems, int64_t samples, float temperature, uint64_t seed,
+              const CountdownPolicyText& text) {
   Score s;
   Random rng(seed);
   for (const CountdownProblem& p : problems) {
-    const CountdownAnswer a = SearchCountdown(gpt, p, samples, temperature, &rng);
+    const CountdownAnswer a = SearchCountdown(gpt, p, samples, temperature, &rng, text);
     s.solved += a.verified;
     s.tokens += a.tokens;
     ++s.problems;
@@ -385,10 +442,10 @@ class CountdownWorkload : public Workload {
   std::string DataLine() const {
     char buf[512];
     std::snprintf(buf, sizeof(buf),
-                  "Countdown, %s numbers: %zu training traces (%s, %ld supervised tokens, %ld problems without a "
+                  "Countdown, %s numbers: %zu training traces (%s%s, %ld supervised tokens, %ld problems without a "
                   "trace within %ld characters), %zu held-out problems, %zu out of distribution (%d numbers)",
                   Counts().c_str(), data_->traces.size(),
-                  CountdownTracesName(o_.traces),
+                  CountdownTracesName(o_.traces), TextName(o_.text).c_str(),
                   long(data_->supervised_tokens), long(data_->dropped), long(o_.max_chars), data_->test.size(),
                   data_->ood.size(), o_.max_sources + 1);
     return buf;
@@ -408,8 +465,8 @@ class CountdownWorkload : public Workload {
       std::vector<CountdownProblem> problems;
       for (const CountdownProblem& p : ood ? data_->ood : data_->test)
         if (static_cast<int>(p.numbers.size()) == k) problems.push_back(p);
-      const Score g = ScoreOn(gpt, problems, 0, 0.0f, seed + 1);
-      const Score b = ScoreOn(gpt, problems, o_.samples, o_.temperature, seed + 2);
+      const Score g = ScoreOn(gpt, problems, 0, 0.0f, seed + 1, o_.text);
+      const Score b = ScoreOn(gpt, problems, o_.samples, o_.temperature, seed + 2, o_.text);
       Score s;
       Random rng(seed + 3);
       for (const CountdownProblem& p : problems) {
@@ -473,6 +530,7 @@ Status RunCountdownSearch(const std::string& checkpoint, const CountdownSearchOp
   Random rng(o.seed);
   TreeSearchOptions tree = o.tree_options;
   tree.temperature = o.temperature;
+  tree.text = policy.options.text;
   char* buf = nullptr;
   size_t cap = 0;
   int64_t line_no = 0;
@@ -486,9 +544,10 @@ Status RunCountdownSearch(const std::string& checkpoint, const CountdownSearchOp
       result = {{"line", line_no}, {"error", std::string(p.status().message())}};
     } else {
       const CountdownAnswer a = o.tree ? TreeSearchCountdown(&gpt, *p, tree, &rng)
-                                       : SearchCountdown(&gpt, *p, o.samples, o.temperature, &rng);
+                                       : SearchCountdown(&gpt, *p, o.samples, o.temperature, &rng,
+                                                         policy.options.text);
       result = {{"numbers", p->numbers}, {"target", p->target}, {"verified", a.verified},
-                {"steps", a.steps}, {"solvable", IsSolvable(*p)}, {"tokens", a.tokens}};
+                {"steps", a.steps}, {"text", a.text}, {"solvable", IsSolvable(*p)}, {"tokens", a.tokens}};
       result["expression"] = a.verified ? nlohmann::json(a.expression) : nlohmann::json(nullptr);
     }
     std::fprintf(out, "%s\n", result.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());

@@ -34,10 +34,21 @@ namespace distbelief {
 // a node with one number left is a leaf (solved if it is the target). A tree exhausted within the
 // budget is searched again with twice the children (up to 256). Stops at the first solution or
 // when `max_tokens` have been generated (the greedy text's included).
+// How the policy's text meets the task's (everything outside the policy sees natural numbers):
+// the order of its digits, and whether a calculator writes each result for it (as the calculator
+// of Cobbe et al. 2021's GSM8K models: once the policy has written "a op b=", the exact result
+// of a legal operation is written in its place and the policy goes on from there; an illegal one
+// is left to the policy).
+struct CountdownPolicyText {
+  bool reversed_digits = false;  // countdown.digits = "reversed": least-significant digit first (ReverseDigitRuns)
+  bool calculator = false;       // countdown.calculator = true
+};
+
 struct TreeSearchOptions {
   int64_t children = 4;
   float temperature = 1.0f;
   int64_t max_tokens = 4096;
+  CountdownPolicyText text;
 };
 
 // Streams: depth-first and breadth-first, alternating by problem; or one order only.
@@ -53,6 +64,8 @@ struct CountdownLabOptions {
   CountdownTraces traces = CountdownTraces::kStreams;  // "optimal", "streams", "depth_first", "breadth_first"
   int64_t max_chars = 400;          // of a stream beyond its prompt (longer searches are not examples)
   int beam = 5;                     // breadth-first streams keep this many nodes per depth
+  CountdownPolicyText text;         // digits = "natural" or "reversed" (training and sampling), calculator
+                                    // (sampling only)
   GptOptions net{0, 512, 128, 4, 4};  // vocab from the tokenizer; context holds prompt and trace
   int64_t batch = 32;
   int64_t train_tokens = 2000000;   // supervised tokens of all steps (sets the steps)
@@ -83,11 +96,20 @@ StatusOr<std::shared_ptr<const CountdownData>> BuildCountdownData(const Countdow
 std::vector<CountdownProblem> FreshCountdownProblems(const CountdownLabOptions& o, const CountdownData& data,
                                                      int64_t count, uint64_t seed);
 
+// The calculator's digits for a text (in the policy's digit order: `reversed` or not) that has
+// just written "a op b=": the exact result of a legal operation, in that order ("12*5=" -> "60";
+// reversed, "21*5=" -> "06"); "" when the text does not end so, an operand has over 9 digits, or
+// the operation is not legal ("3-5=", "7/2=").
+std::string CountdownCalculator(std::string_view text, bool reversed);
+
 // Continues `prompt` n times with the policy (temperature 0: greedy, n is then 1) until one of
 // `stops` (written, and ending the text), or the end of the context, with the key/value cache.
-// Adds the tokens generated to *tokens.
+// Adds the tokens generated to *tokens (a calculator's digits included: the policy reads them).
+// With text.reversed_digits the policy sees the prompt's numbers backwards and its texts come back
+// with theirs turned round (prompt and texts are natural here).
 std::vector<std::string> SampleCountdown(Gpt* gpt, const std::string& prompt, int64_t n, float temperature,
-                                         Random* rng, int64_t* tokens, std::string_view stops = ".");
+                                         Random* rng, int64_t* tokens, std::string_view stops = ".",
+                                         const CountdownPolicyText& text = {});
 
 // One problem searched at test time: the policy's greedy text first, then up to `samples`
 // samples, until the exact verifier accepts one.
@@ -99,7 +121,8 @@ struct CountdownAnswer {
   int64_t tokens = 0;      // generated for this problem
   int64_t tries = 0;       // texts verified
 };
-CountdownAnswer SearchCountdown(Gpt* gpt, const CountdownProblem& p, int64_t samples, float temperature, Random* rng);
+CountdownAnswer SearchCountdown(Gpt* gpt, const CountdownProblem& p, int64_t samples, float temperature, Random* rng,
+                                const CountdownPolicyText& text = {});
 
 // The tree search of TreeSearchOptions (above).
 CountdownAnswer TreeSearchCountdown(Gpt* gpt, const CountdownProblem& p, const TreeSearchOptions& o, Random* rng);
@@ -149,7 +172,8 @@ StatusOr<CountdownPolicy> LoadCountdownPolicy(const std::string& checkpoint);
 
 // `distbelief search`: one JSON object a line on `in` ({"numbers": [..], "target": N}); one JSON
 // line each on `out`: the problem, "expression" (null when none verified), "steps", "verified",
-// "solvable" (the exact solver's word), "tokens"; or, for a line that is not a problem,
+// "text" (the policy's whole text after the prompt: a stream's search too), "solvable" (the exact
+// solver's word), "tokens"; or, for a line that is not a problem,
 // {"line": L, "error": "..."}. Never stops for a bad line. The policy and its config come from
 // the checkpoint. The search: the policy-guided tree search (TreeSearchCountdown), or the greedy
 // text then up to `samples` samples (SearchCountdown).

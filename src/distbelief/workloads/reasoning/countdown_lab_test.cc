@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <cstdio>
 #include <filesystem>
@@ -79,6 +80,51 @@ TEST(CountdownLab, DataAreSplitByProblemAndTracesFitTheContext) {
   EXPECT_EQ(CountdownId('x'), -1);
 }
 
+TEST(CountdownLab, ReversedDigitsAreTheSameTracesBackwardsAndSamplingTurnsThemRound) {
+  CountdownLabOptions o = Small();
+  auto natural = BuildCountdownData(o, 1);
+  ASSERT_TRUE(natural.ok()) << natural.status();
+  o.text.reversed_digits = true;
+  auto reversed = BuildCountdownData(o, 1);
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  ASSERT_EQ((*reversed)->traces.size(), (*natural)->traces.size());
+  EXPECT_EQ((*reversed)->prompt_chars, (*natural)->prompt_chars);
+  EXPECT_EQ((*reversed)->test, (*natural)->test);
+  for (size_t i = 0; i < (*natural)->traces.size(); ++i)
+    ASSERT_EQ((*reversed)->traces[i], ReverseDigitRuns((*natural)->traces[i]));
+  // The policy reads the prompt backwards and its texts come back turned round: the same draws as
+  // a natural-digit call on the reversed prompt, each text reversed.
+  Gpt gpt(o.net, 3);
+  const std::string prompt = CountdownPrompt((*natural)->test[0]);
+  Random a(5), b(5);
+  int64_t ta = 0, tb = 0;
+  const auto backwards = SampleCountdown(&gpt, prompt, 4, 1.0f, &a, &ta, ".", o.text);
+  const auto forwards = SampleCountdown(&gpt, ReverseDigitRuns(prompt), 4, 1.0f, &b, &tb, ".", {});
+  ASSERT_EQ(backwards.size(), 4u);
+  EXPECT_EQ(ta, tb);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(backwards[i], ReverseDigitRuns(forwards[i]));
+  EXPECT_EQ(CountdownCalculator("12 5>60:12*5=", false), "60");
+  EXPECT_EQ(CountdownCalculator("21 5>06:21*5=", true), "06");
+  EXPECT_EQ(CountdownCalculator("[60 7 3]60-7=", false), "53");
+  EXPECT_EQ(CountdownCalculator("99,100/4=", false), "25");
+  EXPECT_EQ(CountdownCalculator("3-5=", false), "");
+  EXPECT_EQ(CountdownCalculator("7/2=", false), "");
+  EXPECT_EQ(CountdownCalculator("7/0=", false), "");
+  EXPECT_EQ(CountdownCalculator("12*5", false), "");
+  EXPECT_EQ(CountdownCalculator("*5=", false), "");
+  EXPECT_EQ(CountdownCalculator("12*=", false), "");
+  EXPECT_EQ(CountdownCalculator("1234567890*2=", false), "");
+  auto f = ConfigFile::Parse("[countdown]\ndigits = \"upside_down\"\n", "bad.toml");
+  ASSERT_TRUE(f.ok());
+  EXPECT_NE(ParseCountdownLabOptions(&*f).status().message().find("digits"), std::string_view::npos);
+  auto g = ConfigFile::Parse("[countdown]\ndigits = \"reversed\"\n", "ok.toml");
+  ASSERT_TRUE(g.ok());
+  auto go = ParseCountdownLabOptions(&*g);
+  ASSERT_TRUE(go.ok()) << go.status();
+  EXPECT_TRUE(go->text.reversed_digits);
+  EXPECT_TRUE(go->tree.text.reversed_digits);
+}
+
 TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
   const CountdownLabOptions o = Small();
   auto d = BuildCountdownData(o, 1);
@@ -98,6 +144,24 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
   ASSERT_EQ(texts.size(), 3u);
   EXPECT_GT(tokens, 3);
   for (const auto& t : texts) EXPECT_LE(static_cast<int64_t>(t.size()), o.net.context);
+  // With a calculator every legal operation the policy writes has its exact result.
+  {
+    CountdownPolicyText calc;
+    calc.calculator = true;
+    int64_t ops = 0, calc_tokens = 0;
+    for (size_t i = 0; i < 4; ++i)
+      for (const std::string& t : SampleCountdown(&gpt, CountdownPrompt((*d)->test[i]), 4, 1.0f, &rng, &calc_tokens, ".", calc)) {
+        for (size_t at = t.find('='); at != std::string::npos; at = t.find('=', at + 1)) {
+          const std::string want = CountdownCalculator(t.substr(0, at + 1), false);
+          if (want.empty()) continue;
+          ++ops;
+          EXPECT_EQ(t.substr(at + 1, want.size()), want) << t;
+          EXPECT_FALSE(at + 1 + want.size() < t.size() && std::isdigit(static_cast<unsigned char>(t[at + 1 + want.size()])))
+              << "the result goes on after the calculator's digits: " << t;
+        }
+      }
+    EXPECT_GT(ops, 8);
+  }
 
   // The ORM's data: every sample labelled by the exact verifier; a score is a probability.
   const std::vector<CountdownProblem> some((*d)->train.begin(), (*d)->train.begin() + 10);
@@ -167,6 +231,8 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
     const auto& a = lines[i];
     ASSERT_TRUE(a.contains("verified")) << a.dump();
     EXPECT_GT(a["tokens"].get<int64_t>(), 0);
+    // The steps are the solution part of the policy's whole text.
+    EXPECT_NE(a["text"].get<std::string>().find(a["steps"].get<std::string>()), std::string::npos) << a.dump();
     if (a["verified"].get<bool>()) {
       CountdownProblem p{a["numbers"].get<std::vector<int64_t>>(), a["target"].get<int64_t>()};
       EXPECT_TRUE(VerifyExpression(p, a["expression"].get<std::string>()).ok) << a.dump();
@@ -324,6 +390,41 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
 
   // A checkpoint that is not a Countdown policy is an error before anything is read.
   EXPECT_FALSE(RunCountdownSearch(dir + "/none.safetensors", {}, stdin, stdout).ok());
+}
+
+TEST(CountdownLab, APolicyWithBackwardDigitsAndACalculatorRunsInStarAndIsRefusedByTheVerifierLab) {
+  CountdownLabOptions o = Small();
+  o.train_tokens = 20000;
+  o.text = {true, true};
+  auto d = BuildCountdownData(o, 1);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const std::string dir = TempDir("backwards");
+  EngineOptions e = Adam(dir);
+  e.train.config_text += "digits = \"reversed\"\ncalculator = true\n";
+  auto job = CountdownJob(o, *d, e);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(RunJob(e, *job).ok());
+  auto policy = LoadCountdownPolicy(RunCheckpointPath(dir));
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  EXPECT_TRUE(policy->options.text.reversed_digits);
+  EXPECT_TRUE(policy->options.text.calculator);
+  auto star = ConfigFile::Parse("[star]\npolicy = \"" + RunCheckpointPath(dir) +
+                                    "\"\nrounds = 1\nproblems_per_round = 20\nsamples = 2\nsteps = 2\ntest_problems = 4\n",
+                                "star.toml");
+  ASSERT_TRUE(star.ok()) << star.status();
+  auto sw = MakeStarWorkload(&*star);
+  ASSERT_TRUE(sw.ok()) << sw.status();
+  const std::string star_dir = TempDir("backwards_star");
+  Status st = (*sw)->Train(Adam(star_dir));
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_TRUE(fs::exists(star_dir + "/report.md"));
+  auto ver = ConfigFile::Parse("[verifier]\npolicy = \"" + RunCheckpointPath(dir) + "\"\n", "verifier.toml");
+  ASSERT_TRUE(ver.ok()) << ver.status();
+  auto vw = MakeVerifierWorkload(&*ver);
+  ASSERT_TRUE(vw.ok()) << vw.status();
+  st = (*vw)->Train(Adam(TempDir("backwards_verifier")));
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnimplemented) << st;
+  EXPECT_NE(st.message().find("calculator"), std::string_view::npos) << st;
 }
 
 TEST(CountdownLab, SearchLinesAreProblemsOrNamedErrors) {

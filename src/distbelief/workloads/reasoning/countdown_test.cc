@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <functional>
 #include <set>
 
@@ -194,6 +195,22 @@ TEST(Countdown, TracesEndInAVerifiedSolutionInTheVocabulary) {
   EXPECT_EQ(SolutionPart("3 4>12:4*3=12."), "4*3=12");
   EXPECT_EQ(SolutionPart("3 4>12:4+3=7[7]!4*3=12[12]#4*3=12."), "4*3=12");
   EXPECT_EQ(SolutionPart("no prompt"), "");
+}
+
+TEST(Countdown, DigitRunsTurnRoundAndBack) {
+  EXPECT_EQ(ReverseDigitRuns("12 5 70>605:12*5=60[60 70]!<"), "21 5 07>506:21*5=06[06 07]!<");
+  EXPECT_EQ(ReverseDigitRuns("100"), "001");
+  EXPECT_EQ(ReverseDigitRuns(""), "");
+  EXPECT_EQ(ReverseDigitRuns("#,."), "#,.");
+  for (const auto& p : GenerateCountdown(20, 4, 9)) {
+    const std::string t = *SearchTrace(p, SearchOrder::kDepthFirst, 1 << 16);
+    const std::string r = ReverseDigitRuns(t);
+    EXPECT_EQ(r.size(), t.size());
+    EXPECT_EQ(ReverseDigitRuns(r), t);
+    // Only the digits move: every other character stays where it was.
+    for (size_t i = 0; i < t.size(); ++i)
+      if (!std::isdigit(static_cast<unsigned char>(t[i]))) EXPECT_EQ(r[i], t[i]) << t;
+  }
 }
 
 }  // namespace

@@ -20,11 +20,16 @@ void CopyWeights(const std::vector<Param*>& from, const std::vector<Param*>& to)
 }
 
 // Greedy pass@1: which problems the policy solves.
-std::vector<bool> Solved(Gpt* gpt, const std::vector<CountdownProblem>& problems) {
+std::vector<bool> Solved(Gpt* gpt, const std::vector<CountdownProblem>& problems, const CountdownPolicyText& text) {
   std::vector<bool> out;
   Random rng(1);
-  for (const CountdownProblem& p : problems) out.push_back(SearchCountdown(gpt, p, 0, 0.0f, &rng).verified);
+  for (const CountdownProblem& p : problems) out.push_back(SearchCountdown(gpt, p, 0, 0.0f, &rng, text).verified);
   return out;
+}
+
+// A verified text as training data in the policy's own digit order.
+std::string PolicyTrace(const std::string& natural, const CountdownPolicyText& text) {
+  return text.reversed_digits ? ReverseDigitRuns(natural) : natural;
 }
 
 double Percent(const std::vector<bool>& v) {
@@ -71,16 +76,19 @@ std::string ReplayText(const StarLabOptions& o) {
 // prompt at `temperature`, or one tree search (o.tree); returns the distinct texts the exact
 // verifier accepts (each once, finished with '.'), adding the generated tokens to *tokens.
 std::vector<std::string> SampleVerified(Gpt* gpt, const CountdownProblem& p, const std::string& prompt,
-                                        const StarLabOptions& o, Random* rng, int64_t* tokens) {
+                                        const StarLabOptions& o, const CountdownPolicyText& text, Random* rng,
+                                        int64_t* tokens) {
   if (o.tree) {
-    const CountdownAnswer a = TreeSearchCountdown(gpt, p, o.tree_options, rng);
+    TreeSearchOptions tree = o.tree_options;
+    tree.text = text;
+    const CountdownAnswer a = TreeSearchCountdown(gpt, p, tree, rng);
     *tokens += a.tokens;
     if (!a.verified) return {};
     return {a.text};
   }
   std::set<std::string> kept;
   std::vector<std::string> out;
-  for (std::string& t : SampleCountdown(gpt, prompt, o.samples, o.temperature, rng, tokens)) {
+  for (std::string& t : SampleCountdown(gpt, prompt, o.samples, o.temperature, rng, tokens, ".", text)) {
     if (t.empty() || t.back() != '.' || !VerifySteps(p, SolutionPart(prompt + t)).ok || !kept.insert(t).second) continue;
     out.push_back(std::move(t));
   }
@@ -132,8 +140,8 @@ class StarActor : public ReplicaModel {
       const CountdownProblem& p = (*fresh_)[i];
       const std::string prompt = CountdownPrompt(p);
       stats_->sampled += o_.tree ? 1 : o_.samples;
-      for (const std::string& t : SampleVerified(&gpt_, p, prompt, o_, &rng_, &tokens)) {
-        traces_.push_back(prompt + t);
+      for (const std::string& t : SampleVerified(&gpt_, p, prompt, o_, po_.text, &rng_, &tokens)) {
+        traces_.push_back(PolicyTrace(prompt + t, po_.text));
         prompt_chars_.push_back(static_cast<int>(prompt.size()));
         ++stats_->kept;
       }
@@ -176,7 +184,7 @@ class StarWorkload : public Workload {
     std::vector<CountdownProblem> fresh =
         FreshCountdownProblems(po, *all, o_.problems_per_round * o_.rounds, e.train.seed * 7919 + 1009);
     Gpt& gpt = *policy.gpt;
-    std::vector<bool> first_test = Solved(&gpt, all->test), first_ood = Solved(&gpt, all->ood);
+    std::vector<bool> first_test = Solved(&gpt, all->test, po.text), first_ood = Solved(&gpt, all->ood, po.text);
     // The control arm (star.control, mode = "rounds"): a second copy of the policy fine-tuned
     // with the same steps on its own training traces only.
     const bool with_control = o_.control && !o_.actors;
@@ -205,8 +213,8 @@ class StarWorkload : public Workload {
       for (size_t i = begin; i < end; ++i) {
         const CountdownProblem& p = fresh[i];
         const std::string prompt = CountdownPrompt(p);
-        for (const std::string& t : SampleVerified(&gpt, p, prompt, o_, &rng, &tokens)) {
-          data->traces.push_back(prompt + t);
+        for (const std::string& t : SampleVerified(&gpt, p, prompt, o_, po.text, &rng, &tokens)) {
+          data->traces.push_back(PolicyTrace(prompt + t, po.text));
           data->prompt_chars.push_back(static_cast<int>(prompt.size()));
           data->supervised_tokens += static_cast<int64_t>(t.size());
         }
@@ -214,7 +222,7 @@ class StarWorkload : public Workload {
       if (data->traces.empty()) {  // nothing verified yet: nothing to learn from this round
         std::snprintf(row, sizeof(row), "| %d | 0 from %zu problems: no fine-tuning | %s | 0 | %.1f%% |%s\n", round,
                       end - begin, PassCell(first_test, all->test).c_str(), Percent(first_ood),
-                      control ? (" " + PassCell(Solved(control->gpt.get(), all->test), all->test) + " |").c_str() : "");
+                      control ? (" " + PassCell(Solved(control->gpt.get(), all->test, po.text), all->test) + " |").c_str() : "");
         table += row;
         std::printf("%s", row);
         continue;
@@ -241,13 +249,13 @@ class StarWorkload : public Workload {
         DB_RETURN_IF_ERROR(FineTune(e, po, own, round, "control-", control->gpt.get()));
       }
       // 3. Greedy pass@1 on held-out problems.
-      const std::vector<bool> test = Solved(&gpt, all->test), ood = Solved(&gpt, all->ood);
+      const std::vector<bool> test = Solved(&gpt, all->test, po.text), ood = Solved(&gpt, all->ood, po.text);
       int64_t fresh = 0;
       for (size_t i = 0; i < test.size(); ++i) fresh += test[i] && !first_test[i];
       std::snprintf(row, sizeof(row), "| %d | %zu from %zu problems (%zu in all; %ld tokens generated) | %s | %ld | %.1f%% |%s\n",
                     round, data->traces.size() - before, end - begin, data->traces.size(), long(tokens),
                     PassCell(test, all->test).c_str(), long(fresh), Percent(ood),
-                    control ? (" " + PassCell(Solved(control->gpt.get(), all->test), all->test) + " |").c_str() : "");
+                    control ? (" " + PassCell(Solved(control->gpt.get(), all->test, po.text), all->test) + " |").c_str() : "");
       table += row;
       std::printf("%s", row);
     }
@@ -315,7 +323,7 @@ class StarWorkload : public Workload {
     DB_ASSIGN_OR_RETURN(RunResult r, RunJob(run_e, job));
     if (r.diverged) return absl::InternalError("the actors diverged (lower optimizer.learning_rate)");
     CopyWeights(r.model->params(0), gpt.params());
-    const std::vector<bool> test = Solved(&gpt, all.test), ood = Solved(&gpt, all.ood);
+    const std::vector<bool> test = Solved(&gpt, all.test, po.text), ood = Solved(&gpt, all.ood, po.text);
     int64_t fresh_solved = 0;
     for (size_t i = 0; i < test.size(); ++i) fresh_solved += test[i] && !first_test[i];
     const int replicas = e.distributed.mode == Mode::kDownpour ? e.distributed.downpour.replicas : 1;

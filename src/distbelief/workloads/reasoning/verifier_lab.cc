@@ -291,6 +291,10 @@ class VerifierWorkload : public Workload {
     if (outcomes_) return absl::OkStatus();
     DB_ASSIGN_OR_RETURN(CountdownPolicy loaded, LoadCountdownPolicy(o_.policy));
     policy_opts_ = loaded.options;
+    if (policy_opts_.text.reversed_digits || policy_opts_.text.calculator)
+      return absl::UnimplementedError(o_.policy + " writes its numbers backwards or samples with a calculator "
+                                      "(countdown.digits, countdown.calculator): the verifier lab takes policies "
+                                      "with natural digits and no calculator only");
     policy_ = std::move(loaded.gpt);
     // The policy's own split (same seed as its training); the verifiers learn on training-split
     // problems: fresh ones (never the policy's) or the policy's own.

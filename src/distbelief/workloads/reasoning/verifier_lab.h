@@ -17,7 +17,8 @@
 //      ceiling, best-of-N checked by the exact verifier (pass@N). CSV and PNG.
 //
 // Config: [verifier] (below); [optimizer], [train] seed and run_dir. The policy's own config comes
-// from its checkpoint.
+// from its checkpoint; a policy with countdown.digits = "reversed" or countdown.calculator = true
+// is refused (kUnimplemented): the lab samples natural text without a calculator.
 #pragma once
 
 #include <memory>
