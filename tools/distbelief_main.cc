@@ -9,7 +9,7 @@
 //   distbelief translate --checkpoint FILE [--config FILE] [--beam N] [--length-penalty A] [--batch N]
 //                      (Seq2Seq: English lines on stdin, one French line each on stdout)
 //   distbelief search --problems FILE [--checkpoint FILE] [--strategy tree|samples] [--budget TOKENS]
-//                     [--children N] [--samples N] [--temperature T] [--seed S]
+//                     [--children N] [--samples N] [--temperature T] [--seed S] [--calculator]
 //                      (Countdown: one JSON problem a line, one JSON answer a line on stdout)
 //   distbelief scale  --config FILE          (a scaling-law sweep: `train` of a [scale] config)
 //   distbelief dashboard [--runs DIR] [--listen HOST:PORT] [--token T]   (the web page over runs;
@@ -236,6 +236,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 4096));
   search->add_option("--temperature", se.temperature, "Sampling temperature")->check(CLI::Range(0.01, 10.0));
   search->add_option("--seed", se.seed, "Seed of the sampling");
+  search->add_flag("--calculator", se.calculator,
+                   "Write the exact result after each \"a op b=\" the policy writes (on whatever its config says)");
 
   CLI::App* scale = app.add_subcommand("scale", "Run a scaling-law sweep ([scale] config)");
   scale_flags.Add(scale);

@@ -530,7 +530,9 @@ Status RunCountdownSearch(const std::string& checkpoint, const CountdownSearchOp
   Random rng(o.seed);
   TreeSearchOptions tree = o.tree_options;
   tree.temperature = o.temperature;
-  tree.text = policy.options.text;
+  CountdownPolicyText text = policy.options.text;
+  text.calculator |= o.calculator;
+  tree.text = text;
   char* buf = nullptr;
   size_t cap = 0;
   int64_t line_no = 0;
@@ -545,7 +547,7 @@ Status RunCountdownSearch(const std::string& checkpoint, const CountdownSearchOp
     } else {
       const CountdownAnswer a = o.tree ? TreeSearchCountdown(&gpt, *p, tree, &rng)
                                        : SearchCountdown(&gpt, *p, o.samples, o.temperature, &rng,
-                                                         policy.options.text);
+                                                         text);
       result = {{"numbers", p->numbers}, {"target", p->target}, {"verified", a.verified},
                 {"steps", a.steps}, {"text", a.text}, {"solvable", IsSolvable(*p)}, {"tokens", a.tokens}};
       result["expression"] = a.verified ? nlohmann::json(a.expression) : nlohmann::json(nullptr);

@@ -183,6 +183,7 @@ struct CountdownSearchOptions {
   int64_t samples = 64;
   float temperature = 1.0f;
   uint64_t seed = 1;
+  bool calculator = false;  // on top of the policy's own countdown.calculator
 };
 Status RunCountdownSearch(const std::string& checkpoint, const CountdownSearchOptions& o, FILE* in, FILE* out);
 
