@@ -239,6 +239,34 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
       EXPECT_TRUE(VerifySteps(p, a["steps"].get<std::string>()).ok) << a.dump();
     }
   }
+  // search --calculator: every legal operation in the policy's texts has its exact result.
+  {
+    CountdownSearchOptions calc = SamplesSearch(2);
+    calc.calculator = true;
+    FILE* cin = std::fopen(in_path.c_str(), "r");
+    FILE* cout = std::fopen(out_path.c_str(), "w");
+    ASSERT_TRUE(cin && cout);
+    Status cs = RunCountdownSearch(RunCheckpointPath(dir), calc, cin, cout);
+    std::fclose(cin);
+    std::fclose(cout);
+    ASSERT_TRUE(cs.ok()) << cs;
+    std::ifstream calc_answers(out_path);
+    int64_t answered = 0, ops = 0;
+    for (std::string l; std::getline(calc_answers, l);) {
+      const auto a = nlohmann::json::parse(l);
+      if (!a.contains("text")) continue;
+      ++answered;
+      const std::string t = a["text"].get<std::string>();
+      for (size_t at = t.find('='); at != std::string::npos; at = t.find('=', at + 1)) {
+        const std::string want = CountdownCalculator(t.substr(0, at + 1), false);
+        if (want.empty()) continue;
+        ++ops;
+        EXPECT_EQ(t.substr(at + 1, want.size()), want) << t;
+      }
+    }
+    EXPECT_EQ(answered, 3);
+    EXPECT_GT(ops, 0);
+  }
   // The tree search starts with the greedy text, so it solves every problem greedy solves; what
   // it calls verified verifies; `search` uses it by default and still answers every line.
   int64_t greedy = 0, tree = 0;
