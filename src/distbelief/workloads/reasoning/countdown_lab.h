@@ -26,14 +26,6 @@
 
 namespace distbelief {
 
-// Policy-guided tree search over steps (a lookahead search: the policy proposes, the rules of
-// the game prune, search backtracks): the greedy text first; then depth first from the prompt,
-// each node "prompt + steps so far," expanded by `children` samples of the next step alone (up to
-// ',' or '.'). Children that are not legal steps on the numbers left are dropped, children leading
-// to the same numbers left as a node already seen are merged, the rest tried most sampled first;
-// a node with one number left is a leaf (solved if it is the target). A tree exhausted within the
-// budget is searched again with twice the children (up to 256). Stops at the first solution or
-// when `max_tokens` have been generated (the greedy text's included).
 // How the policy's text meets the task's (everything outside the policy sees natural numbers):
 // the order of its digits, and whether a calculator writes each result for it (as the calculator
 // of Cobbe et al. 2021's GSM8K models: once the policy has written "a op b=", the exact result
@@ -44,6 +36,14 @@ struct CountdownPolicyText {
   bool calculator = false;       // countdown.calculator = true
 };
 
+// Policy-guided tree search over steps (a lookahead search: the policy proposes, the rules of
+// the game prune, search backtracks): the greedy text first; then depth first from the prompt,
+// each node "prompt + steps so far," expanded by `children` samples of the next step alone (up to
+// ',' or '.'). Children that are not legal steps on the numbers left are dropped, children leading
+// to the same numbers left as a node already seen are merged, the rest tried most sampled first;
+// a node with one number left is a leaf (solved if it is the target). A tree exhausted within the
+// budget is searched again with twice the children (up to 256). Stops at the first solution or
+// when `max_tokens` have been generated (the greedy text's included).
 struct TreeSearchOptions {
   int64_t children = 4;
   float temperature = 1.0f;
