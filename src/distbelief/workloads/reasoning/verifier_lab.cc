@@ -77,7 +77,7 @@ struct CurvePoint {
 };
 
 std::vector<CurvePoint> BudgetCurves(Gpt* policy, Gpt* orm, Gpt* prm, const std::vector<CountdownProblem>& problems,
-                                     int64_t max_samples, float temperature, uint64_t seed) {
+                                     int64_t max_samples, float temperature, uint64_t seed, const CountdownPolicyText& text) {
   struct Sampled {
     std::string steps;  // the solution part, normalized when it parses
     bool right = false;
@@ -91,7 +91,7 @@ std::vector<CurvePoint> BudgetCurves(Gpt* policy, Gpt* orm, Gpt* prm, const std:
   for (const CountdownProblem& p : problems) {
     const std::string prompt = CountdownPrompt(p);
     int64_t tokens = 0;
-    const std::string g = SampleCountdown(policy, prompt, 1, 0.0f, &rng, &tokens)[0];
+    const std::string g = SampleCountdown(policy, prompt, 1, 0.0f, &rng, &tokens, ".", text)[0];
     greedy_right += VerifySteps(p, SolutionPart(prompt + g)).ok;
     greedy_tokens += static_cast<double>(tokens);
     std::vector<Sampled> pool;
@@ -99,7 +99,7 @@ std::vector<CurvePoint> BudgetCurves(Gpt* policy, Gpt* orm, Gpt* prm, const std:
       const int64_t n = std::min<int64_t>(16, left);
       left -= n;
       int64_t before = 0;
-      for (const std::string& t : SampleCountdown(policy, prompt, n, temperature, &rng, &before)) {
+      for (const std::string& t : SampleCountdown(policy, prompt, n, temperature, &rng, &before, ".", text)) {
         Sampled s;
         const CountdownVerdict v = VerifySteps(p, SolutionPart(prompt + t));
         s.right = v.ok;
@@ -148,7 +148,7 @@ std::vector<CurvePoint> BudgetCurves(Gpt* policy, Gpt* orm, Gpt* prm, const std:
     double right = 0, tokens = 0;
     for (const CountdownProblem& p : problems) {
       const CountdownAnswer a =
-          TreeSearchCountdown(policy, p, {4, temperature, std::max<int64_t>(1, std::llround(budget))}, &rng);
+          TreeSearchCountdown(policy, p, {4, temperature, std::max<int64_t>(1, std::llround(budget)), text}, &rng);
       right += a.verified;
       tokens += static_cast<double>(a.tokens);
     }
@@ -161,7 +161,7 @@ std::vector<CurvePoint> BudgetCurves(Gpt* policy, Gpt* orm, Gpt* prm, const std:
     if (beam * expand > 2 * max_samples) break;
     double right = 0, tokens = 0;
     for (const CountdownProblem& p : problems) {
-      const CountdownAnswer a = PrmBeamSearch(policy, prm, orm, p, beam, expand, temperature, &rng);
+      const CountdownAnswer a = PrmBeamSearch(policy, prm, orm, p, beam, expand, temperature, &rng, text);
       right += a.verified;
       tokens += static_cast<double>(a.tokens);
     }
@@ -210,15 +210,15 @@ class VerifierWorkload : public Workload {
                   prm_run.seconds, prm_run.first_loss.total, prm_run.last_loss.total);
     }
     // The ORM on held-out samples: accuracy of its verdict (threshold 0.5) against the verifier.
-    const auto held = CollectOrmExamples(policy_.get(), data_->test, 2, o_.temperature, e.train.seed + 5);
+    const auto held = CollectOrmExamples(policy_.get(), data_->test, 2, o_.temperature, e.train.seed + 5, policy_opts_.text);
     int64_t agree = 0, right = 0;
     for (const OrmExample& x : held) {
       agree += (OrmScore(&orm, x.text) > 0.5) == x.correct;
       right += x.correct;
     }
     std::string md = "# Verifiers and search at test time (Countdown)\n\nPolicy: " + o_.policy + " (" +
-                     CountdownTracesName(policy_opts_.traces) +
-                     ").\n\n";
+                     CountdownTracesName(policy_opts_.traces) + (policy_opts_.text.reversed_digits ? ", digits reversed" : "") +
+                     (policy_opts_.text.calculator ? ", sampled with a calculator" : "") + ").\n\n";
     char line[512];
     std::snprintf(line, sizeof(line),
                   "%s: trained on %zu complete policy samples of %ld %s problems (%.1f%% right)%s; on %zu held-out "
@@ -231,7 +231,7 @@ class VerifierWorkload : public Workload {
     md += line;
     std::printf("%s", line);
     // Process labels: Monte-Carlo rollouts against the solver, on held-out problems.
-    const StepLabelAgreement s = CheckStepLabels(policy_.get(), data_->test, 2, 8, o_.temperature, e.train.seed + 7);
+    const StepLabelAgreement s = CheckStepLabels(policy_.get(), data_->test, 2, 8, o_.temperature, e.train.seed + 7, policy_opts_.text);
     const int64_t legal = s.prefixes - s.invalid;
     std::snprintf(line, sizeof(line),
                   "Process labels (Math-Shepherd): %ld first steps of %zu held-out problems (2 samples each), %ld of "
@@ -244,7 +244,7 @@ class VerifierWorkload : public Workload {
     std::printf("%s", line);
     // The PRM's verdict on held-out partial solutions against their rollout labels.
     {
-      const auto held_steps = CollectStepExamples(policy_.get(), data_->test, 2, o_.rollouts, o_.temperature, e.train.seed + 11);
+      const auto held_steps = CollectStepExamples(policy_.get(), data_->test, 2, o_.rollouts, o_.temperature, e.train.seed + 11, policy_opts_.text);
       int64_t agree_steps = 0, good = 0;
       for (const OrmExample& x : held_steps) {
         agree_steps += (OrmScore(prm, x.text) > 0.5) == x.correct;
@@ -268,7 +268,7 @@ class VerifierWorkload : public Workload {
       std::vector<CountdownProblem> ps(problems.begin(),
                                        problems.begin() + std::min<size_t>(problems.size(), o_.test_problems));
       const std::string name = ood ? "ood" : "test";
-      for (const CurvePoint& c : BudgetCurves(policy_.get(), &orm, prm, ps, o_.max_samples, o_.temperature, e.train.seed + 9)) {
+      for (const CurvePoint& c : BudgetCurves(policy_.get(), &orm, prm, ps, o_.max_samples, o_.temperature, e.train.seed + 9, policy_opts_.text)) {
         csv << name << "," << c.strategy << "," << c.n << "," << c.tokens << "," << c.accuracy << "\n";
         points.push_back({name, c});
         std::snprintf(line, sizeof(line), "| %s | %s | %ld | %.0f | %.1f%% |\n",
@@ -291,10 +291,7 @@ class VerifierWorkload : public Workload {
     if (outcomes_) return absl::OkStatus();
     DB_ASSIGN_OR_RETURN(CountdownPolicy loaded, LoadCountdownPolicy(o_.policy));
     policy_opts_ = loaded.options;
-    if (policy_opts_.text.reversed_digits || policy_opts_.text.calculator)
-      return absl::UnimplementedError(o_.policy + " writes its numbers backwards or samples with a calculator "
-                                      "(countdown.digits, countdown.calculator): the verifier lab takes policies "
-                                      "with natural digits and no calculator only");
+    policy_opts_.text.calculator |= o_.calculator;
     policy_ = std::move(loaded.gpt);
     // The policy's own split (same seed as its training); the verifiers learn on training-split
     // problems: fresh ones (never the policy's) or the policy's own.
@@ -306,12 +303,12 @@ class VerifierWorkload : public Workload {
                  : std::vector<CountdownProblem>(data_->train.begin(),
                                                  data_->train.begin() + std::min<size_t>(data_->train.size(), o_.train_problems));
     auto outcomes = std::make_shared<std::vector<OrmExample>>(
-        CollectOrmExamples(policy_.get(), train, o_.samples_per_problem, o_.temperature, e.train.seed));
+        CollectOrmExamples(policy_.get(), train, o_.samples_per_problem, o_.temperature, e.train.seed, policy_opts_.text));
     for (const OrmExample& x : *outcomes) positives_ += x.correct;
     outcome_examples_ = outcomes->size();
     // Process examples: partial solutions labelled by rollouts (Math-Shepherd), for the PRM.
     auto steps = std::make_shared<std::vector<OrmExample>>(
-        CollectStepExamples(policy_.get(), train, o_.step_samples, o_.rollouts, o_.temperature, e.train.seed + 3));
+        CollectStepExamples(policy_.get(), train, o_.step_samples, o_.rollouts, o_.temperature, e.train.seed + 3, policy_opts_.text));
     size_t good_steps = 0;
     for (const OrmExample& x : *steps) good_steps += x.correct;
     std::printf("verifier data: %zu complete samples of %zu %s problems (%zu right), %zu partial solutions (%zu "
@@ -377,17 +374,18 @@ StatusOr<VerifierLabOptions> ParseVerifierLabOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(s.Float("temperature", &o.temperature, 0.01, 10.0));
   DB_RETURN_IF_ERROR(s.Bool("fresh", &o.fresh));
   DB_RETURN_IF_ERROR(s.Bool("separate", &o.separate));
+  DB_RETURN_IF_ERROR(s.Bool("calculator", &o.calculator));
   return o;
 }
 
 std::vector<OrmExample> CollectOrmExamples(Gpt* policy, const std::vector<CountdownProblem>& problems,
-                                           int64_t samples, float temperature, uint64_t seed) {
+                                           int64_t samples, float temperature, uint64_t seed, const CountdownPolicyText& text) {
   Random rng(seed);
   std::vector<OrmExample> out;
   int64_t tokens = 0;
   for (const CountdownProblem& p : problems) {
     const std::string prompt = CountdownPrompt(p);
-    for (const std::string& t : SampleCountdown(policy, prompt, samples, temperature, &rng, &tokens))
+    for (const std::string& t : SampleCountdown(policy, prompt, samples, temperature, &rng, &tokens, ".", text))
       out.push_back({OrmInput(p, t), VerifySteps(p, SolutionPart(prompt + t)).ok});
   }
   return out;
@@ -397,8 +395,8 @@ namespace {
 
 // Math-Shepherd's label of a prefix: does any of `rollouts` continuations verify?
 bool RolloutLabel(Gpt* policy, const CountdownProblem& p, const std::string& prefix, int64_t rollouts, float temperature,
-                  Random* rng, int64_t* tokens) {
-  for (const std::string& c : SampleCountdown(policy, prefix, rollouts, temperature, rng, tokens))
+                  Random* rng, int64_t* tokens, const CountdownPolicyText& text) {
+  for (const std::string& c : SampleCountdown(policy, prefix, rollouts, temperature, rng, tokens, ".", text))
     if (VerifySteps(p, SolutionPart(prefix + c)).ok) return true;
   return false;
 }
@@ -406,20 +404,20 @@ bool RolloutLabel(Gpt* policy, const CountdownProblem& p, const std::string& pre
 }  // namespace
 
 std::vector<OrmExample> CollectStepExamples(Gpt* policy, const std::vector<CountdownProblem>& problems, int64_t samples,
-                                            int64_t rollouts, float temperature, uint64_t seed) {
+                                            int64_t rollouts, float temperature, uint64_t seed, const CountdownPolicyText& text) {
   Random rng(seed);
   std::vector<OrmExample> out;
   int64_t tokens = 0;
   for (const CountdownProblem& p : problems) {
     if (p.numbers.size() < 3) continue;
     const std::string prompt = CountdownPrompt(p);
-    for (const std::string& t : SampleCountdown(policy, prompt, samples, temperature, &rng, &tokens)) {
+    for (const std::string& t : SampleCountdown(policy, prompt, samples, temperature, &rng, &tokens, ".", text)) {
       // Every prefix that ends a step ("prompt + steps,"), up to the first illegal step.
       std::vector<int64_t> left = p.numbers;
       for (size_t from = 0, comma; (comma = t.find(',', from)) != std::string::npos; from = comma + 1) {
         const bool legal = ApplyCountdownStep(std::string_view(t).substr(from, comma - from), &left).ok();
         const std::string prefix = prompt + t.substr(0, comma + 1);
-        out.push_back({prefix, legal && RolloutLabel(policy, p, prefix, rollouts, temperature, &rng, &tokens)});
+        out.push_back({prefix, legal && RolloutLabel(policy, p, prefix, rollouts, temperature, &rng, &tokens, text)});
         if (!legal) break;
       }
     }
@@ -428,14 +426,14 @@ std::vector<OrmExample> CollectStepExamples(Gpt* policy, const std::vector<Count
 }
 
 StepLabelAgreement CheckStepLabels(Gpt* policy, const std::vector<CountdownProblem>& problems, int64_t samples,
-                                   int64_t rollouts, float temperature, uint64_t seed) {
+                                   int64_t rollouts, float temperature, uint64_t seed, const CountdownPolicyText& text) {
   StepLabelAgreement a;
   Random rng(seed);
   int64_t tokens = 0;
   for (const CountdownProblem& p : problems) {
     if (p.numbers.size() < 3) continue;  // one step: nothing between the prompt and the answer
     const std::string prompt = CountdownPrompt(p);
-    for (const std::string& t : SampleCountdown(policy, prompt, samples, temperature, &rng, &tokens)) {
+    for (const std::string& t : SampleCountdown(policy, prompt, samples, temperature, &rng, &tokens, ".", text)) {
       const size_t comma = t.find(',');
       if (comma == std::string::npos) continue;
       ++a.prefixes;
@@ -446,7 +444,7 @@ StepLabelAgreement CheckStepLabels(Gpt* policy, const std::vector<CountdownProbl
         continue;
       }
       const bool exact = IsSolvable(CountdownProblem{left, p.target});
-      const bool mc = RolloutLabel(policy, p, prompt + first + ",", rollouts, temperature, &rng, &tokens);
+      const bool mc = RolloutLabel(policy, p, prompt + first + ",", rollouts, temperature, &rng, &tokens, text);
       if (mc && exact) ++a.both;
       else if (mc) ++a.mc_only;
       else if (exact) ++a.exact_only;
@@ -457,7 +455,7 @@ StepLabelAgreement CheckStepLabels(Gpt* policy, const std::vector<CountdownProbl
 }
 
 CountdownAnswer PrmBeamSearch(Gpt* policy, Gpt* prm, Gpt* orm, const CountdownProblem& p, int64_t beam, int64_t expand,
-                              float temperature, Random* rng) {
+                              float temperature, Random* rng, const CountdownPolicyText& text) {
   CountdownAnswer best;
   double best_score = -1.0;
   std::vector<std::string> beams = {CountdownPrompt(p)};
@@ -465,7 +463,7 @@ CountdownAnswer PrmBeamSearch(Gpt* policy, Gpt* prm, Gpt* orm, const CountdownPr
   for (size_t depth = 0; !beams.empty() && depth < p.numbers.size(); ++depth) {
     std::vector<std::pair<double, std::string>> next;
     for (const std::string& b : beams)
-      for (const std::string& step : SampleCountdown(policy, b, expand, temperature, rng, &best.tokens, ",.")) {
+      for (const std::string& step : SampleCountdown(policy, b, expand, temperature, rng, &best.tokens, ",.", text)) {
         if (step.empty()) continue;
         const std::string text = b + step;
         const bool complete = text.back() == '.' || static_cast<int64_t>(text.size()) >= context;

@@ -17,8 +17,11 @@
 //      ceiling, best-of-N checked by the exact verifier (pass@N). CSV and PNG.
 //
 // Config: [verifier] (below); [optimizer], [train] seed and run_dir. The policy's own config comes
-// from its checkpoint; a policy with countdown.digits = "reversed" or countdown.calculator = true
-// is refused (kUnimplemented): the lab samples natural text without a calculator.
+// from its checkpoint, its text options too: with countdown.digits = "reversed" it reads and writes
+// numbers backwards and with countdown.calculator = true it samples with the calculator
+// (CountdownPolicyText) everywhere here, while the verifiers, like everything outside the policy,
+// read natural text. Every sampling function below takes the policy's `text` (default: natural
+// digits, no calculator).
 #pragma once
 
 #include <memory>
@@ -49,6 +52,9 @@ struct VerifierLabOptions {
   // separate: an ORM learns the outcome labels and a PRM, a second model of the same shape, the
   // process labels; false: one verifier learns both.
   bool separate = true;
+  // calculator: sample with the calculator (CountdownPolicyText::calculator, as `search
+  // --calculator`) even if the policy's config does not; false: as the policy's config says.
+  bool calculator = false;
 };
 StatusOr<VerifierLabOptions> ParseVerifierLabOptions(ConfigFile* file);
 
@@ -59,7 +65,8 @@ struct OrmExample {
 };
 // `samples` texts per problem from the policy, each labelled by the exact verifier.
 std::vector<OrmExample> CollectOrmExamples(Gpt* policy, const std::vector<CountdownProblem>& problems,
-                                           int64_t samples, float temperature, uint64_t seed);
+                                           int64_t samples, float temperature, uint64_t seed,
+                                           const CountdownPolicyText& text = {});
 // The ORM's probability that `text` (prompt + solution + '.') is right: P('#') / (P('#') + P('!'))
 // at the position after it. A text longer than the ORM's context (64) is read up to there.
 double OrmScore(Gpt* orm, const std::string& text);
@@ -69,13 +76,14 @@ double OrmScore(Gpt* orm, const std::string& text);
 // one) labelled good when its steps are legal and some of `rollouts` continuations of the policy
 // verifies (Math-Shepherd).
 std::vector<OrmExample> CollectStepExamples(Gpt* policy, const std::vector<CountdownProblem>& problems, int64_t samples,
-                                            int64_t rollouts, float temperature, uint64_t seed);
+                                            int64_t rollouts, float temperature, uint64_t seed,
+                                            const CountdownPolicyText& text = {});
 // Step-level beam search guided by the PRM (its score of "prompt + steps so far,"): `beam` partial
 // solutions kept per depth, `expand` samples of the next step from each; complete solutions are
 // scored by the ORM (which may be the same model) and the answer is the one it scores highest
 // (the exact verifier only grades it).
 CountdownAnswer PrmBeamSearch(Gpt* policy, Gpt* prm, Gpt* orm, const CountdownProblem& p, int64_t beam, int64_t expand,
-                              float temperature, Random* rng);
+                              float temperature, Random* rng, const CountdownPolicyText& text = {});
 
 // Math-Shepherd's process labels, checked: for each first step a policy writes (a prefix
 // "prompt + step,"), the Monte-Carlo label is whether any of `rollouts` continuations of the
@@ -85,7 +93,8 @@ struct StepLabelAgreement {
   int64_t prefixes = 0, both = 0, mc_only = 0, exact_only = 0, neither = 0, invalid = 0;
 };
 StepLabelAgreement CheckStepLabels(Gpt* policy, const std::vector<CountdownProblem>& problems, int64_t samples,
-                                   int64_t rollouts, float temperature, uint64_t seed);
+                                   int64_t rollouts, float temperature, uint64_t seed,
+                                   const CountdownPolicyText& text = {});
 
 // [verifier] selects this workload.
 StatusOr<std::unique_ptr<Workload>> MakeVerifierWorkload(ConfigFile* file);
