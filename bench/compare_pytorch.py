@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Side by side in one run: distbelief's model_bench and the same five models in PyTorch, at the
+"""Side by side in one run: distbelief's model_bench and the same six models in PyTorch, at the
 same thread count, with PyTorch at its best setting. Prints a table of throughputs, the ratio
 ours / PyTorch, and each side's fraction of the sgemm peak measured in the same run.
 

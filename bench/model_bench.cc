@@ -1,4 +1,4 @@
-// The five reference models of the PyTorch comparison, trained step by step with plain SGD on
+// The six reference models of the PyTorch comparison, trained step by step with plain SGD on
 // synthetic data. Usage: model_bench THREADS. Prints one JSON object per model:
 //   {"model": "a", "name": ..., "rate": units per second, "unit": ..., "mflop_per_unit": ...}
 // and one with the sgemm peak measured in the same run. bench/compare_pytorch.py runs the same
@@ -152,6 +152,25 @@ int main(int argc, char** argv) {
     }, min_s);
     Report("e", "GPT 4 layers d256 4 heads, context 128, vocab 8000, batch 16", t, 16 * 128, "tokens",
            6.0 * n / 1e6);
+  }
+  {  // f. the reasoning lab's stream policy: GPT, 3 layers, width 96, 3 heads, context 832, vocab 27,
+     // batch 8 (configs/countdown.toml at the 4-number stream settings): attention dominates
+    GptOptions o;
+    o.vocab = 27, o.context = 832, o.width = 96, o.layers = 3, o.heads = 3;
+    Gpt gpt(o, 14);
+    const Tensor tokens = Ids({8, 832}, 27, 15), targets = Ids({8, 832}, 27, 16);
+    const std::vector<Param*> params = gpt.params();
+    const double n = 3 * 12.0 * 96 * 96 + 96.0 * 27;
+    const double t = bench::TimePerCall([&] {
+      gpt.ZeroGrad();
+      gpt.Forward(tokens, targets);
+      gpt.Backward();
+      SgdUpdate(params, sgd);
+    }, min_s);
+    // 6 flops per parameter and token, and causal attention's 6 L T C (q k^T and p v over T / 2
+    // positions on average, forward and backward)
+    Report("f", "GPT 3 layers d96 3 heads, context 832, vocab 27, batch 8", t, 8 * 832, "tokens",
+           (6.0 * n + 6.0 * 3 * 832 * 96) / 1e6);
   }
   return 0;
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The five reference models of bench/model_bench.cc, written the usual way in PyTorch (CPU,
+"""The six reference models of bench/model_bench.cc, written the usual way in PyTorch (CPU,
 fp32, plain SGD, synthetic data), timed the same way: one warm-up step, then the best of three
 rounds of steps lasting at least MIN_S seconds. Prints one JSON object per model.
 Usage: torch_models.py MIN_S  (threads are set by the caller through the environment)."""
@@ -165,3 +165,24 @@ def step_e():
 
 
 report("e", time_per_step(step_e), 16 * 128)
+
+
+# f. the reasoning lab's stream policy: 3 layers, width 96, 3 heads, context 832, vocab 27, batch 8
+f_wte, f_wpe = nn.Embedding(27, 96), nn.Embedding(832, 96)
+f_blocks = nn.ModuleList(Block(96, 3) for _ in range(3))
+f_ln, f_head = nn.LayerNorm(96), nn.Linear(96, 27, bias=False)
+f_tokens = torch.randint(0, 27, (8, 832))
+f_targets = torch.randint(0, 27, (8, 832))
+f_pos = torch.arange(832)
+f_params = [p for m in (f_wte, f_wpe, f_blocks, f_ln, f_head) for p in m.parameters()]
+
+
+def step_f():
+    x = f_wte(f_tokens) + f_wpe(f_pos)
+    for blk in f_blocks:
+        x = blk(x)
+    loss = F.cross_entropy(f_head(f_ln(x)).reshape(-1, 27), f_targets.reshape(-1))
+    sgd_step(f_params, loss)
+
+
+report("f", time_per_step(step_f), 8 * 832)

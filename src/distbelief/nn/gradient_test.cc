@@ -298,6 +298,36 @@ TEST_P(BatchTest, CausalSelfAttention) {
   ExpectGradientsMatch(&att, RandomTensor({GetParam(), 5, 8}, 25));
 }
 
+// The forward and backward go by blocks of 64 query rows (keys up to the block's last row only):
+// 150 positions are three blocks, the last partial.
+TEST(CausalSelfAttention, GradientsOverSeveralBlocksOfRows) {
+  Random rng(27);
+  CausalSelfAttention att("att", 8, 2, &rng);
+  ExpectGradientsMatch(&att, RandomTensor({2, 150, 8}, 28));
+}
+
+// Every row of the blocked forward equals the cached step's direct softmax over all earlier keys.
+TEST(CausalSelfAttention, ForwardEqualsTheCachedStepsPastOneBlock) {
+  Random rng(29);
+  CausalSelfAttention att("att", 8, 2, &rng);
+  const int64_t nb = 2, nt = 150, c = 8;
+  const Tensor x = RandomTensor({nb, nt, c}, 30);
+  Tensor y;
+  att.Forward(x, &y);
+  CausalSelfAttention::KvCache cache{Tensor({nb, nt, c}), Tensor({nb, nt, c})};
+  Tensor xt({nb, c}), yt;
+  double worst = 0;
+  for (int64_t t = 0; t < nt; ++t) {
+    for (int64_t b = 0; b < nb; ++b)
+      for (int64_t e = 0; e < c; ++e) xt[b * c + e] = x[(b * nt + t) * c + e];
+    att.Step(xt, t, &cache, &yt);
+    for (int64_t b = 0; b < nb; ++b)
+      for (int64_t e = 0; e < c; ++e)
+        worst = std::max(worst, std::abs(double(yt[b * c + e]) - y[(b * nt + t) * c + e]));
+  }
+  EXPECT_LT(worst, 1e-4);
+}
+
 // A layer wrapping a loss so the same checker covers it: y = [loss].
 class LossAsLayer : public Layer {
  public:

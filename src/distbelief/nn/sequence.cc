@@ -158,6 +158,15 @@ std::vector<Param*> CausalSelfAttention::params() {
 }
 
 // Per (b, head): S (T, T) = Q K^T / sqrt(HS); P = causal softmax(S); O (T, HS) = P V.
+// Causal in the work too: query rows go in blocks of kAttentionBlock, each against the keys up to
+// its own last row only, so about half of the T x T square is computed and stored (the part of
+// a row past its block is never written nor read; within the diagonal block it is zero). Each
+// (b, head) pair is one task on one thread, its products serial (oneDNN runs single-threaded
+// inside a parallel region), so the result does not depend on the thread count.
+namespace {
+constexpr int64_t kAttentionBlock = 64;
+}
+
 void CausalSelfAttention::Forward(const Tensor& x, Tensor* y) {
   CHECK(x.ndim() == 3 && x.dim(2) == c_) << "attention: input " << x.ShapeString();
   const int64_t nb = x.dim(0), nt = x.dim(1), c = c_, hs = c_ / nh_, c3 = 3 * c_;
@@ -165,13 +174,16 @@ void CausalSelfAttention::Forward(const Tensor& x, Tensor* y) {
   qkv_proj_.Forward(x, &qkv_);
   att_.Resize({nb, nh_, nt, nt});
   heads_.Resize({nb, nt, c});
-  for (int64_t b = 0; b < nb; ++b)
-    for (int64_t hd = 0; hd < nh_; ++hd) {
-      const float* q = qkv_.data() + b * nt * c3 + hd * hs;
-      float* p = att_.data() + (b * nh_ + hd) * nt * nt;
-      Gemm(false, true, nt, nt, hs, scale, q, c3, q + c, c3, 0.0f, p, nt);
-      ParallelFor(nt, 16, [&](int64_t lo, int64_t hi) {
-        for (int64_t t = lo; t < hi; ++t) {
+  ParallelFor(nb * nh_, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const int64_t b = i / nh_, hd = i % nh_;
+      const float* q = qkv_.data() + b * nt * c3 + hd * hs;  // k = q + c, v = q + 2c, rows c3 apart
+      float* p = att_.data() + i * nt * nt;
+      float* o = heads_.data() + b * nt * c + hd * hs;
+      for (int64_t r0 = 0; r0 < nt; r0 += kAttentionBlock) {
+        const int64_t r1 = std::min(nt, r0 + kAttentionBlock);
+        Gemm(false, true, r1 - r0, r1, hs, scale, q + r0 * c3, c3, q + c, c3, 0.0f, p + r0 * nt, nt);
+        for (int64_t t = r0; t < r1; ++t) {
           float* row = p + t * nt;
           float mx = row[0];
           for (int64_t u = 1; u <= t; ++u) mx = std::max(mx, row[u]);
@@ -182,12 +194,12 @@ void CausalSelfAttention::Forward(const Tensor& x, Tensor* y) {
           }
           const float inv = 1.0f / sum;
           for (int64_t u = 0; u <= t; ++u) row[u] *= inv;
-          for (int64_t u = t + 1; u < nt; ++u) row[u] = 0.0f;
+          for (int64_t u = t + 1; u < r1; ++u) row[u] = 0.0f;
         }
-      });
-      Gemm(false, false, nt, hs, nt, 1.0f, p, nt, q + 2 * c, c3, 0.0f,
-           heads_.data() + b * nt * c + hd * hs, c);
+        Gemm(false, false, r1 - r0, hs, r1, 1.0f, p + r0 * nt, nt, q + 2 * c, c3, 0.0f, o + r0 * c, c);
+      }
     }
+  });
   out_proj_.Forward(heads_, y);
 }
 
@@ -228,33 +240,45 @@ void CausalSelfAttention::Step(const Tensor& x, int64_t pos, KvCache* cache, Ten
 }
 
 // dP = dO V^T; dV = P^T dO; dS = P (dP - rowsum(dP P)); dQ = dS K / sqrt(HS); dK = dS^T Q / sqrt(HS)
+// in the forward's blocks: dP, dS and dQ by blocks of query rows (keys up to the block's last
+// row), dV and dK by the same blocks of keys (queries from the block's first row on).
 void CausalSelfAttention::Backward(const Tensor& dy, Tensor* dx) {
   const int64_t nb = qkv_.dim(0), nt = qkv_.dim(1), c = c_, hs = c_ / nh_, c3 = 3 * c_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   Tensor dheads;
   out_proj_.Backward(dy, &dheads);
   Tensor dqkv({nb, nt, c3});
-  Tensor ds({nt, nt});
-  for (int64_t b = 0; b < nb; ++b)
-    for (int64_t hd = 0; hd < nh_; ++hd) {
+  ParallelFor(nb * nh_, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> ds_buf(static_cast<size_t>(nt * nt));
+    float* ds = ds_buf.data();
+    for (int64_t i = lo; i < hi; ++i) {
+      const int64_t b = i / nh_, hd = i % nh_;
       const float* q = qkv_.data() + b * nt * c3 + hd * hs;
-      const float* p = att_.data() + (b * nh_ + hd) * nt * nt;
+      const float* p = att_.data() + i * nt * nt;
       const float* d_o = dheads.data() + b * nt * c + hd * hs;
-      float* dq = dqkv.data() + b * nt * c3 + hd * hs;
-      Gemm(false, true, nt, nt, hs, 1.0f, d_o, c, q + 2 * c, c3, 0.0f, ds.data(), nt);
-      Gemm(true, false, nt, hs, nt, 1.0f, p, nt, d_o, c, 0.0f, dq + 2 * c, c3);
-      ParallelFor(nt, 16, [&](int64_t lo, int64_t hi) {
-        for (int64_t t = lo; t < hi; ++t) {
-          float* row = ds.data() + t * nt;
+      float* dq = dqkv.data() + b * nt * c3 + hd * hs;  // dk = dq + c, dv = dq + 2c
+      for (int64_t r0 = 0; r0 < nt; r0 += kAttentionBlock) {
+        const int64_t r1 = std::min(nt, r0 + kAttentionBlock);
+        Gemm(false, true, r1 - r0, r1, hs, 1.0f, d_o + r0 * c, c, q + 2 * c, c3, 0.0f, ds + r0 * nt, nt);
+        for (int64_t t = r0; t < r1; ++t) {
+          float* row = ds + t * nt;
           const float* pr = p + t * nt;
           float dot = 0.0f;
           for (int64_t u = 0; u <= t; ++u) dot += row[u] * pr[u];
-          for (int64_t u = 0; u < nt; ++u) row[u] = u <= t ? pr[u] * (row[u] - dot) : 0.0f;
+          for (int64_t u = 0; u <= t; ++u) row[u] = pr[u] * (row[u] - dot);
+          for (int64_t u = t + 1; u < r1; ++u) row[u] = 0.0f;
         }
-      });
-      Gemm(false, false, nt, hs, nt, scale, ds.data(), nt, q + c, c3, 0.0f, dq, c3);
-      Gemm(true, false, nt, hs, nt, scale, ds.data(), nt, q, c3, 0.0f, dq + c, c3);
+        Gemm(false, false, r1 - r0, hs, r1, scale, ds + r0 * nt, nt, q + c, c3, 0.0f, dq + r0 * c3, c3);
+      }
+      for (int64_t k0 = 0; k0 < nt; k0 += kAttentionBlock) {
+        const int64_t k1 = std::min(nt, k0 + kAttentionBlock);
+        Gemm(true, false, k1 - k0, hs, nt - k0, 1.0f, p + k0 * nt + k0, nt, d_o + k0 * c, c, 0.0f,
+             dq + 2 * c + k0 * c3, c3);
+        Gemm(true, false, k1 - k0, hs, nt - k0, scale, ds + k0 * nt + k0, nt, q + k0 * c3, c3, 0.0f,
+             dq + c + k0 * c3, c3);
+      }
     }
+  });
   qkv_proj_.Backward(dqkv, dx);
 }
 

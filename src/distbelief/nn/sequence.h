@@ -70,7 +70,7 @@ class CausalSelfAttention : public Layer {
   int64_t c_, nh_;
   Linear qkv_proj_, out_proj_;
   Tensor qkv_;   // (B, T, 3C)
-  Tensor att_;   // (B, NH, T, T) softmax probabilities, zero above the diagonal
+  Tensor att_;   // (B, NH, T, T) softmax probabilities, on and below the diagonal (see Forward)
   Tensor heads_; // (B, T, C) attention output before the projection
 };
 
