@@ -48,7 +48,9 @@ class Lstm : public Layer {
 
 // Multi-head causal self-attention with its projections (Vaswani et al. 2017; GPT-2 layout):
 // qkv = x Wqkv^T + bqkv; per head softmax(q k^T / sqrt(HS), causal) v; y = concat Wo^T + bo.
-// x (B, T, C) -> y (B, T, C).
+// x (B, T, C) -> y (B, T, C). Forward and Backward compute only the causal half of each T x T
+// square (blocks of 64 query rows) and give each (sequence, head) to one thread of the pool, so
+// their results do not depend on the thread count; memory (B, NH, T, T) floats is kept for Backward.
 class CausalSelfAttention : public Layer {
  public:
   CausalSelfAttention(const std::string& name, int64_t width, int64_t heads, Random* rng);
