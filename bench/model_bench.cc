@@ -139,38 +139,33 @@ int main(int argc, char** argv) {
     const double macs = 3.0 * 557.6e3 + 8.0 * 532.0e3;
     Report("d", "MLP GAN 28x28, batch 64", t, 1, "G+D steps", 2.0 * macs * 64 / 1e6);
   }
-  {  // e. GPT-style, 4 layers, width 256, 4 heads, context 128, vocab 8000, batch 16
-    Gpt gpt(GptOptions{}, 11);
-    const Tensor tokens = Ids({16, 128}, 8000, 12), targets = Ids({16, 128}, 8000, 13);
+  // One GPT training step (forward, backward, SGD) on random tokens: seconds per step.
+  auto time_gpt = [&](const GptOptions& o, int64_t batch, uint64_t seed) {
+    Gpt gpt(o, seed);
+    const Tensor tokens = Ids({batch, o.context}, o.vocab, seed + 1);
+    const Tensor targets = Ids({batch, o.context}, o.vocab, seed + 2);
     const std::vector<Param*> params = gpt.params();
-    const double n = 4 * 12.0 * 256 * 256 + 256.0 * 8000;  // non-embedding + head parameters
-    const double t = bench::TimePerCall([&] {
+    return bench::TimePerCall([&] {
       gpt.ZeroGrad();
       gpt.Forward(tokens, targets);
       gpt.Backward();
       SgdUpdate(params, sgd);
     }, min_s);
-    Report("e", "GPT 4 layers d256 4 heads, context 128, vocab 8000, batch 16", t, 16 * 128, "tokens",
-           6.0 * n / 1e6);
+  };
+  {  // e. GPT-style, 4 layers, width 256, 4 heads, context 128, vocab 8000, batch 16
+    const double n = 4 * 12.0 * 256 * 256 + 256.0 * 8000;  // non-embedding + head parameters
+    Report("e", "GPT 4 layers d256 4 heads, context 128, vocab 8000, batch 16", time_gpt(GptOptions{}, 16, 11),
+           16 * 128, "tokens", 6.0 * n / 1e6);
   }
   {  // f. the reasoning lab's stream policy: GPT, 3 layers, width 96, 3 heads, context 832, vocab 27,
      // batch 8 (configs/countdown.toml at the 4-number stream settings): attention dominates
     GptOptions o;
     o.vocab = 27, o.context = 832, o.width = 96, o.layers = 3, o.heads = 3;
-    Gpt gpt(o, 14);
-    const Tensor tokens = Ids({8, 832}, 27, 15), targets = Ids({8, 832}, 27, 16);
-    const std::vector<Param*> params = gpt.params();
     const double n = 3 * 12.0 * 96 * 96 + 96.0 * 27;
-    const double t = bench::TimePerCall([&] {
-      gpt.ZeroGrad();
-      gpt.Forward(tokens, targets);
-      gpt.Backward();
-      SgdUpdate(params, sgd);
-    }, min_s);
     // 6 flops per parameter and token, and causal attention's 6 L T C (q k^T and p v over T / 2
     // positions on average, forward and backward)
-    Report("f", "GPT 3 layers d96 3 heads, context 832, vocab 27, batch 8", t, 8 * 832, "tokens",
-           (6.0 * n + 6.0 * 3 * 832 * 96) / 1e6);
+    Report("f", "GPT 3 layers d96 3 heads, context 832, vocab 27, batch 8", time_gpt(o, 8, 14), 8 * 832,
+           "tokens", (6.0 * n + 6.0 * 3 * 832 * 96) / 1e6);
   }
   return 0;
 }

@@ -147,42 +147,27 @@ class Block(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
 
 
-wte, wpe = nn.Embedding(8000, 256), nn.Embedding(128, 256)
-blocks = nn.ModuleList(Block(256, 4) for _ in range(4))
-ln_f, head = nn.LayerNorm(256), nn.Linear(256, 8000, bias=False)
-tokens = torch.randint(0, 8000, (16, 128))
-targets = torch.randint(0, 8000, (16, 128))
-pos = torch.arange(128)
-params = [p for m in (wte, wpe, blocks, ln_f, head) for p in m.parameters()]
+def gpt_step(vocab, context, width, layers, heads, batch):
+    """One training step (forward, backward, SGD) of a GPT of this shape on random tokens."""
+    wte, wpe = nn.Embedding(vocab, width), nn.Embedding(context, width)
+    blocks = nn.ModuleList(Block(width, heads) for _ in range(layers))
+    ln_f, head = nn.LayerNorm(width), nn.Linear(width, vocab, bias=False)
+    tokens = torch.randint(0, vocab, (batch, context))
+    targets = torch.randint(0, vocab, (batch, context))
+    pos = torch.arange(context)
+    params = [p for m in (wte, wpe, blocks, ln_f, head) for p in m.parameters()]
+
+    def step():
+        x = wte(tokens) + wpe(pos)
+        for blk in blocks:
+            x = blk(x)
+        loss = F.cross_entropy(head(ln_f(x)).reshape(-1, vocab), targets.reshape(-1))
+        sgd_step(params, loss)
+
+    return step
 
 
-def step_e():
-    x = wte(tokens) + wpe(pos)
-    for blk in blocks:
-        x = blk(x)
-    loss = F.cross_entropy(head(ln_f(x)).reshape(-1, 8000), targets.reshape(-1))
-    sgd_step(params, loss)
-
-
-report("e", time_per_step(step_e), 16 * 128)
-
+report("e", time_per_step(gpt_step(8000, 128, 256, 4, 4, 16)), 16 * 128)
 
 # f. the reasoning lab's stream policy: 3 layers, width 96, 3 heads, context 832, vocab 27, batch 8
-f_wte, f_wpe = nn.Embedding(27, 96), nn.Embedding(832, 96)
-f_blocks = nn.ModuleList(Block(96, 3) for _ in range(3))
-f_ln, f_head = nn.LayerNorm(96), nn.Linear(96, 27, bias=False)
-f_tokens = torch.randint(0, 27, (8, 832))
-f_targets = torch.randint(0, 27, (8, 832))
-f_pos = torch.arange(832)
-f_params = [p for m in (f_wte, f_wpe, f_blocks, f_ln, f_head) for p in m.parameters()]
-
-
-def step_f():
-    x = f_wte(f_tokens) + f_wpe(f_pos)
-    for blk in f_blocks:
-        x = blk(x)
-    loss = F.cross_entropy(f_head(f_ln(x)).reshape(-1, 27), f_targets.reshape(-1))
-    sgd_step(f_params, loss)
-
-
-report("f", time_per_step(step_f), 8 * 832)
+report("f", time_per_step(gpt_step(27, 832, 96, 3, 3, 8)), 8 * 832)
