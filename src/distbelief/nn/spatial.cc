@@ -978,8 +978,12 @@ void LocalContrastNorm::SmoothImage(const float* in, int64_t c, int64_t h, int64
   for (int64_t y = 0; y < h; ++y) CopyRow(cols + y * wp, nullptr, w, out + y * w);
 }
 
-// Image by image, every pass while the image is in cache: m = Smooth(x); v = x - m;
-// den = sqrt(c0 + Smooth(v^2)); y = v / den. Keeps m and 1 / den (v is recomputed from x).
+// Image by image, two passes over the maps while the image is in cache. The first sums each
+// pixel's maps, Sx = sum_c x, and their spread about their own mean, Q = sum_c (x - Sx/C)^2 (the
+// block's maps re-read from the first-level cache); then m = Smooth(Sx) / C and, exactly,
+//   sum_c (x - m)^2 = Q + C (Sx/C - m)^2,
+// so Smooth(v^2) needs no pass of its own; the second pass writes y = (x - m) / den. Keeps m and
+// 1 / den (v is recomputed from x).
 void LocalContrastNorm::Forward(const Tensor& x, Tensor* y) {
   CHECK(x.ndim() == 4) << "lcn: input " << x.ShapeString();
   x_ = &x;
@@ -987,27 +991,33 @@ void LocalContrastNorm::Forward(const Tensor& x, Tensor* y) {
   m_.Resize({nb, h, w});
   den_.Resize({nb, h, w});
   y->Resize(x.shape());
-  const float inv_c = 1.0f / static_cast<float>(c);
+  const float fc = static_cast<float>(c), inv_c = 1.0f / fc;
   ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<float> scratch(SmoothScratch(h, w), 0.0f), s2(hw);
+    std::vector<float> scratch(SmoothScratch(h, w), 0.0f), sx(hw), q(hw);
     for (int64_t b = lo; b < hi; ++b) {
       const float* xb = x.data() + b * c * hw;
       float* m = m_.data() + b * hw;
       float* d = den_.data() + b * hw;  // Smooth(v^2), then 1 / den
-      SmoothImage(xb, c, h, w, inv_c, scratch.data(), m);
-      float* yb = y->data() + b * c * hw;
-      SumOverMaps(
-          c, hw, s2.data(),
-          [&](int64_t ci, int64_t i) {
-            const vf v = Load(xb + ci * hw + i) - Load(m + i);
-            return v * v;
-          },
-          [&](int64_t ci, int64_t i) {
-            const float v = xb[ci * hw + i] - m[i];
-            return v * v;
-          });
-      SmoothImage(s2.data(), 1, h, w, inv_c, scratch.data(), d);
+      ForPixels(hw, [&](int64_t i, int nl, LaneMask mk) {
+        vf s = {}, ss = {};
+        for (int64_t ci = 0; ci < c; ++ci) s += LoadLanes(xb + ci * hw + i, mk);
+        const vf mean = s * inv_c;
+        for (int64_t ci = 0; ci < c; ++ci) {
+          const vf v = LoadLanes(xb + ci * hw + i, mk) - mean;
+          ss += v * v;
+        }
+        StoreFirst(sx.data() + i, s, nl, mk);
+        StoreFirst(q.data() + i, ss, nl, mk);
+      });
+      SmoothImage(sx.data(), 1, h, w, inv_c, scratch.data(), m);
+      float* v2 = q.data();  // sum_c (x - m)^2
+      for (int64_t i = 0; i < hw; ++i) {
+        const float e = sx[i] * inv_c - m[i];
+        v2[i] += fc * e * e;
+      }
+      SmoothImage(v2, 1, h, w, inv_c, scratch.data(), d);
       for (int64_t i = 0; i < hw; ++i) d[i] = 1.0f / std::sqrt(c0_ + d[i]);
+      float* yb = y->data() + b * c * hw;
       ForPixels(hw, [&](int64_t i, int nl, LaneMask mk) {
         const vf mv = LoadLanes(m + i, mk), dv = LoadLanes(d + i, mk);
         for (int64_t ci = 0; ci < c; ++ci)
@@ -1020,7 +1030,9 @@ void LocalContrastNorm::Forward(const Tensor& x, Tensor* y) {
 // With v = x - m, s = Smooth(v^2), den = sqrt(c0 + s):
 //   dv  = dy / den + 2 v * Smooth^T(ds),  ds = -sum_c (dy v) / den^2 * 1 / (2 den)
 //   dx  = dv - Smooth^T(dv)   (Smooth^T broadcasts over c; g is symmetric)
-// Image by image, like Forward.
+// Image by image, two passes over the maps like Forward: the first sums, per pixel, dy v, dy and
+// v over the maps; sum_c dv = Sdy / den + Sv * 2 Smooth^T(ds) / C follows from them, so the second
+// pass writes dx = dv - Smooth^T(dv) at once.
 void LocalContrastNorm::Backward(const Tensor& dy, Tensor* dx) {
   if (!dx) return;
   const Tensor& x = *x_;
@@ -1028,39 +1040,40 @@ void LocalContrastNorm::Backward(const Tensor& dy, Tensor* dx) {
   dx->Resize(x.shape());
   const float inv_c = 1.0f / static_cast<float>(c);
   ParallelFor(nb, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<float> scratch(SmoothScratch(h, w), 0.0f), ds(hw), spread(hw), dv_sum(hw);
+    std::vector<float> scratch(SmoothScratch(h, w), 0.0f), ds(hw), sdy(hw), sv(hw), spread(hw), dm(hw);
     for (int64_t b = lo; b < hi; ++b) {
       const float* xb = x.data() + b * c * hw;
       const float* dyb = dy.data() + b * c * hw;
-      float* dxb = dx->data() + b * c * hw;  // holds dv until the last pass
+      float* dxb = dx->data() + b * c * hw;
       const float* m = m_.data() + b * hw;
       const float* inv = den_.data() + b * hw;
-      SumOverMaps(
-          c, hw, ds.data(),
-          [&](int64_t ci, int64_t i) { return Load(dyb + ci * hw + i) * (Load(xb + ci * hw + i) - Load(m + i)); },
-          [&](int64_t ci, int64_t i) { return dyb[ci * hw + i] * (xb[ci * hw + i] - m[i]); });
-      for (int64_t i = 0; i < hw; ++i) ds[i] = -0.5f * ds[i] * inv[i] * inv[i] * inv[i];
+      ForPixels(hw, [&](int64_t i, int nl, LaneMask mk) {
+        const vf mv = LoadLanes(m + i, mk);
+        vf a = {}, g = {}, s = {};
+        for (int64_t ci = 0; ci < c; ++ci) {
+          const vf gv = LoadLanes(dyb + ci * hw + i, mk), v = LoadLanes(xb + ci * hw + i, mk) - mv;
+          a += gv * v;
+          g += gv;
+          s += v;
+        }
+        const vf iv = LoadLanes(inv + i, mk);
+        StoreFirst(ds.data() + i, -0.5f * a * iv * iv * iv, nl, mk);
+        StoreFirst(sdy.data() + i, g, nl, mk);
+        StoreFirst(sv.data() + i, s, nl, mk);
+      });
       // Smooth of a single map is Smooth^T of ds, broadcast over the maps below.
       SmoothImage(ds.data(), 1, h, w, 1.0f, scratch.data(), spread.data());
-      // dv, written to dx and summed over the maps on the way (the maps added in order).
+      float* dv_sum = ds.data();  // sum_c dv
+      for (int64_t i = 0; i < hw; ++i) dv_sum[i] = sdy[i] * inv[i] + sv[i] * 2.0f * spread[i] * inv_c;
+      SmoothImage(dv_sum, 1, h, w, inv_c, scratch.data(), dm.data());  // (1/C) g * sum_c dv
       const float* sp = spread.data();
       ForPixels(hw, [&](int64_t i, int nl, LaneMask mk) {
-        const vf iv = LoadLanes(inv + i, mk), mv = LoadLanes(m + i, mk);
-        const vf sv = 2.0f * LoadLanes(sp + i, mk) * inv_c;
-        vf sum = {};
+        const vf iv = LoadLanes(inv + i, mk), mv = LoadLanes(m + i, mk), dmv = LoadLanes(dm.data() + i, mk);
+        const vf svv = 2.0f * LoadLanes(sp + i, mk) * inv_c;
         for (int64_t ci = 0; ci < c; ++ci) {
           const int64_t at = ci * hw + i;
-          const vf dv = LoadLanes(dyb + at, mk) * iv + (LoadLanes(xb + at, mk) - mv) * sv;
-          StoreFirst(dxb + at, dv, nl, mk);
-          sum += dv;
+          StoreFirst(dxb + at, LoadLanes(dyb + at, mk) * iv + (LoadLanes(xb + at, mk) - mv) * svv - dmv, nl, mk);
         }
-        StoreFirst(dv_sum.data() + i, sum, nl, mk);
-      });
-      float* dm = ds.data();  // (1/C) g * sum_c dv
-      SmoothImage(dv_sum.data(), 1, h, w, inv_c, scratch.data(), dm);
-      ForPixels(hw, [&](int64_t i, int nl, LaneMask mk) {
-        const vf dmv = LoadLanes(dm + i, mk);
-        for (int64_t ci = 0; ci < c; ++ci) StoreFirst(dxb + ci * hw + i, LoadLanes(dxb + ci * hw + i, mk) - dmv, nl, mk);
       });
     }
   });
