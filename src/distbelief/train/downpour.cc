@@ -45,7 +45,10 @@ struct Shared {
         steps_done(new std::atomic<int64_t>[total]), replica_restarts(new std::atomic<int>[total]),
         replica_state(new std::atomic<int>[total]) {
     if (o.synchronous) sync = std::make_unique<std::barrier<>>(replicas);
-    for (int r = 0; r < total; ++r) steps_done[r] = replica_restarts[r] = replica_state[r] = 0;
+    for (int r = 0; r < total; ++r) {
+      steps_done[r] = replica_restarts[r] = 0;
+      replica_state[r] = kUp;
+    }
   }
   const DownpourOptions o;
   const int replicas, total;
