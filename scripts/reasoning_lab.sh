@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reasoning lab end to end (docs/reasoning.md; 34 minutes on 2 cores of a Zen 5):
+# The reasoning lab end to end (docs/reasoning.md; 48 minutes on 2 cores of a Zen 5):
 #   1. the Countdown policy trained on optimal paths (configs/countdown.toml, runs/countdown) and,
 #      for the same training tokens, on streams of search (runs/countdown_streams), each scored
 #      greedily and best-of-8;
