@@ -7,6 +7,10 @@ namespace distbelief {
 StatusOr<std::unique_ptr<CatNet>> CatNet::Create(const CatNetOptions& o, uint64_t seed) {
   std::unique_ptr<CatNet> net(new CatNet());
   net->o_ = o;
+  if (o.input_lcn < 0 || (o.input_lcn > 0 && (o.input_lcn % 2 == 0 || o.input_lcn > o.frame)))
+    return absl::InvalidArgumentError("cat input LCN window " + std::to_string(o.input_lcn) +
+                                      ": must be 0 (none) or odd and at most the frame");
+  if (o.input_lcn > 0) net->input_lcn_ = std::make_unique<LocalContrastNorm>(o.input_lcn, o.input_lcn / 3.0f);
   Random rng(seed);
   SpatialShape in{1, o.frame, o.frame};
   for (size_t s = 0; s < o.stages.size(); ++s) {
@@ -42,7 +46,9 @@ Tensor CatNet::InputGradient(int s, int64_t unit, const Tensor& x) {
     st.enc->Backward(dh, &dn);  // also adds into the encoder's grad, which nobody reads here
     if (i > 0) stages_[i - 1].lcn->Backward(dn, &g);
   }
-  return dn;
+  if (!input_lcn_) return dn;
+  input_lcn_->Backward(dn, &g);
+  return g;
 }
 
 void CatNet::ConstrainDecoder(int s) {
@@ -73,8 +79,14 @@ std::vector<Param*> CatNet::StageParams(int s) {
   return p;
 }
 
+const Tensor& CatNet::Input(const Tensor& x) {
+  if (!input_lcn_) return x;
+  input_lcn_->Forward(x, &xn_);
+  return xn_;
+}
+
 const Tensor& CatNet::StageInput(int s, const Tensor& x) {
-  const Tensor* in = &x;
+  const Tensor* in = &Input(x);
   for (int i = 0; i < s; ++i) {
     Stage& st = stages_[i];
     st.enc->Forward(*in, &st.h);
@@ -119,7 +131,7 @@ std::pair<double, double> CatNet::StageLossAndGradient(int s, const Tensor& in) 
 
 std::vector<Tensor> CatNet::Features(const Tensor& x) {
   std::vector<Tensor> out;
-  const Tensor* in = &x;
+  const Tensor* in = &Input(x);
   for (Stage& st : stages_) {
     st.enc->Forward(*in, &st.h);
     st.pool->Forward(st.h, &st.p);

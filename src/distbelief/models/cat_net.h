@@ -34,6 +34,10 @@ struct CatNetOptions {
   // each see only their own location, so a full-size random start stays visible in them as noise;
   // a small start lets what they learn dominate (0.05: edges and blobs where 1.0 leaves noise).
   float init_scale = 1.0f;
+  // > 0: the frames pass through an LCN of this window before stage 1 (a local whitening: each
+  // pixel minus its neighbourhood's mean, over its neighbourhood's spread), in training and in
+  // every test alike. 0: stage 1 sees the frames as they are.
+  int64_t input_lcn = 0;
 };
 
 // Eq. 1 of one stage after its forward pass (enc: in -> h, dec: h -> rec, pool: h -> pooled; each
@@ -58,8 +62,8 @@ class CatNet {
   static StatusOr<std::unique_ptr<CatNet>> Create(const CatNetOptions& o, uint64_t seed);
 
   int num_stages() const { return static_cast<int>(stages_.size()); }
-  // Input of stage s for frames x (B, 1, S, S): x itself for s = 0, else the LCN output of
-  // stage s - 1. Runs the lower stages' encoders only.
+  // Input of stage s for frames x (B, 1, S, S): x itself (or its input LCN) for s = 0, else the
+  // LCN output of stage s - 1. Runs the lower stages' encoders only.
   const Tensor& StageInput(int s, const Tensor& x);
   // Eq. 1 for stage s on its input (from StageInput); adds the gradients of W1, W2 of stage s.
   // Returns {reconstruction, sparsity} terms.
@@ -92,7 +96,11 @@ class CatNet {
     Tensor h, p, n, rec;  // code, pooled, normalized, reconstruction
     StageWorkspace ws;
   };
+  // x, or its LCN (into xn_) when o_.input_lcn > 0.
+  const Tensor& Input(const Tensor& x);
   CatNetOptions o_;
+  std::unique_ptr<LocalContrastNorm> input_lcn_;
+  Tensor xn_;
   std::vector<Stage> stages_;
 };
 

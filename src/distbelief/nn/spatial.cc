@@ -106,38 +106,6 @@ void WeightedSumOfShifted(const float* in, int64_t n, int64_t taps, int64_t step
   WeightedSumOfShiftedT<0>(in, n, taps, step, k, scale, out);
 }
 
-// out[i] = sum_{ci < c} term(ci, i) for i < n, the maps innermost and summed in registers (4
-// vectors at a time): one store per output rather than a load and a store per map. vec(ci, i)
-// gives the terms at i .. i + kLanes - 1, scalar(ci, i) one term (the tail); the maps are added in
-// order, so the sums equal a per-map loop's.
-template <typename V, typename S>
-void SumOverMaps(int64_t c, int64_t n, float* out, V vec, S scalar) {
-  int64_t i = 0;
-  for (; i + 4 * kLanes <= n; i += 4 * kLanes) {
-    vf a0 = {}, a1 = {}, a2 = {}, a3 = {};
-    for (int64_t ci = 0; ci < c; ++ci) {
-      a0 += vec(ci, i);
-      a1 += vec(ci, i + kLanes);
-      a2 += vec(ci, i + 2 * kLanes);
-      a3 += vec(ci, i + 3 * kLanes);
-    }
-    Store(out + i, a0);
-    Store(out + i + kLanes, a1);
-    Store(out + i + 2 * kLanes, a2);
-    Store(out + i + 3 * kLanes, a3);
-  }
-  for (; i + kLanes <= n; i += kLanes) {
-    vf a = {};
-    for (int64_t ci = 0; ci < c; ++ci) a += vec(ci, i);
-    Store(out + i, a);
-  }
-  for (; i < n; ++i) {
-    float a = 0.0f;
-    for (int64_t ci = 0; ci < c; ++ci) a += scalar(ci, i);
-    out[i] = a;
-  }
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -951,28 +919,21 @@ LocalContrastNorm::LocalContrastNorm(int64_t window, float sigma, float c0) : g_
 
 int64_t LocalContrastNorm::SmoothScratch(int64_t h, int64_t w) const {
   const int64_t r = g_ / 2, wp = w + 2 * r;
-  return h * w + 2 * (h + 2 * r) * wp + h * wp;
+  return 2 * (h + 2 * r) * wp + h * wp;
 }
 
-void LocalContrastNorm::SmoothImage(const float* in, int64_t c, int64_t h, int64_t w, float scale,
-                                    float* scratch, float* out) const {
+void LocalContrastNorm::SmoothPlane(const float* in, int64_t h, int64_t w, float scale, float* scratch,
+                                    float* out) const {
   // The Gaussian is separable (g[a][d] = k1[a] k1[d]) and zero padding commutes with that: the
-  // channel sum, into a plane padded by r zeros on every side, then a horizontal and a vertical
-  // pass of G taps, each over the padded rows as one flat row (a window that crosses into the
-  // next row lands in a padding column, never read), every loop a vector loop.
-  const int64_t r = g_ / 2, hw = h * w, wp = w + 2 * r;
+  // plane, into one padded by r zeros on every side, then a horizontal and a vertical pass of G
+  // taps, each over the padded rows as one flat row (a window that crosses into the next row lands
+  // in a padding column, never read), every loop a vector loop.
+  const int64_t r = g_ / 2, wp = w + 2 * r;
   const float* k1 = kernel1_.data();
-  float* sum = scratch;                      // (H, W): the maps' sum when C > 1
-  float* pad = sum + hw;                     // (H + 2r, W + 2r): zero borders, never written
+  float* pad = scratch;                      // (H + 2r, W + 2r): zero borders, never written
   float* rows = pad + (h + 2 * r) * wp;      // (H + 2r, W + 2r): the horizontal pass, zero rows around
   float* cols = rows + (h + 2 * r) * wp;     // (H, W + 2r): the vertical pass
-  const float* plane = in;
-  if (c > 1) {
-    SumOverMaps(c, hw, sum, [&](int64_t ci, int64_t i) { return Load(in + ci * hw + i); },
-                [&](int64_t ci, int64_t i) { return in[ci * hw + i]; });
-    plane = sum;
-  }
-  for (int64_t y = 0; y < h; ++y) CopyRow(plane + y * w, nullptr, w, pad + (y + r) * wp + r);
+  for (int64_t y = 0; y < h; ++y) CopyRow(in + y * w, nullptr, w, pad + (y + r) * wp + r);
   WeightedSumOfShifted(pad + r * wp, h * wp, g_, 1, k1, 1.0f, rows + r * wp);
   WeightedSumOfShifted(rows, h * wp, g_, wp, k1, scale, cols);
   for (int64_t y = 0; y < h; ++y) CopyRow(cols + y * wp, nullptr, w, out + y * w);
@@ -1009,13 +970,13 @@ void LocalContrastNorm::Forward(const Tensor& x, Tensor* y) {
         StoreFirst(sx.data() + i, s, nl, mk);
         StoreFirst(q.data() + i, ss, nl, mk);
       });
-      SmoothImage(sx.data(), 1, h, w, inv_c, scratch.data(), m);
+      SmoothPlane(sx.data(), h, w, inv_c, scratch.data(), m);
       float* v2 = q.data();  // sum_c (x - m)^2
       for (int64_t i = 0; i < hw; ++i) {
         const float e = sx[i] * inv_c - m[i];
         v2[i] += fc * e * e;
       }
-      SmoothImage(v2, 1, h, w, inv_c, scratch.data(), d);
+      SmoothPlane(v2, h, w, inv_c, scratch.data(), d);
       for (int64_t i = 0; i < hw; ++i) d[i] = 1.0f / std::sqrt(c0_ + d[i]);
       float* yb = y->data() + b * c * hw;
       ForPixels(hw, [&](int64_t i, int nl, LaneMask mk) {
@@ -1062,10 +1023,10 @@ void LocalContrastNorm::Backward(const Tensor& dy, Tensor* dx) {
         StoreFirst(sv.data() + i, s, nl, mk);
       });
       // Smooth of a single map is Smooth^T of ds, broadcast over the maps below.
-      SmoothImage(ds.data(), 1, h, w, 1.0f, scratch.data(), spread.data());
+      SmoothPlane(ds.data(), h, w, 1.0f, scratch.data(), spread.data());
       float* dv_sum = ds.data();  // sum_c dv
       for (int64_t i = 0; i < hw; ++i) dv_sum[i] = sdy[i] * inv[i] + sv[i] * 2.0f * spread[i] * inv_c;
-      SmoothImage(dv_sum, 1, h, w, inv_c, scratch.data(), dm.data());  // (1/C) g * sum_c dv
+      SmoothPlane(dv_sum, h, w, inv_c, scratch.data(), dm.data());  // (1/C) g * sum_c dv
       const float* sp = spread.data();
       ForPixels(hw, [&](int64_t i, int nl, LaneMask mk) {
         const vf iv = LoadLanes(inv + i, mk), mv = LoadLanes(m + i, mk), dmv = LoadLanes(dm.data() + i, mk);

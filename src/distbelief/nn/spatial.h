@@ -119,13 +119,12 @@ class LocalContrastNorm : public Layer {
   void Backward(const Tensor& dy, Tensor* dx) override;
 
  private:
-  // out[h,w] = scale * sum_c sum_{dy,dx} g[dy,dx] * in[c,h+dy,w+dx] for one image (zero padding):
-  // `in` (C,H,W), out (H,W). `scratch` holds SmoothScratch(h, w) floats, zeroed before its first
-  // use (the padding stays zero). Symmetric g, so this map is its own adjoint up to the broadcast
-  // over c. Const; a thread needs scratch of its own.
+  // out[h,w] = scale * sum_{dy,dx} g[dy,dx] * in[h+dy,w+dx] for one plane (zero padding): `in`
+  // and `out` (H,W). `scratch` holds SmoothScratch(h, w) floats, zeroed before its first use (the
+  // padding stays zero). g is symmetric, so this map is its own adjoint (the layer's sums over the
+  // maps, and their broadcast back, happen around it). Const; a thread needs scratch of its own.
   int64_t SmoothScratch(int64_t h, int64_t w) const;
-  void SmoothImage(const float* in, int64_t c, int64_t h, int64_t w, float scale, float* scratch,
-                   float* out) const;
+  void SmoothPlane(const float* in, int64_t h, int64_t w, float scale, float* scratch, float* out) const;
   int64_t g_;
   float c0_;
   std::vector<float> kernel1_;  // (G): g = kernel1_ kernel1_^T, which sums to 1

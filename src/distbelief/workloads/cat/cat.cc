@@ -131,6 +131,8 @@ StatusOr<CatOptions> ParseCatOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(c.Float("lambda", &o.net.lambda, 0.0, 100.0));
   o.net.init_scale = 0.05f;
   DB_RETURN_IF_ERROR(c.Float("init_scale", &o.net.init_scale, 1e-6, 10.0));
+  DB_RETURN_IF_ERROR(c.Int("input_lcn", &o.net.input_lcn, 0, 63));
+  if (o.net.input_lcn > 0 && o.net.input_lcn % 2 == 0) return c.Error("input_lcn", "must be odd (or 0: none)");
   DB_RETURN_IF_ERROR(c.Int("steps_per_stage", &o.steps_per_stage, 1, int64_t{1} << 40));
   DB_RETURN_IF_ERROR(c.Int("batch", &o.batch, 1, 1 << 16));
   DB_RETURN_IF_ERROR(c.Int("max_side", &o.max_side, 0, 1 << 16));
@@ -140,6 +142,8 @@ StatusOr<CatOptions> ParseCatOptions(ConfigFile* file) {
   if (o.partitions > st.maps)
     return c.Error("partitions", "= " + std::to_string(o.partitions) + " exceeds cat.maps = " + std::to_string(st.maps) +
                                      "; the network is split by maps");
+  if (o.partitions > 1 && o.net.input_lcn > 0)
+    return c.Error("input_lcn", "is not implemented with model partitions (cat.partitions > 1)");
   DB_RETURN_IF_ERROR(c.Float("learning_rate", &o.learning_rate, 1e-9, 100.0));
   DB_RETURN_IF_ERROR(c.String("train_dir", &o.train_dir));
   DB_RETURN_IF_ERROR(c.StringList("faces_dirs", &o.faces_dirs));

@@ -138,6 +138,47 @@ TEST(CatNet, LearnsLocalizedFiltersAndLowersItsObjective) {
   }
 }
 
+// The optimal stimulus climbs InputGradient: it must be d unit / d frame through every stage
+// below the unit, and through the input LCN when there is one (central differences, in double
+// where it matters: the unit's value is summed in float).
+TEST(CatNet, InputGradientMatchesFiniteDifferences) {
+  for (int64_t input_lcn : {0, 5}) {
+    CatNetOptions o;
+    o.frame = 20;
+    o.stages = {CatStageOptions{4, 6, 2, 3, 3}, CatStageOptions{4, 3, 1, 2, 3}};
+    o.input_lcn = input_lcn;
+    o.init_scale = 1.0f;
+    auto net = CatNet::Create(o, 7);
+    ASSERT_TRUE(net.ok()) << net.status();
+    Random rng(11);
+    Tensor x({1, 1, 20, 20});
+    for (float& v : x.span()) v = rng.Uniform(-1.0f, 1.0f);
+    const int s = 1;
+    const int64_t unit = 5;
+    const Tensor g = (*net)->InputGradient(s, unit, x);
+    ASSERT_EQ(g.size(), x.size());
+    double worst = 0.0, norm = 0.0;
+    for (int64_t i = 0; i < x.size(); i += 7) {
+      const float keep = x[i], h = 1e-2f;
+      x[i] = keep + h;
+      const double up = (*net)->Features(x)[s][unit];
+      x[i] = keep - h;
+      const double down = (*net)->Features(x)[s][unit];
+      x[i] = keep;
+      const double fd = (up - down) / (2.0 * h);
+      worst = std::max(worst, std::abs(fd - g[i]));
+      norm = std::max(norm, std::abs(fd));
+    }
+    EXPECT_GT(norm, 1e-3) << "the unit does not depend on its input (input_lcn " << input_lcn << ")";
+    EXPECT_LT(worst, 0.02 * norm + 1e-4) << "input_lcn " << input_lcn;
+  }
+  CatNetOptions even;
+  even.frame = 20;
+  even.stages = {CatStageOptions{4, 6, 2, 3, 3}};
+  even.input_lcn = 4;
+  EXPECT_EQ(CatNet::Create(even, 1).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(CatReport, TransformFrameMovesScalesAndRotatesAboutTheCentre) {
   const int64_t s = 16;
   std::vector<float> in(s * s), out(s * s), again(s * s);
