@@ -138,13 +138,17 @@ struct LcGeometry {
 };
 
 // y (NB, ldy) [KC vectors of L lanes] = sum_j x_b[off[j]] w[j] for the NB images whose field
-// corners are base[b]; w rows (CFF, ldw), KC vectors of maps each.
+// corners are base[b]; w rows (CFF, ldw), KC vectors of maps each. Unless pf is null, tap j also
+// prefetches cache lines j pf_per .. (j + 1) pf_per - 1 from pf (the next location's weights, a
+// few lines at a time among the multiply-adds rather than all at once).
 template <int L, int KC, int NB>
 void FieldsTimesWeights(int64_t cff, const int64_t* off, const float* const* base, const float* w,
-                        int64_t ldw, float* y, int64_t ldy) {
+                        int64_t ldw, float* y, int64_t ldy, const float* pf, int64_t pf_per) {
   using V = Lanes<L>;
   typename V::v acc[NB][KC] = {};
   for (int64_t j = 0; j < cff; ++j) {
+    if (pf)
+      for (int64_t q = 0; q < pf_per; ++q) __builtin_prefetch(pf + (j * pf_per + q) * 16);
     typename V::v wv[KC];
     for (int q = 0; q < KC; ++q) wv[q] = V::Load(w + j * ldw + q * L);
     const int64_t o = off[j];
@@ -159,18 +163,19 @@ void FieldsTimesWeights(int64_t cff, const int64_t* off, const float* const* bas
 
 template <int L, int KC>
 void FieldsTimesWeightsBatch(int64_t nb, int64_t cff, const int64_t* off, const float* img,
-                             int64_t stride, const float* w, int64_t ldw, float* y, int64_t ldy) {
+                             int64_t stride, const float* w, int64_t ldw, float* y, int64_t ldy,
+                             const float* pf, int64_t pf_per) {
   // At most 8 images at once: their field pointers must stay in general registers.
   constexpr int NB = std::clamp(kAccs / KC, 1, 8);
   const float* base[NB];
   int64_t b = 0;
   for (; b + NB <= nb; b += NB) {
     for (int i = 0; i < NB; ++i) base[i] = img + (b + i) * stride;
-    FieldsTimesWeights<L, KC, NB>(cff, off, base, w, ldw, y + b * ldy, ldy);
+    FieldsTimesWeights<L, KC, NB>(cff, off, base, w, ldw, y + b * ldy, ldy, b == 0 ? pf : nullptr, pf_per);
   }
   for (; b < nb; ++b) {
     base[0] = img + b * stride;
-    FieldsTimesWeights<L, KC, 1>(cff, off, base, w, ldw, y + b * ldy, ldy);
+    FieldsTimesWeights<L, KC, 1>(cff, off, base, w, ldw, y + b * ldy, ldy, b == 0 ? pf : nullptr, pf_per);
   }
 }
 
@@ -288,13 +293,14 @@ inline __m512 Unpair(__m512 v) {
 }
 
 // y (NB, 8) = sum_p x_b[off2[p]..+1] . wp[p] for the NB images whose field corners are base[b];
-// wp (NP, 16) paired weights.
+// wp (NP, 16) paired weights. Unless pf is null, pair p also prefetches cache line p from pf.
 template <int NB>
 void FieldPairsTimesWeights(int64_t np, const int64_t* off2, const float* const* base, const float* wp,
-                            float* y) {
+                            float* y, const float* pf) {
   __m512 acc[NB];
   for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_ps();
   for (int64_t p = 0; p < np; ++p) {
+    if (pf) __builtin_prefetch(pf + p * 16);
     const __m512 wv = _mm512_loadu_ps(wp + p * 16);
     const int64_t o = off2[p];
     for (int b = 0; b < NB; ++b) acc[b] = _mm512_fmadd_ps(BroadcastPair(base[b] + o), wv, acc[b]);
@@ -305,17 +311,24 @@ void FieldPairsTimesWeights(int64_t np, const int64_t* off2, const float* const*
   }
 }
 
+// code2 (B, 16) = each image's 8 maps, every lane twice (lane 2m + t = map m): code (B, 8) as
+// the pair vectors' lanes want it, made once per location.
+inline void DuplicateLanes(int64_t nb, const float* code, float* code2) {
+  const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  for (int64_t b = 0; b < nb; ++b)
+    _mm512_storeu_ps(code2 + b * 16, _mm512_maskz_permutexvar_ps(0xFFFF, dup, _mm512_maskz_loadu_ps(0x00FF, code + b * 8)));
+}
+
 // dw (2 TP rows from 2 p0, 8) += sum_b x_b[off2[p]..+1] (x) code_b for TP pairs: the weight
-// gradient's two taps per vector; code (B, 8).
+// gradient's two taps per vector; code2 (B, 16) from DuplicateLanes.
 template <int TP>
 void AccumulateTapPairs(int64_t nb, const int64_t* off2, const float* base0, int64_t stride,
-                        const float* code, float* dw) {
-  const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+                        const float* code2, float* dw) {
   __m512 acc[TP];
   for (int t = 0; t < TP; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const float* x = base0 + b * stride;
-    const __m512 c = _mm512_maskz_permutexvar_ps(0xFFFF, dup, _mm512_maskz_loadu_ps(0x00FF, code + b * 8));
+    const __m512 c = _mm512_loadu_ps(code2 + b * 16);
     for (int t = 0; t < TP; ++t) acc[t] = _mm512_fmadd_ps(BroadcastPair(x + off2[t]), c, acc[t]);
   }
   for (int t = 0; t < TP; ++t) _mm512_storeu_ps(dw + t * 16, _mm512_add_ps(_mm512_loadu_ps(dw + t * 16), Unpair(acc[t])));
@@ -362,10 +375,10 @@ void LcImageToCodeL(const LcGeometry& g, const float* img, const float* w, bool 
         const float* wl = MapsInnerAt(g, w, k_inner, l, L, &ldw);
         float* y = yt + i * ldy;
         const float* corner = img + g.corner(l);
-        if (l + 1 < hi) {  // the next location's weights, streamed from memory, during this one
-          const float* next = w + (l + 1) * cff * g.k;
-          for (int64_t j = 0; j < cff * g.k; j += 16) __builtin_prefetch(next + j);
-        }
+        // The next location's weights, streamed from memory during this one: a line or two per
+        // tap among the first images' multiply-adds (a burst of them all at once stalled).
+        const float* next = l + 1 < hi ? w + (l + 1) * cff * g.k : nullptr;
+        const int64_t lines = (cff * g.k + 15) / 16;
         if (pairs) {
 #if defined(__AVX512F__)
           const int64_t np = cff / 2;
@@ -375,16 +388,17 @@ void LcImageToCodeL(const LcGeometry& g, const float* img, const float* w, bool 
           int64_t b = 0;
           for (; b + 8 <= g.b; b += 8) {
             for (int j = 0; j < 8; ++j) base[j] = corner + (b + j) * g.image();
-            FieldPairsTimesWeights<8>(np, off2.data(), base, wp, y + b * 8);
+            FieldPairsTimesWeights<8>(np, off2.data(), base, wp, y + b * 8, b == 0 ? next : nullptr);
           }
           for (; b < g.b; ++b) {
             base[0] = corner + b * g.image();
-            FieldPairsTimesWeights<1>(np, off2.data(), base, wp, y + b * 8);
+            FieldPairsTimesWeights<1>(np, off2.data(), base, wp, y + b * 8, nullptr);
           }
 #endif
         } else {
           ForVectorChunks<L>(ldk, [&]<int KC>(int64_t k0) {
-            FieldsTimesWeightsBatch<L, KC>(g.b, cff, off.data(), corner, g.image(), wl + k0, ldw, y + k0, ldk);
+            FieldsTimesWeightsBatch<L, KC>(g.b, cff, off.data(), corner, g.image(), wl + k0, ldw, y + k0, ldk,
+                                           k0 == 0 ? next : nullptr, (lines + cff - 1) / cff);
           });
         }
       }
@@ -476,10 +490,12 @@ void LcWeightGradL(const LcGeometry& g, const float* img, const float* code, flo
 #if defined(__AVX512F__)
           constexpr int TP = 8;
           const int64_t np = cff / 2;
+          float* c2 = Scratch(2, g.b * 16);
+          DuplicateLanes(g.b, cl, c2);
           int64_t p = 0;
           for (; p + TP <= np; p += TP)
-            AccumulateTapPairs<TP>(g.b, off2.data() + p, corner, g.image(), cl, acc + p * 16);
-          for (; p < np; ++p) AccumulateTapPairs<1>(g.b, off2.data() + p, corner, g.image(), cl, acc + p * 16);
+            AccumulateTapPairs<TP>(g.b, off2.data() + p, corner, g.image(), c2, acc + p * 16);
+          for (; p < np; ++p) AccumulateTapPairs<1>(g.b, off2.data() + p, corner, g.image(), c2, acc + p * 16);
 #endif
         } else {
           ForVectorChunks<L>(ldk, [&]<int KC>(int64_t k0) {
