@@ -2,7 +2,7 @@
 # The reasoning lab end to end (docs/reasoning.md; 48 minutes on 2 cores of a Zen 5):
 #   1. the Countdown policy trained on optimal paths (configs/countdown.toml, runs/countdown) and,
 #      for the same training tokens, on streams of search (runs/countdown_streams), each scored
-#      greedily and best-of-8;
+#      greedily, best-of-8 and by the tree search (16,384 tokens a problem; the streams' 4,096);
 #   2. a verifier for the optimal-path policy (outcome and process labels) and accuracy against
 #      generated tokens for greedy, best-of-N, weighted vote, verifier-guided step beam search and
 #      pass@N (configs/verifier.toml);
@@ -20,7 +20,7 @@ bin=build/tools/distbelief
 [ -x $bin ] || scripts/build.sh
 $bin train --config configs/countdown.toml --overwrite "$@"
 $bin train --config configs/countdown.toml --set 'countdown.traces="streams"' \
-  --set 'train.run_dir="runs/countdown_streams"' --overwrite "$@"
+  --set 'train.run_dir="runs/countdown_streams"' --set countdown.tree_tokens=4096 --overwrite "$@"
 $bin train --config configs/verifier.toml --overwrite
 $bin train --config configs/star.toml --overwrite
 $bin train --config configs/countdown_seed.toml --overwrite
