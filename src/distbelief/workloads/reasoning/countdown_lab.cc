@@ -545,11 +545,14 @@ Status RunCountdownSearch(const std::string& checkpoint, const CountdownSearchOp
     if (!p.ok()) {
       result = {{"line", line_no}, {"error", std::string(p.status().message())}};
     } else {
-      const CountdownAnswer a = o.tree ? TreeSearchCountdown(&gpt, *p, tree, &rng)
-                                       : SearchCountdown(&gpt, *p, o.samples, o.temperature, &rng,
-                                                         text);
+      // No answer can verify where the exact solver finds none: such a line shows the policy's
+      // greedy attempt only, not a whole budget of search.
+      const bool solvable = IsSolvable(*p);
+      const CountdownAnswer a = !solvable ? SearchCountdown(&gpt, *p, 0, o.temperature, &rng, text)
+                                : o.tree  ? TreeSearchCountdown(&gpt, *p, tree, &rng)
+                                          : SearchCountdown(&gpt, *p, o.samples, o.temperature, &rng, text);
       result = {{"numbers", p->numbers}, {"target", p->target}, {"verified", a.verified},
-                {"steps", a.steps}, {"text", a.text}, {"solvable", IsSolvable(*p)}, {"tokens", a.tokens}};
+                {"steps", a.steps}, {"text", a.text}, {"solvable", solvable}, {"tokens", a.tokens}};
       result["expression"] = a.verified ? nlohmann::json(a.expression) : nlohmann::json(nullptr);
     }
     std::fprintf(out, "%s\n", result.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());

@@ -227,6 +227,12 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
   EXPECT_FALSE(lines[7]["solvable"].get<bool>());
   EXPECT_FALSE(lines[7]["verified"].get<bool>());
   EXPECT_TRUE(lines[7]["expression"].is_null());
+  {  // an unsolvable problem gets the greedy attempt, not 8 samples more
+    Random unused(1);
+    const CountdownAnswer greedy = SearchCountdown(&gpt, CountdownProblem{{1, 1, 1}, 10}, 0, 1.0f, &unused);
+    EXPECT_EQ(lines[7]["tokens"].get<int64_t>(), greedy.tokens);
+    EXPECT_EQ(lines[7]["text"].get<std::string>(), greedy.text);
+  }
   for (int i : {0, 7, 8}) {
     const auto& a = lines[i];
     ASSERT_TRUE(a.contains("verified")) << a.dump();
