@@ -139,8 +139,8 @@ TEST(CatNet, LearnsLocalizedFiltersAndLowersItsObjective) {
 }
 
 // The optimal stimulus climbs InputGradient: it must be d unit / d frame through every stage
-// below the unit, and through the input LCN when there is one (central differences, in double
-// where it matters: the unit's value is summed in float).
+// below the unit, and through the input LCN when there is one (central differences with a step
+// large enough for the float forward pass, within 2% of the largest derivative).
 TEST(CatNet, InputGradientMatchesFiniteDifferences) {
   for (int64_t input_lcn : {0, 5}) {
     CatNetOptions o;
