@@ -97,6 +97,23 @@ TEST_P(BatchTest, LocallyConnected) {
   ExpectGradientsMatch(&lc3, RandomTensor({GetParam(), 2, 6, 6}, 12));
   LocallyConnected2d lc4("lc4", {1, 5, 5}, 72, 3, 2, &rng);
   ExpectGradientsMatch(&lc4, RandomTensor({GetParam(), 1, 5, 5}, 13));
+  // At most 8 maps, even fields, stride and width: the weight gradient's tap pairs (AVX-512).
+  LocallyConnected2d lc5("lc5", {2, 7, 8}, 5, 4, 2, &rng);
+  ExpectGradientsMatch(&lc5, RandomTensor({GetParam(), 2, 7, 8}, 14));
+}
+
+// Batches of more than one vector of images, the last one partly padding: the images are laid
+// out batch innermost (or as pixel pairs) for the forward pass and the weight gradient.
+TEST(LocallyConnected, GradientsAtBatchesOfSeveralVectors) {
+  for (int64_t b : {20, 37}) {
+    Random rng(50 + b);
+    LocallyConnected2d pairs("pairs", {2, 7, 8}, 5, 4, 2, &rng);
+    ExpectGradientsMatch(&pairs, RandomTensor({b, 2, 7, 8}, 51));
+    LocallyConnected2d maps("maps", {2, 7, 8}, 16, 3, 2, &rng);
+    ExpectGradientsMatch(&maps, RandomTensor({b, 2, 7, 8}, 52));
+    LocallyConnectedTranspose2d lct("lct", {2, 7, 8}, 5, 4, 2, &rng);
+    ExpectGradientsMatch(&lct, RandomTensor({b, 5, 2, 3}, 53));
+  }
 }
 
 TEST_P(BatchTest, LocallyConnectedTranspose) {

@@ -55,7 +55,7 @@ int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // Per-thread scratch that grows as needed and is reused across calls.
 float* Scratch(int slot, int64_t n) {
-  thread_local std::vector<float> buffers[3];
+  thread_local std::vector<float> buffers[4];
   auto& v = buffers[slot];
   if (static_cast<int64_t>(v.size()) < n) v.resize(n);
   return v.data();
@@ -79,6 +79,60 @@ inline void CopyRow(const float* src, const float* scale, int64_t n, float* dst)
   _mm512_mask_storeu_ps(dst + i, m, v);
 #else
   for (; i < n; ++i) dst[i] = scale ? src[i] * scale[i] : src[i];
+#endif
+}
+
+// dst[c][r] = src[r][c] (+= with Add) for r < nr, c < nc, both at most 16, the rows given as
+// pointers so that any layout fits; lanes nr .. lanes - 1 of each dst row are stored as zero (for
+// padding that must stay zero), lanes beyond are left alone. The layouts between the kernels
+// below (code (B, K, locations) against tiles of images innermost) are such blocks.
+template <bool Add = false>
+void Transpose16(const float* const* src, int nr, int nc, float* const* dst, int lanes) {
+  lanes = std::max(lanes, nr);
+#if defined(__AVX512F__)
+  const __mmask16 cm = static_cast<__mmask16>((1u << nc) - 1), sm = static_cast<__mmask16>((1u << lanes) - 1);
+  alignas(64) static const float kZeros[16] = {};
+  __m512 r[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(cm, i < nr ? src[i] : kZeros);
+  // A transpose swaps element (i, j) with (j, i): bit by bit, for d = 8, 4, 2, 1 it swaps
+  // (i, j) with (i + d, j - d) where i has bit d clear and j has it set.
+  struct Tables {
+    alignas(64) int lo[4][16], hi[4][16];
+    constexpr Tables() : lo(), hi() {
+      for (int e = 0; e < 4; ++e)
+        for (int j = 0, d = 8 >> e; j < 16; ++j) {
+          lo[e][j] = (j & d) ? 16 + j - d : j;
+          hi[e][j] = (j & d) ? 16 + j : j + d;
+        }
+    }
+  };
+  static constexpr Tables kT;
+#pragma GCC unroll 4
+  for (int e = 0; e < 4; ++e) {
+    const int d = 8 >> e;
+    const __m512i ilo = _mm512_load_si512(kT.lo[e]), ihi = _mm512_load_si512(kT.hi[e]);
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) {
+      if (i & d) continue;
+      const __m512 a = _mm512_permutex2var_ps(r[i], ilo, r[i + d]);
+      r[i + d] = _mm512_permutex2var_ps(r[i], ihi, r[i + d]);
+      r[i] = a;
+    }
+  }
+#pragma GCC unroll 16
+  for (int c = 0; c < 16; ++c) {  // unrolled, so that r stays in registers
+    if (c >= nc) break;
+    __m512 v = r[c];
+    if (Add) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(sm, dst[c]));
+    _mm512_mask_storeu_ps(dst[c], sm, v);
+  }
+#else
+  for (int c = 0; c < nc; ++c)
+    for (int i = 0; i < lanes; ++i) {
+      const float v = i < nr ? src[i][c] : 0.0f;
+      dst[c][i] = Add ? dst[c][i] + v : v;
+    }
 #endif
 }
 
@@ -136,48 +190,6 @@ struct LcGeometry {
     return off;
   }
 };
-
-// y (NB, ldy) [KC vectors of L lanes] = sum_j x_b[off[j]] w[j] for the NB images whose field
-// corners are base[b]; w rows (CFF, ldw), KC vectors of maps each. Unless pf is null, tap j also
-// prefetches cache lines j pf_per .. (j + 1) pf_per - 1 from pf (the next location's weights, a
-// few lines at a time among the multiply-adds rather than all at once).
-template <int L, int KC, int NB>
-void FieldsTimesWeights(int64_t cff, const int64_t* off, const float* const* base, const float* w,
-                        int64_t ldw, float* y, int64_t ldy, const float* pf, int64_t pf_per) {
-  using V = Lanes<L>;
-  typename V::v acc[NB][KC] = {};
-  for (int64_t j = 0; j < cff; ++j) {
-    if (pf)
-      for (int64_t q = 0; q < pf_per; ++q) __builtin_prefetch(pf + (j * pf_per + q) * 16);
-    typename V::v wv[KC];
-    for (int q = 0; q < KC; ++q) wv[q] = V::Load(w + j * ldw + q * L);
-    const int64_t o = off[j];
-    for (int b = 0; b < NB; ++b) {
-      const float x = base[b][o];
-      for (int q = 0; q < KC; ++q) acc[b][q] += x * wv[q];
-    }
-  }
-  for (int b = 0; b < NB; ++b)
-    for (int q = 0; q < KC; ++q) V::Store(y + b * ldy + q * L, acc[b][q]);
-}
-
-template <int L, int KC>
-void FieldsTimesWeightsBatch(int64_t nb, int64_t cff, const int64_t* off, const float* img,
-                             int64_t stride, const float* w, int64_t ldw, float* y, int64_t ldy,
-                             const float* pf, int64_t pf_per) {
-  // At most 8 images at once: their field pointers must stay in general registers.
-  constexpr int NB = std::clamp(kAccs / KC, 1, 8);
-  const float* base[NB];
-  int64_t b = 0;
-  for (; b + NB <= nb; b += NB) {
-    for (int i = 0; i < NB; ++i) base[i] = img + (b + i) * stride;
-    FieldsTimesWeights<L, KC, NB>(cff, off, base, w, ldw, y + b * ldy, ldy, b == 0 ? pf : nullptr, pf_per);
-  }
-  for (; b < nb; ++b) {
-    base[0] = img + b * stride;
-    FieldsTimesWeights<L, KC, 1>(cff, off, base, w, ldw, y + b * ldy, ldy, b == 0 ? pf : nullptr, pf_per);
-  }
-}
 
 // dw (TJ taps, ldw) [KC vectors of L lanes] += sum_b x_b[off[t]] c_b for the field corners
 // base0 + b stride.
@@ -273,42 +285,19 @@ const float* MapsInnerAt(const LcGeometry& g, const float* w, bool k_inner, int6
 }
 
 #if defined(__AVX512F__)
-// Two taps per 16-lane vector, for layers of at most 8 maps (8 lanes would leave half of each
-// AVX-512 register, and so half the FMA width, idle) and fields of even width, whose taps pair up
-// as neighbours in memory: tap pair p is taps 2p and 2p + 1, at off2[p] and off2[p] + 1. A pair
-// vector's lane 2m + t belongs to map m and tap 2p + t, so one 64-bit broadcast of x[off2[p]..+1]
-// times the pair's weights does both taps' multiply-adds for 8 maps at once.
+// Two taps per 16-lane vector, for the weight gradient of layers of at most 8 maps (8 lanes would
+// leave half of each AVX-512 register, and so half the FMA width, idle) whose field taps pair up
+// as horizontal neighbours: tap pair p is taps 2p and 2p + 1. A pair vector's lane 2m + t belongs
+// to map m and tap 2p + t, so one 64-bit broadcast of the pair's two pixels times an image's 8
+// maps, each twice, does both taps' multiply-adds for 8 maps at once.
 inline __m512 BroadcastPair(const float* p) {
   double d;
   std::memcpy(&d, p, sizeof d);
   return _mm512_castpd_ps(_mm512_set1_pd(d));
 }
-// Lane 2m + t of the result = lane 8t + m of v: rows j, j+1 of a (CFF, 8) weight block, paired.
-inline __m512 PairUp(__m512 v) {
-  return _mm512_maskz_permutexvar_ps(0xFFFF, _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), v);
-}
-// The inverse of PairUp: lane 8t + m of the result = lane 2m + t of v.
+// Lane 8t + m of the result = lane 2m + t of v: a pair vector back to rows j, j+1 of 8 maps.
 inline __m512 Unpair(__m512 v) {
   return _mm512_maskz_permutexvar_ps(0xFFFF, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15), v);
-}
-
-// y (NB, 8) = sum_p x_b[off2[p]..+1] . wp[p] for the NB images whose field corners are base[b];
-// wp (NP, 16) paired weights. Unless pf is null, pair p also prefetches cache line p from pf.
-template <int NB>
-void FieldPairsTimesWeights(int64_t np, const int64_t* off2, const float* const* base, const float* wp,
-                            float* y, const float* pf) {
-  __m512 acc[NB];
-  for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < np; ++p) {
-    if (pf) __builtin_prefetch(pf + p * 16);
-    const __m512 wv = _mm512_loadu_ps(wp + p * 16);
-    const int64_t o = off2[p];
-    for (int b = 0; b < NB; ++b) acc[b] = _mm512_fmadd_ps(BroadcastPair(base[b] + o), wv, acc[b]);
-  }
-  for (int b = 0; b < NB; ++b) {  // map m = lane 2m + lane 2m + 1
-    const __m512 sum = Unpair(_mm512_add_ps(acc[b], _mm512_maskz_permute_ps(0xFFFF, acc[b], 0xB1)));
-    _mm512_mask_storeu_ps(y + b * 8, 0x00FF, sum);
-  }
 }
 
 // code2 (B, 16) = each image's 8 maps, every lane twice (lane 2m + t = map m): code (B, 8) as
@@ -335,10 +324,11 @@ void AccumulateTapPairs(int64_t nb, const int64_t* off2, const float* base0, int
 }
 #endif
 
-// Field pairs apply (above) to at most 8 maps and fields of even width.
+// Field pairs apply (above) to at most 8 maps, fields of even width and even field corners on
+// images of even width, so that every tap pair is one of the pixel pairs of TransposeToPixelPairs.
 bool UsePairs(const LcGeometry& g) {
 #if defined(__AVX512F__)
-  return g.k <= 8 && g.f % 2 == 0;
+  return g.k <= 8 && g.f % 2 == 0 && g.w % 2 == 0 && (g.s % 2 == 0 || g.ow == 1);
 #else
   (void)g;
   return false;
@@ -352,70 +342,133 @@ std::vector<int64_t> PairOffsets(const LcGeometry& g) {
   return off2;
 }
 
+// xt (CHW, ldb) = img (B, CHW) with the batch innermost, lanes b >= B zero (ldb a multiple of 16):
+// so that one vector holds a pixel of kLanes images. Pixels over threads.
+void TransposeToBatchInner(const float* img, int64_t nb, int64_t chw, int64_t ldb, float* xt) {
+  ParallelFor((chw + 15) / 16, 4, [&](int64_t lo, int64_t hi) {
+    const float* src[16];
+    float* dst[16];
+    for (int64_t i0 = lo * 16; i0 < std::min(chw, hi * 16); i0 += 16)
+      for (int64_t b0 = 0; b0 < ldb; b0 += 16) {
+        const int nr = static_cast<int>(std::clamp<int64_t>(nb - b0, 0, 16)), nc = static_cast<int>(std::min<int64_t>(16, chw - i0));
+        for (int r = 0; r < nr; ++r) src[r] = img + (b0 + r) * chw + i0;
+        for (int c = 0; c < nc; ++c) dst[c] = xt + (i0 + c) * ldb + b0;
+        Transpose16(src, nr, nc, dst, 16);
+      }
+  });
+}
+
+#if defined(__AVX512F__)
+// xt2 (CHW / 2, ldb, 2) = img (B, CHW) as pixel pairs (2i, 2i + 1), the batch inside each pair
+// (chw even): so that the two taps of a pair in image b are the 8 bytes at (2i ldb + 2b), and
+// consecutive images' pairs are neighbours. Lanes b >= B zero. Pairs over threads.
+void TransposeToPixelPairs(const float* img, int64_t nb, int64_t chw, int64_t ldb, float* xt2) {
+  ParallelFor(chw / 2, 128, [&](int64_t lo, int64_t hi) {
+    for (int64_t b0 = 0; b0 < ldb; b0 += 8) {
+      const int64_t n = std::clamp<int64_t>(nb - b0, 0, 8);
+      if (nb * chw < (int64_t{1} << 31)) {  // 32-bit gather indices
+        const __mmask8 m = static_cast<__mmask8>((1u << n) - 1);
+        const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int>(chw)));
+        const float* src = img + b0 * chw;
+        for (int64_t i = lo; i < hi; ++i)
+          _mm512_storeu_pd(reinterpret_cast<double*>(xt2 + 2 * (i * ldb + b0)),
+                           _mm512_mask_i32gather_pd(_mm512_setzero_pd(), m, idx, src + 2 * i, 4));
+      } else {
+        for (int64_t i = lo; i < hi; ++i)
+          for (int64_t b = b0; b < b0 + 8; ++b)
+            for (int t = 0; t < 2; ++t) xt2[2 * (i * ldb + b) + t] = b < nb ? img[b * chw + 2 * i + t] : 0.0f;
+      }
+    }
+  });
+}
+#endif
+
+// y (8, ldy) [BV vectors of images] = sum_j w[j wj + m wm] x[xoff[j]] for the 8 maps m: one
+// location's field (taps at xoff[j] in images laid out batch innermost) times its weights, each
+// weight broadcast to BV vectors of images and each pixel vector used by 8 maps.
+template <int BV>
+void WeightsTimesFields(int64_t cff, const int64_t* xoff, const float* x, const float* w, int64_t wj,
+                        int64_t wm, float* y, int64_t ldy) {
+  vf acc[8][BV] = {};
+  for (int64_t j = 0; j < cff; ++j) {
+    const float* xr = x + xoff[j];
+    vf xv[BV];
+    for (int v = 0; v < BV; ++v) xv[v] = Load(xr + v * kLanes);
+    const float* w0 = w + j * wj;
+    for (int m = 0; m < 8; ++m)
+      for (int v = 0; v < BV; ++v) acc[m][v] += w0[m * wm] * xv[v];
+  }
+  for (int m = 0; m < 8; ++m)
+    for (int v = 0; v < BV; ++v) Store(y + m * ldy + v * kLanes, acc[m][v]);
+}
+
 // Locations are taken in tiles of kLocTile, so that the code, laid out (B, K, OH OW), is read and
 // written in runs of consecutive locations rather than one float per cache line.
 constexpr int64_t kLocTile = 16;
 
-// code (B, K, OH, OW) = P_l(img) W_l (+ bias (K, OH OW) when not null). Locations over threads.
-
-template <int L>
-void LcImageToCodeL(const LcGeometry& g, const float* img, const float* w, bool k_inner,
-                    const float* bias, float* code) {
-  const int64_t locs = g.locs(), cff = g.cff(), ldk = RoundUp(g.k, L), ldy = g.b * ldk;
-  const std::vector<int64_t> off = g.TapOffsets();
-  const bool pairs = L == 8 && UsePairs(g);
-  const std::vector<int64_t> off2 = pairs ? PairOffsets(g) : std::vector<int64_t>();
+// code (B, K, OH, OW) = P_l(img) W_l (+ bias (K, OH OW) when not null). The images are first laid
+// out batch innermost (TransposeToBatchInner), so that every multiply-add is a vector of images and
+// every weight feeds 8 maps x 2-3 vectors of them; locations over threads.
+void LcImageToCode(const LcGeometry& g, const float* img, const float* w, bool k_inner,
+                   const float* bias, float* code) {
+  const int64_t locs = g.locs(), cff = g.cff(), chw = g.image(), ldk = RoundUp(g.k, 8);
+  const int64_t ldb = RoundUp(g.b, 16), nv = ldb / kLanes;
+  float* xt = Scratch(3, chw * ldb);  // the calling thread's; read by all
+  TransposeToBatchInner(img, g.b, chw, ldb, xt);
+  std::vector<int64_t> xoff = g.TapOffsets();
+  for (int64_t& o : xoff) o *= ldb;
+  // Vectors of images per kernel call: 1, or 2s with one 3 first when odd (8 maps x 3 vectors
+  // are the 24 accumulators AVX-512 can spare; AVX2 has room for 1).
+  constexpr int kMaxBV = kLanes == 16 ? 3 : 1;
+  // The weights are read in place, K-inner or not, when the maps fill blocks of 8; else from a
+  // padded copy.
+  const bool in_place = g.k == ldk;
   ParallelFor(locs, 1, [&](int64_t lo, int64_t hi) {
-    float* yt = Scratch(1, kLocTile * ldy);  // (tile, B, ldk)
+    float* yt = Scratch(1, kLocTile * ldk * ldb);  // (tile, ldk, ldb)
+    const float* src[16];
+    float* dst[16];
     for (int64_t l0 = lo; l0 < hi; l0 += kLocTile) {
       const int64_t nl = std::min(kLocTile, hi - l0);
       for (int64_t i = 0; i < nl; ++i) {
         const int64_t l = l0 + i;
-        int64_t ldw;
-        const float* wl = MapsInnerAt(g, w, k_inner, l, L, &ldw);
-        float* y = yt + i * ldy;
-        const float* corner = img + g.corner(l);
-        // The next location's weights, streamed from memory during this one: a line or two per
-        // tap among the first images' multiply-adds (a burst of them all at once stalled).
-        const float* next = l + 1 < hi ? w + (l + 1) * cff * g.k : nullptr;
-        const int64_t lines = (cff * g.k + 15) / 16;
-        if (pairs) {
-#if defined(__AVX512F__)
-          const int64_t np = cff / 2;
-          float* wp = Scratch(2, np * 16);
-          for (int64_t p = 0; p < np; ++p) _mm512_storeu_ps(wp + p * 16, PairUp(_mm512_loadu_ps(wl + p * 16)));
-          const float* base[8];
-          int64_t b = 0;
-          for (; b + 8 <= g.b; b += 8) {
-            for (int j = 0; j < 8; ++j) base[j] = corner + (b + j) * g.image();
-            FieldPairsTimesWeights<8>(np, off2.data(), base, wp, y + b * 8, b == 0 ? next : nullptr);
-          }
-          for (; b < g.b; ++b) {
-            base[0] = corner + b * g.image();
-            FieldPairsTimesWeights<1>(np, off2.data(), base, wp, y + b * 8, nullptr);
-          }
-#endif
-        } else {
-          ForVectorChunks<L>(ldk, [&]<int KC>(int64_t k0) {
-            FieldsTimesWeightsBatch<L, KC>(g.b, cff, off.data(), corner, g.image(), wl + k0, ldw, y + k0, ldk,
-                                           k0 == 0 ? next : nullptr, (lines + cff - 1) / cff);
-          });
+        int64_t wj = k_inner ? g.k : 1, wm = k_inner ? 1 : cff;
+        const float* wl = w + l * cff * g.k;
+        if (!in_place) {
+          wl = MapsInnerAt(g, w, k_inner, l, 8, &wj);
+          wm = 1;
         }
+        const float* x = xt + g.corner(l) * ldb;
+        for (int64_t m0 = 0; m0 < ldk; m0 += 8) {
+          float* y = yt + (i * ldk + m0) * ldb;
+          const float* wm0 = wl + m0 * wm;
+          int64_t v = 0;
+          if (kMaxBV == 1 || nv == 1) {
+            for (; v < nv; ++v) WeightsTimesFields<1>(cff, xoff.data(), x + v * kLanes, wm0, wj, wm, y + v * kLanes, ldb);
+          } else {
+            if (nv % 2 == 1) {
+              WeightsTimesFields<kMaxBV>(cff, xoff.data(), x, wm0, wj, wm, y, ldb);
+              v = 3;
+            }
+            for (; v < nv; v += 2) WeightsTimesFields<2>(cff, xoff.data(), x + v * kLanes, wm0, wj, wm, y + v * kLanes, ldb);
+          }
+        }
+        if (bias)
+          for (int64_t k = 0; k < g.k; ++k) {
+            const vf bk = Lanes<kLanes>::v{} + bias[k * locs + l];
+            float* y = yt + (i * ldk + k) * ldb;
+            for (int64_t v = 0; v < nv; ++v) Store(y + v * kLanes, Load(y + v * kLanes) + bk);
+          }
       }
-      for (int64_t b = 0; b < g.b; ++b)
-        for (int64_t k = 0; k < g.k; ++k) {
-          float* out = code + (b * g.k + k) * locs + l0;
-          const float* in = yt + b * ldk + k;
-          const float* bk = bias ? bias + k * locs + l0 : nullptr;
-          for (int64_t i = 0; i < nl; ++i) out[i] = in[i * ldy] + (bk ? bk[i] : 0.0f);
+      // yt (tile, ldk, ldb) -> code (B, K, locations), blocks of 16 locations x 16 images.
+      for (int64_t k = 0; k < g.k; ++k)
+        for (int64_t b0 = 0; b0 < g.b; b0 += 16) {
+          const int nc = static_cast<int>(std::min<int64_t>(16, g.b - b0));
+          for (int i = 0; i < nl; ++i) src[i] = yt + (i * ldk + k) * ldb + b0;
+          for (int c = 0; c < nc; ++c) dst[c] = code + ((b0 + c) * g.k + k) * locs + l0;
+          Transpose16(src, static_cast<int>(nl), nc, dst, 0);
         }
     }
   });
-}
-void LcImageToCode(const LcGeometry& g, const float* img, const float* w, bool k_inner,
-                   const float* bias, float* code) {
-  if (MapLanes(g.k) == 8) return LcImageToCodeL<8>(g, img, w, k_inner, bias, code);
-  LcImageToCodeL<kLanes>(g, img, w, k_inner, bias, code);
 }
 
 // img (B, C, H, W) = sum_l scatter(code_l W_l^T): the transpose of LcImageToCode (overwrites img).
@@ -430,13 +483,16 @@ void LcCodeToImage(const LcGeometry& g, const float* code, const float* w, bool 
     const int64_t b_lo = v_lo * kLanes, mb = std::min(g.b, v_hi * kLanes) - b_lo, ldb = (v_hi - v_lo) * kLanes;
     float* ct = ScratchZeroed(1, kLocTile * k * ldb);  // (tile, K, ldb): the tile's code, zero beyond mb
     float* acc = ScratchZeroed(2, chw * ldb);          // (CHW, ldb): the images
+    const float* src[16];
+    float* dst[16];
     for (int64_t l0 = 0; l0 < locs; l0 += kLocTile) {
-      const int64_t nl = std::min(kLocTile, locs - l0);
-      for (int64_t b = 0; b < mb; ++b)
-        for (int64_t m = 0; m < k; ++m) {
-          const float* in = code + ((b_lo + b) * k + m) * locs + l0;
-          float* out = ct + m * ldb + b;
-          for (int64_t i = 0; i < nl; ++i) out[i * k * ldb] = in[i];
+      const int nl = static_cast<int>(std::min(kLocTile, locs - l0));
+      for (int64_t m = 0; m < k; ++m)  // code (B, K, locations) -> ct, blocks of 16 images x 16 locations
+        for (int64_t b0 = 0; b0 < mb; b0 += 16) {
+          const int nr = static_cast<int>(std::min<int64_t>(16, mb - b0));
+          for (int r = 0; r < nr; ++r) src[r] = code + ((b_lo + b0 + r) * k + m) * locs + l0;
+          for (int i = 0; i < nl; ++i) dst[i] = ct + (i * k + m) * ldb + b0;
+          Transpose16(src, nr, nl, dst, 0);
         }
       for (int64_t i = 0; i < nl; ++i) {
         const int64_t l = l0 + i;
@@ -447,14 +503,13 @@ void LcCodeToImage(const LcGeometry& g, const float* code, const float* w, bool 
         });
       }
     }
-    for (int64_t i0 = 0; i0 < chw; i0 += kLanes) {  // (CHW, ldb) -> (mb, CHW), a block at a time
-      const int64_t ni = std::min<int64_t>(kLanes, chw - i0);
-      for (int64_t b = 0; b < mb; ++b) {
-        float* out = img + (b_lo + b) * chw + i0;
-        const float* in = acc + i0 * ldb + b;
-        for (int64_t ii = 0; ii < ni; ++ii) out[ii] = in[ii * ldb];
+    for (int64_t i0 = 0; i0 < chw; i0 += 16)  // (CHW, ldb) -> (mb, CHW), blocks of 16 x 16
+      for (int64_t b0 = 0; b0 < mb; b0 += 16) {
+        const int nr = static_cast<int>(std::min<int64_t>(16, chw - i0)), nc = static_cast<int>(std::min<int64_t>(16, mb - b0));
+        for (int r = 0; r < nr; ++r) src[r] = acc + (i0 + r) * ldb + b0;
+        for (int c = 0; c < nc; ++c) dst[c] = img + (b_lo + b0 + c) * chw + i0;
+        Transpose16(src, nr, nc, dst, 0);
       }
-    }
   });
 }
 
@@ -469,23 +524,48 @@ void LcWeightGradL(const LcGeometry& g, const float* img, const float* code, flo
   const bool pairs = L == 8 && UsePairs(g);
   const std::vector<int64_t> off2 = pairs ? PairOffsets(g) : std::vector<int64_t>();
   const int64_t ldc = g.b * ldk;
+  // The taps are read from the images laid out batch innermost (as pixel pairs with pairs): the
+  // taps a kernel call broadcasts then sit in a few rows read for every image, not in B images
+  // far apart.
+  const int64_t ldb = RoundUp(g.b, 16);
+  float* xt = Scratch(3, g.image() * ldb);
+  std::vector<int64_t> xoff = pairs ? off2 : off;
+  for (int64_t& o : xoff) o *= ldb;
+  if (pairs) {
+#if defined(__AVX512F__)
+    TransposeToPixelPairs(img, g.b, g.image(), ldb, xt);
+#endif
+  } else {
+    TransposeToBatchInner(img, g.b, g.image(), ldb, xt);
+  }
   ParallelFor(locs, 1, [&](int64_t lo, int64_t hi) {
     float* ct = Scratch(1, kLocTile * ldc);  // (tile, B, ldk): the tile's code, zero beyond K
+    const float* src[16];
+    float* dst[16];
     for (int64_t l0 = lo; l0 < hi; l0 += kLocTile) {
       const int64_t nl = std::min(kLocTile, hi - l0);
-      if (k != ldk) std::memset(ct, 0, nl * ldc * sizeof(float));
-      for (int64_t b = 0; b < g.b; ++b)
-        for (int64_t m = 0; m < k; ++m) {
-          const float* in = code + (b * k + m) * locs + l0;
-          float* out = ct + b * ldk + m;
-          for (int64_t i = 0; i < nl; ++i) out[i * ldc] = in[i];
+      if (k == ldk) {  // code (B K, locations) -> ct (tile, B K), blocks of 16 x 16
+        for (int64_t q0 = 0; q0 < g.b * k; q0 += 16) {
+          const int nr = static_cast<int>(std::min<int64_t>(16, g.b * k - q0));
+          for (int r = 0; r < nr; ++r) src[r] = code + (q0 + r) * locs + l0;
+          for (int i = 0; i < nl; ++i) dst[i] = ct + i * ldc + q0;
+          Transpose16(src, nr, static_cast<int>(nl), dst, 0);
         }
+      } else {
+        std::memset(ct, 0, nl * ldc * sizeof(float));
+        for (int64_t b = 0; b < g.b; ++b)
+          for (int64_t m = 0; m < k; ++m) {
+            const float* in = code + (b * k + m) * locs + l0;
+            float* out = ct + b * ldk + m;
+            for (int64_t i = 0; i < nl; ++i) out[i * ldc] = in[i];
+          }
+      }
       for (int64_t i = 0; i < nl; ++i) {
         const int64_t l = l0 + i;
         const float* cl = ct + i * ldc;  // (B, ldk): this location's code
         float* dwl = dw + l * cff * k;
         float* acc = direct ? dwl : ScratchZeroed(0, cff * ldk);  // (CFF, ldk)
-        const float* corner = img + g.corner(l);
+        const float* x = xt + g.corner(l) * ldb;
         if (pairs) {
 #if defined(__AVX512F__)
           constexpr int TP = 8;
@@ -494,12 +574,12 @@ void LcWeightGradL(const LcGeometry& g, const float* img, const float* code, flo
           DuplicateLanes(g.b, cl, c2);
           int64_t p = 0;
           for (; p + TP <= np; p += TP)
-            AccumulateTapPairs<TP>(g.b, off2.data() + p, corner, g.image(), c2, acc + p * 16);
-          for (; p < np; ++p) AccumulateTapPairs<1>(g.b, off2.data() + p, corner, g.image(), c2, acc + p * 16);
+            AccumulateTapPairs<TP>(g.b, xoff.data() + p, x, 2, c2, acc + p * 16);
+          for (; p < np; ++p) AccumulateTapPairs<1>(g.b, xoff.data() + p, x, 2, c2, acc + p * 16);
 #endif
         } else {
           ForVectorChunks<L>(ldk, [&]<int KC>(int64_t k0) {
-            AccumulateTapsAll<L, KC>(g.b, cff, off.data(), corner, g.image(), cl + k0, ldk, acc + k0, ldk);
+            AccumulateTapsAll<L, KC>(g.b, cff, xoff.data(), x, 1, cl + k0, ldk, acc + k0, ldk);
           });
         }
         if (!direct)
