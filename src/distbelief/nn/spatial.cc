@@ -582,9 +582,18 @@ void LcWeightGradL(const LcGeometry& g, const float* img, const float* code, flo
             AccumulateTapsAll<L, KC>(g.b, cff, xoff.data(), x, 1, cl + k0, ldk, acc + k0, ldk);
           });
         }
-        if (!direct)
+        if (!k_inner) {  // acc (CFF, ldk) added into dW_l (K, CFF), blocks of 16 x 16
+          for (int64_t j0 = 0; j0 < cff; j0 += 16)
+            for (int64_t m0 = 0; m0 < k; m0 += 16) {
+              const int nr = static_cast<int>(std::min<int64_t>(16, cff - j0)), nc = static_cast<int>(std::min<int64_t>(16, k - m0));
+              for (int r = 0; r < nr; ++r) src[r] = acc + (j0 + r) * ldk + m0;
+              for (int c = 0; c < nc; ++c) dst[c] = dwl + (m0 + c) * cff + j0;
+              Transpose16<true>(src, nr, nc, dst, 0);
+            }
+        } else if (!direct) {
           for (int64_t j = 0; j < cff; ++j)
-            for (int64_t m = 0; m < k; ++m) (k_inner ? dwl[j * k + m] : dwl[m * cff + j]) += acc[j * ldk + m];
+            for (int64_t m = 0; m < k; ++m) dwl[j * k + m] += acc[j * ldk + m];
+        }
         if (dbias)
           for (int64_t m = 0; m < k; ++m) {
             float s = 0.0f;
