@@ -222,35 +222,6 @@ void AccumulateTapsAll(int64_t nb, int64_t cff, const int64_t* off, const float*
   for (; j < cff; ++j) AccumulateTaps<L, KC, 1>(nb, off + j, base0, stride, c, ldc, dw + j * ldw, ldw);
 }
 
-// dst[off[t] ldd] [BV vectors of the batch] += sum_k w[t wj + k wk] ct[k] for the TJ taps t, ct
-// (K, ldc): the field of one location added into images laid out batch innermost.
-template <int BV, int TJ>
-void WeightsTimesCodeAdd(int64_t nk, const float* w, int64_t wj, int64_t wk, const float* ct,
-                         int64_t ldc, const int64_t* off, float* dst, int64_t ldd) {
-  vf acc[TJ][BV] = {};
-  for (int64_t k = 0; k < nk; ++k) {
-    vf cv[BV];
-    for (int v = 0; v < BV; ++v) cv[v] = Load(ct + k * ldc + v * kLanes);
-    for (int t = 0; t < TJ; ++t) {
-      const float ws = w[t * wj + k * wk];
-      for (int v = 0; v < BV; ++v) acc[t][v] += ws * cv[v];
-    }
-  }
-  for (int t = 0; t < TJ; ++t) {
-    float* row = dst + off[t] * ldd;
-    for (int v = 0; v < BV; ++v) Store(row + v * kLanes, Load(row + v * kLanes) + acc[t][v]);
-  }
-}
-
-template <int BV>
-void WeightsTimesCodeAddAll(int64_t cff, int64_t nk, const float* w, int64_t wj, int64_t wk,
-                            const float* ct, int64_t ldc, const int64_t* off, float* dst, int64_t ldd) {
-  constexpr int TJ = kAccs / BV > 0 ? kAccs / BV : 1;
-  int64_t j = 0;
-  for (; j + TJ <= cff; j += TJ) WeightsTimesCodeAdd<BV, TJ>(nk, w + j * wj, wj, wk, ct, ldc, off + j, dst, ldd);
-  for (; j < cff; ++j) WeightsTimesCodeAdd<BV, 1>(nk, w + j * wj, wj, wk, ct, ldc, off + j, dst, ldd);
-}
-
 // Runs fn.template operator()<V>(v0) for each chunk of at most 4 vectors of L lanes of n (a
 // multiple of L): V vectors starting at lane v0.
 template <int L, typename Fn>
@@ -471,43 +442,131 @@ void LcImageToCode(const LcGeometry& g, const float* img, const float* w, bool k
   });
 }
 
-// img (B, C, H, W) = sum_l scatter(code_l W_l^T): the transpose of LcImageToCode (overwrites img).
-// Whole vectors of images over threads, since fields of different locations overlap. Each thread
-// adds the fields into its images laid out batch innermost (CHW, ldb), so that every add is a
-// vector, and transposes them into img at the end.
-void LcCodeToImage(const LcGeometry& g, const float* code, const float* w, bool k_inner, float* img) {
-  const int64_t locs = g.locs(), cff = g.cff(), k = g.k, chw = g.image();
-  const std::vector<int64_t> off = g.TapOffsets();
-  const int64_t wj = k_inner ? k : 1, wk = k_inner ? 1 : cff;
-  ParallelFor((g.b + kLanes - 1) / kLanes, 1, [&](int64_t v_lo, int64_t v_hi) {
-    const int64_t b_lo = v_lo * kLanes, mb = std::min(g.b, v_hi * kLanes) - b_lo, ldb = (v_hi - v_lo) * kLanes;
-    float* ct = ScratchZeroed(1, kLocTile * k * ldb);  // (tile, K, ldb): the tile's code, zero beyond mb
-    float* acc = ScratchZeroed(2, chw * ldb);          // (CHW, ldb): the images
-    const float* src[16];
-    float* dst[16];
-    for (int64_t l0 = 0; l0 < locs; l0 += kLocTile) {
-      const int nl = static_cast<int>(std::min(kLocTile, locs - l0));
-      for (int64_t m = 0; m < k; ++m)  // code (B, K, locations) -> ct, blocks of 16 images x 16 locations
-        for (int64_t b0 = 0; b0 < mb; b0 += 16) {
-          const int nr = static_cast<int>(std::min<int64_t>(16, mb - b0));
-          for (int r = 0; r < nr; ++r) src[r] = code + ((b_lo + b0 + r) * k + m) * locs + l0;
-          for (int i = 0; i < nl; ++i) dst[i] = ct + (i * k + m) * ldb + b0;
-          Transpose16(src, nr, nl, dst, 0);
-        }
-      for (int64_t i = 0; i < nl; ++i) {
-        const int64_t l = l0 + i;
-        const float* wl = w + l * cff * k;
-        float* dst = acc + g.corner(l) * ldb;
-        ForVectorChunks<kLanes>(ldb, [&]<int BV>(int64_t b0) {
-          WeightsTimesCodeAddAll<BV>(cff, k, wl, wj, wk, ct + i * k * ldb + b0, ldb, off.data(), dst + b0, ldb);
-        });
+// code -> image gathers rather than scatters: every image pixel sums, over the locations whose
+// fields cover it and their K maps, weight x code, and is written once. Pixels in one s x s cell
+// (when s divides f) are covered by the same locations, so a block of them shares each code
+// vector it loads. A run is a range of pixel rows (or columns) covered by the same range of
+// locations [lo, hi] (empty when lo > hi), at most max_n long.
+struct PixelRun {
+  int64_t start, n, lo, hi;
+};
+std::vector<PixelRun> PixelRuns(int64_t size, int64_t f, int64_t s, int64_t outs, int64_t max_n) {
+  std::vector<PixelRun> runs;
+  for (int64_t p = 0; p < size; ++p) {
+    const int64_t lo = p - f + 1 <= 0 ? 0 : (p - f + s) / s, hi = std::min(outs - 1, p / s);
+    if (!runs.empty() && runs.back().lo == lo && runs.back().hi == hi && runs.back().n < max_n) {
+      ++runs.back().n;
+    } else {
+      runs.push_back({p, 1, lo, hi});
+    }
+  }
+  return runs;
+}
+
+// The block of NR x NC pixels of channel ci at rows rows.start.., columns cols.start.. for BV
+// vectors of images from lane b0: out[(r W + c) ldb + b0] [BV vectors] = sum over the locations
+// (oy, ox) in the runs' ranges and maps k of W_l[tap][k] ct[(l K + k) ldb + b0], the code laid
+// out (locations, K, ldb).
+struct GatherArgs {
+  const float* ct;
+  int64_t ldb;
+  const float* w;
+  int64_t wj, wk, k, cff, f, s, ow, width;
+};
+template <int NR, int NC, int BV>
+void GatherBlock(const GatherArgs& a, int64_t ci, const PixelRun& rows, const PixelRun& cols, int64_t b0, float* out) {
+  vf acc[NR][NC][BV] = {};
+  for (int64_t oy = rows.lo; oy <= rows.hi; ++oy)
+    for (int64_t ox = cols.lo; ox <= cols.hi; ++ox) {
+      const int64_t l = oy * a.ow + ox;
+      const int64_t tap0 = (ci * a.f + rows.start - oy * a.s) * a.f + cols.start - ox * a.s;
+      const float* wl = a.w + l * a.cff * a.k + tap0 * a.wj;
+      const float* cl = a.ct + l * a.k * a.ldb + b0;
+      for (int64_t k = 0; k < a.k; ++k) {
+        vf cv[BV];
+        for (int v = 0; v < BV; ++v) cv[v] = Load(cl + k * a.ldb + v * kLanes);
+        const float* wk = wl + k * a.wk;
+        for (int r = 0; r < NR; ++r)
+          for (int c = 0; c < NC; ++c) {
+            const float ws = wk[(r * a.f + c) * a.wj];
+            for (int v = 0; v < BV; ++v) acc[r][c][v] += ws * cv[v];
+          }
       }
     }
-    for (int64_t i0 = 0; i0 < chw; i0 += 16)  // (CHW, ldb) -> (mb, CHW), blocks of 16 x 16
-      for (int64_t b0 = 0; b0 < mb; b0 += 16) {
-        const int nr = static_cast<int>(std::min<int64_t>(16, chw - i0)), nc = static_cast<int>(std::min<int64_t>(16, mb - b0));
-        for (int r = 0; r < nr; ++r) src[r] = acc + (i0 + r) * ldb + b0;
-        for (int c = 0; c < nc; ++c) dst[c] = img + (b_lo + b0 + c) * chw + i0;
+  for (int r = 0; r < NR; ++r)
+    for (int c = 0; c < NC; ++c)
+      for (int v = 0; v < BV; ++v) Store(out + (r * a.width + c) * a.ldb + b0 + v * kLanes, acc[r][c][v]);
+}
+template <int NR, int NC>
+void GatherBlockBV(int bv, const GatherArgs& a, int64_t ci, const PixelRun& rows, const PixelRun& cols, int64_t b0, float* out) {
+  if (bv == 2) return GatherBlock<NR, NC, 2>(a, ci, rows, cols, b0, out);
+  GatherBlock<NR, NC, 1>(a, ci, rows, cols, b0, out);
+}
+template <int NR>
+void GatherBlockNC(int bv, const GatherArgs& a, int64_t ci, const PixelRun& rows, const PixelRun& cols, int64_t b0, float* out) {
+  switch (cols.n) {
+    case 1: return GatherBlockBV<NR, 1>(bv, a, ci, rows, cols, b0, out);
+    case 2: return GatherBlockBV<NR, 2>(bv, a, ci, rows, cols, b0, out);
+    case 3: return GatherBlockBV<NR, 3>(bv, a, ci, rows, cols, b0, out);
+    default: return GatherBlockBV<NR, 4>(bv, a, ci, rows, cols, b0, out);
+  }
+}
+// Blocks of at most 2 rows x 4 columns x 2 vectors of images: 16 accumulators (AVX-512; AVX2's
+// 16 registers take 1 vector).
+constexpr int64_t kRowRun = 2, kColRun = 4;
+constexpr int kMaxGatherBV = kLanes == 16 ? 2 : 1;
+
+// img (B, C, H, W) = sum_l scatter(code_l W_l^T): the transpose of LcImageToCode (overwrites img).
+// The code is laid out (locations, K, ldb) and the images (CHW, ldb), batch innermost, by 16x16
+// transposes; every pixel is gathered once (above). Blocks of pixel rows over threads.
+void LcCodeToImage(const LcGeometry& g, const float* code, const float* w, bool k_inner, float* img) {
+  const int64_t locs = g.locs(), k = g.k, chw = g.image(), ldb = RoundUp(g.b, 16);
+  float* ct = Scratch(3, locs * k * ldb + chw * ldb);  // the calling thread's; used by all
+  float* xt = ct + locs * k * ldb;                     // (CHW, ldb)
+  ParallelFor((locs + 15) / 16, 1, [&](int64_t lo, int64_t hi) {  // code (B, K, locations) -> ct
+    const float* src[16];
+    float* dst[16];
+    for (int64_t l0 = lo * 16; l0 < std::min(locs, hi * 16); l0 += 16) {
+      const int nl = static_cast<int>(std::min<int64_t>(16, locs - l0));
+      for (int64_t m = 0; m < k; ++m)
+        for (int64_t b0 = 0; b0 < ldb; b0 += 16) {
+          const int nr = static_cast<int>(std::clamp<int64_t>(g.b - b0, 0, 16));
+          for (int r = 0; r < nr; ++r) src[r] = code + ((b0 + r) * k + m) * locs + l0;
+          for (int i = 0; i < nl; ++i) dst[i] = ct + ((l0 + i) * k + m) * ldb + b0;
+          Transpose16(src, nr, nl, dst, 16);
+        }
+    }
+  });
+  const std::vector<PixelRun> rows = PixelRuns(g.h, g.f, g.s, g.oh, kRowRun);
+  const std::vector<PixelRun> cols = PixelRuns(g.w, g.f, g.s, g.ow, kColRun);
+  const GatherArgs a{ct, ldb, w, k_inner ? k : 1, k_inner ? 1 : g.cff(), k, g.cff(), g.f, g.s, g.ow, g.w};
+  const int64_t nv = ldb / kLanes, nrows = static_cast<int64_t>(rows.size());
+  ParallelFor(g.c * nrows, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t item = lo; item < hi; ++item) {
+      const int64_t ci = item / nrows;
+      const PixelRun& r = rows[item % nrows];
+      for (const PixelRun& c : cols) {
+        float* out = xt + ((ci * g.h + r.start) * g.w + c.start) * ldb;
+        for (int64_t v = 0; v < nv;) {
+          const int bv = static_cast<int>(std::min<int64_t>(kMaxGatherBV, nv - v));
+          if (r.n == 2) {
+            GatherBlockNC<2>(bv, a, ci, r, c, v * kLanes, out);
+          } else {
+            GatherBlockNC<1>(bv, a, ci, r, c, v * kLanes, out);
+          }
+          v += bv;
+        }
+      }
+    }
+  });
+  ParallelFor((chw + 15) / 16, 4, [&](int64_t lo, int64_t hi) {  // (CHW, ldb) -> (B, CHW)
+    const float* src[16];
+    float* dst[16];
+    for (int64_t i0 = lo * 16; i0 < std::min(chw, hi * 16); i0 += 16)
+      for (int64_t b0 = 0; b0 < g.b; b0 += 16) {
+        const int nr = static_cast<int>(std::min<int64_t>(16, chw - i0)), nc = static_cast<int>(std::min<int64_t>(16, g.b - b0));
+        for (int r = 0; r < nr; ++r) src[r] = xt + (i0 + r) * ldb + b0;
+        for (int c = 0; c < nc; ++c) dst[c] = img + (b0 + c) * chw + i0;
         Transpose16(src, nr, nc, dst, 0);
       }
   });
