@@ -293,6 +293,48 @@ void AccumulateTapPairs(int64_t nb, const int64_t* off2, const float* base0, int
   }
   for (int t = 0; t < TP; ++t) _mm512_storeu_ps(dw + t * 16, _mm512_add_ps(_mm512_loadu_ps(dw + t * 16), Unpair(acc[t])));
 }
+
+// The weight gradient two images per vector, for any maps in blocks of 8: lane 2m + p of a vector
+// belongs to map m and image 2q + p of image pair q, so one 64-bit broadcast of a tap's pixel in
+// images 2q and 2q + 1 (neighbours when laid out batch innermost) times the pair's codes does both
+// images' multiply-adds for 8 maps; the two lanes of each map are summed at the end.
+// c2 (Q, ldc2): pair q's code, block kv's lane 2m + p = map 8 kv + m of image 2q + p.
+inline void InterleaveImagePairs(int64_t nb, const float* code, int64_t ldk, float* c2) {
+  const __m512i idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  for (int64_t q = 0; q < (nb + 1) / 2; ++q)
+    for (int64_t m0 = 0; m0 < ldk; m0 += 8) {
+      const __m512 a = _mm512_maskz_loadu_ps(0x00FF, code + 2 * q * ldk + m0);
+      const __m512 b = 2 * q + 1 < nb ? _mm512_maskz_loadu_ps(0x00FF, code + (2 * q + 1) * ldk + m0) : _mm512_setzero_ps();
+      _mm512_storeu_ps(c2 + q * 2 * ldk + 2 * m0, _mm512_permutex2var_ps(a, idx, b));
+    }
+}
+// dw (TJ taps, ldw) [maps 8 KV, KV even] += sum_q x[xoff[t] + 2q .. +1] . c2[q] for Q image pairs.
+template <int TJ, int KV>
+void AccumulateTapsImagePairs(int64_t nq, const int64_t* xoff, const float* x, const float* c2, int64_t ldc2,
+                              float* dw, int64_t ldw) {
+  __m512 acc[TJ][KV];
+  for (int t = 0; t < TJ; ++t)
+    for (int kv = 0; kv < KV; ++kv) acc[t][kv] = _mm512_setzero_ps();
+  for (int64_t q = 0; q < nq; ++q) {
+    __m512 cv[KV];
+    for (int kv = 0; kv < KV; ++kv) cv[kv] = _mm512_loadu_ps(c2 + q * ldc2 + kv * 16);
+    for (int t = 0; t < TJ; ++t) {
+      const __m512 xb = BroadcastPair(x + xoff[t] + 2 * q);
+      for (int kv = 0; kv < KV; ++kv) acc[t][kv] = _mm512_fmadd_ps(xb, cv[kv], acc[t][kv]);
+    }
+  }
+  // Lanes 2m and 2m + 1 summed: the even lanes of two accumulators, plus their odd lanes.
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  for (int t = 0; t < TJ; ++t) {
+    float* row = dw + t * ldw;
+    for (int kv = 0; kv < KV; kv += 2) {
+      const __m512 sum = _mm512_add_ps(_mm512_permutex2var_ps(acc[t][kv], even, acc[t][kv + 1]),
+                                       _mm512_permutex2var_ps(acc[t][kv], odd, acc[t][kv + 1]));
+      _mm512_storeu_ps(row + kv * 8, _mm512_add_ps(_mm512_loadu_ps(row + kv * 8), sum));
+    }
+  }
+}
 #endif
 
 // Field pairs apply (above) to at most 8 maps, fields of even width and even field corners on
@@ -581,6 +623,9 @@ void LcWeightGradL(const LcGeometry& g, const float* img, const float* code, flo
   const std::vector<int64_t> off = g.TapOffsets();
   const bool direct = k_inner && k == ldk;
   const bool pairs = L == 8 && UsePairs(g);
+  // Image pairs (above) for maps in blocks of 16; at most 8 maps take tap pairs or 8 lanes, which
+  // measured faster than image pairs' 8-map vectors (their end-of-call folds dominate).
+  const bool image_pairs = kLanes == 16 && ldk % 16 == 0;
   const std::vector<int64_t> off2 = pairs ? PairOffsets(g) : std::vector<int64_t>();
   const int64_t ldc = g.b * ldk;
   // The taps are read from the images laid out batch innermost (as pixel pairs with pairs): the
@@ -635,6 +680,19 @@ void LcWeightGradL(const LcGeometry& g, const float* img, const float* code, flo
           for (; p + TP <= np; p += TP)
             AccumulateTapPairs<TP>(g.b, xoff.data() + p, x, 2, c2, acc + p * 16);
           for (; p < np; ++p) AccumulateTapPairs<1>(g.b, xoff.data() + p, x, 2, c2, acc + p * 16);
+#endif
+        } else if (image_pairs) {
+#if defined(__AVX512F__)
+          const int64_t nq = (g.b + 1) / 2;
+          float* c2 = Scratch(2, nq * 2 * ldk);
+          InterleaveImagePairs(g.b, cl, ldk, c2);
+          for (int64_t m0 = 0; m0 < ldk; m0 += 16) {
+            int64_t j = 0;
+            for (; j + 8 <= cff; j += 8)
+              AccumulateTapsImagePairs<8, 2>(nq, xoff.data() + j, x, c2 + 2 * m0, 2 * ldk, acc + j * ldk + m0, ldk);
+            for (; j < cff; ++j)
+              AccumulateTapsImagePairs<1, 2>(nq, xoff.data() + j, x, c2 + 2 * m0, 2 * ldk, acc + j * ldk + m0, ldk);
+          }
 #endif
         } else {
           ForVectorChunks<L>(ldk, [&]<int KC>(int64_t k0) {
