@@ -82,19 +82,20 @@ inline void CopyRow(const float* src, const float* scale, int64_t n, float* dst)
 #endif
 }
 
-// dst[c][r] = src[r][c] (+= with Add) for r < nr, c < nc, both at most 16, the rows given as
-// pointers so that any layout fits; lanes nr .. lanes - 1 of each dst row are stored as zero (for
-// padding that must stay zero), lanes beyond are left alone. The layouts between the kernels
-// below (code (B, K, locations) against tiles of images innermost) are such blocks.
+// dst[c ldd + r] = src[r lds + c] (+= with Add) for r < nr, c < nc, both at most 16; lanes nr ..
+// lanes - 1 of each dst row are stored as zero (for padding that must stay zero), lanes beyond
+// are left alone. The layouts between the kernels below (code (B, K, locations) against tiles of
+// images innermost) are such blocks.
 template <bool Add = false>
-void Transpose16(const float* const* src, int nr, int nc, float* const* dst, int lanes) {
+inline __attribute__((always_inline)) void Transpose16(const float* src, int64_t lds, int nr, int nc, float* dst,
+                                                       int64_t ldd, int lanes) {
   lanes = std::max(lanes, nr);
 #if defined(__AVX512F__)
   const __mmask16 cm = static_cast<__mmask16>((1u << nc) - 1), sm = static_cast<__mmask16>((1u << lanes) - 1);
   alignas(64) static const float kZeros[16] = {};
   __m512 r[16];
 #pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(cm, i < nr ? src[i] : kZeros);
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(cm, i < nr ? src + i * lds : kZeros);
   // A transpose swaps element (i, j) with (j, i): bit by bit, for d = 8, 4, 2, 1 it swaps
   // (i, j) with (i + d, j - d) where i has bit d clear and j has it set.
   struct Tables {
@@ -124,14 +125,14 @@ void Transpose16(const float* const* src, int nr, int nc, float* const* dst, int
   for (int c = 0; c < 16; ++c) {  // unrolled, so that r stays in registers
     if (c >= nc) break;
     __m512 v = r[c];
-    if (Add) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(sm, dst[c]));
-    _mm512_mask_storeu_ps(dst[c], sm, v);
+    if (Add) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(sm, dst + c * ldd));
+    _mm512_mask_storeu_ps(dst + c * ldd, sm, v);
   }
 #else
   for (int c = 0; c < nc; ++c)
     for (int i = 0; i < lanes; ++i) {
-      const float v = i < nr ? src[i][c] : 0.0f;
-      dst[c][i] = Add ? dst[c][i] + v : v;
+      const float v = i < nr ? src[i * lds + c] : 0.0f;
+      dst[c * ldd + i] = Add ? dst[c * ldd + i] + v : v;
     }
 #endif
 }
@@ -359,14 +360,10 @@ std::vector<int64_t> PairOffsets(const LcGeometry& g) {
 // so that one vector holds a pixel of kLanes images. Pixels over threads.
 void TransposeToBatchInner(const float* img, int64_t nb, int64_t chw, int64_t ldb, float* xt) {
   ParallelFor((chw + 15) / 16, 4, [&](int64_t lo, int64_t hi) {
-    const float* src[16];
-    float* dst[16];
     for (int64_t i0 = lo * 16; i0 < std::min(chw, hi * 16); i0 += 16)
       for (int64_t b0 = 0; b0 < ldb; b0 += 16) {
         const int nr = static_cast<int>(std::clamp<int64_t>(nb - b0, 0, 16)), nc = static_cast<int>(std::min<int64_t>(16, chw - i0));
-        for (int r = 0; r < nr; ++r) src[r] = img + (b0 + r) * chw + i0;
-        for (int c = 0; c < nc; ++c) dst[c] = xt + (i0 + c) * ldb + b0;
-        Transpose16(src, nr, nc, dst, 16);
+        Transpose16(img + b0 * chw + i0, chw, nr, nc, xt + i0 * ldb + b0, ldb, 16);
       }
   });
 }
@@ -438,8 +435,6 @@ void LcImageToCode(const LcGeometry& g, const float* img, const float* w, bool k
   const bool in_place = g.k == ldk;
   ParallelFor(locs, 1, [&](int64_t lo, int64_t hi) {
     float* yt = Scratch(1, kLocTile * ldk * ldb);  // (tile, ldk, ldb)
-    const float* src[16];
-    float* dst[16];
     for (int64_t l0 = lo; l0 < hi; l0 += kLocTile) {
       const int64_t nl = std::min(kLocTile, hi - l0);
       for (int64_t i = 0; i < nl; ++i) {
@@ -476,9 +471,7 @@ void LcImageToCode(const LcGeometry& g, const float* img, const float* w, bool k
       for (int64_t k = 0; k < g.k; ++k)
         for (int64_t b0 = 0; b0 < g.b; b0 += 16) {
           const int nc = static_cast<int>(std::min<int64_t>(16, g.b - b0));
-          for (int i = 0; i < nl; ++i) src[i] = yt + (i * ldk + k) * ldb + b0;
-          for (int c = 0; c < nc; ++c) dst[c] = code + ((b0 + c) * g.k + k) * locs + l0;
-          Transpose16(src, static_cast<int>(nl), nc, dst, 0);
+          Transpose16(yt + k * ldb + b0, ldk * ldb, static_cast<int>(nl), nc, code + (b0 * g.k + k) * locs + l0, g.k * locs, 0);
         }
     }
   });
@@ -566,16 +559,12 @@ void LcCodeToImage(const LcGeometry& g, const float* code, const float* w, bool 
   float* ct = Scratch(3, locs * k * ldb + chw * ldb);  // the calling thread's; used by all
   float* xt = ct + locs * k * ldb;                     // (CHW, ldb)
   ParallelFor((locs + 15) / 16, 1, [&](int64_t lo, int64_t hi) {  // code (B, K, locations) -> ct
-    const float* src[16];
-    float* dst[16];
     for (int64_t l0 = lo * 16; l0 < std::min(locs, hi * 16); l0 += 16) {
       const int nl = static_cast<int>(std::min<int64_t>(16, locs - l0));
       for (int64_t m = 0; m < k; ++m)
         for (int64_t b0 = 0; b0 < ldb; b0 += 16) {
           const int nr = static_cast<int>(std::clamp<int64_t>(g.b - b0, 0, 16));
-          for (int r = 0; r < nr; ++r) src[r] = code + ((b0 + r) * k + m) * locs + l0;
-          for (int i = 0; i < nl; ++i) dst[i] = ct + ((l0 + i) * k + m) * ldb + b0;
-          Transpose16(src, nr, nl, dst, 16);
+          Transpose16(code + (b0 * k + m) * locs + l0, k * locs, nr, nl, ct + (l0 * k + m) * ldb + b0, k * ldb, 16);
         }
     }
   });
@@ -602,14 +591,10 @@ void LcCodeToImage(const LcGeometry& g, const float* code, const float* w, bool 
     }
   });
   ParallelFor((chw + 15) / 16, 4, [&](int64_t lo, int64_t hi) {  // (CHW, ldb) -> (B, CHW)
-    const float* src[16];
-    float* dst[16];
     for (int64_t i0 = lo * 16; i0 < std::min(chw, hi * 16); i0 += 16)
       for (int64_t b0 = 0; b0 < g.b; b0 += 16) {
         const int nr = static_cast<int>(std::min<int64_t>(16, chw - i0)), nc = static_cast<int>(std::min<int64_t>(16, g.b - b0));
-        for (int r = 0; r < nr; ++r) src[r] = xt + (i0 + r) * ldb + b0;
-        for (int c = 0; c < nc; ++c) dst[c] = img + (b0 + c) * chw + i0;
-        Transpose16(src, nr, nc, dst, 0);
+        Transpose16(xt + i0 * ldb + b0, ldb, nr, nc, img + b0 * chw + i0, chw, 0);
       }
   });
 }
@@ -644,16 +629,12 @@ void LcWeightGradL(const LcGeometry& g, const float* img, const float* code, flo
   }
   ParallelFor(locs, 1, [&](int64_t lo, int64_t hi) {
     float* ct = Scratch(1, kLocTile * ldc);  // (tile, B, ldk): the tile's code, zero beyond K
-    const float* src[16];
-    float* dst[16];
     for (int64_t l0 = lo; l0 < hi; l0 += kLocTile) {
       const int64_t nl = std::min(kLocTile, hi - l0);
       if (k == ldk) {  // code (B K, locations) -> ct (tile, B K), blocks of 16 x 16
         for (int64_t q0 = 0; q0 < g.b * k; q0 += 16) {
           const int nr = static_cast<int>(std::min<int64_t>(16, g.b * k - q0));
-          for (int r = 0; r < nr; ++r) src[r] = code + (q0 + r) * locs + l0;
-          for (int i = 0; i < nl; ++i) dst[i] = ct + i * ldc + q0;
-          Transpose16(src, nr, static_cast<int>(nl), dst, 0);
+          Transpose16(code + q0 * locs + l0, locs, nr, static_cast<int>(nl), ct + q0, ldc, 0);
         }
       } else {
         std::memset(ct, 0, nl * ldc * sizeof(float));
@@ -703,9 +684,7 @@ void LcWeightGradL(const LcGeometry& g, const float* img, const float* code, flo
           for (int64_t j0 = 0; j0 < cff; j0 += 16)
             for (int64_t m0 = 0; m0 < k; m0 += 16) {
               const int nr = static_cast<int>(std::min<int64_t>(16, cff - j0)), nc = static_cast<int>(std::min<int64_t>(16, k - m0));
-              for (int r = 0; r < nr; ++r) src[r] = acc + (j0 + r) * ldk + m0;
-              for (int c = 0; c < nc; ++c) dst[c] = dwl + (m0 + c) * cff + j0;
-              Transpose16<true>(src, nr, nc, dst, 0);
+              Transpose16<true>(acc + j0 * ldk + m0, ldk, nr, nc, dwl + m0 * cff + j0, cff, 0);
             }
         } else if (!direct) {
           for (int64_t j = 0; j < cff; ++j)
@@ -812,8 +791,12 @@ void LocallyConnectedTranspose2d::Forward(const Tensor& x, Tensor* y) {
   y->Resize({x.dim(0), out_.c, out_.h, out_.w});
   LcCodeToImage(g, x.data(), w_.value.data(), /*k_inner=*/false, y->data());
   const int64_t img = out_.c * out_.h * out_.w;
-  for (int64_t b = 0; b < x.dim(0); ++b)
-    for (int64_t i = 0; i < img; ++i) (*y)[b * img + i] += b_.value[i];
+  float* yp = y->data();
+  const float* bp = b_.value.data();
+  ParallelFor(img, 1024, [&](int64_t lo, int64_t hi) {
+    for (int64_t b = 0; b < x.dim(0); ++b)
+      for (int64_t i = lo; i < hi; ++i) yp[b * img + i] += bp[i];
+  });
 }
 
 // dW_l += x_l^T P_l(dy); db += sum_b dy; dx_l = P_l(dy) W_l^T
@@ -822,8 +805,12 @@ void LocallyConnectedTranspose2d::Backward(const Tensor& dy, Tensor* dx) {
   const LcGeometry g{x.dim(0), out_.c, out_.h, out_.w, k_, f_, s_, oh_, ow_};
   LcWeightGrad(g, dy.data(), x.data(), w_.grad.data(), /*k_inner=*/false, nullptr);
   const int64_t img = out_.c * out_.h * out_.w;
-  for (int64_t b = 0; b < x.dim(0); ++b)
-    for (int64_t i = 0; i < img; ++i) b_.grad[i] += dy[b * img + i];
+  const float* dyp = dy.data();
+  float* gp = b_.grad.data();
+  ParallelFor(img, 1024, [&](int64_t lo, int64_t hi) {
+    for (int64_t b = 0; b < x.dim(0); ++b)
+      for (int64_t i = lo; i < hi; ++i) gp[i] += dyp[b * img + i];
+  });
   if (!dx) return;
   dx->Resize(x.shape());
   LcImageToCode(g, dy.data(), w_.value.data(), /*k_inner=*/false, nullptr, dx->data());
