@@ -17,10 +17,13 @@ struct SpatialShape {
 // Locally connected layer with untied weights (Le et al. 2012): every output location (oy, ox)
 // has its own K filters over its F x F field in all C input maps.
 // x (B, C, H, W) -> y (B, K, OH, OW);  W (OH, OW, C, F, F, K) (maps innermost), b (K, OH, OW).
-// The kernel reads the fields in place (no unfold, no copy): per location a register-blocked
-// (B x K) = (B x CFF)(CFF x K) product whose vectors run along the K maps of W, each image value
-// broadcast from where it lies; locations spread over threads. Filters() gives the filters as
-// (OH, OW, K, C, F, F) pictures.
+// No field is unfolded: each pass lays the images out batch innermost (a 16 x 16 register
+// transpose, into the calling thread's scratch, read by all threads), then per location the
+// forward pass is a register-blocked (K x B) = (K x CFF)(CFF x B) product with vectors along the
+// batch, each weight broadcast to 8 maps x 2-3 vectors of images; the weight gradient runs its
+// vectors along the maps (two taps or two images per vector), and the input gradient gathers
+// each pixel once over the locations covering it. Locations (or pixel rows) spread over the
+// thread pool. Filters() gives the filters as (OH, OW, K, C, F, F) pictures.
 class LocallyConnected2d : public Layer {
  public:
   LocallyConnected2d(const std::string& name, SpatialShape in, int64_t maps, int64_t field,
@@ -47,7 +50,8 @@ class LocallyConnected2d : public Layer {
 // back to the image with its own untied weights (Le et al. 2012 learn encoding and decoding
 // weights separately). x (B, K, OH, OW) -> y (B, C, H, W);  W (OH, OW, K, C, F, F), b (C, H, W):
 // maps outermost, so each map's decoding basis at a location is one contiguous block (the cat
-// network's norm bound acts on those blocks). Same kernels as the encoder, vectors along the batch.
+// network's norm bound acts on those blocks). Same kernels as the encoder, reading these weights
+// in place (image -> code copies them per location when K is not a multiple of 8).
 // The geometry (`out`, field, stride) is that of the encoder it mirrors.
 class LocallyConnectedTranspose2d : public Layer {
  public:
