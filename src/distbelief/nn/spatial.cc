@@ -168,10 +168,11 @@ void WeightedSumOfShifted(const float* in, int64_t n, int64_t taps, int64_t step
 // Geometry: image (B, C, H, W), code (B, K, OH, OW); untied weights per location l, either
 // K-inner (OH OW, C F F, K) (the encoder's: the maps of one tap are one vector) or K-outer
 // (OH OW, K, C F F) (the decoder's: each map's decoding basis contiguous, for the norm bound).
-// P_l(img) (B, CFF) is the field of location l in every image. No kernel copies a field: tap j =
-// (ci, fy, fx) of location l in image b is img[b CHW + corner(l) + off[j]], read in place, and
-// the vectors run along the maps K (image -> code, weight gradient; with at most 8 maps and
-// AVX-512, along pairs of taps and maps) or the batch (code -> image).
+// P_l(img) (B, CFF) is the field of location l in every image. No kernel copies a field: each
+// pass lays the images out batch innermost, (CHW, B) (or as pixel pairs), and tap j = (ci, fy,
+// fx) of location l is the row corner(l) + off[j] of that layout. The vectors run along the batch
+// (image -> code, code -> image) or along the maps (the weight gradient; pairs of taps or of
+// images share a vector where the maps fill only part of one).
 
 namespace {
 
