@@ -240,20 +240,14 @@ void ForVectorChunks(int64_t n, Fn&& fn) {
 
 // The lanes of the vectors along K maps: 8 when 8 cover them and the machine's are wider.
 int MapLanes(int64_t k) { return k <= 8 ? 8 : kLanes; }
-// W_l as (CFF, ldw) rows of maps: the weights themselves when they are K-inner and K fills whole
-// vectors of `lanes`, else a zero-padded copy in scratch slot 0.
-const float* MapsInnerAt(const LcGeometry& g, const float* w, bool k_inner, int64_t l, int lanes,
-                         int64_t* ldw) {
-  const int64_t cff = g.cff(), k = g.k, ldk = RoundUp(k, lanes);
+// W_l as (CFF, RoundUp(K, 8)) rows of maps, zero-padded, in scratch slot 0: for image -> code
+// when the maps do not fill blocks of 8 (otherwise it reads W in place, either layout).
+const float* PaddedMapsInnerAt(const LcGeometry& g, const float* w, bool k_inner, int64_t l) {
+  const int64_t cff = g.cff(), k = g.k, ldk = RoundUp(k, 8);
   const float* wl = w + l * cff * k;
-  if (k_inner && k == ldk) {
-    *ldw = k;
-    return wl;
-  }
   float* t = ScratchZeroed(0, cff * ldk);
   for (int64_t j = 0; j < cff; ++j)
     for (int64_t m = 0; m < k; ++m) t[j * ldk + m] = k_inner ? wl[j * k + m] : wl[m * cff + j];
-  *ldw = ldk;
   return t;
 }
 
@@ -432,7 +426,7 @@ void LcImageToCode(const LcGeometry& g, const float* img, const float* w, bool k
   // are the 24 accumulators AVX-512 can spare; AVX2 has room for 1).
   constexpr int kMaxBV = kLanes == 16 ? 3 : 1;
   // The weights are read in place, K-inner or not, when the maps fill blocks of 8; else from a
-  // padded copy.
+  // padded copy per location.
   const bool in_place = g.k == ldk;
   ParallelFor(locs, 1, [&](int64_t lo, int64_t hi) {
     float* yt = Scratch(1, kLocTile * ldk * ldb);  // (tile, ldk, ldb)
@@ -443,7 +437,8 @@ void LcImageToCode(const LcGeometry& g, const float* img, const float* w, bool k
         int64_t wj = k_inner ? g.k : 1, wm = k_inner ? 1 : cff;
         const float* wl = w + l * cff * g.k;
         if (!in_place) {
-          wl = MapsInnerAt(g, w, k_inner, l, 8, &wj);
+          wl = PaddedMapsInnerAt(g, w, k_inner, l);
+          wj = ldk;
           wm = 1;
         }
         const float* x = xt + g.corner(l) * ldb;
@@ -612,14 +607,13 @@ void LcWeightGradL(const LcGeometry& g, const float* img, const float* code, flo
   // Image pairs (above) for maps in blocks of 16; at most 8 maps take tap pairs or 8 lanes, which
   // measured faster than image pairs' 8-map vectors (their end-of-call folds dominate).
   const bool image_pairs = kLanes == 16 && ldk % 16 == 0;
-  const std::vector<int64_t> off2 = pairs ? PairOffsets(g) : std::vector<int64_t>();
   const int64_t ldc = g.b * ldk;
   // The taps are read from the images laid out batch innermost (as pixel pairs with pairs): the
   // taps a kernel call broadcasts then sit in a few rows read for every image, not in B images
   // far apart.
   const int64_t ldb = RoundUp(g.b, 16);
   float* xt = Scratch(3, g.image() * ldb);
-  std::vector<int64_t> xoff = pairs ? off2 : off;
+  std::vector<int64_t> xoff = pairs ? PairOffsets(g) : off;
   for (int64_t& o : xoff) o *= ldb;
   if (pairs) {
 #if defined(__AVX512F__)
