@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -325,8 +327,8 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
       std::ifstream csv(out_dir + "/budget.csv");
       int rows = 0;
       for (std::string l; std::getline(csv, l);) ++rows;
-      EXPECT_EQ(rows, 1 + 2 * (1 + 2 * 3 + 2 + 2))
-          << "header, then per test: greedy, 3 strategies at N = 1, 2, tree search at N = 1, 2, and beam search "
+      EXPECT_EQ(rows, 1 + 2 * (1 + 2 * 3 + 2 + 2 + 2))
+          << "header, then per test: greedy, 3 strategies at N = 1, 2, tree search and MCTS at N = 1, 2, and beam search "
              "at 1 x 2 and 2 x 2";
       // By default the ORM and the PRM are two models, and both report their agreement.
       std::ifstream md(out_dir + "/report.md");
@@ -541,6 +543,92 @@ TEST(CountdownLab, TreeSearchKeepsItsBudgetAndClaimsOnlyVerifiedAnswers) {
       EXPECT_TRUE(VerifyExpression(p, a.expression).ok) << a.expression;
     }
   }
+}
+
+// MCTS over steps: it stops within its token budget (plus at most one expansion), it scores the
+// greedy text and searches beyond it, and its answer is the complete text scored highest of all
+// it scored (a score drawn from the text's hash, so any other choice shows).
+TEST(CountdownLab, MctsKeepsItsBudgetAndAnswersTheBestScoredText) {
+  Gpt gpt({static_cast<int64_t>(CountdownVocabulary().size()), 64, 32, 1, 2}, 7);
+  Random rng(1);
+  for (const CountdownProblem& p : GenerateCountdown(5, 3, 11)) {
+    std::map<std::string, double> complete;
+    int64_t partial = 0;
+    auto score = [&](const std::string& t, bool done) {
+      EXPECT_EQ(t.rfind(CountdownPrompt(p), 0), 0u) << t;
+      const double v = static_cast<double>(std::hash<std::string>{}(t) % 1000) / 999.0;
+      if (done) {
+        complete[t] = v;
+      } else {
+        ++partial;
+        EXPECT_EQ(t.back(), ',') << t;
+      }
+      return v;
+    };
+    const MctsOptions o{3, 1.0, 300, 1.0f};
+    const CountdownAnswer a = MctsCountdown(&gpt, p, o, score, &rng);
+    EXPECT_GT(a.tokens, 0);
+    EXPECT_LE(a.tokens, o.max_tokens + o.expand * 64);
+    ASSERT_FALSE(complete.empty());
+    EXPECT_GT(static_cast<int64_t>(complete.size()) + partial, 1) << "nothing searched beyond the greedy text";
+    EXPECT_GE(a.tries, static_cast<int64_t>(complete.size()));
+    auto top = complete.begin();
+    for (auto it = complete.begin(); it != complete.end(); ++it)
+      if (it->second > top->second) top = it;
+    EXPECT_DOUBLE_EQ(complete[CountdownPrompt(p) + a.text], top->second) << a.text;
+    if (a.verified) {
+      EXPECT_TRUE(VerifyExpression(p, a.expression).ok) << a.expression;
+    }
+  }
+}
+
+// MCTS follows its values: valued by the exact tools (a complete text: the verifier; a partial
+// one: whether its steps are legal and the numbers left can still reach the target) it solves
+// held-out problems the greedy text does not within a budget of a few expansions (with the sign
+// of Q flipped in the selection, it solves only what greedy solves: checked), while with every
+// value equal it keeps the greedy text (a later text replaces it only when scored higher).
+TEST(CountdownLab, MctsFollowsItsValues) {
+  CountdownLabOptions o = Small();
+  o.traces = CountdownTraces::kOptimal;
+  o.train_tokens = 1000000;
+  o.test_limit = 40;
+  auto d = BuildCountdownData(o, 1);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const EngineOptions e = Adam(TempDir("mcts"));
+  auto job = CountdownJob(o, *d, e);
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto r = RunJob(e, *job);
+  ASSERT_TRUE(r.ok()) << r.status();
+  Gpt& gpt = static_cast<CountdownReplica*>(r->model.get())->gpt();
+  Random rng(5);
+  CountdownPolicyText calc;  // the calculator writes each result: a policy this small gets them wrong
+  calc.calculator = true;
+  int64_t greedy = 0, exact_mcts = 0, flat_mcts = 0;
+  for (const CountdownProblem& p : (*d)->test) {
+    auto exact = [&](const std::string& t, bool done) {
+      if (done) return VerifySteps(p, SolutionPart(t)).ok ? 1.0 : 0.0;
+      std::vector<int64_t> left = p.numbers;
+      std::string_view rest = std::string_view(t).substr(CountdownPrompt(p).size());
+      for (size_t comma; (comma = rest.find(',')) != std::string_view::npos; rest.remove_prefix(comma + 1))
+        if (!ApplyCountdownStep(rest.substr(0, comma), &left).ok()) return 0.0;
+      return IsSolvable(CountdownProblem{left, p.target}) ? 1.0 : 0.0;
+    };
+    const bool g = SearchCountdown(&gpt, p, 0, 0.0f, &rng, calc).verified;
+    greedy += g;
+    const CountdownAnswer a = MctsCountdown(&gpt, p, {4, 1.0, 80, 1.0f}, exact, &rng, calc);
+    exact_mcts += a.verified;
+    if (a.verified) {
+      EXPECT_TRUE(VerifyExpression(p, a.expression).ok) << a.expression;
+    }
+    const CountdownAnswer flat =
+        MctsCountdown(&gpt, p, {4, 1.0, 400, 1.0f}, [](const std::string&, bool) { return 0.5; }, &rng, calc);
+    EXPECT_EQ(flat.verified, g) << CountdownPrompt(p) << flat.text;
+    flat_mcts += flat.verified;
+  }
+  std::printf("held-out: greedy %ld, MCTS with exact values %ld, with equal values %ld of %zu\n", long(greedy),
+              long(exact_mcts), long(flat_mcts), (*d)->test.size());
+  EXPECT_GT(exact_mcts, greedy);
+  EXPECT_EQ(flat_mcts, greedy);
 }
 
 TEST(CountdownLab, MixedCountsShareTheProblemsAndTheOodHasOneMore) {

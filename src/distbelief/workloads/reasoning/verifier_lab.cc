@@ -154,6 +154,20 @@ std::vector<CurvePoint> BudgetCurves(Gpt* policy, Gpt* orm, Gpt* prm, const std:
     }
     out.push_back({"tree search", n, tokens / P, right / P});
   }
+  // Monte-Carlo tree search guided by the verifiers, with the same budgets.
+  for (int64_t n = 1; n <= max_samples; n *= 2) {
+    double budget = 0;
+    for (const CurvePoint& c : out)
+      if (c.strategy == "pass@N (exact verifier)" && c.n == n) budget = c.tokens;
+    double right = 0, tokens = 0;
+    for (const CountdownProblem& p : problems) {
+      const CountdownAnswer a =
+          PrmMcts(policy, prm, orm, p, {4, 1.0, std::max<int64_t>(1, std::llround(budget)), temperature}, &rng, text);
+      right += a.verified;
+      tokens += static_cast<double>(a.tokens);
+    }
+    out.push_back({"PRM MCTS", n, tokens / P, right / P});
+  }
   // Step-level beam search guided by the verifier's score of each partial solution: beam B,
   // E samples of the next step from each.
   for (auto [beam, expand] :
@@ -491,6 +505,88 @@ CountdownAnswer PrmBeamSearch(Gpt* policy, Gpt* prm, Gpt* orm, const CountdownPr
     }
   }
   return best;
+}
+
+CountdownAnswer MctsCountdown(Gpt* policy, const CountdownProblem& p, const MctsOptions& o, const TextScore& score,
+                              Random* rng, const CountdownPolicyText& text) {
+  CountdownAnswer best;
+  double best_score = -1.0;
+  const std::string prompt = CountdownPrompt(p);
+  const int64_t context = policy->options().context;
+  auto consider = [&](const std::string& full, double score) {
+    ++best.tries;
+    if (score <= best_score) return;
+    best_score = score;
+    const CountdownVerdict v = VerifySteps(p, SolutionPart(full));
+    best.text = full.substr(prompt.size());
+    best.steps = std::string(SolutionPart(full));
+    best.verified = v.ok;
+    best.expression = v.ok ? StepsExpression(p, v.steps) : "";
+  };
+  const std::string greedy = prompt + SampleCountdown(policy, prompt, 1, 0.0f, rng, &best.tokens, ".", text)[0];
+  consider(greedy, score(greedy, true));
+  struct Node {
+    std::string text;
+    double prior = 1.0, value_sum = 0.0;
+    int64_t visits = 0;
+    bool complete = false, expanded = false;
+    std::vector<size_t> kids;
+  };
+  std::vector<Node> tree(1);
+  tree[0].text = prompt;
+  for (int64_t sim = 0; best.tokens < o.max_tokens && sim < o.max_tokens; ++sim) {
+    std::vector<size_t> path{0};
+    while (tree[path.back()].expanded && !tree[path.back()].kids.empty()) {
+      const Node& node = tree[path.back()];
+      const double explore = o.c_puct * std::sqrt(static_cast<double>(node.visits));
+      size_t pick = node.kids[0];
+      double top = -INFINITY;
+      for (size_t k : node.kids) {
+        const Node& c = tree[k];
+        const double u = c.value_sum / static_cast<double>(c.visits) + explore * c.prior / static_cast<double>(1 + c.visits);
+        if (u > top) top = u, pick = k;
+      }
+      path.push_back(pick);
+    }
+    double sum = 0.0;
+    int64_t visits = 1;
+    const size_t leaf = path.back();
+    if (tree[leaf].complete) {
+      sum = tree[leaf].value_sum / static_cast<double>(tree[leaf].visits);
+    } else if (!tree[leaf].expanded) {
+      tree[leaf].expanded = true;
+      std::map<std::string, int64_t> count;  // distinct next steps, by how often the policy wrote them
+      for (const std::string& step : SampleCountdown(policy, tree[leaf].text, o.expand, o.temperature, rng, &best.tokens, ",.", text))
+        if (!step.empty()) ++count[step];
+      if (!count.empty()) visits = 0;
+      for (const auto& [step, c] : count) {
+        Node kid;
+        kid.text = tree[leaf].text + step;
+        kid.prior = static_cast<double>(c) / static_cast<double>(o.expand);
+        kid.complete = kid.text.back() == '.' || static_cast<int64_t>(kid.text.size()) >= context;
+        kid.expanded = kid.complete;
+        const double v = score(kid.text, kid.complete);
+        if (kid.complete) consider(kid.text, v);
+        kid.value_sum = v;
+        kid.visits = 1;
+        sum += v;
+        ++visits;
+        tree.push_back(std::move(kid));
+        tree[leaf].kids.push_back(tree.size() - 1);
+      }
+    }  // else: expanded without children, a dead end (value 0)
+    for (size_t i : path) {
+      tree[i].visits += visits;
+      tree[i].value_sum += sum;
+    }
+  }
+  return best;
+}
+
+CountdownAnswer PrmMcts(Gpt* policy, Gpt* prm, Gpt* orm, const CountdownProblem& p, const MctsOptions& o, Random* rng,
+                        const CountdownPolicyText& text) {
+  return MctsCountdown(
+      policy, p, o, [&](const std::string& t, bool complete) { return OrmScore(complete ? orm : prm, t); }, rng, text);
 }
 
 double OrmScore(Gpt* orm, const std::string& text) {

@@ -13,8 +13,9 @@
 //   4. on held-out problems, accuracy against generated tokens for budgets of 1..N samples:
 //      greedy; best-of-N ranked by the verifier; verifier-weighted majority vote over distinct
 //      solutions; step-level beam search guided by the verifier (PRM); the policy-guided tree
-//      search (TreeSearchCountdown) with best-of-N's tokens at each N as its budget; and, as the
-//      ceiling, best-of-N checked by the exact verifier (pass@N). CSV and PNG.
+//      search (TreeSearchCountdown) and Monte-Carlo tree search guided by the verifiers (PrmMcts),
+//      each with best-of-N's tokens at each N as its budget; and, as the ceiling, best-of-N checked
+//      by the exact verifier (pass@N). CSV and PNG.
 //
 // Config: [verifier] (below); [optimizer], [train] seed and run_dir. The policy's own config comes
 // from its checkpoint, its text options too: with countdown.digits = "reversed" it reads and writes
@@ -24,6 +25,7 @@
 // digits, no calculator).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -84,6 +86,33 @@ std::vector<OrmExample> CollectStepExamples(Gpt* policy, const std::vector<Count
 // (the exact verifier only grades it).
 CountdownAnswer PrmBeamSearch(Gpt* policy, Gpt* prm, Gpt* orm, const CountdownProblem& p, int64_t beam, int64_t expand,
                               float temperature, Random* rng, const CountdownPolicyText& text = {});
+
+// Monte-Carlo tree search over steps guided by a value function (PUCT, as in AlphaZero, with a
+// verifier's score as the value in place of rollouts). A node is "prompt + steps so far". Each
+// simulation walks from the root to a leaf, at each node to the child of highest
+// Q + c_puct P sqrt(N) / (1 + n) (Q its mean value, P its prior, n its visits, N the node's), and
+// expands the leaf: `expand` samples of the next step, each distinct step a child whose prior is
+// its share of the samples and whose value is score(text, complete) (complete: the text ends in
+// '.' or fills the policy's context; never expanded). The children's values are backed up the
+// path as visits; a complete leaf reached again backs up its value again, and a leaf whose samples
+// were all empty is a dead end of value 0. The greedy text is the first complete candidate. Stops
+// once `max_tokens` have been generated (the greedy text's included; the last expansion may pass
+// it by at most `expand` texts of at most a context each) or after max_tokens simulations. The
+// answer is the complete text of the highest score; the exact verifier only grades it (no rules
+// prune the tree). `score` returns a value in [0, 1] and is called from this thread only.
+struct MctsOptions {
+  int64_t expand = 4;
+  double c_puct = 1.0;
+  int64_t max_tokens = 256;
+  float temperature = 1.0f;
+};
+using TextScore = std::function<double(const std::string& text, bool complete)>;
+CountdownAnswer MctsCountdown(Gpt* policy, const CountdownProblem& p, const MctsOptions& o, const TextScore& score,
+                              Random* rng, const CountdownPolicyText& text = {});
+// MctsCountdown valued by the verifiers: the PRM's score of a partial solution, the ORM's of a
+// complete one.
+CountdownAnswer PrmMcts(Gpt* policy, Gpt* prm, Gpt* orm, const CountdownProblem& p, const MctsOptions& o, Random* rng,
+                        const CountdownPolicyText& text = {});
 
 // Math-Shepherd's process labels, checked: for each first step a policy writes (a prefix
 // "prompt + step,"), the Monte-Carlo label is whether any of `rollouts` continuations of the
