@@ -244,6 +244,16 @@ Status ApplyCountdownStep(std::string_view text, std::vector<int64_t>* left, Cou
   return absl::OkStatus();
 }
 
+StatusOr<std::vector<int64_t>> CountdownNumbersLeft(const CountdownProblem& p, std::string_view steps) {
+  std::vector<int64_t> left = p.numbers;
+  int step = 1;
+  for (size_t comma; (comma = steps.find(',')) != std::string_view::npos; steps.remove_prefix(comma + 1), ++step) {
+    Status s = ApplyCountdownStep(steps.substr(0, comma), &left);
+    if (!s.ok()) return absl::InvalidArgumentError("step " + std::to_string(step) + ": " + std::string(s.message()));
+  }
+  return left;
+}
+
 CountdownVerdict VerifySteps(const CountdownProblem& p, std::string_view text) {
   CountdownVerdict v;
   std::vector<int64_t> left = p.numbers;

@@ -64,6 +64,10 @@ CountdownVerdict VerifySteps(const CountdownProblem& p, std::string_view text);
 // success a and b are taken from *left and the result added (and *step set when given); else
 // kInvalidArgument naming what is wrong (as VerifySteps's reasons) and *left unchanged.
 Status ApplyCountdownStep(std::string_view text, std::vector<int64_t>* left, CountdownStep* step = nullptr);
+// The numbers left after a partial solution: `steps` is steps each ended by ',' ("a op b=c,d op
+// e=f,"; text after the last ',' is ignored), taken in turn from the problem's numbers. Fails,
+// naming the step, at the first step that is not legal.
+StatusOr<std::vector<int64_t>> CountdownNumbersLeft(const CountdownProblem& p, std::string_view steps);
 // An infix expression over the source numbers with + - * / and parentheses (x and the Unicode
 // signs are not accepted): each source number used exactly once, every intermediate value exact
 // and non-negative, the value the target.

@@ -605,14 +605,16 @@ TEST(CountdownLab, MctsFollowsItsValues) {
   calc.calculator = true;
   int64_t greedy = 0, exact_mcts = 0, flat_mcts = 0;
   for (const CountdownProblem& p : (*d)->test) {
-    auto exact = [&](const std::string& t, bool done) {
-      if (done) return VerifySteps(p, SolutionPart(t)).ok ? 1.0 : 0.0;
-      std::vector<int64_t> left = p.numbers;
-      std::string_view rest = std::string_view(t).substr(CountdownPrompt(p).size());
-      for (size_t comma; (comma = rest.find(',')) != std::string_view::npos; rest.remove_prefix(comma + 1))
-        if (!ApplyCountdownStep(rest.substr(0, comma), &left).ok()) return 0.0;
-      return IsSolvable(CountdownProblem{left, p.target}) ? 1.0 : 0.0;
+    // illegal: the score of a partial text whose steps break the rules (0, or -1 to prune it).
+    auto exact_with = [&](double illegal) {
+      return [&p, illegal](const std::string& t, bool done) {
+        if (done) return VerifySteps(p, SolutionPart(t)).ok ? 1.0 : 0.0;
+        auto left = CountdownNumbersLeft(p, std::string_view(t).substr(CountdownPrompt(p).size()));
+        if (!left.ok()) return illegal;
+        return IsSolvable(CountdownProblem{*left, p.target}) ? 1.0 : 0.0;
+      };
     };
+    const auto exact = exact_with(0.0);
     const bool g = SearchCountdown(&gpt, p, 0, 0.0f, &rng, calc).verified;
     greedy += g;
     const CountdownAnswer a = MctsCountdown(&gpt, p, {4, 1.0, 80, 1.0f}, exact, &rng, calc);
@@ -624,6 +626,28 @@ TEST(CountdownLab, MctsFollowsItsValues) {
         MctsCountdown(&gpt, p, {4, 1.0, 400, 1.0f}, [](const std::string&, bool) { return 0.5; }, &rng, calc);
     EXPECT_EQ(flat.verified, g) << CountdownPrompt(p) << flat.text;
     flat_mcts += flat.verified;
+    // Pruned and stopping at the first verified text: nothing is scored after it, and no illegal
+    // step is ever extended.
+    bool ended = false, first = true;  // the first text scored is the greedy one, not the tree's
+    int64_t after = 0;
+    const auto pruned = exact_with(-1.0);
+    const CountdownAnswer s = MctsCountdown(
+        &gpt, p, {4, 1.0, 400, 1.0f, 1.0},
+        [&](const std::string& t, bool done) {
+          after += ended;
+          std::string_view parent = std::string_view(t).substr(CountdownPrompt(p).size());
+          parent.remove_suffix(!parent.empty() && (parent.back() == ',' || parent.back() == '.'));
+          const size_t comma = parent.rfind(',');
+          parent = parent.substr(0, comma == std::string_view::npos ? 0 : comma + 1);
+          EXPECT_TRUE(first || CountdownNumbersLeft(p, parent).ok()) << "an illegal step was extended: " << t;
+          first = false;
+          const double v = pruned(t, done);
+          ended |= done && v == 1.0;
+          return v;
+        },
+        &rng, calc);
+    EXPECT_EQ(after, 0) << CountdownPrompt(p) << s.text;
+    EXPECT_EQ(s.verified, ended);
   }
   std::printf("held-out: greedy %ld, MCTS with exact values %ld, with equal values %ld of %zu\n", long(greedy),
               long(exact_mcts), long(flat_mcts), (*d)->test.size());

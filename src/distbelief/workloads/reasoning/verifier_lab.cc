@@ -154,20 +154,22 @@ std::vector<CurvePoint> BudgetCurves(Gpt* policy, Gpt* orm, Gpt* prm, const std:
     }
     out.push_back({"tree search", n, tokens / P, right / P});
   }
-  // Monte-Carlo tree search guided by the verifiers, with the same budgets.
-  for (int64_t n = 1; n <= max_samples; n *= 2) {
-    double budget = 0;
-    for (const CurvePoint& c : out)
-      if (c.strategy == "pass@N (exact verifier)" && c.n == n) budget = c.tokens;
-    double right = 0, tokens = 0;
-    for (const CountdownProblem& p : problems) {
-      const CountdownAnswer a =
-          PrmMcts(policy, prm, orm, p, {4, 1.0, std::max<int64_t>(1, std::llround(budget)), temperature}, &rng, text);
-      right += a.verified;
-      tokens += static_cast<double>(a.tokens);
+  // Monte-Carlo tree search valued by the verifiers, with the same budgets: alone (the ORM picks
+  // the answer), and with the rules and the exact verifier as the tree search has them.
+  for (bool rules : {false, true})
+    for (int64_t n = 1; n <= max_samples; n *= 2) {
+      double budget = 0;
+      for (const CurvePoint& c : out)
+        if (c.strategy == "pass@N (exact verifier)" && c.n == n) budget = c.tokens;
+      double right = 0, tokens = 0;
+      for (const CountdownProblem& p : problems) {
+        const MctsOptions o{4, 1.0, std::max<int64_t>(1, std::llround(budget)), temperature};
+        const CountdownAnswer a = PrmMcts(policy, prm, orm, p, o, rules, &rng, text);
+        right += a.verified;
+        tokens += static_cast<double>(a.tokens);
+      }
+      out.push_back({rules ? "PRM MCTS + rules" : "PRM MCTS", n, tokens / P, right / P});
     }
-    out.push_back({"PRM MCTS", n, tokens / P, right / P});
-  }
   // Step-level beam search guided by the verifier's score of each partial solution: beam B,
   // E samples of the next step from each.
   for (auto [beam, expand] :
@@ -525,6 +527,7 @@ CountdownAnswer MctsCountdown(Gpt* policy, const CountdownProblem& p, const Mcts
   };
   const std::string greedy = prompt + SampleCountdown(policy, prompt, 1, 0.0f, rng, &best.tokens, ".", text)[0];
   consider(greedy, score(greedy, true));
+  if (best_score >= o.stop_score) return best;
   struct Node {
     std::string text;
     double prior = 1.0, value_sum = 0.0;
@@ -535,6 +538,7 @@ CountdownAnswer MctsCountdown(Gpt* policy, const CountdownProblem& p, const Mcts
   std::vector<Node> tree(1);
   tree[0].text = prompt;
   for (int64_t sim = 0; best.tokens < o.max_tokens && sim < o.max_tokens; ++sim) {
+    if (tree[0].expanded && tree[0].kids.empty()) break;  // nothing legal to try
     std::vector<size_t> path{0};
     while (tree[path.back()].expanded && !tree[path.back()].kids.empty()) {
       const Node& node = tree[path.back()];
@@ -558,7 +562,7 @@ CountdownAnswer MctsCountdown(Gpt* policy, const CountdownProblem& p, const Mcts
       std::map<std::string, int64_t> count;  // distinct next steps, by how often the policy wrote them
       for (const std::string& step : SampleCountdown(policy, tree[leaf].text, o.expand, o.temperature, rng, &best.tokens, ",.", text))
         if (!step.empty()) ++count[step];
-      if (!count.empty()) visits = 0;
+      visits = 0;
       for (const auto& [step, c] : count) {
         Node kid;
         kid.text = tree[leaf].text + step;
@@ -566,7 +570,11 @@ CountdownAnswer MctsCountdown(Gpt* policy, const CountdownProblem& p, const Mcts
         kid.complete = kid.text.back() == '.' || static_cast<int64_t>(kid.text.size()) >= context;
         kid.expanded = kid.complete;
         const double v = score(kid.text, kid.complete);
-        if (kid.complete) consider(kid.text, v);
+        if (v < 0.0) continue;  // pruned
+        if (kid.complete) {
+          consider(kid.text, v);
+          if (v >= o.stop_score) return best;
+        }
         kid.value_sum = v;
         kid.visits = 1;
         sum += v;
@@ -574,7 +582,8 @@ CountdownAnswer MctsCountdown(Gpt* policy, const CountdownProblem& p, const Mcts
         tree.push_back(std::move(kid));
         tree[leaf].kids.push_back(tree.size() - 1);
       }
-    }  // else: expanded without children, a dead end (value 0)
+      if (visits == 0) visits = 1;  // no child: a dead end (value 0)
+    }  // else: expanded before without children, a dead end (value 0)
     for (size_t i : path) {
       tree[i].visits += visits;
       tree[i].value_sum += sum;
@@ -583,10 +592,21 @@ CountdownAnswer MctsCountdown(Gpt* policy, const CountdownProblem& p, const Mcts
   return best;
 }
 
-CountdownAnswer PrmMcts(Gpt* policy, Gpt* prm, Gpt* orm, const CountdownProblem& p, const MctsOptions& o, Random* rng,
-                        const CountdownPolicyText& text) {
+CountdownAnswer PrmMcts(Gpt* policy, Gpt* prm, Gpt* orm, const CountdownProblem& p, MctsOptions o, bool rules,
+                        Random* rng, const CountdownPolicyText& text) {
+  if (!rules)
+    return MctsCountdown(
+        policy, p, o, [&](const std::string& t, bool complete) { return OrmScore(complete ? orm : prm, t); }, rng, text);
+  o.stop_score = 1.0;
+  const size_t prompt = CountdownPrompt(p).size();
   return MctsCountdown(
-      policy, p, o, [&](const std::string& t, bool complete) { return OrmScore(complete ? orm : prm, t); }, rng, text);
+      policy, p, o,
+      [&](const std::string& t, bool complete) {
+        if (complete) return VerifySteps(p, SolutionPart(t)).ok ? 1.0 : 0.0;
+        if (!CountdownNumbersLeft(p, std::string_view(t).substr(prompt)).ok()) return -1.0;
+        return OrmScore(prm, t);
+      },
+      rng, text);
 }
 
 double OrmScore(Gpt* orm, const std::string& text) {

@@ -93,26 +93,30 @@ CountdownAnswer PrmBeamSearch(Gpt* policy, Gpt* prm, Gpt* orm, const CountdownPr
 // Q + c_puct P sqrt(N) / (1 + n) (Q its mean value, P its prior, n its visits, N the node's), and
 // expands the leaf: `expand` samples of the next step, each distinct step a child whose prior is
 // its share of the samples and whose value is score(text, complete) (complete: the text ends in
-// '.' or fills the policy's context; never expanded). The children's values are backed up the
-// path as visits; a complete leaf reached again backs up its value again, and a leaf whose samples
-// were all empty is a dead end of value 0. The greedy text is the first complete candidate. Stops
-// once `max_tokens` have been generated (the greedy text's included; the last expansion may pass
-// it by at most `expand` texts of at most a context each) or after max_tokens simulations. The
-// answer is the complete text of the highest score; the exact verifier only grades it (no rules
-// prune the tree). `score` returns a value in [0, 1] and is called from this thread only.
+// '.' or fills the policy's context; never expanded); a negative score drops the child (rules
+// that prune). The children's values are backed up the path as visits; a complete leaf reached
+// again backs up its value again, and a leaf left without children is a dead end of value 0. The
+// greedy text is the first complete candidate. Stops once a complete text scores at least
+// `stop_score`, once `max_tokens` have been generated (the greedy text's included; the last
+// expansion may pass it by at most `expand` texts of at most a context each), or after max_tokens
+// simulations. The answer is the complete text of the highest score (the first of equals); the
+// exact verifier only grades it. `score` returns at most 1 and is called from this thread only.
 struct MctsOptions {
   int64_t expand = 4;
   double c_puct = 1.0;
   int64_t max_tokens = 256;
   float temperature = 1.0f;
+  double stop_score = 2.0;  // above any score: search the whole budget
 };
 using TextScore = std::function<double(const std::string& text, bool complete)>;
 CountdownAnswer MctsCountdown(Gpt* policy, const CountdownProblem& p, const MctsOptions& o, const TextScore& score,
                               Random* rng, const CountdownPolicyText& text = {});
 // MctsCountdown valued by the verifiers: the PRM's score of a partial solution, the ORM's of a
-// complete one.
-CountdownAnswer PrmMcts(Gpt* policy, Gpt* prm, Gpt* orm, const CountdownProblem& p, const MctsOptions& o, Random* rng,
-                        const CountdownPolicyText& text = {});
+// complete one. With `rules`, as the tree search: the game's rules drop illegal steps, the exact
+// verifier scores a complete solution (1 or 0) and the first verified one ends the search; the
+// PRM values the rest.
+CountdownAnswer PrmMcts(Gpt* policy, Gpt* prm, Gpt* orm, const CountdownProblem& p, MctsOptions o, bool rules,
+                        Random* rng, const CountdownPolicyText& text = {});
 
 // Math-Shepherd's process labels, checked: for each first step a policy writes (a prefix
 // "prompt + step,"), the Monte-Carlo label is whether any of `rollouts` continuations of the
