@@ -125,6 +125,24 @@ TEST(Countdown, VerifierNamesWhatIsWrong) {
   EXPECT_NE(VerifyExpression(p, std::string(5000, '(') + "1").reason.find("nested too deeply"), std::string::npos);
 }
 
+TEST(Countdown, NumbersLeftFollowThePartialSolutionAndNameItsFirstBadStep) {
+  const CountdownProblem p{{25, 3, 4, 7}, 97};
+  auto none = CountdownNumbersLeft(p, "");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(*none, p.numbers);
+  auto two = CountdownNumbersLeft(p, "25*4=100,100-3=97,7+9");  // text after the last ',' is not a step yet
+  ASSERT_TRUE(two.ok()) << two.status();
+  std::vector<int64_t> left = *two;
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<int64_t>{7, 97}));
+  auto reused = CountdownNumbersLeft(p, "25*4=100,25+3=28,");
+  ASSERT_FALSE(reused.ok());
+  EXPECT_NE(std::string(reused.status().message()).find("step 2"), std::string::npos) << reused.status();
+  auto wrong = CountdownNumbersLeft(p, "25*4=99,");
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(std::string(wrong.status().message()).find("step 1"), std::string::npos) << wrong.status();
+}
+
 TEST(Countdown, ProblemsAreCheckedAgainstTheTaskRanges) {
   EXPECT_TRUE(CheckCountdownProblem(P({1, 100, 50}, 999)).ok());
   EXPECT_FALSE(CheckCountdownProblem(P({1}, 10)).ok());
