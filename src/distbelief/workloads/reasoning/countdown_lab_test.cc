@@ -625,6 +625,8 @@ TEST(CountdownLab, MctsFollowsItsValues) {
     const CountdownAnswer flat =
         MctsCountdown(&gpt, p, {4, 1.0, 400, 1.0f}, [](const std::string&, bool) { return 0.5; }, &rng, calc);
     EXPECT_EQ(flat.verified, g) << CountdownPrompt(p) << flat.text;
+    // A tree of 3 numbers is soon exhausted: widening keeps drawing until the budget is spent.
+    EXPECT_GE(flat.tokens, 400) << CountdownPrompt(p);
     flat_mcts += flat.verified;
     // Pruned and stopping at the first verified text: nothing is scored after it, and no illegal
     // step is ever extended.

@@ -531,14 +531,45 @@ CountdownAnswer MctsCountdown(Gpt* policy, const CountdownProblem& p, const Mcts
   struct Node {
     std::string text;
     double prior = 1.0, value_sum = 0.0;
-    int64_t visits = 0;
+    int64_t visits = 0, samples = 0;  // samples: next steps drawn here so far
     bool complete = false, expanded = false;
     std::vector<size_t> kids;
+    std::map<std::string, int64_t> drawn;  // every next step drawn here, pruned ones too, and how often
   };
   std::vector<Node> tree(1);
   tree[0].text = prompt;
-  for (int64_t sim = 0; best.tokens < o.max_tokens && sim < o.max_tokens; ++sim) {
-    if (tree[0].expanded && tree[0].kids.empty()) break;  // nothing legal to try
+  bool stop = false;
+  // Draws `expand` more next steps at `at`: new distinct ones become children (scored), known
+  // ones gain prior. Adds the new children's values to *sum and their count to *added.
+  auto expand = [&](size_t at, double* sum, int64_t* added) {
+    tree[at].expanded = true;
+    tree[at].samples += o.expand;
+    for (const std::string& step : SampleCountdown(policy, tree[at].text, o.expand, o.temperature, rng, &best.tokens, ",.", text)) {
+      if (step.empty() || stop) continue;
+      if (tree[at].drawn[step]++ > 0) continue;  // known (a child, or pruned)
+      Node kid;
+      kid.text = tree[at].text + step;
+      kid.complete = kid.text.back() == '.' || static_cast<int64_t>(kid.text.size()) >= context;
+      kid.expanded = kid.complete;
+      const double v = score(kid.text, kid.complete);
+      if (v < 0.0) continue;  // pruned
+      if (kid.complete) {
+        consider(kid.text, v);
+        stop = v >= o.stop_score;
+      }
+      kid.value_sum = v;
+      kid.visits = 1;
+      *sum += v;
+      ++*added;
+      tree.push_back(std::move(kid));
+      tree[at].kids.push_back(tree.size() - 1);
+    }
+    for (size_t k : tree[at].kids) {
+      const std::string step = tree[k].text.substr(tree[at].text.size());
+      tree[k].prior = static_cast<double>(tree[at].drawn[step]) / static_cast<double>(tree[at].samples);
+    }
+  };
+  for (int64_t sim = 0; !stop && best.tokens < o.max_tokens && sim < o.max_tokens; ++sim) {
     std::vector<size_t> path{0};
     while (tree[path.back()].expanded && !tree[path.back()].kids.empty()) {
       const Node& node = tree[path.back()];
@@ -552,40 +583,20 @@ CountdownAnswer MctsCountdown(Gpt* policy, const CountdownProblem& p, const Mcts
       }
       path.push_back(pick);
     }
+    // A new leaf is expanded; a complete one reached again widens its parent (more samples there,
+    // as the tree search draws twice the children once its tree is exhausted); a dead end is drawn
+    // from again. What nothing new comes of backs up its own value (0 for a dead end).
     double sum = 0.0;
-    int64_t visits = 1;
-    const size_t leaf = path.back();
-    if (tree[leaf].complete) {
-      sum = tree[leaf].value_sum / static_cast<double>(tree[leaf].visits);
-    } else if (!tree[leaf].expanded) {
-      tree[leaf].expanded = true;
-      std::map<std::string, int64_t> count;  // distinct next steps, by how often the policy wrote them
-      for (const std::string& step : SampleCountdown(policy, tree[leaf].text, o.expand, o.temperature, rng, &best.tokens, ",.", text))
-        if (!step.empty()) ++count[step];
-      visits = 0;
-      for (const auto& [step, c] : count) {
-        Node kid;
-        kid.text = tree[leaf].text + step;
-        kid.prior = static_cast<double>(c) / static_cast<double>(o.expand);
-        kid.complete = kid.text.back() == '.' || static_cast<int64_t>(kid.text.size()) >= context;
-        kid.expanded = kid.complete;
-        const double v = score(kid.text, kid.complete);
-        if (v < 0.0) continue;  // pruned
-        if (kid.complete) {
-          consider(kid.text, v);
-          if (v >= o.stop_score) return best;
-        }
-        kid.value_sum = v;
-        kid.visits = 1;
-        sum += v;
-        ++visits;
-        tree.push_back(std::move(kid));
-        tree[leaf].kids.push_back(tree.size() - 1);
-      }
-      if (visits == 0) visits = 1;  // no child: a dead end (value 0)
-    }  // else: expanded before without children, a dead end (value 0)
+    int64_t added = 0;
+    if (tree[path.back()].complete) path.pop_back();
+    expand(path.back(), &sum, &added);
+    if (added == 0) {
+      const Node& n = tree[path.back()];
+      sum = n.kids.empty() ? 0.0 : n.value_sum / static_cast<double>(n.visits);
+      added = 1;
+    }
     for (size_t i : path) {
-      tree[i].visits += visits;
+      tree[i].visits += added;
       tree[i].value_sum += sum;
     }
   }

@@ -91,12 +91,14 @@ CountdownAnswer PrmBeamSearch(Gpt* policy, Gpt* prm, Gpt* orm, const CountdownPr
 // verifier's score as the value in place of rollouts). A node is "prompt + steps so far". Each
 // simulation walks from the root to a leaf, at each node to the child of highest
 // Q + c_puct P sqrt(N) / (1 + n) (Q its mean value, P its prior, n its visits, N the node's), and
-// expands the leaf: `expand` samples of the next step, each distinct step a child whose prior is
-// its share of the samples and whose value is score(text, complete) (complete: the text ends in
-// '.' or fills the policy's context; never expanded); a negative score drops the child (rules
-// that prune). The children's values are backed up the path as visits; a complete leaf reached
-// again backs up its value again, and a leaf left without children is a dead end of value 0. The
-// greedy text is the first complete candidate. Stops once a complete text scores at least
+// expands the leaf: `expand` samples of the next step, each new distinct step a child whose value
+// is score(text, complete) (complete: the text ends in '.' or fills the policy's context; never
+// expanded); a negative score drops the child (rules that prune). A child's prior is its share of
+// all the samples drawn at its node. The new children's values are backed up the path as visits.
+// A complete leaf reached again widens its parent instead (`expand` more samples there, as the tree
+// search draws more children once its tree is exhausted), and a node left without children is
+// drawn from again; when nothing new comes of it, its value is backed up again (0 for a dead end).
+// The greedy text is the first complete candidate. Stops once a complete text scores at least
 // `stop_score`, once `max_tokens` have been generated (the greedy text's included; the last
 // expansion may pass it by at most `expand` texts of at most a context each), or after max_tokens
 // simulations. The answer is the complete text of the highest score (the first of equals); the
