@@ -6,8 +6,9 @@
 #      for the same training tokens, on streams of search (runs/countdown_streams), each scored
 #      greedily, best-of-8 and by the tree search (16,384 tokens a problem; the streams' 4,096);
 #   2. a verifier for the optimal-path policy (outcome and process labels) and accuracy against
-#      generated tokens for greedy, best-of-N, weighted vote, verifier-guided step beam search and
-#      pass@N (configs/verifier.toml);
+#      generated tokens for greedy, best-of-N, weighted vote, verifier-guided step beam search,
+#      the tree search, verifier-valued MCTS (alone, and with the rules) and pass@N
+#      (configs/verifier.toml);
 #   3. three rounds of self-improvement on verified samples (configs/star.toml), and from a seed
 #      policy given few solver traces, beside its control arm (configs/countdown_seed.toml,
 #      configs/star_seed.toml), and the same by 2 actor-learners under Downpour

@@ -327,9 +327,16 @@ TEST(CountdownLab, PolicyLearnsTheTracesAndSearchAnswersEveryLine) {
       std::ifstream csv(out_dir + "/budget.csv");
       int rows = 0;
       for (std::string l; std::getline(csv, l);) ++rows;
-      EXPECT_EQ(rows, 1 + 2 * (1 + 2 * 3 + 2 + 2 + 2))
-          << "header, then per test: greedy, 3 strategies at N = 1, 2, tree search and MCTS at N = 1, 2, and beam search "
-             "at 1 x 2 and 2 x 2";
+      EXPECT_EQ(rows, 1 + 2 * (1 + 2 * 3 + 2 + 2 * 2 + 2))
+          << "header, then per test: greedy, 3 strategies at N = 1, 2, tree search and two MCTS at N = 1, 2, and beam "
+             "search at 1 x 2 and 2 x 2";
+      // Every strategy has its curve in the plot's data (when gnuplot drew it).
+      if (fs::exists(out_dir + "/budget.png")) {
+        int curves = 0;
+        for (const auto& entry : fs::directory_iterator(out_dir))
+          curves += entry.path().filename().string().rfind("budget_test_", 0) == 0 && fs::file_size(entry.path()) > 0;
+        EXPECT_EQ(curves, 8) << "greedy, best-of-N, vote, pass@N, tree search, beam search, MCTS, MCTS + rules";
+      }
       // By default the ORM and the PRM are two models, and both report their agreement.
       std::ifstream md(out_dir + "/report.md");
       std::stringstream all;

@@ -77,7 +77,8 @@ struct CurvePoint {
 };
 
 std::vector<CurvePoint> BudgetCurves(Gpt* policy, Gpt* orm, Gpt* prm, const std::vector<CountdownProblem>& problems,
-                                     int64_t max_samples, float temperature, uint64_t seed, const CountdownPolicyText& text) {
+                                     int64_t max_samples, int64_t mcts_max_samples, float temperature, uint64_t seed,
+                                     const CountdownPolicyText& text) {
   struct Sampled {
     std::string steps;  // the solution part, normalized when it parses
     bool right = false;
@@ -157,7 +158,7 @@ std::vector<CurvePoint> BudgetCurves(Gpt* policy, Gpt* orm, Gpt* prm, const std:
   // Monte-Carlo tree search valued by the verifiers, with the same budgets: alone (the ORM picks
   // the answer), and with the rules and the exact verifier as the tree search has them.
   for (bool rules : {false, true})
-    for (int64_t n = 1; n <= max_samples; n *= 2) {
+    for (int64_t n = 1; n <= std::min(max_samples, mcts_max_samples); n *= 2) {
       double budget = 0;
       for (const CurvePoint& c : out)
         if (c.strategy == "pass@N (exact verifier)" && c.n == n) budget = c.tokens;
@@ -284,7 +285,8 @@ class VerifierWorkload : public Workload {
       std::vector<CountdownProblem> ps(problems.begin(),
                                        problems.begin() + std::min<size_t>(problems.size(), o_.test_problems));
       const std::string name = ood ? "ood" : "test";
-      for (const CurvePoint& c : BudgetCurves(policy_.get(), &orm, prm, ps, o_.max_samples, o_.temperature, e.train.seed + 9, policy_opts_.text)) {
+      for (const CurvePoint& c : BudgetCurves(policy_.get(), &orm, prm, ps, o_.max_samples, o_.mcts_max_samples, o_.temperature,
+                                                e.train.seed + 9, policy_opts_.text)) {
         csv << name << "," << c.strategy << "," << c.n << "," << c.tokens << "," << c.accuracy << "\n";
         points.push_back({name, c});
         std::snprintf(line, sizeof(line), "| %s | %s | %ld | %.0f | %.1f%% |\n",
@@ -344,14 +346,15 @@ class VerifierWorkload : public Workload {
   }
   // One data file per test and strategy (so each curve is one line), then one gnuplot script.
   Status Plot(const std::string& dir, const std::vector<std::pair<std::string, CurvePoint>>& points) {
-    const char* strategies[] = {"best-of-N (verifier)", "weighted vote (verifier)", "PRM beam search",
-                                "pass@N (exact verifier)", "greedy", "tree search"};
+    const std::vector<std::string> strategies = {"best-of-N (verifier)", "weighted vote (verifier)", "PRM beam search",
+                                                 "PRM MCTS", "pass@N (exact verifier)", "greedy", "tree search",
+                                                 "PRM MCTS + rules"};
     std::string script = "set terminal pngcairo size 1000,450 noenhanced\nset output '" + dir + "/budget.png'\n"
                          "set logscale x 2\nset xlabel 'generated tokens per problem'\nset ylabel 'accuracy'\n"
                          "set yrange [0:1]\nset key bottom right\nset grid\nset multiplot layout 1,2\n";
     for (const char* t : {"test", "ood"}) {
       script += std::string("set title '") + (std::string(t) == "test" ? "held-out problems" : "one more number") + "'\nplot ";
-      for (int i = 0; i < 6; ++i) {
+      for (size_t i = 0; i < strategies.size(); ++i) {
         const std::string file = dir + "/budget_" + t + "_" + std::to_string(i) + ".dat";
         std::ofstream f(file);
         for (const auto& [test, c] : points)
@@ -387,6 +390,7 @@ StatusOr<VerifierLabOptions> ParseVerifierLabOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(s.Int("batch", &o.batch, 1, 1 << 16));
   DB_RETURN_IF_ERROR(s.Int("test_problems", &o.test_problems, 1, 100000));
   DB_RETURN_IF_ERROR(s.Int("max_samples", &o.max_samples, 1, 4096));
+  DB_RETURN_IF_ERROR(s.Int("mcts_max_samples", &o.mcts_max_samples, 1, 4096));
   DB_RETURN_IF_ERROR(s.Float("temperature", &o.temperature, 0.01, 10.0));
   DB_RETURN_IF_ERROR(s.Bool("fresh", &o.fresh));
   DB_RETURN_IF_ERROR(s.Bool("separate", &o.separate));

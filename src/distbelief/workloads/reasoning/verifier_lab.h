@@ -46,6 +46,9 @@ struct VerifierLabOptions {
   int64_t batch = 32;
   int64_t test_problems = 100;    // held-out problems of the budget curves (and as many out of distribution)
   int64_t max_samples = 32;       // the largest budget (N)
+  // The MCTS curves stop at this N's budget (their largest budgets cost the most: the verifiers
+  // score every child).
+  int64_t mcts_max_samples = 64;
   float temperature = 1.0f;
   // fresh: the verifier's training problems are ones the policy never trained on (drawn like
   // STaR's, FreshCountdownProblems), so its samples fail as often as on held-out problems;
