@@ -142,14 +142,17 @@ std::vector<CurvePoint> BudgetCurves(Gpt* policy, Gpt* orm, Gpt* prm, const std:
   }
   // The policy-guided tree search (no verifier: the rules prune, the exact verifier ends it) with
   // the budget best-of-N spent at each N.
-  for (int64_t n = 1; n <= max_samples; n *= 2) {
-    double budget = 0;
+  // Best-of-N's tokens a problem at N, the budget of the searches below (at least 1).
+  auto budget_at = [&](int64_t n) {
+    double tokens = 0;
     for (const CurvePoint& c : out)
-      if (c.strategy == "pass@N (exact verifier)" && c.n == n) budget = c.tokens;
+      if (c.strategy == "pass@N (exact verifier)" && c.n == n) tokens = c.tokens;
+    return std::max<int64_t>(1, std::llround(tokens));
+  };
+  for (int64_t n = 1; n <= max_samples; n *= 2) {
     double right = 0, tokens = 0;
     for (const CountdownProblem& p : problems) {
-      const CountdownAnswer a =
-          TreeSearchCountdown(policy, p, {4, temperature, std::max<int64_t>(1, std::llround(budget)), text}, &rng);
+      const CountdownAnswer a = TreeSearchCountdown(policy, p, {4, temperature, budget_at(n), text}, &rng);
       right += a.verified;
       tokens += static_cast<double>(a.tokens);
     }
@@ -159,12 +162,9 @@ std::vector<CurvePoint> BudgetCurves(Gpt* policy, Gpt* orm, Gpt* prm, const std:
   // the answer), and with the rules and the exact verifier as the tree search has them.
   for (bool rules : {false, true})
     for (int64_t n = 1; n <= std::min(max_samples, mcts_max_samples); n *= 2) {
-      double budget = 0;
-      for (const CurvePoint& c : out)
-        if (c.strategy == "pass@N (exact verifier)" && c.n == n) budget = c.tokens;
       double right = 0, tokens = 0;
       for (const CountdownProblem& p : problems) {
-        const MctsOptions o{4, 1.0, std::max<int64_t>(1, std::llround(budget)), temperature};
+        const MctsOptions o{4, 1.0, budget_at(n), temperature};
         const CountdownAnswer a = PrmMcts(policy, prm, orm, p, o, rules, &rng, text);
         right += a.verified;
         tokens += static_cast<double>(a.tokens);
@@ -532,13 +532,16 @@ CountdownAnswer MctsCountdown(Gpt* policy, const CountdownProblem& p, const Mcts
   const std::string greedy = prompt + SampleCountdown(policy, prompt, 1, 0.0f, rng, &best.tokens, ".", text)[0];
   consider(greedy, score(greedy, true));
   if (best_score >= o.stop_score) return best;
+  constexpr size_t kPruned = static_cast<size_t>(-1);
   struct Node {
     std::string text;
-    double prior = 1.0, value_sum = 0.0;
-    int64_t visits = 0, samples = 0;  // samples: next steps drawn here so far
+    double value_sum = 0.0;
+    int64_t visits = 0;
+    int64_t draws = 0;    // times its step was drawn at its parent: its prior is draws / the parent's samples
+    int64_t samples = 0;  // next steps drawn here so far
     bool complete = false, expanded = false;
     std::vector<size_t> kids;
-    std::map<std::string, int64_t> drawn;  // every next step drawn here, pruned ones too, and how often
+    std::map<std::string, size_t> drawn;  // every next step drawn here: its child, or kPruned
   };
   std::vector<Node> tree(1);
   tree[0].text = prompt;
@@ -547,30 +550,36 @@ CountdownAnswer MctsCountdown(Gpt* policy, const CountdownProblem& p, const Mcts
   // ones gain prior. Adds the new children's values to *sum and their count to *added.
   auto expand = [&](size_t at, double* sum, int64_t* added) {
     tree[at].expanded = true;
-    tree[at].samples += o.expand;
-    for (const std::string& step : SampleCountdown(policy, tree[at].text, o.expand, o.temperature, rng, &best.tokens, ",.", text)) {
+    const std::vector<std::string> steps =
+        SampleCountdown(policy, tree[at].text, o.expand, o.temperature, rng, &best.tokens, ",.", text);
+    tree[at].samples += static_cast<int64_t>(steps.size());
+    for (const std::string& step : steps) {
       if (step.empty() || stop) continue;
-      if (tree[at].drawn[step]++ > 0) continue;  // known (a child, or pruned)
+      if (auto known = tree[at].drawn.find(step); known != tree[at].drawn.end()) {
+        if (known->second != kPruned) ++tree[known->second].draws;
+        continue;
+      }
       Node kid;
       kid.text = tree[at].text + step;
       kid.complete = kid.text.back() == '.' || static_cast<int64_t>(kid.text.size()) >= context;
       kid.expanded = kid.complete;
       const double v = score(kid.text, kid.complete);
-      if (v < 0.0) continue;  // pruned
+      if (v < 0.0) {  // pruned
+        tree[at].drawn[step] = kPruned;
+        continue;
+      }
       if (kid.complete) {
         consider(kid.text, v);
         stop = v >= o.stop_score;
       }
       kid.value_sum = v;
       kid.visits = 1;
+      kid.draws = 1;
       *sum += v;
       ++*added;
       tree.push_back(std::move(kid));
       tree[at].kids.push_back(tree.size() - 1);
-    }
-    for (size_t k : tree[at].kids) {
-      const std::string step = tree[k].text.substr(tree[at].text.size());
-      tree[k].prior = static_cast<double>(tree[at].drawn[step]) / static_cast<double>(tree[at].samples);
+      tree[at].drawn[step] = tree.size() - 1;
     }
   };
   for (int64_t sim = 0; !stop && best.tokens < o.max_tokens && sim < o.max_tokens; ++sim) {
@@ -582,7 +591,8 @@ CountdownAnswer MctsCountdown(Gpt* policy, const CountdownProblem& p, const Mcts
       double top = -INFINITY;
       for (size_t k : node.kids) {
         const Node& c = tree[k];
-        const double u = c.value_sum / static_cast<double>(c.visits) + explore * c.prior / static_cast<double>(1 + c.visits);
+        const double prior = static_cast<double>(c.draws) / static_cast<double>(node.samples);
+        const double u = c.value_sum / static_cast<double>(c.visits) + explore * prior / static_cast<double>(1 + c.visits);
         if (u > top) top = u, pick = k;
       }
       path.push_back(pick);
