@@ -398,7 +398,29 @@ StatusOr<std::string> SearchTrace(const CountdownProblem& p, SearchOrder order, 
   const size_t limit = t.size() + static_cast<size_t>(std::max<int64_t>(0, max_chars));
   auto node = [](const Child& c) { return StepText(c.step) + "[" + Join(c.left) + "]"; };
   std::vector<CountdownStep> solution;
-  if (order == SearchOrder::kDepthFirst) {
+  if (order == SearchOrder::kSystematic) {
+    std::vector<CountdownStep> path;
+    std::function<bool(const std::vector<int64_t>&)> dfs = [&](const std::vector<int64_t>& nums) {
+      for (const Child& c : Children(nums)) {
+        if (t.size() > limit) return false;
+        path.push_back(c.step);
+        if (c.left.size() == 1) {
+          t += StepText(c.step) + ">" + std::to_string(p.target);  // the result beside the target
+          if (c.left[0] == p.target) return solution = path, true;
+          t += "!";
+        } else {
+          t += node(c);
+          if (dfs(c.left)) return true;
+        }
+        path.pop_back();
+      }
+      t += "<";
+      return false;
+    };
+    if (!dfs(p.numbers) || t.size() > limit)
+      return absl::NotFoundError("systematic search finds no solution of " + CountdownPrompt(p) + " within " +
+                                 std::to_string(max_chars) + " characters");
+  } else if (order == SearchOrder::kDepthFirst) {
     std::vector<CountdownStep> path;
     std::function<bool(const std::vector<int64_t>&)> dfs = [&](const std::vector<int64_t>& nums) {
       std::vector<Child> children = ChildrenByDistance(nums, p.target);

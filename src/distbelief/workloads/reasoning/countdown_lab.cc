@@ -26,7 +26,8 @@ StatusOr<CountdownLabOptions> ParseCountdownLabOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(s.Enum("traces", &o.traces, {{"optimal", CountdownTraces::kOptimal},
                                                 {"streams", CountdownTraces::kStreams},
                                                 {"depth_first", CountdownTraces::kDepthFirst},
-                                                {"breadth_first", CountdownTraces::kBreadthFirst}}));
+                                                {"breadth_first", CountdownTraces::kBreadthFirst},
+                                                {"systematic", CountdownTraces::kSystematic}}));
   DB_RETURN_IF_ERROR(s.Int("max_chars", &o.max_chars, 16, 1 << 16));
   DB_RETURN_IF_ERROR(s.Int("beam", &o.beam, 1, 1000));
   DB_RETURN_IF_ERROR(s.Enum("digits", &o.text.reversed_digits, {{"natural", false}, {"reversed", true}}));
@@ -61,6 +62,7 @@ const char* CountdownTracesName(CountdownTraces t) {
     case CountdownTraces::kStreams: return "depth- and breadth-first streams";
     case CountdownTraces::kDepthFirst: return "depth-first streams";
     case CountdownTraces::kBreadthFirst: return "breadth-first streams";
+    case CountdownTraces::kSystematic: return "systematic depth-first streams";
   }
   return "?";
 }
@@ -115,10 +117,11 @@ StatusOr<std::shared_ptr<const CountdownData>> BuildCountdownData(const Countdow
   int64_t k = 0;
   for (const CountdownProblem& p : d->train) {
     const bool breadth = o.traces == CountdownTraces::kBreadthFirst || (o.traces == CountdownTraces::kStreams && k++ % 2);
+    const SearchOrder order = o.traces == CountdownTraces::kSystematic ? SearchOrder::kSystematic
+                              : breadth                                 ? SearchOrder::kBreadthFirst
+                                                                        : SearchOrder::kDepthFirst;
     StatusOr<std::string> t =
-        o.traces == CountdownTraces::kOptimal
-            ? OptimalTrace(p)
-            : SearchTrace(p, breadth ? SearchOrder::kBreadthFirst : SearchOrder::kDepthFirst, o.max_chars, o.beam);
+        o.traces == CountdownTraces::kOptimal ? OptimalTrace(p) : SearchTrace(p, order, o.max_chars, o.beam);
     const int64_t prompt = static_cast<int64_t>(CountdownPrompt(p).size());
     if (!t.ok() || static_cast<int64_t>(t->size()) > o.net.context) {
       ++d->dropped;

@@ -52,7 +52,7 @@ struct TreeSearchOptions {
 };
 
 // Streams: depth-first and breadth-first, alternating by problem; or one order only.
-enum class CountdownTraces { kOptimal, kStreams, kDepthFirst, kBreadthFirst };
+enum class CountdownTraces { kOptimal, kStreams, kDepthFirst, kBreadthFirst, kSystematic };
 const char* CountdownTracesName(CountdownTraces t);  // "optimal paths", "depth- and breadth-first streams", ...
 
 struct CountdownLabOptions {
@@ -61,7 +61,8 @@ struct CountdownLabOptions {
   int64_t problems = 20000;         // generated, then split by problem
   int test_percent = 10;            // of problems held out
   int64_t test_limit = 200;         // held-out problems scored in the report, per count of numbers
-  CountdownTraces traces = CountdownTraces::kStreams;  // "optimal", "streams", "depth_first", "breadth_first"
+  CountdownTraces traces = CountdownTraces::kStreams;  // "optimal", "streams", "depth_first", "breadth_first",
+                                                       // "systematic"
   int64_t max_chars = 400;          // of a stream beyond its prompt (longer searches are not examples)
   int beam = 5;                     // breadth-first streams keep this many nodes per depth
   CountdownPolicyText text;         // digits = "natural" or "reversed" (training and sampling), calculator

@@ -215,6 +215,27 @@ TEST(Countdown, TracesEndInAVerifiedSolutionInTheVocabulary) {
   EXPECT_EQ(SolutionPart("no prompt"), "");
 }
 
+TEST(Countdown, SystematicStreamsTryEveryStepInOrder) {
+  // Pairs in order, larger first, + - * / (4/5 and 5/4 are not exact, so not tried); a leaf is its step
+  // and the target beside its result.
+  EXPECT_EQ(*SearchTrace(P({2, 3, 4}, 24), SearchOrder::kSystematic, 1000),
+            "2 3 4>24:3+2=5[4 5]5+4=9>24!5-4=1>24!5*4=20>24!<3-2=1[4 1]4+1=5>24!4-1=3>24!4*1=4>24!4/1=4>24!<"
+            "3*2=6[4 6]6+4=10>24!6-4=2>24!6*4=24>24#3*2=6,6*4=24.");
+  EXPECT_EQ(SearchTrace(P({2, 3, 4}, 24), SearchOrder::kSystematic, 40).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(SearchTrace(P({1, 1, 1}, 10), SearchOrder::kSystematic, 1 << 20).status().code(),
+            absl::StatusCode::kNotFound);
+  // With room enough it solves every solvable problem, and finds the solver's first solution.
+  for (const auto& p : GenerateCountdown(40, 3, 11)) {
+    auto t = SearchTrace(p, SearchOrder::kSystematic, 1 << 20);
+    ASSERT_TRUE(t.ok()) << t.status();
+    auto all = SolveCountdown(p, 1);
+    ASSERT_FALSE(all.empty());
+    EXPECT_TRUE(VerifySteps(p, SolutionPart(*t)).ok) << *t;
+    EXPECT_EQ(std::string(SolutionPart(*t)), StepsText(all[0])) << *t;
+    EXPECT_EQ(t->find('|'), std::string::npos);
+  }
+}
+
 TEST(Countdown, DigitRunsTurnRoundAndBack) {
   EXPECT_EQ(ReverseDigitRuns("12 5 70>605:12*5=60[60 70]!<"), "21 5 07>506:21*5=06[06 07]!<");
   EXPECT_EQ(ReverseDigitRuns("100"), "001");
