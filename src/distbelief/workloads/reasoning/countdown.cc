@@ -393,10 +393,17 @@ StatusOr<std::string> OptimalTrace(const CountdownProblem& p) {
   return CountdownPrompt(p) + StepsText(path) + ".";
 }
 
-StatusOr<std::string> SearchTrace(const CountdownProblem& p, SearchOrder order, int64_t max_chars, int beam) {
+StatusOr<std::string> SearchTrace(const CountdownProblem& p, SearchOrder order, int64_t max_chars, int beam,
+                                  bool leaf_target) {
   std::string t = CountdownPrompt(p);
   const size_t limit = t.size() + static_cast<size_t>(std::max<int64_t>(0, max_chars));
-  auto node = [](const Child& c) { return StepText(c.step) + "[" + Join(c.left) + "]"; };
+  // A node: its step and the numbers it leaves; a leaf, with leaf_target, its step and the target;
+  // a systematic stream's leaf otherwise its step alone.
+  auto node = [&](const Child& c) {
+    if (c.left.size() == 1 && leaf_target) return StepText(c.step) + ">" + std::to_string(p.target);
+    if (c.left.size() == 1 && order == SearchOrder::kSystematic) return StepText(c.step);
+    return StepText(c.step) + "[" + Join(c.left) + "]";
+  };
   std::vector<CountdownStep> solution;
   if (order == SearchOrder::kSystematic) {
     std::vector<CountdownStep> path;
@@ -404,13 +411,12 @@ StatusOr<std::string> SearchTrace(const CountdownProblem& p, SearchOrder order, 
       for (const Child& c : Children(nums)) {
         if (t.size() > limit) return false;
         path.push_back(c.step);
+        t += node(c);
         if (c.left.size() == 1) {
-          t += StepText(c.step) + ">" + std::to_string(p.target);  // the result beside the target
           if (c.left[0] == p.target) return solution = path, true;
           t += "!";
-        } else {
-          t += node(c);
-          if (dfs(c.left)) return true;
+        } else if (dfs(c.left)) {
+          return true;
         }
         path.pop_back();
       }

@@ -97,12 +97,14 @@ StatusOr<std::string> OptimalTrace(const CountdownProblem& p);
 // nodes closest to the target, "|" between depths. When a solution is found the stream ends
 // with "#", the solution's steps and ".". Systematic is depth-first with no heuristic: every child
 // in the fixed order of the numbers left (pairs in order, larger first, then + - * /; an equal pair
-// once), every result of the last two numbers written, a leaf as its step and the target beside
-// its result ("3+57=60>61!", as Stream of Search writes "60,61 unequal"), so each next character
-// follows from the text nearby by a local rule. kNotFound when the search, limited to
-// `max_chars` characters of trace, finds none (such traces are not training data).
+// once), every result of the last two numbers written (a leaf as its step alone), so each next step
+// follows from the text by a local rule. With `leaf_target` a leaf (in any order) is written as its
+// step and the target beside its result ("3+57=60>61!", as Stream of Search writes "60,61
+// unequal"), so the goal test compares two neighbouring numbers. kNotFound when the search, limited to `max_chars` characters of trace,
+// finds none (such traces are not training data).
 enum class SearchOrder { kDepthFirst, kBreadthFirst, kSystematic };
-StatusOr<std::string> SearchTrace(const CountdownProblem& p, SearchOrder order, int64_t max_chars, int beam = 3);
+StatusOr<std::string> SearchTrace(const CountdownProblem& p, SearchOrder order, int64_t max_chars, int beam = 3,
+                                  bool leaf_target = false);
 // Every maximal run of digits written backwards: "12*5=60" <-> "21*5=06" (its own inverse). A
 // policy with countdown.digits = "reversed" reads and writes numbers least-significant digit first,
 // the order in which carries are computed (which helps small transformers' arithmetic: Lee et al.

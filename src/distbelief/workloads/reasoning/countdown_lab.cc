@@ -30,6 +30,7 @@ StatusOr<CountdownLabOptions> ParseCountdownLabOptions(ConfigFile* file) {
                                                 {"systematic", CountdownTraces::kSystematic}}));
   DB_RETURN_IF_ERROR(s.Int("max_chars", &o.max_chars, 16, 1 << 16));
   DB_RETURN_IF_ERROR(s.Int("beam", &o.beam, 1, 1000));
+  DB_RETURN_IF_ERROR(s.Bool("leaf_target", &o.leaf_target));
   DB_RETURN_IF_ERROR(s.Enum("digits", &o.text.reversed_digits, {{"natural", false}, {"reversed", true}}));
   DB_RETURN_IF_ERROR(s.Bool("calculator", &o.text.calculator));
   DB_RETURN_IF_ERROR(s.Int("context", &o.net.context, 16, 8192));
@@ -121,7 +122,7 @@ StatusOr<std::shared_ptr<const CountdownData>> BuildCountdownData(const Countdow
                               : breadth                                 ? SearchOrder::kBreadthFirst
                                                                         : SearchOrder::kDepthFirst;
     StatusOr<std::string> t =
-        o.traces == CountdownTraces::kOptimal ? OptimalTrace(p) : SearchTrace(p, order, o.max_chars, o.beam);
+        o.traces == CountdownTraces::kOptimal ? OptimalTrace(p) : SearchTrace(p, order, o.max_chars, o.beam, o.leaf_target);
     const int64_t prompt = static_cast<int64_t>(CountdownPrompt(p).size());
     if (!t.ok() || static_cast<int64_t>(t->size()) > o.net.context) {
       ++d->dropped;

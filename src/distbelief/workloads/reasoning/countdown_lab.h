@@ -65,6 +65,7 @@ struct CountdownLabOptions {
                                                        // "systematic"
   int64_t max_chars = 400;          // of a stream beyond its prompt (longer searches are not examples)
   int beam = 5;                     // breadth-first streams keep this many nodes per depth
+  bool leaf_target = false;         // a stream's leaf written "a op b=r>target" (SearchTrace)
   CountdownPolicyText text;         // digits = "natural" or "reversed" (training and sampling), calculator
                                     // (sampling only)
   GptOptions net{0, 512, 128, 4, 4};  // vocab from the tokenizer; context holds prompt and trace

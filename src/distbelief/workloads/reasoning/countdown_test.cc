@@ -216,11 +216,17 @@ TEST(Countdown, TracesEndInAVerifiedSolutionInTheVocabulary) {
 }
 
 TEST(Countdown, SystematicStreamsTryEveryStepInOrder) {
-  // Pairs in order, larger first, + - * / (4/5 and 5/4 are not exact, so not tried); a leaf is its step
-  // and the target beside its result.
-  EXPECT_EQ(*SearchTrace(P({2, 3, 4}, 24), SearchOrder::kSystematic, 1000),
+  // Pairs in order, larger first, + - * / (4/5 and 5/4 are not exact, so not tried); with
+  // leaf_target a leaf is its step and the target beside its result.
+  EXPECT_EQ(*SearchTrace(P({2, 3, 4}, 24), SearchOrder::kSystematic, 1000, 3, true),
             "2 3 4>24:3+2=5[4 5]5+4=9>24!5-4=1>24!5*4=20>24!<3-2=1[4 1]4+1=5>24!4-1=3>24!4*1=4>24!4/1=4>24!<"
             "3*2=6[4 6]6+4=10>24!6-4=2>24!6*4=24>24#3*2=6,6*4=24.");
+  EXPECT_EQ(*SearchTrace(P({2, 3, 4}, 24), SearchOrder::kSystematic, 1000),
+            "2 3 4>24:3+2=5[4 5]5+4=9!5-4=1!5*4=20!<3-2=1[4 1]4+1=5!4-1=3!4*1=4!4/1=4!<"
+            "3*2=6[4 6]6+4=10!6-4=2!6*4=24#3*2=6,6*4=24.");
+  // The heuristic's order with the target beside each leaf: the closest result of two numbers only.
+  EXPECT_EQ(*SearchTrace(P({2, 3, 4}, 24), SearchOrder::kDepthFirst, 1000, 3, true),
+            "2 3 4>24:4*3=12[2 12]12*2=24>24#4*3=12,12*2=24.");
   EXPECT_EQ(SearchTrace(P({2, 3, 4}, 24), SearchOrder::kSystematic, 40).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(SearchTrace(P({1, 1, 1}, 10), SearchOrder::kSystematic, 1 << 20).status().code(),
             absl::StatusCode::kNotFound);
