@@ -100,8 +100,8 @@ StatusOr<std::string> OptimalTrace(const CountdownProblem& p);
 // once), every result of the last two numbers written (a leaf as its step alone), so each next step
 // follows from the text by a local rule. With `leaf_target` a leaf (in any order) is written as its
 // step and the target beside its result ("3+57=60>61!", as Stream of Search writes "60,61
-// unequal"), so the goal test compares two neighbouring numbers. kNotFound when the search, limited to `max_chars` characters of trace,
-// finds none (such traces are not training data).
+// unequal"), so the goal test compares two neighbouring numbers. kNotFound when the search,
+// limited to `max_chars` characters of trace, finds none (such traces are not training data).
 enum class SearchOrder { kDepthFirst, kBreadthFirst, kSystematic };
 StatusOr<std::string> SearchTrace(const CountdownProblem& p, SearchOrder order, int64_t max_chars, int beam = 3,
                                   bool leaf_target = false);

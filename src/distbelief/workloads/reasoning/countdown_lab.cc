@@ -122,7 +122,8 @@ StatusOr<std::shared_ptr<const CountdownData>> BuildCountdownData(const Countdow
                               : breadth                                 ? SearchOrder::kBreadthFirst
                                                                         : SearchOrder::kDepthFirst;
     StatusOr<std::string> t =
-        o.traces == CountdownTraces::kOptimal ? OptimalTrace(p) : SearchTrace(p, order, o.max_chars, o.beam, o.leaf_target);
+        o.traces == CountdownTraces::kOptimal ? OptimalTrace(p)
+                                              : SearchTrace(p, order, o.max_chars, o.beam, o.leaf_target);
     const int64_t prompt = static_cast<int64_t>(CountdownPrompt(p).size());
     if (!t.ok() || static_cast<int64_t>(t->size()) > o.net.context) {
       ++d->dropped;
