@@ -33,6 +33,7 @@ StatusOr<CountdownLabOptions> ParseCountdownLabOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(s.Bool("leaf_target", &o.leaf_target));
   DB_RETURN_IF_ERROR(s.Enum("digits", &o.text.reversed_digits, {{"natural", false}, {"reversed", true}}));
   DB_RETURN_IF_ERROR(s.Bool("calculator", &o.text.calculator));
+  DB_RETURN_IF_ERROR(s.Bool("goal_test", &o.text.goal_test));
   DB_RETURN_IF_ERROR(s.Int("context", &o.net.context, 16, 8192));
   DB_RETURN_IF_ERROR(s.Int("width", &o.net.width, 8, 4096));
   DB_RETURN_IF_ERROR(s.Int("layers", &o.net.layers, 1, 64));
@@ -163,6 +164,15 @@ std::string CountdownCalculator(std::string_view text, bool reversed) {
   return out;
 }
 
+std::string CountdownGoalTest(std::string_view text, std::string_view target) {
+  if (text.size() < 3 || text.back() != '>') return "";
+  size_t at = text.size() - 1;
+  while (at > 0 && text[at - 1] >= '0' && text[at - 1] <= '9') --at;
+  if (at == text.size() - 1 || at == 0 || text[at - 1] != '=') return "";
+  const bool hit = text.substr(at, text.size() - 1 - at) == target;
+  return std::string(target) + (hit ? "#" : "!");
+}
+
 std::vector<std::string> SampleCountdown(Gpt* gpt, const std::string& prompt, int64_t n, float temperature,
                                          Random* rng, int64_t* tokens, std::string_view stops,
                                          const CountdownPolicyText& text) {
@@ -178,9 +188,14 @@ std::vector<std::string> SampleCountdown(Gpt* gpt, const std::string& prompt, in
     gpt->Step(tok, &cache, &logits);
   }
   std::vector<bool> done(static_cast<size_t>(n), false);
-  // The calculator's digits still to write; once written, the next character is not a digit.
+  // The calculator's digits (or the goal test's characters) still to write; once the calculator's
+  // are written, the next character is not a digit.
   std::vector<std::string> forced(static_cast<size_t>(n));
-  std::vector<char> end_number(static_cast<size_t>(n), false);
+  std::vector<char> end_number(static_cast<size_t>(n), false), by_calculator(static_cast<size_t>(n), false);
+  std::string target;  // the prompt's, in the policy's digit order, for the goal test
+  if (const size_t gt = prompt.rfind('>'); gt != std::string::npos && prompt.back() == ':')
+    target = prompt.substr(gt + 1, prompt.size() - gt - 2);
+  if (text.reversed_digits) target = ReverseDigitRuns(target);
   std::vector<float> masked;
   int64_t open = n;
   std::vector<double> p(static_cast<size_t>(g.vocab));
@@ -212,14 +227,15 @@ std::vector<std::string> SampleCountdown(Gpt* gpt, const std::string& prompt, in
       if (!done[r] && !f.empty()) {
         pick = CountdownId(f.front());
         f.erase(0, 1);
-        end_number[static_cast<size_t>(r)] = f.empty();
+        end_number[static_cast<size_t>(r)] = f.empty() && by_calculator[static_cast<size_t>(r)];
       }
       tok[r] = static_cast<float>(pick);
       if (done[r]) continue;
       ++*tokens;
       const char c = CountdownVocabulary()[static_cast<size_t>(pick)];
       out[r] += c;
-      if (text.calculator && c == '=') f = CountdownCalculator(out[r], text.reversed_digits);
+      if (text.calculator && c == '=') f = CountdownCalculator(out[r], text.reversed_digits), by_calculator[static_cast<size_t>(r)] = true;
+      if (text.goal_test && c == '>') f = CountdownGoalTest(out[r], target), by_calculator[static_cast<size_t>(r)] = false;
       if (stops.find(c) != std::string_view::npos) done[r] = true, --open;
     }
     if (open == 0 || cache.pos >= g.context) break;
@@ -387,7 +403,8 @@ namespace {
 
 // ", numbers written backwards, with a calculator" and the like: how the policy's text differs.
 std::string TextName(const CountdownPolicyText& t) {
-  return std::string(t.reversed_digits ? ", numbers written backwards" : "") + (t.calculator ? ", with a calculator" : "");
+  return std::string(t.reversed_digits ? ", numbers written backwards" : "") + (t.calculator ? ", with a calculator" : "") +
+         (t.goal_test ? ", with a goal test" : "");
 }
 
 struct Score {

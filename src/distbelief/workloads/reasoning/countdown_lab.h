@@ -31,9 +31,13 @@ namespace distbelief {
 // of Cobbe et al. 2021's GSM8K models: once the policy has written "a op b=", the exact result
 // of a legal operation is written in its place and the policy goes on from there; an illegal one
 // is left to the policy).
+// A goal test (countdown.goal_test, sampling only, for streams written with countdown.leaf_target)
+// does for the "!" or "#" after a leaf what the calculator does for its result: once the policy
+// has written "a op b=r>", the target and the verdict are written for it ("r>T!" or "T>T#").
 struct CountdownPolicyText {
   bool reversed_digits = false;  // countdown.digits = "reversed": least-significant digit first (ReverseDigitRuns)
   bool calculator = false;       // countdown.calculator = true
+  bool goal_test = false;        // countdown.goal_test = true
 };
 
 // Policy-guided tree search over steps (a lookahead search: the policy proposes, the rules of
@@ -103,6 +107,9 @@ std::vector<CountdownProblem> FreshCountdownProblems(const CountdownLabOptions& 
 // reversed, "21*5=" -> "06"); "" when the text does not end so, an operand has over 9 digits, or
 // the operation is not legal ("3-5=", "7/2=").
 std::string CountdownCalculator(std::string_view text, bool reversed);
+// The goal test's characters for a text that has just written "=r>": `target` (in the same digit
+// order as the text) then "#" if r is the target, else "!"; "" when the text does not end so.
+std::string CountdownGoalTest(std::string_view text, std::string_view target);
 
 // Continues `prompt` n times with the policy (temperature 0: greedy, n is then 1) until one of
 // `stops` (written, and ending the text), or the end of the context, with the key/value cache.

@@ -116,6 +116,31 @@ TEST(CountdownLab, ReversedDigitsAreTheSameTracesBackwardsAndSamplingTurnsThemRo
   EXPECT_EQ(CountdownCalculator("*5=", false), "");
   EXPECT_EQ(CountdownCalculator("12*=", false), "");
   EXPECT_EQ(CountdownCalculator("1234567890*2=", false), "");
+  EXPECT_EQ(CountdownGoalTest("[4 6]6*4=24>", "24"), "24#");
+  EXPECT_EQ(CountdownGoalTest("6+4=10>", "24"), "24!");
+  EXPECT_EQ(CountdownGoalTest("6+4=240>", "24"), "24!");
+  EXPECT_EQ(CountdownGoalTest("6+4=4>", "24"), "24!");
+  EXPECT_EQ(CountdownGoalTest("6+4=10", "24"), "");
+  EXPECT_EQ(CountdownGoalTest("6+4=>", "24"), "");
+  EXPECT_EQ(CountdownGoalTest("24>", "24"), "");
+  EXPECT_EQ(CountdownGoalTest(">", "24"), "");
+  {  // Sampling with the goal test: after every "=r>" the policy wrote, the target and the right verdict.
+    CountdownPolicyText goal;
+    goal.goal_test = true;
+    Random rg(7);
+    int64_t tg = 0, tests = 0;
+    const std::string p = "12 5 7>60:";
+    for (const std::string& t : SampleCountdown(&gpt, p, 64, 3.0f, &rg, &tg, ".", goal)) {
+      for (size_t at = t.find('>'); at != std::string::npos; at = t.find('>', at + 1)) {
+        size_t d = at;
+        while (d > 0 && std::isdigit(static_cast<unsigned char>(t[d - 1]))) --d;
+        if (d == at || d == 0 || t[d - 1] != '=' || at + 3 >= t.size()) continue;
+        ++tests;
+        EXPECT_EQ(t.substr(at + 1, 3), std::string("60") + (t.substr(d, at - d) == "60" ? "#" : "!")) << t;
+      }
+    }
+    EXPECT_GT(tests, 0) << "no \"=r>\" in 64 samples at temperature 3";
+  }
   auto f = ConfigFile::Parse("[countdown]\ndigits = \"upside_down\"\n", "bad.toml");
   ASSERT_TRUE(f.ok());
   EXPECT_NE(ParseCountdownLabOptions(&*f).status().message().find("digits"), std::string_view::npos);
