@@ -405,33 +405,13 @@ StatusOr<std::string> SearchTrace(const CountdownProblem& p, SearchOrder order, 
     return StepText(c.step) + "[" + Join(c.left) + "]";
   };
   std::vector<CountdownStep> solution;
-  if (order == SearchOrder::kSystematic) {
+  if (order != SearchOrder::kBreadthFirst) {
+    const bool heuristic = order == SearchOrder::kDepthFirst;
     std::vector<CountdownStep> path;
     std::function<bool(const std::vector<int64_t>&)> dfs = [&](const std::vector<int64_t>& nums) {
-      for (const Child& c : Children(nums)) {
-        if (t.size() > limit) return false;
-        path.push_back(c.step);
-        t += node(c);
-        if (c.left.size() == 1) {
-          if (c.left[0] == p.target) return solution = path, true;
-          t += "!";
-        } else if (dfs(c.left)) {
-          return true;
-        }
-        path.pop_back();
-      }
-      t += "<";
-      return false;
-    };
-    if (!dfs(p.numbers) || t.size() > limit)
-      return absl::NotFoundError("systematic search finds no solution of " + CountdownPrompt(p) + " within " +
-                                 std::to_string(max_chars) + " characters");
-  } else if (order == SearchOrder::kDepthFirst) {
-    std::vector<CountdownStep> path;
-    std::function<bool(const std::vector<int64_t>&)> dfs = [&](const std::vector<int64_t>& nums) {
-      std::vector<Child> children = ChildrenByDistance(nums, p.target);
+      std::vector<Child> children = heuristic ? ChildrenByDistance(nums, p.target) : Children(nums);
       // Two numbers left: the closest result is the only one that can be the target.
-      if (nums.size() == 2 && children.size() > 1) children.resize(1);
+      if (heuristic && nums.size() == 2 && children.size() > 1) children.resize(1);
       for (const Child& c : children) {
         if (t.size() > limit) return false;
         t += node(c);
@@ -448,8 +428,8 @@ StatusOr<std::string> SearchTrace(const CountdownProblem& p, SearchOrder order, 
       return false;
     };
     if (!dfs(p.numbers) || t.size() > limit)
-      return absl::NotFoundError("depth-first search finds no solution of " + CountdownPrompt(p) + " within " +
-                                 std::to_string(max_chars) + " characters");
+      return absl::NotFoundError(std::string(heuristic ? "depth-first" : "systematic") + " search finds no solution of " +
+                                 CountdownPrompt(p) + " within " + std::to_string(max_chars) + " characters");
   } else {
     struct Node {
       std::vector<int64_t> nums;
