@@ -188,10 +188,10 @@ std::vector<std::string> SampleCountdown(Gpt* gpt, const std::string& prompt, in
     gpt->Step(tok, &cache, &logits);
   }
   std::vector<bool> done(static_cast<size_t>(n), false);
-  // The calculator's digits (or the goal test's characters) still to write; once the calculator's
-  // are written, the next character is not a digit.
+  // The calculator's digits (or the goal test's characters) still to write; once a forced number
+  // is written, the next character is not a digit.
   std::vector<std::string> forced(static_cast<size_t>(n));
-  std::vector<char> end_number(static_cast<size_t>(n), false), by_calculator(static_cast<size_t>(n), false);
+  std::vector<char> end_number(static_cast<size_t>(n), false);
   std::string target;  // the prompt's, in the policy's digit order, for the goal test
   if (const size_t gt = prompt.rfind('>'); gt != std::string::npos && prompt.back() == ':')
     target = prompt.substr(gt + 1, prompt.size() - gt - 2);
@@ -225,17 +225,18 @@ std::vector<std::string> SampleCountdown(Gpt* gpt, const std::string& prompt, in
           }
       }
       if (!done[r] && !f.empty()) {
-        pick = CountdownId(f.front());
+        const char fc = f.front();
+        pick = CountdownId(fc);
         f.erase(0, 1);
-        end_number[static_cast<size_t>(r)] = f.empty() && by_calculator[static_cast<size_t>(r)];
+        end_number[static_cast<size_t>(r)] = f.empty() && fc >= '0' && fc <= '9';
       }
       tok[r] = static_cast<float>(pick);
       if (done[r]) continue;
       ++*tokens;
       const char c = CountdownVocabulary()[static_cast<size_t>(pick)];
       out[r] += c;
-      if (text.calculator && c == '=') f = CountdownCalculator(out[r], text.reversed_digits), by_calculator[static_cast<size_t>(r)] = true;
-      if (text.goal_test && c == '>') f = CountdownGoalTest(out[r], target), by_calculator[static_cast<size_t>(r)] = false;
+      if (text.calculator && c == '=') f = CountdownCalculator(out[r], text.reversed_digits);
+      if (text.goal_test && c == '>') f = CountdownGoalTest(out[r], target);
       if (stops.find(c) != std::string_view::npos) done[r] = true, --open;
     }
     if (open == 0 || cache.pos >= g.context) break;

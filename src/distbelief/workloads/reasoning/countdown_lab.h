@@ -33,7 +33,8 @@ namespace distbelief {
 // is left to the policy).
 // A goal test (countdown.goal_test, sampling only, for streams written with countdown.leaf_target)
 // does for the "!" or "#" after a leaf what the calculator does for its result: once the policy
-// has written "a op b=r>", the target and the verdict are written for it ("r>T!" or "T>T#").
+// has written "a op b=r>", the target and the verdict are written for it (target 24: "6*4=24>"
+// goes on "24#", "5*4=20>" goes on "24!").
 struct CountdownPolicyText {
   bool reversed_digits = false;  // countdown.digits = "reversed": least-significant digit first (ReverseDigitRuns)
   bool calculator = false;       // countdown.calculator = true
