@@ -127,9 +127,9 @@ Gpt::Gpt(const GptOptions& o, uint64_t seed) : o_(o) {
   net_.Add(std::make_unique<Linear>("lm_head", o.width, o.vocab, &rng, /*bias=*/false));
 }
 
-double Gpt::Forward(const Tensor& tokens, const Tensor& targets) {
+double Gpt::Forward(const Tensor& tokens, const Tensor& targets, const Tensor* weights) {
   logits_ = &net_.Forward(tokens);
-  return loss_.Forward(*logits_, targets);
+  return loss_.Forward(*logits_, targets, weights);
 }
 
 void Gpt::Backward() {

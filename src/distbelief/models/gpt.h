@@ -46,9 +46,10 @@ struct GptOptions {
 class Gpt {
  public:
   Gpt(const GptOptions& o, uint64_t seed);
-  // tokens, targets (B, T) ids -> mean next-token cross entropy. Keeps what Backward needs.
-  // REQUIRES: tokens and targets stay alive until Backward.
-  double Forward(const Tensor& tokens, const Tensor& targets);
+  // tokens, targets (B, T) ids -> mean next-token cross entropy (weighted by `weights` (B, T) when
+  // not null: SoftmaxCrossEntropy's weighted mean). Keeps what Backward needs.
+  // REQUIRES: tokens, targets and weights stay alive until Backward.
+  double Forward(const Tensor& tokens, const Tensor& targets, const Tensor* weights = nullptr);
   // Adds every parameter's gradient of the last Forward's loss.
   void Backward();
   std::vector<Param*> params() { return net_.params(); }

@@ -372,6 +372,53 @@ TEST_P(BatchTest, SoftmaxCrossEntropy) {
   ExpectGradientsMatch(&l, RandomTensor({GetParam(), 6}, 26));
 }
 
+// Row weights: the gradient of the weighted mean matches finite differences, and the value is
+// sum w_i l_i / sum w_i over counted rows (an ignored row's weight counts for nothing).
+TEST_P(BatchTest, WeightedSoftmaxCrossEntropy) {
+  class Weighted : public Layer {
+   public:
+    Weighted(const Tensor* target, const Tensor* weight) : target_(target), weight_(weight) {}
+    std::string Kind() const override { return "weighted_ce"; }
+    void Forward(const Tensor& x, Tensor* y) override {
+      y->Resize({1});
+      (*y)[0] = static_cast<float>(ce.Forward(x, *target_, weight_));
+    }
+    void Backward(const Tensor& dy, Tensor* dx) override {
+      ce.Backward(dx);
+      for (float& v : dx->span()) v *= dy[0];
+    }
+    SoftmaxCrossEntropy ce;
+
+   private:
+    const Tensor* target_;
+    const Tensor* weight_;
+  };
+  const int64_t n = GetParam();
+  Tensor target({n}), weight({n});
+  for (int64_t i = 0; i < n; ++i) {
+    target[i] = i % 5 == 4 ? -1.0f : static_cast<float>(i % 6);
+    weight[i] = 0.5f + static_cast<float>(i % 3) * 2.0f;
+  }
+  Weighted l(&target, &weight);
+  const Tensor x = RandomTensor({n, 6}, 29);
+  ExpectGradientsMatch(&l, x);
+
+  // The value, against the plain cross entropy of each row alone.
+  double num = 0.0, den = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (target[i] < 0) continue;
+    Tensor row({1, 6}), t({1});
+    for (int64_t j = 0; j < 6; ++j) row[j] = x[i * 6 + j];
+    t[0] = target[i];
+    SoftmaxCrossEntropy one;
+    num += weight[i] * one.Forward(row, t);
+    den += weight[i];
+  }
+  Tensor y;
+  l.Forward(x, &y);
+  EXPECT_NEAR(y[0], den > 0 ? num / den : 0.0, 1e-5);
+}
+
 TEST_P(BatchTest, SigmoidCrossEntropy) {
   SigmoidCrossEntropy bce;
   Tensor target({GetParam(), 3});

@@ -23,10 +23,12 @@ double ParallelSum(int64_t n, Term term) {
 
 }  // namespace
 
-double SoftmaxCrossEntropy::Forward(const Tensor& logits, const Tensor& target) {
+double SoftmaxCrossEntropy::Forward(const Tensor& logits, const Tensor& target, const Tensor* weight) {
   const int64_t v = logits.dim(-1), n = logits.size() / v;
   CHECK(target.size() == n) << "cross entropy: " << target.size() << " targets for " << n << " rows";
+  CHECK(weight == nullptr || weight->size() == n) << "cross entropy: " << weight->size() << " weights for " << n << " rows";
   target_ = &target;
+  weight_ = weight;
   probs_.Resize(logits.shape());
   std::vector<double> row_loss(n, 0.0);
   ParallelFor(n, 16, [&](int64_t lo, int64_t hi) {
@@ -49,21 +51,23 @@ double SoftmaxCrossEntropy::Forward(const Tensor& logits, const Tensor& target) 
       }
     }
   });
-  counted_ = 0;
+  total_weight_ = 0.0;
   double loss = 0.0;
   for (int64_t i = 0; i < n; ++i)
     if (target[i] >= 0) {
-      loss += row_loss[i];
-      ++counted_;
+      const double w = weight ? (*weight)[i] : 1.0;
+      CHECK(w >= 0.0) << "cross entropy: negative weight " << w << " of row " << i;
+      loss += w * row_loss[i];
+      total_weight_ += w;
     }
-  return counted_ ? loss / counted_ : 0.0;
+  return total_weight_ > 0.0 ? loss / total_weight_ : 0.0;
 }
 
-// dlogits = (softmax - onehot(target)) / counted rows; zero for ignored rows.
+// dlogits = w_i (softmax - onehot(target)) / total weight; zero for ignored rows.
 void SoftmaxCrossEntropy::Backward(Tensor* dlogits) {
   const int64_t v = probs_.dim(-1), n = probs_.size() / v;
   dlogits->Resize(probs_.shape());
-  const float scale = counted_ ? 1.0f / counted_ : 0.0f;
+  const double inv = total_weight_ > 0.0 ? 1.0 / total_weight_ : 0.0;
   ParallelFor(n, 16, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
       const int64_t t = static_cast<int64_t>((*target_)[i]);
@@ -73,6 +77,7 @@ void SoftmaxCrossEntropy::Backward(Tensor* dlogits) {
         for (int64_t j = 0; j < v; ++j) d[j] = 0.0f;
         continue;
       }
+      const float scale = static_cast<float>((weight_ ? (*weight_)[i] : 1.0) * inv);
       for (int64_t j = 0; j < v; ++j) d[j] = p[j] * scale;
       d[t] -= scale;
     }

@@ -6,18 +6,22 @@
 namespace distbelief {
 
 // logits (N, V), target (N) class ids stored as floats (ids < 0 are ignored) ->
-// mean over counted rows of -log softmax(logits)[target].
+// mean over counted rows of -log softmax(logits)[target]. With row weights w (N, each >= 0), the
+// weighted mean sum_i w_i l_i / sum_i w_i over counted rows (all weights 1: the plain mean).
 class SoftmaxCrossEntropy : public Loss {
  public:
-  double Forward(const Tensor& logits, const Tensor& target) override;
+  double Forward(const Tensor& logits, const Tensor& target) override { return Forward(logits, target, nullptr); }
+  // REQUIRES: weight (when not null) has N elements and stays alive until Backward.
+  double Forward(const Tensor& logits, const Tensor& target, const Tensor* weight);
   void Backward(Tensor* dlogits) override;
   // Softmax probabilities (N, V) of the last Forward.
   const Tensor& probs() const { return probs_; }
 
  private:
   const Tensor* target_ = nullptr;
+  const Tensor* weight_ = nullptr;
   Tensor probs_;
-  int64_t counted_ = 0;
+  double total_weight_ = 0.0;  // of counted rows
 };
 
 // logits (N, ...), target of the same shape in [0, 1] -> mean over elements of the binary cross

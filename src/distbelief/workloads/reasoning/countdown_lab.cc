@@ -8,6 +8,7 @@
 #include <set>
 #include <nlohmann/json.hpp>
 
+#include "distbelief/base/logging.h"
 #include "distbelief/base/shuffle.h"
 #include "distbelief/io/checkpoint.h"
 #include "distbelief/train/checkpointing.h"
@@ -31,6 +32,7 @@ StatusOr<CountdownLabOptions> ParseCountdownLabOptions(ConfigFile* file) {
   DB_RETURN_IF_ERROR(s.Int("max_chars", &o.max_chars, 16, 1 << 16));
   DB_RETURN_IF_ERROR(s.Int("beam", &o.beam, 1, 1000));
   DB_RETURN_IF_ERROR(s.Bool("leaf_target", &o.leaf_target));
+  DB_RETURN_IF_ERROR(s.Float("verdict_weight", &o.verdict_weight, 0.0, 1000.0));
   DB_RETURN_IF_ERROR(s.Enum("digits", &o.text.reversed_digits, {{"natural", false}, {"reversed", true}}));
   DB_RETURN_IF_ERROR(s.Bool("calculator", &o.text.calculator));
   DB_RETURN_IF_ERROR(s.Bool("goal_test", &o.text.goal_test));
@@ -344,7 +346,9 @@ CountdownReplica::CountdownReplica(const CountdownLabOptions& o, std::shared_ptr
     : o_(o), data_(std::move(data)), gpt_(o.net, seed), seed_(seed), replica_(replica), replicas_(replicas) {}
 
 float CountdownBatchLoss(Gpt* gpt, const std::vector<std::string>& traces, const std::vector<int>& prompt_chars,
-                         const std::vector<int64_t>& rows, Tensor* x, Tensor* y) {
+                         const std::vector<int64_t>& rows, Tensor* x, Tensor* y, float verdict_weight, Tensor* w) {
+  const bool weighted = verdict_weight != 1.0f;
+  CHECK(!weighted || w != nullptr) << "CountdownBatchLoss: verdict_weight " << verdict_weight << " needs scratch w";
   const int64_t B = static_cast<int64_t>(rows.size());
   int64_t T = 1;  // the batch is as long as its longest trace (not the whole context)
   for (int64_t k : rows) T = std::max<int64_t>(T, static_cast<int64_t>(traces[k].size()));
@@ -353,15 +357,19 @@ float CountdownBatchLoss(Gpt* gpt, const std::vector<std::string>& traces, const
   y->Resize({B, T});
   x->Zero();
   y->Fill(-1.0f);
+  if (weighted) w->Resize({B, T}), w->Fill(1.0f);
   for (int64_t b = 0; b < B; ++b) {
     const int64_t k = rows[b];
     const std::string& t = traces[k];
     const int64_t len = static_cast<int64_t>(t.size()), prompt = prompt_chars[k];
     for (int64_t j = 0; j < len && j < T; ++j) (*x)[b * T + j] = static_cast<float>(CountdownId(t[j]));
-    for (int64_t j = prompt - 1; j + 1 < len && j < T; ++j) (*y)[b * T + j] = static_cast<float>(CountdownId(t[j + 1]));
+    for (int64_t j = prompt - 1; j + 1 < len && j < T; ++j) {
+      (*y)[b * T + j] = static_cast<float>(CountdownId(t[j + 1]));
+      if (weighted && (t[j + 1] == '#' || t[j + 1] == '!')) (*w)[b * T + j] = verdict_weight;
+    }
   }
   gpt->ZeroGrad();
-  const float loss = gpt->Forward(*x, *y);
+  const float loss = gpt->Forward(*x, *y, weighted ? w : nullptr);
   if (std::isfinite(loss)) gpt->Backward();
   return loss;
 }
@@ -380,7 +388,7 @@ StatusOr<StepLoss> CountdownReplica::ComputeGradient(int64_t step) {
     rows[b] = order_[i % n];
   }
   StepLoss l;
-  l.total = CountdownBatchLoss(&gpt_, data_->traces, data_->prompt_chars, rows, &x_, &y_);
+  l.total = CountdownBatchLoss(&gpt_, data_->traces, data_->prompt_chars, rows, &x_, &y_, o_.verdict_weight, &w_);
   return l;
 }
 

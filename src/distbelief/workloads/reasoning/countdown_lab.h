@@ -71,6 +71,7 @@ struct CountdownLabOptions {
   int64_t max_chars = 400;          // of a stream beyond its prompt (longer searches are not examples)
   int beam = 5;                     // breadth-first streams keep this many nodes per depth
   bool leaf_target = false;         // a stream's leaf written "a op b=r>target" (SearchTrace)
+  float verdict_weight = 1.0f;      // of the loss on a stream's verdicts ('#', '!'; CountdownBatchLoss)
   CountdownPolicyText text;         // digits = "natural" or "reversed" (training and sampling), calculator
                                     // (sampling only)
   GptOptions net{0, 512, 128, 4, 4};  // vocab from the tokenizer; context holds prompt and trace
@@ -139,9 +140,12 @@ CountdownAnswer TreeSearchCountdown(Gpt* gpt, const CountdownProblem& p, const T
 
 // The loss of traces[rows] (each scored after its prompt_chars) as one batch padded to its longest
 // trace (at most the context); the gradients are accumulated into gpt, zeroed first (none when the
-// loss is not finite). x and y are scratch.
+// loss is not finite). With verdict_weight != 1 each verdict character a stream writes after a leaf
+// ('#' or '!') weighs that much against 1 for every other character (SoftmaxCrossEntropy's weighted
+// mean), and w is scratch too. x and y (and w) are scratch.
 float CountdownBatchLoss(Gpt* gpt, const std::vector<std::string>& traces, const std::vector<int>& prompt_chars,
-                         const std::vector<int64_t>& rows, Tensor* x, Tensor* y);
+                         const std::vector<int64_t>& rows, Tensor* x, Tensor* y, float verdict_weight = 1.0f,
+                         Tensor* w = nullptr);
 
 class CountdownReplica : public ReplicaModel {
  public:
@@ -159,7 +163,7 @@ class CountdownReplica : public ReplicaModel {
   int replica_, replicas_;
   std::vector<int64_t> order_;
   int64_t epoch_ = -1;
-  Tensor x_, y_;
+  Tensor x_, y_, w_;
 };
 
 StatusOr<Job> CountdownJob(const CountdownLabOptions& o, std::shared_ptr<const CountdownData> data,

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdlib>
 #include <cstdio>
 #include <filesystem>
@@ -730,6 +731,51 @@ TEST(CountdownLab, MixedCountsShareTheProblemsAndTheOodHasOneMore) {
   auto f = ConfigFile::Parse("[countdown]\nsources = 4\nmax_sources = 3\n", "bad.toml");
   ASSERT_TRUE(f.ok());
   EXPECT_NE(ParseCountdownLabOptions(&*f).status().message().find("max_sources"), std::string_view::npos);
+}
+
+// verdict_weight weighs the loss on a stream's verdicts: the batch loss is the weighted mean of the
+// per-character cross entropies (from the logits), with the weight on exactly the '#' and '!' the
+// traces write after their prompts, and 1 leaves the plain mean.
+TEST(CountdownLab, VerdictWeightWeighsTheLossOnVerdictsOnly) {
+  const std::vector<std::string> traces = {"5 7 3>38:5*7=35[3 35]35-3=32>38!<7*5=35,35+3=38>38#5*7=35,35+3=38.",
+                                           "2 9>18!:2*9=18>18#2*9=18."};
+  const std::vector<int> prompt = {9, 8};
+  const std::vector<int64_t> rows = {0, 1};
+  Gpt gpt({static_cast<int64_t>(CountdownVocabulary().size()), 96, 32, 1, 2}, 5);
+  Tensor x, y, w;
+  const double plain = CountdownBatchLoss(&gpt, traces, prompt, rows, &x, &y);
+  for (float weight : {1.0f, 10.0f, 0.0f}) {
+    const double loss = CountdownBatchLoss(&gpt, traces, prompt, rows, &x, &y, weight, &w);
+    // The weighted mean from the logits, with the weights placed by reading the traces here.
+    const Tensor& logits = gpt.logits();
+    const int64_t T = x.dim(1), V = logits.dim(-1);
+    double num = 0.0, den = 0.0;
+    int verdicts = 0;
+    for (int64_t b = 0; b < 2; ++b) {
+      const std::string& t = traces[rows[b]];
+      for (int64_t j = prompt[rows[b]] - 1; j + 1 < static_cast<int64_t>(t.size()); ++j) {
+        const float* z = logits.data() + (b * T + j) * V;
+        double mx = z[0], sum = 0.0;
+        for (int64_t v = 1; v < V; ++v) mx = std::max<double>(mx, z[v]);
+        for (int64_t v = 0; v < V; ++v) sum += std::exp(z[v] - mx);
+        const double ce = -(z[CountdownId(t[j + 1])] - mx - std::log(sum));
+        const bool verdict = t[j + 1] == '#' || t[j + 1] == '!';
+        verdicts += verdict;
+        const double wj = verdict ? weight : 1.0;
+        num += wj * ce;
+        den += wj;
+      }
+    }
+    EXPECT_EQ(verdicts, 3);  // the prompt's '!' is not supervised
+    EXPECT_NEAR(loss, num / den, 1e-4) << "verdict_weight " << weight;
+    if (weight == 1.0f) EXPECT_NEAR(loss, plain, 1e-6);
+    if (weight != 1.0f) EXPECT_GT(std::abs(loss - plain), 1e-3) << "verdict_weight " << weight;
+  }
+  auto f = ConfigFile::Parse("[countdown]\nverdict_weight = -1.0\n", "bad.toml");
+  ASSERT_TRUE(f.ok());
+  auto o = ParseCountdownLabOptions(&*f);
+  ASSERT_FALSE(o.ok());
+  EXPECT_NE(o.status().message().find("verdict_weight"), std::string::npos) << o.status();
 }
 
 TEST(CountdownLab, ConfigErrorsNameTheKey) {
