@@ -8,9 +8,15 @@
       per file: problems verified, and every "a op b=r" in the policy's whole text (the search's
       dead ends included) checked: wrong results per operator, and wrong results equal to the
       target.
+  scripts/countdown_ops.py compare a.jsonl b.jsonl
+      two policies' outputs on the same problems, line by line: each one's verified count and
+      mean tokens, the problems only one of them solved, and McNemar's z for the difference
+      (|z| > 2: beyond noise at about 95%); per policy, its failures by kind: a claim ("r>T#")
+      of a result that is not the target, the target marked a dead end ("T>T!"), or other.
 """
 import itertools
 import json
+import math
 import random
 import re
 import sys
@@ -77,12 +83,57 @@ def score(path):
           f"{cells}; {at_target} wrong results equal to the target")
 
 
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def failure_kinds(rows):
+    kinds = {"false claim": 0, "target marked a dead end": 0, "other": 0}
+    for j in rows:
+        if "text" not in j or j["verified"]:
+            continue
+        text, target = j["text"], str(j["target"])
+        if any(r != t for r, t in re.findall(r"=(\d+)>(\d+)#", text)):
+            kinds["false claim"] += 1
+        elif any(r == t == target for r, t in re.findall(r"=(\d+)>(\d+)!", text)):
+            kinds["target marked a dead end"] += 1
+        else:
+            kinds["other"] += 1
+    return kinds
+
+
+def compare(path_a, path_b):
+    a, b = load(path_a), load(path_b)
+    if len(a) != len(b) or any((x.get("numbers"), x.get("target")) != (y.get("numbers"), y.get("target"))
+                               for x, y in zip(a, b)):
+        sys.stderr.write(f"compare: {path_a} and {path_b} are not answers to the same problems in the same order\n")
+        return 1
+    for path, rows in ((path_a, a), (path_b, b)):
+        if any("verified" not in j for j in rows):
+            sys.stderr.write(f"compare: {path} has a line without \"verified\" (not `distbelief search` output)\n")
+            return 1
+    for path, rows in ((path_a, a), (path_b, b)):
+        ok = sum(bool(j.get("verified")) for j in rows)
+        tokens = sum(j.get("tokens", 0) for j in rows) / max(len(rows), 1)
+        kinds = ", ".join(f"{k} {v}" for k, v in failure_kinds(rows).items())
+        print(f"{path}: {ok} of {len(rows)} verified ({100.0 * ok / max(len(rows), 1):.1f}%), "
+              f"{tokens:.0f} tokens a problem; failures: {kinds}")
+    only_a = sum(bool(x.get("verified")) and not y.get("verified") for x, y in zip(a, b))
+    only_b = sum(bool(y.get("verified")) and not x.get("verified") for x, y in zip(a, b))
+    z = (only_b - only_a) / math.sqrt(only_a + only_b) if only_a + only_b else 0.0
+    print(f"solved by the first only: {only_a}, by the second only: {only_b}; McNemar z (second - first) = {z:+.2f}")
+    return 0
+
+
 def main(argv):
     if len(argv) == 4 and argv[1] == "problems":
         problems(int(argv[2]), int(argv[3]))
     elif len(argv) >= 3 and argv[1] == "score":
         for p in argv[2:]:
             score(p)
+    elif len(argv) == 4 and argv[1] == "compare":
+        return compare(argv[2], argv[3])
     else:
         sys.stderr.write(__doc__)
         return 2
