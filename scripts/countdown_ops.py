@@ -13,6 +13,9 @@
       mean tokens, the problems only one of them solved, and McNemar's z for the difference
       (|z| > 2: beyond noise at about 95%); per policy, its failures by kind: a claim ("r>T#")
       of a result that is not the target, the target marked a dead end ("T>T!"), or other.
+  scripts/countdown_ops.py starts out.jsonl [more.jsonl ...]
+      per file: whether each text's first step leaves numbers from which the target can still be
+      reached, counted against how the line ended (verified, a false claim, another failure).
 """
 import itertools
 import json
@@ -126,12 +129,51 @@ def compare(path_a, path_b):
     return 0
 
 
+def first_step_keeps_target(j):
+    """True/False: the first "a op b=" of the text leaves the target reachable; None: no legal first step."""
+    m = STEP.search(j.get("text", ""))
+    if not m:
+        return None
+    a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
+    left = list(j["numbers"])
+    for x in (a, b):
+        if x not in left:
+            return None
+        left.remove(x)
+    r = apply(a, op, b)
+    if r is None:
+        return None
+    return j["target"] in reachable(left + [r])
+
+
+def starts(path):
+    counts = {}
+    for j in load(path):
+        if "text" not in j:
+            continue
+        if j["verified"]:
+            end = "verified"
+        elif any(r != t for r, t in re.findall(r"=(\d+)>(\d+)#", j["text"])):
+            end = "false claim"
+        else:
+            end = "other failure"
+        keeps = {True: "target reachable", False: "target unreachable", None: "no legal first step"}[
+            first_step_keeps_target(j)]
+        counts[(end, keeps)] = counts.get((end, keeps), 0) + 1
+    cells = "; ".join(f"{end}, first step leaves the {keeps}: {n}" if keeps != "no legal first step"
+                      else f"{end}, {keeps}: {n}" for (end, keeps), n in sorted(counts.items()))
+    print(f"{path}: {cells}")
+
+
 def main(argv):
     if len(argv) == 4 and argv[1] == "problems":
         problems(int(argv[2]), int(argv[3]))
     elif len(argv) >= 3 and argv[1] == "score":
         for p in argv[2:]:
             score(p)
+    elif len(argv) >= 3 and argv[1] == "starts":
+        for p in argv[2:]:
+            starts(p)
     elif len(argv) == 4 and argv[1] == "compare":
         return compare(argv[2], argv[3])
     else:
