@@ -91,15 +91,19 @@ def load(path):
         return [json.loads(line) for line in f]
 
 
+def false_claim(j):
+    """The text declares a result that is not the target ("r>T#" with r != T)."""
+    return any(r != t for r, t in re.findall(r"=(\d+)>(\d+)#", j["text"]))
+
+
 def failure_kinds(rows):
     kinds = {"false claim": 0, "target marked a dead end": 0, "other": 0}
     for j in rows:
         if "text" not in j or j["verified"]:
             continue
-        text, target = j["text"], str(j["target"])
-        if any(r != t for r, t in re.findall(r"=(\d+)>(\d+)#", text)):
+        if false_claim(j):
             kinds["false claim"] += 1
-        elif any(r == t == target for r, t in re.findall(r"=(\d+)>(\d+)!", text)):
+        elif any(r == t == str(j["target"]) for r, t in re.findall(r"=(\d+)>(\d+)!", j["text"])):
             kinds["target marked a dead end"] += 1
         else:
             kinds["other"] += 1
@@ -153,7 +157,7 @@ def starts(path):
             continue
         if j["verified"]:
             end = "verified"
-        elif any(r != t for r, t in re.findall(r"=(\d+)>(\d+)#", j["text"])):
+        elif false_claim(j):
             end = "false claim"
         else:
             end = "other failure"

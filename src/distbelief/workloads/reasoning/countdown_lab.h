@@ -142,7 +142,7 @@ CountdownAnswer TreeSearchCountdown(Gpt* gpt, const CountdownProblem& p, const T
 // trace (at most the context); the gradients are accumulated into gpt, zeroed first (none when the
 // loss is not finite). With verdict_weight != 1 each verdict character a stream writes after a leaf
 // ('#' or '!') weighs that much against 1 for every other character (SoftmaxCrossEntropy's weighted
-// mean), and w is scratch too. x and y (and w) are scratch.
+// mean). x and y (and w, needed only then) are scratch.
 float CountdownBatchLoss(Gpt* gpt, const std::vector<std::string>& traces, const std::vector<int>& prompt_chars,
                          const std::vector<int64_t>& rows, Tensor* x, Tensor* y, float verdict_weight = 1.0f,
                          Tensor* w = nullptr);
