@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
     for (Param* p : params) state.emplace_back(p->value.size(), 0.0f);
     int64_t step = 0;
     const double t = bench::TimePerCall([&] {
-      for (Param* p : params) p->grad.Zero();
+      for (Param* p : params) p->grad.ZeroOnPool();
       const Tensor& in = (*net)->StageInput(s, x);
       (*net)->StageLossAndGradient(s, in);
       ++step;

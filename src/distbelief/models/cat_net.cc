@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "distbelief/base/parallel.h"
+
 namespace distbelief {
 
 StatusOr<std::unique_ptr<CatNet>> CatNet::Create(const CatNetOptions& o, uint64_t seed) {
@@ -54,7 +56,7 @@ Tensor CatNet::InputGradient(int s, int64_t unit, const Tensor& x) {
 void CatNet::ConstrainDecoder(int s) {
   Tensor& w = stages_[s].dec->params()[0]->value;  // (OH, OW, K, C, F, F)
   const int64_t basis = w.dim(3) * w.dim(4) * w.dim(5);
-  ProjectBlockNorms(w.span(), {{0, basis, w.size() / basis}, 1.0f});
+  ProjectBlockNormsOnPool(w.span(), {{0, basis, w.size() / basis}, 1.0f});
 }
 
 KeyBlocks CatNet::DecoderBlocks(int s) {
@@ -111,11 +113,19 @@ std::pair<double, double> StageObjectiveBackward(float lambda, float eps, const 
   const double sparsity = ica.Forward(pooled);
   Tensor &drec = ws->drec, &dh = ws->dh, &dp = ws->dp, &dh_pool = ws->dh_pool;
   mse.Backward(&drec);
-  for (float& v : drec.span()) v *= static_cast<float>(per_example);
+  float* dr = drec.data();
+  const float scale = static_cast<float>(per_example);
+  ParallelFor(drec.size(), 16384, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) dr[i] *= scale;
+  });
   dec->Backward(drec, &dh);
   ica.Backward(&dp);
   pool->Backward(dp, &dh_pool);
-  for (int64_t i = 0; i < dh.size(); ++i) dh[i] += dh_pool[i];
+  float* d = dh.data();
+  const float* dpool = dh_pool.data();
+  ParallelFor(dh.size(), 16384, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) d[i] += dpool[i];
+  });
   enc->Backward(dh, nullptr);
   return {reconstruction, sparsity};
 }

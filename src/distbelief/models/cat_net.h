@@ -76,7 +76,8 @@ class CatNet {
   // Rescales each decoding basis of stage s (the C F F weights one code unit writes back) to norm
   // at most 1. Without it the objective has a degenerate descent direction: shrink W1, grow W2,
   // and the sparsity term vanishes while the reconstruction stays the same (the usual
-  // dictionary-norm constraint of sparse coding). Call after every update.
+  // dictionary-norm constraint of sparse coding). Call after every update, from the thread that
+  // owns the pool (it runs on it).
   void ConstrainDecoder(int s);
   // Every parameter of every stage, in order (names are unique: stageN.enc.w, stageN.dec.w, ...).
   std::vector<Param*> AllParams();

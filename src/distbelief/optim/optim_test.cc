@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "distbelief/base/parallel.h"
+#include "distbelief/base/random.h"
 #include "distbelief/optim/lbfgs.h"
 #include "distbelief/optim/projection.h"
 #include "distbelief/optim/schedule.h"
@@ -132,6 +133,30 @@ TEST(Projection, BoundsEveryBlockAndOnlyWholeBlocksOfARange) {
   EXPECT_EQ(part.blocks.offset, 1);
   EXPECT_EQ(part.blocks.count, 2);
   EXPECT_EQ(RestrictToRange({{2, 4, 3}, 1.0f}, 20, 30).blocks.count, 0);
+}
+
+// On the pool the projection gives the serial one's result bit for bit (each block is one
+// thread's), every block bounded, with blocks on both threads' sides.
+TEST(Projection, OnPoolIsBitwiseTheSerialProjection) {
+  const int saved = NumThreads();
+  SetNumThreads(2);
+  Random rng(3);
+  std::vector<float> v(5 + 4096 * 7);
+  for (float& x : v) x = rng.Uniform(-0.05f, 0.05f);
+  for (int64_t b = 0; b < 4096; b += 3) v[5 + b * 7] = 2.0f;  // every third block over the bound
+  std::vector<float> serial = v, pooled = v;
+  const NormBound bound{{5, 7, 4096}, 1.0f};
+  ProjectBlockNorms(serial, bound);
+  ProjectBlockNormsOnPool(pooled, bound);
+  SetNumThreads(saved);
+  EXPECT_EQ(serial, pooled);
+  for (int64_t b = 0; b < 4096; ++b) {
+    double sq = 0;
+    for (int j = 0; j < 7; ++j) sq += double(pooled[5 + b * 7 + j]) * pooled[5 + b * 7 + j];
+    ASSERT_LE(sq, 1.0 + 1e-5) << b;
+  }
+  EXPECT_NE(pooled[5 + 4095 * 7], v[5 + 4095 * 7]);  // the last block (the second thread's) was scaled
+  EXPECT_EQ(pooled[4], v[4]);                        // before the blocks: untouched
 }
 
 TEST(Clip, ScalesToTheGlobalNorm) {

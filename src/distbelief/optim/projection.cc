@@ -3,14 +3,17 @@
 #include <algorithm>
 #include <cmath>
 
+#include "distbelief/base/parallel.h"
 #include "distbelief/base/sum.h"
 
 namespace distbelief {
 
-void ProjectBlockNorms(std::span<float> v, const NormBound& bound) {
+namespace {
+
+void ProjectBlocks(std::span<float> v, const NormBound& bound, int64_t first, int64_t last) {
   const KeyBlocks& r = bound.blocks;
   const double max_sq = double(bound.max_norm) * bound.max_norm;
-  for (int64_t b = 0; b < r.count; ++b) {
+  for (int64_t b = first; b < last; ++b) {
     float* x = v.data() + r.offset + b * r.block;
     const double sq = PartialSum8(0, r.block, [&](int64_t i) { return double(x[i]) * x[i]; });
     if (sq > max_sq) {
@@ -18,6 +21,15 @@ void ProjectBlockNorms(std::span<float> v, const NormBound& bound) {
       for (int64_t j = 0; j < r.block; ++j) x[j] *= scale;
     }
   }
+}
+
+}  // namespace
+
+void ProjectBlockNorms(std::span<float> v, const NormBound& bound) { ProjectBlocks(v, bound, 0, bound.blocks.count); }
+
+void ProjectBlockNormsOnPool(std::span<float> v, const NormBound& bound) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, bound.blocks.block));
+  ParallelFor(bound.blocks.count, grain, [&](int64_t lo, int64_t hi) { ProjectBlocks(v, bound, lo, hi); });
 }
 
 NormBound RestrictToRange(const NormBound& bound, int64_t begin, int64_t end) {

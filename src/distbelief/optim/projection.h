@@ -24,6 +24,9 @@ struct NormBound {
 // Rescales each block of `bound` inside v (offsets relative to v's start) whose L2 norm exceeds
 // bound.max_norm down to it. REQUIRES: the blocks lie inside v.
 void ProjectBlockNorms(std::span<float> v, const NormBound& bound);
+// The same, blocks over the process's thread pool (base/parallel.h); bitwise ProjectBlockNorms'
+// result. Only from a thread that owns the pool (the local driver, not a shard's threads).
+void ProjectBlockNormsOnPool(std::span<float> v, const NormBound& bound);
 
 // The part of `bound` that falls in the flat range [begin, end), relative to begin: whole blocks
 // only (a cut inside a block drops that block). Empty blocks (count 0) if none.

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "distbelief/base/logging.h"
+#include "distbelief/base/parallel.h"
 
 namespace distbelief {
 
@@ -71,6 +72,11 @@ void Tensor::Reshape(const Shape& shape) {
 
 void Tensor::Zero() {
   if (size_ > 0) std::memset(data_.get(), 0, size_ * sizeof(float));
+}
+
+void Tensor::ZeroOnPool() {
+  float* p = data_.get();
+  ParallelFor(size_, int64_t{1} << 16, [p](int64_t lo, int64_t hi) { std::memset(p + lo, 0, (hi - lo) * sizeof(float)); });
 }
 
 void Tensor::Fill(float v) {

@@ -44,6 +44,10 @@ class Tensor {
   float operator[](int64_t i) const { return data_[i]; }
 
   void Zero();
+  // Zero() in chunks over the process's thread pool (base/parallel.h): only from a thread that
+  // owns the pool (a driver or replica thread, not a shard's transport threads). For gradients
+  // of a few MB, which one thread clears while the others wait.
+  void ZeroOnPool();
   void Fill(float v);
   std::string ShapeString() const;
 

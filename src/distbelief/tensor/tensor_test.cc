@@ -65,6 +65,24 @@ TEST(Vmath, FastExpIsAccurate) {
   EXPECT_NEAR(FastTanh(0.5f), std::tanh(0.5f), 1e-6);
 }
 
+// ZeroOnPool clears every element of a tensor large enough to be split over the threads, and
+// nothing beyond it.
+TEST(Tensor, ZeroOnPoolClearsEveryElement) {
+  const int saved = NumThreads();
+  SetNumThreads(2);
+  Tensor t({300000});
+  t.Fill(5.0f);
+  t.ZeroOnPool();
+  SetNumThreads(saved);
+  int64_t nonzero = 0;
+  for (int64_t i = 0; i < t.size(); ++i) nonzero += t[i] != 0.0f;
+  EXPECT_EQ(nonzero, 0);
+  Tensor small({3});
+  small.Fill(1.0f);
+  small.ZeroOnPool();
+  EXPECT_EQ(small[2], 0.0f);
+}
+
 // Copying an empty tensor (default-constructed or moved from) gives an empty tensor, no read.
 TEST(Tensor, CopiesOfEmptyTensorsAreEmpty) {
   Tensor empty;

@@ -84,7 +84,7 @@ void Update(const TrainOptions& t, const OptimizerOptions& o, int64_t total, Loc
   ++run->step;
   for (size_t i = 0; i < run->params.size(); ++i)
     run->rule->ApplyOnPool(run->params[i]->value.span(), run->params[i]->grad.span(), run->state[i].span(), run->step);
-  for (auto& [p, bound] : run->bounds) ProjectBlockNorms(p->value.span(), bound);
+  for (auto& [p, bound] : run->bounds) ProjectBlockNormsOnPool(p->value.span(), bound);
 }
 
 Metrics LossRecord(const Job& job, int64_t step, const StepLoss& mean, float lr) {

@@ -189,7 +189,7 @@ class CatStageReplica : public ReplicaModel {
     if (parts_) {
       DB_ASSIGN_OR_RETURN(loss, parts_->StageLossAndGradient(stage_, x));
     } else {
-      for (Param* p : net_->StageParams(stage_)) p->grad.Zero();
+      for (Param* p : net_->StageParams(stage_)) p->grad.ZeroOnPool();
       loss = net_->StageLossAndGradient(stage_, net_->StageInput(stage_, x));
     }
     StepLoss l;
