@@ -3,7 +3,8 @@
 //   distbelief train  --config FILE [--set section.key=value]... [--resume CHECKPOINT | --overwrite]
 //                     [--dashboard PORT]
 //   distbelief eval   --config FILE --checkpoint FILE
-//   distbelief eval face-neuron --config FILE --checkpoint FILE [--faces DIR --nonfaces DIR --csv F]
+//   distbelief eval face-neuron --config FILE --checkpoint FILE [--faces DIR --nonfaces DIR --csv F
+//                               --readout code|pooled|normalized]
 //   distbelief eval parzen --config FILE --checkpoint FILE   (a GAN: Parzen log-likelihood of MNIST's test set)
 //   distbelief eval bleu --hyp FILE --ref FILE [--tokenize 13a|none]   (corpus BLEU, one sentence a line)
 //   distbelief translate --checkpoint FILE [--config FILE] [--beam N] [--length-penalty A] [--batch N]
@@ -191,10 +192,11 @@ int main(int argc, char** argv) {
   CLI::App* face = eval->add_subcommand("face-neuron", "Score every neuron of a cat-network checkpoint on faces vs non-faces");
   face_flags.Add(face);
   face->add_option("--checkpoint", face_checkpoint, "Cat-network checkpoint")->required();
-  std::string faces, nonfaces, csv;
+  std::string faces, nonfaces, csv, readout;
   face->add_option("--faces", faces, "Folder of face images (default: cat.faces_dir)");
   face->add_option("--nonfaces", nonfaces, "Folder of non-face images (default: cat.nonfaces_dir)");
   face->add_option("--csv", csv, "Write every neuron's accuracy here");
+  face->add_option("--readout", readout, "Which outputs are the neurons: code (before pooling), pooled (default), normalized (after LCN)");
 
   CLI::App* parzen = eval->add_subcommand("parzen", "Parzen-window log-likelihood of MNIST's test set under a GAN's samples");
   parzen_flags.Add(parzen);
@@ -317,6 +319,7 @@ int main(int argc, char** argv) {
     if (!faces.empty()) request.flags["faces"] = faces;
     if (!nonfaces.empty()) request.flags["nonfaces"] = nonfaces;
     if (!csv.empty()) request.flags["csv"] = csv;
+    if (!readout.empty()) request.flags["readout"] = readout;
     s = l->workload->Evaluate(l->engine, request);
   } else if (parzen->parsed()) {
     StatusOr<Loaded> l = Load(parzen_flags.path, parzen_flags.overrides);

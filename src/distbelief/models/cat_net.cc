@@ -139,14 +139,14 @@ std::pair<double, double> CatNet::StageLossAndGradient(int s, const Tensor& in) 
   return StageObjectiveBackward(o_.lambda, o_.eps, in, st.rec, st.p, st.enc.get(), st.dec.get(), st.pool.get(), &st.ws);
 }
 
-std::vector<Tensor> CatNet::Features(const Tensor& x) {
+std::vector<Tensor> CatNet::Features(const Tensor& x, Readout r) {
   std::vector<Tensor> out;
   const Tensor* in = &Input(x);
   for (Stage& st : stages_) {
     st.enc->Forward(*in, &st.h);
     st.pool->Forward(st.h, &st.p);
     st.lcn->Forward(st.p, &st.n);
-    out.push_back(st.p);
+    out.push_back(r == Readout::kCode ? st.h : (r == Readout::kNormalized ? st.n : st.p));
     in = &st.n;
   }
   return out;

@@ -68,8 +68,12 @@ class CatNet {
   // Eq. 1 for stage s on its input (from StageInput); adds the gradients of W1, W2 of stage s.
   // Returns {reconstruction, sparsity} terms.
   std::pair<double, double> StageLossAndGradient(int s, const Tensor& in);
-  // Pooled responses of every stage for frames x: features[s] (B, K_s, PH_s, PW_s), before LCN.
-  std::vector<Tensor> Features(const Tensor& x);
+  // Which of a stage's outputs count as its neurons: the code (filtering units, before pooling:
+  // (B, K, OH, OW)), the pooled responses (B, K, PH, PW; the face test's default), or those after
+  // the stage's LCN (the input of the next stage; the same shape).
+  enum class Readout { kCode, kPooled, kNormalized };
+  // Responses of every stage for frames x: features[s], as `r` says.
+  std::vector<Tensor> Features(const Tensor& x, Readout r = Readout::kPooled);
   // d (pooled unit `unit` of stage `s`) / d x for one frame x (1, 1, S, S): backward through the
   // stage's pooling and encoder and every stage below it. Used to find a unit's optimal stimulus.
   Tensor InputGradient(int s, int64_t unit, const Tensor& x);

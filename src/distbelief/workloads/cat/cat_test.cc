@@ -179,6 +179,40 @@ TEST(CatNet, InputGradientMatchesFiniteDifferences) {
   EXPECT_EQ(CatNet::Create(even, 1).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// The face test can read a stage's neurons before pooling, pooled, or after its LCN: the code has
+// the encoder's shape, the pooled responses the pooling's, and the normalized ones are exactly what
+// the next stage takes in. A readout the test does not know is an error naming it.
+TEST(CatNet, FeaturesReadTheCodeThePooledOrTheNormalizedResponses) {
+  CatNetOptions o;
+  o.frame = 20;
+  o.stages = {CatStageOptions{4, 6, 2, 3, 3}, CatStageOptions{4, 3, 1, 2, 3}};
+  auto net = CatNet::Create(o, 7);
+  ASSERT_TRUE(net.ok()) << net.status();
+  Random rng(5);
+  Tensor x({3, 1, 20, 20});
+  for (float& v : x.span()) v = rng.Uniform(-1.0f, 1.0f);
+  const std::vector<Tensor> code = (*net)->Features(x, CatNet::Readout::kCode);
+  const std::vector<Tensor> pooled = (*net)->Features(x);
+  const std::vector<Tensor> normalized = (*net)->Features(x, CatNet::Readout::kNormalized);
+  ASSERT_EQ(code.size(), 2u);
+  EXPECT_EQ(code[0].shape(), (Shape{3, 4, 8, 8}));    // (20 - 6) / 2 + 1
+  EXPECT_EQ(pooled[0].shape(), (Shape{3, 4, 6, 6}));  // pooled 3 x 3, stride 1
+  EXPECT_EQ(normalized[0].shape(), pooled[0].shape());
+  const Tensor next_input = (*net)->StageInput(1, x);
+  ASSERT_EQ(next_input.size(), normalized[0].size());
+  double diff = 0.0, moved = 0.0;
+  for (int64_t i = 0; i < next_input.size(); ++i) {
+    diff = std::max(diff, double(std::abs(next_input[i] - normalized[0][i])));
+    moved = std::max(moved, double(std::abs(pooled[0][i] - normalized[0][i])));
+  }
+  EXPECT_EQ(diff, 0.0);
+  EXPECT_GT(moved, 1e-3);  // the LCN changed the pooled responses
+  EXPECT_TRUE(ParseReadout("code").ok());
+  const auto bad = ParseReadout("lcn");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(bad.status().message()).find("lcn"), std::string::npos);
+}
+
 TEST(CatReport, TransformFrameMovesScalesAndRotatesAboutTheCentre) {
   const int64_t s = 16;
   std::vector<float> in(s * s), out(s * s), again(s * s);

@@ -228,7 +228,15 @@ FaceRow LinearFilterRow(const FaceSet& set, const FaceHalves& h) {
   return row;
 }
 
-FaceTable FaceNeuronTable(CatNet* trained, CatNet* random_weights, const FaceSet& set, uint64_t seed) {
+StatusOr<CatNet::Readout> ParseReadout(const std::string& name) {
+  if (name == "code") return CatNet::Readout::kCode;
+  if (name == "pooled") return CatNet::Readout::kPooled;
+  if (name == "normalized") return CatNet::Readout::kNormalized;
+  return absl::InvalidArgumentError("readout \"" + name + "\": expected code, pooled or normalized");
+}
+
+FaceTable FaceNeuronTable(CatNet* trained, CatNet* random_weights, const FaceSet& set, uint64_t seed,
+                          CatNet::Readout readout) {
   FaceTable t;
   t.faces = set.faces;
   t.nonfaces = set.nonfaces;
@@ -249,7 +257,7 @@ FaceTable FaceNeuronTable(CatNet* trained, CatNet* random_weights, const FaceSet
   t.rows.push_back(BestUnitRow("best single pixel", set.frames.data(), set.frames.size() / n, set.labels, h));
   t.rows.push_back(LinearFilterRow(set, h));
 
-  const std::vector<Tensor> random_features = random_weights->Features(set.frames);
+  const std::vector<Tensor> random_features = random_weights->Features(set.frames, readout);
   FaceRow random;
   for (size_t s = 0; s < random_features.size(); ++s) {
     FaceRow r = BestUnitRow("", random_features[s].data(), random_features[s].size() / n, set.labels, h);
@@ -259,7 +267,7 @@ FaceTable FaceNeuronTable(CatNet* trained, CatNet* random_weights, const FaceSet
   random.name = "same network, random weights (best neuron, any stage)";
   t.rows.push_back(random);
 
-  const std::vector<Tensor> features = trained->Features(set.frames);
+  const std::vector<Tensor> features = trained->Features(set.frames, readout);
   const int top = static_cast<int>(features.size()) - 1;
   for (int s = 0; s <= top; ++s) {
     char name[64];

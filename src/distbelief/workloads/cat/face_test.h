@@ -91,7 +91,11 @@ struct FaceTable {
   std::string Markdown() const;  // the table, one row per line
 };
 
-// The whole table for a trained network and an untrained one of the same architecture.
-FaceTable FaceNeuronTable(CatNet* trained, CatNet* random_weights, const FaceSet& set, uint64_t seed);
+// The whole table for a trained network and an untrained one of the same architecture; both
+// networks' neurons are read as `readout` says (the pooled responses by default).
+FaceTable FaceNeuronTable(CatNet* trained, CatNet* random_weights, const FaceSet& set, uint64_t seed,
+                          CatNet::Readout readout = CatNet::Readout::kPooled);
+// "code", "pooled" or "normalized"; kInvalidArgument naming the value otherwise.
+StatusOr<CatNet::Readout> ParseReadout(const std::string& name);
 
 }  // namespace distbelief

@@ -65,25 +65,33 @@ class CatWorkload : public Workload {
   }
 
   // The face test of a checkpoint on any folders (--faces, --nonfaces: comma-separated; default
-  // the config's); with --csv, every unit's selection and held-out scores.
+  // the config's), its neurons read as --readout says (code, pooled: the default, normalized);
+  // with --csv, every unit's selection and held-out scores.
   Status Evaluate(const EngineOptions& e, const EvalRequest& request) override {
     CatOptions o = o_;
+    CatNet::Readout readout = CatNet::Readout::kPooled;
     for (const auto& [flag, value] : request.flags) {
-      if (flag == "faces") o.faces_dirs = SplitList(value);
-      else if (flag == "nonfaces") o.nonfaces_dirs = SplitList(value);
-      else if (flag != "csv") return absl::InvalidArgumentError("face-neuron eval takes no flag --" + flag);
+      if (flag == "faces") {
+        o.faces_dirs = SplitList(value);
+      } else if (flag == "nonfaces") {
+        o.nonfaces_dirs = SplitList(value);
+      } else if (flag == "readout") {
+        DB_ASSIGN_OR_RETURN(readout, ParseReadout(value));
+      } else if (flag != "csv") {
+        return absl::InvalidArgumentError("face-neuron eval takes no flag --" + flag);
+      }
     }
     DB_ASSIGN_OR_RETURN(auto net, CatNet::Create(o.net, e.train.seed));
     DB_RETURN_IF_ERROR(LoadCatNet(net.get(), request.checkpoint));
     DB_ASSIGN_OR_RETURN(const FaceSet set, LoadFaceSet(o.faces_dirs, o.nonfaces_dirs, o.net.frame));
     DB_ASSIGN_OR_RETURN(auto random, RandomCatNet(o, e.train.seed + 1));
-    const FaceTable table = FaceNeuronTable(net.get(), random.get(), set, e.train.seed);
+    const FaceTable table = FaceNeuronTable(net.get(), random.get(), set, e.train.seed, readout);
     if (auto csv = request.flags.find("csv"); csv != request.flags.end()) {
       std::FILE* f = std::fopen(csv->second.c_str(), "w");
       if (!f) return absl::UnavailableError("cannot write " + csv->second);
       std::fprintf(f, "stage,unit,selection_accuracy,held_out_accuracy,held_out_auc\n");
       const FaceHalves h = SplitFaceSet(set.labels, e.train.seed);
-      const std::vector<Tensor> features = net->Features(set.frames);
+      const std::vector<Tensor> features = net->Features(set.frames, readout);
       const int64_t n = set.frames.dim(0);
       for (size_t st = 0; st < features.size(); ++st) {
         const int64_t units = features[st].size() / n;
