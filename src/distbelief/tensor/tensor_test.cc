@@ -65,8 +65,8 @@ TEST(Vmath, FastExpIsAccurate) {
   EXPECT_NEAR(FastTanh(0.5f), std::tanh(0.5f), 1e-6);
 }
 
-// ZeroOnPool clears every element of a tensor large enough to be split over the threads, and
-// nothing beyond it.
+// ZeroOnPool clears every element, of a tensor large enough to be split over the threads and of
+// one too small to be.
 TEST(Tensor, ZeroOnPoolClearsEveryElement) {
   const int saved = NumThreads();
   SetNumThreads(2);
